@@ -1,0 +1,1 @@
+//! Runs one build-step process inside an isolated Linux container whose root is a snapshot.

@@ -1,0 +1,1 @@
+//! Turns a parsed Dockerfile into a DAG of content-addressed steps, and runs it with a cache.
