@@ -1,1 +1,42 @@
 //! OCI and Docker image formats, the content store, exporters and the registry client.
+//!
+//! The pieces, bottom up: [`Digest`] and [`Reference`] (names normalised as Docker does);
+//! the data model in [`spec`] ([`ImageConfig`], [`Manifest`], [`Index`], [`Descriptor`]) written
+//! as canonical JSON; the [`ContentStore`] (blobs by digest, tags, file locks) under a state
+//! directory; [`Image`] (a stored manifest + config) and [`write_image`]; exporters (OCI
+//! layout, docker-archive, archive load); and a synchronous registry client for pull and push.
+//! Nothing here is async.
+
+mod compression;
+mod digest;
+mod error;
+mod image;
+mod json;
+mod reference;
+pub mod spec;
+mod store;
+
+pub use compression::{Compression, CompressionOptions, decompress};
+pub use digest::Digest;
+pub use error::{Error, Result};
+pub use image::{Image, PulledImage, WriteOptions, write_image, write_image_with};
+pub use json::to_canonical_json;
+pub use reference::{DOCKER_HUB, Reference};
+pub use spec::{
+    ContainerConfig, Descriptor, HealthConfig, History, ImageConfig, Index, Manifest, Platform,
+    RootFs, media_type,
+};
+pub use store::{BlobWriter, ContentStore, Layer, LayerWriter};
+
+/// The default state directory: `/var/lib/kiln` for root, else `$XDG_DATA_HOME/kiln`
+/// (`~/.local/share/kiln`).
+pub fn default_state_dir() -> std::path::PathBuf {
+    if rustix::process::geteuid().is_root() {
+        return std::path::PathBuf::from("/var/lib/kiln");
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return std::path::PathBuf::from(x).join("kiln");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
+    std::path::PathBuf::from(home).join(".local/share/kiln")
+}
