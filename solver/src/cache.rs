@@ -1,0 +1,144 @@
+//! The cache record store under `<state_dir>/cache/`: cache key → the committed snapshot that
+//! holds the step's result and the layer (blob descriptor) made from it. Records are written
+//! atomically (temp file, fsync, rename), so a crash leaves either the old record or the new one,
+//! and a record is only written after everything it names exists.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result, io_err};
+use crate::key::CacheKey;
+
+/// A layer blob in the content store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRecord {
+    /// Compressed blob digest.
+    pub digest: String,
+    /// Uncompressed tar digest (the config's diff_id).
+    pub diff_id: String,
+    /// Blob size in bytes.
+    pub size: u64,
+    /// Blob media type.
+    pub media_type: String,
+}
+
+/// What a cached step produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheRecord {
+    /// Name of the committed snapshot holding the step's filesystem.
+    pub snapshot: String,
+    /// The layer made from the step's diff; `None` when the step changed nothing.
+    pub layer: Option<LayerRecord>,
+}
+
+/// Writes `bytes` to `path` atomically.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(dir).map_err(io_err("create temp file in", dir))?;
+    tmp.write_all(bytes)
+        .map_err(io_err("write", tmp.path().to_path_buf()))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(io_err("fsync", tmp.path().to_path_buf()))?;
+    tmp.persist(path).map_err(|e| Error::Io {
+        op: "rename",
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok(())
+}
+
+/// The record store.
+#[derive(Debug, Clone)]
+pub struct CacheStore {
+    dir: PathBuf,
+}
+
+impl CacheStore {
+    /// Opens (creating) `<state_dir>/cache`.
+    pub fn open(state_dir: &Path) -> Result<Self> {
+        let dir = state_dir.join("cache");
+        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        Ok(Self { dir })
+    }
+
+    fn path(&self, key: &CacheKey) -> PathBuf {
+        self.dir.join(format!("{}.json", key.hex()))
+    }
+
+    /// Looks a key up; a missing record is `None`, a corrupt one is ignored (treated as missing).
+    pub fn get(&self, key: &CacheKey) -> Option<CacheRecord> {
+        let bytes = fs::read(self.path(key)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Stores a record atomically.
+    pub fn put(&self, key: &CacheKey, rec: &CacheRecord) -> Result<()> {
+        let p = self.path(key);
+        let bytes = serde_json::to_vec(rec).map_err(|e| Error::Cache {
+            path: p.clone(),
+            message: e.to_string(),
+        })?;
+        write_atomic(&p, &bytes)
+    }
+
+    /// Every stored record (for prune).
+    pub fn all(&self) -> Vec<(CacheKey, CacheRecord)> {
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Some(hex) = name.strip_suffix(".json")
+                && let Ok(b) = fs::read(e.path())
+                && let Ok(r) = serde_json::from_slice(&b)
+            {
+                out.push((CacheKey(format!("sha256:{hex}")), r));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Removes one record.
+    pub fn remove(&self, key: &CacheKey) -> Result<()> {
+        let p = self.path(key);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Io {
+                op: "remove",
+                path: p,
+                source: e,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_corrupt_records() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let s = CacheStore::open(d.path()).expect("open");
+        let k = CacheKey("sha256:ab".into());
+        assert!(s.get(&k).is_none());
+        let r = CacheRecord {
+            snapshot: "snap".into(),
+            layer: None,
+        };
+        s.put(&k, &r).expect("put");
+        assert_eq!(s.get(&k), Some(r));
+        fs::write(d.path().join("cache/ab.json"), b"{trunc").expect("write");
+        assert!(s.get(&k).is_none());
+        assert_eq!(s.all().len(), 0);
+    }
+}
