@@ -1,2 +1,222 @@
 //! Dockerfile syntax for kiln: directives, instructions, heredocs and the shell-word lexer,
-//! reproducing BuildKit's frontend/dockerfile/parser. Knows nothing of files or images.
+//! reproducing BuildKit's `frontend/dockerfile/parser` (and `shell`) exactly. Knows nothing of
+//! files or images: it reads bytes and returns typed data.
+//!
+//! Three layers:
+//! - [`ast`]: BuildKit's low-level AST ([`ast::parse_ast`], [`ast::Ast::dump`] is
+//!   `Node.Dump()` byte for byte);
+//! - [`Instruction`]: the typed layer, grouped into [`Stage`]s by [`parse`];
+//! - [`shell::Lexer`]: `$VAR` / `${VAR...}` expansion the solver applies to the raw words.
+//!
+//! ```
+//! use kiln_parser::{Command, Instruction, parse, shell::Lexer};
+//!
+//! let df = parse(b"ARG TAG=3.20\nFROM alpine:$TAG AS base\nRUN make install\n")?;
+//! assert_eq!(df.global.len(), 1);
+//! let stage = &df.stages[0];
+//! assert_eq!(stage.name.as_deref(), Some("base"));
+//! assert_eq!(stage.base, "alpine:$TAG"); // raw: the solver expands it
+//! let step = &stage.instructions[0];
+//! assert_eq!((step.start_line, step.original.as_str()), (3, "RUN make install"));
+//! assert!(matches!(&step.instruction,
+//!     Instruction::Run(r) if r.command == Command::Shell("make install".into())));
+//!
+//! let image = Lexer::new(df.escape).process_word(&stage.base, &[("TAG", "3.20")])?;
+//! assert_eq!(image, "alpine:3.20");
+//!
+//! let err = parse(b"FROM a\nRUNN x\n").unwrap_err();
+//! assert_eq!(err.to_string(), "Dockerfile:2: unknown instruction: RUNN (did you mean RUN?)");
+//! # Ok::<(), kiln_parser::Error>(())
+//! ```
+
+pub mod ast;
+mod duration;
+mod error;
+mod flags;
+mod instruction;
+mod mount;
+mod pattern;
+mod quote;
+pub mod shell;
+mod suggest;
+
+pub use ast::{Directive, Heredoc, Warning};
+pub use error::{Error, Result};
+pub use instruction::{
+    Add, ArgDecl, Command, Copy, From, Healthcheck, INSTRUCTION_NAMES, Instruction, KeyValue,
+    Onbuild, Run, SourceContent,
+};
+pub use mount::{CacheSharing, MountType, RunMount};
+
+/// A parsed Dockerfile.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Dockerfile {
+    /// Parser directives (`syntax`, `escape`, `check`) from the top of the file.
+    pub directives: Vec<Directive>,
+    /// The escape character (`\` or `` ` ``); pass it to [`shell::Lexer::new`].
+    pub escape: char,
+    /// Non-fatal warnings (empty continuation lines).
+    pub warnings: Vec<Warning>,
+    /// Instructions before the first FROM (only ARG is allowed there: the meta ARGs).
+    pub global: Vec<Located>,
+    /// The build stages in file order.
+    pub stages: Vec<Stage>,
+}
+
+impl Dockerfile {
+    /// The value of a parser directive (`syntax`, `escape`, `check`), if present.
+    pub fn directive(&self, name: &str) -> Option<&str> {
+        self.directives
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| d.value.as_str())
+    }
+
+    /// The stage named `name` (case-insensitive) or with that index.
+    pub fn stage(&self, name_or_index: &str) -> Option<&Stage> {
+        let lower = name_or_index.to_lowercase();
+        self.stages
+            .iter()
+            .find(|s| s.name.as_deref() == Some(lower.as_str()))
+            .or_else(|| {
+                name_or_index
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| self.stages.get(i))
+            })
+    }
+}
+
+/// One build stage: a FROM and the instructions up to the next FROM.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Stage {
+    /// Position in the file (0-based), usable as `COPY --from=<index>`.
+    pub index: usize,
+    /// The base image word, raw (BuildKit expands it with the meta ARGs, default mode).
+    pub base: String,
+    /// `--platform`, raw (expanded with the meta ARGs and the platform ARGs).
+    pub platform: Option<String>,
+    /// `AS name`, lowercased and validated.
+    pub name: Option<String>,
+    /// First line of the FROM (1-based).
+    pub start_line: usize,
+    /// Last line of the FROM.
+    pub end_line: usize,
+    /// The FROM line as written (continuations joined), e.g. `FROM alpine AS base`.
+    pub original: String,
+    /// The stage's instructions.
+    pub instructions: Vec<Located>,
+}
+
+/// An instruction with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Located {
+    /// The typed instruction.
+    pub instruction: Instruction,
+    /// First line (1-based).
+    pub start_line: usize,
+    /// Last line (1-based, heredoc terminators included).
+    pub end_line: usize,
+    /// The instruction line as written, continuations joined (e.g. `RUN make install`), for
+    /// progress display. Heredoc bodies are not included.
+    pub original: String,
+}
+
+impl Located {
+    /// The line range, `start..=end`.
+    pub fn lines(&self) -> std::ops::RangeInclusive<usize> {
+        self.start_line..=self.end_line
+    }
+}
+
+/// Parses a Dockerfile: BOM, CRLF, directives, escape, continuations, heredocs, then the typed
+/// layer and stages. Errors read `Dockerfile:LINE: message` (see [`Error::with_file`]).
+pub fn parse(source: &[u8]) -> Result<Dockerfile> {
+    let ast = ast::parse_ast(source)?;
+    let mut global = Vec::new();
+    let mut stages: Vec<Stage> = Vec::new();
+    for node in &ast.children {
+        let loc = |e: String| Error::syntax(node.start_line, node.end_line, e);
+        let instruction = instruction::from_node(node).map_err(loc)?;
+        let original = node.original.trim().to_owned();
+        if let Instruction::From(from) = instruction {
+            stages.push(Stage {
+                index: stages.len(),
+                base: from.image,
+                platform: from.platform,
+                name: from.name,
+                start_line: node.start_line,
+                end_line: node.end_line,
+                original,
+                instructions: Vec::new(),
+            });
+            continue;
+        }
+        let located = Located {
+            instruction,
+            start_line: node.start_line,
+            end_line: node.end_line,
+            original,
+        };
+        match stages.last_mut() {
+            Some(stage) => stage.instructions.push(located),
+            None if matches!(located.instruction, Instruction::Arg(_)) => global.push(located),
+            None => return Err(loc("no build stage in current context".to_owned())),
+        }
+    }
+    Ok(Dockerfile {
+        directives: ast.directives,
+        escape: ast.escape,
+        warnings: ast.warnings,
+        global,
+        stages,
+    })
+}
+
+/// Parses a single instruction line, such as an ONBUILD trigger read back from an image
+/// config (`RUN echo hi`, possibly followed by heredoc bodies on the next lines). Line numbers
+/// in the result and errors count from 1 within `text`.
+pub fn parse_instruction(text: &str, escape: char) -> Result<Located> {
+    let mut src = String::new();
+    if escape == '`' {
+        src.push_str("# escape=`\n");
+    }
+    let offset = usize::from(escape == '`');
+    src.push_str(text);
+    let ast = ast::parse_ast(src.as_bytes()).map_err(|e| shift(e, offset))?;
+    let node = ast
+        .children
+        .first()
+        .ok_or_else(|| Error::syntax(1, 1, "file with no instructions"))?;
+    let instruction = instruction::from_node(node)
+        .map_err(|e| Error::syntax(node.start_line - offset, node.end_line - offset, e))?;
+    Ok(Located {
+        instruction,
+        start_line: node.start_line - offset,
+        end_line: node.end_line - offset,
+        original: node.original.trim().to_owned(),
+    })
+}
+
+fn shift(e: Error, offset: usize) -> Error {
+    match e {
+        Error::Syntax {
+            file,
+            line,
+            end_line,
+            message,
+        } => Error::Syntax {
+            file,
+            line: line.saturating_sub(offset).max(1),
+            end_line: end_line.saturating_sub(offset).max(1),
+            message,
+        },
+        other @ Error::Expand { .. } => other,
+    }
+}
+
+/// BuildKit's `Node.Dump()` of a whole Dockerfile (the format of the parser's golden
+/// `result` files), or BuildKit's error.
+pub fn dump_buildkit(source: &[u8]) -> Result<String> {
+    Ok(ast::parse_ast(source)?.dump())
+}

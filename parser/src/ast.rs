@@ -1,0 +1,973 @@
+//! The low-level Dockerfile AST, exactly as BuildKit's `frontend/dockerfile/parser` builds it:
+//! parser directives, line continuations, comments, heredocs, flags and the per-instruction
+//! argument shapes, plus BuildKit's `Node.Dump()` format. It does not validate instructions
+//! (unknown ones still produce a node); that is [`crate::instruction`]'s job.
+
+use nom::IResult;
+use nom::Parser;
+use nom::bytes::complete::{tag, take_while, take_while1};
+use nom::character::complete::digit0;
+use nom::combinator::{all_consuming, opt};
+
+use crate::error::{Error, Result};
+use crate::quote::{go_quote, go_quote_list};
+use crate::shell::{Lexer, NoEnv};
+
+/// One node of BuildKit's AST. A top-level node is one instruction: `value` is the instruction
+/// keyword as written, `next` its arguments (one element per BuildKit `Next` link; an ONBUILD
+/// argument holds the nested instruction in `children`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Node {
+    /// The token: instruction keyword (original case) or argument value.
+    pub value: String,
+    /// The argument chain.
+    pub next: Vec<Node>,
+    /// Nested instructions (ONBUILD's argument node holds its trigger here).
+    pub children: Vec<Node>,
+    /// Heredocs attached to the instruction (RUN/COPY/ADD, or ONBUILD of those).
+    pub heredocs: Vec<Heredoc>,
+    /// Whether the arguments came from the JSON (exec) form.
+    pub json: bool,
+    /// The instruction line after continuations were joined.
+    pub original: String,
+    /// `--flag[=value]` words, without quotes.
+    pub flags: Vec<String>,
+    /// First line (1-based; 0 for argument nodes and ONBUILD triggers).
+    pub start_line: usize,
+    /// Last line (1-based, includes heredoc terminators).
+    pub end_line: usize,
+    /// Comment lines directly above the instruction.
+    pub prev_comment: Vec<String>,
+}
+
+/// A heredoc (`<<EOF ... EOF`) attached to an instruction.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Heredoc {
+    /// The delimiter word with quotes removed (`EOF`); also the file name for COPY/ADD.
+    pub name: String,
+    /// The file descriptor prefix (`3<<EOF`), 0 when absent.
+    pub fd: u64,
+    /// Whether the content is expanded (the delimiter was not quoted). BuildKit expands it
+    /// with the `skip_process_quotes` lexer mode.
+    pub expand: bool,
+    /// `<<-`: leading tabs are stripped from content lines (see [`Heredoc::chomped`]).
+    pub chomp: bool,
+    /// The raw content lines, each with its line ending, terminator excluded.
+    pub content: String,
+}
+
+impl Heredoc {
+    /// The content with leading tabs stripped from every line when `chomp` is set
+    /// (BuildKit's `ChompHeredocContent`), otherwise as is.
+    pub fn chomped(&self) -> String {
+        if self.chomp {
+            chomp_heredoc_content(&self.content)
+        } else {
+            self.content.clone()
+        }
+    }
+}
+
+/// Removes leading tabs from every line (BuildKit `ChompHeredocContent`).
+pub fn chomp_heredoc_content(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for line in s.split_inclusive('\n') {
+        out.push_str(line.trim_start_matches('\t'));
+    }
+    out
+}
+
+/// A parser directive from the top of the file (`# syntax=...`, `# escape=...`, `# check=...`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Directive {
+    /// The lowercased name: `syntax`, `escape` or `check`.
+    pub name: String,
+    /// The value, trimmed.
+    pub value: String,
+    /// The line it is on (1-based).
+    pub line: usize,
+}
+
+/// A non-fatal problem found while parsing (currently: empty continuation lines).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Warning {
+    /// BuildKit's short message, e.g. `Empty continuation line found in: RUN a b`.
+    pub message: String,
+    /// The line BuildKit reports it at (the instruction's last line).
+    pub line: usize,
+}
+
+/// The result of parsing the syntax layer: the root's children plus file-level facts.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Ast {
+    /// One node per instruction.
+    pub children: Vec<Node>,
+    /// The escape character in effect (`\` or `` ` ``).
+    pub escape: char,
+    /// Parser directives, in file order.
+    pub directives: Vec<Directive>,
+    /// Warnings (BuildKit prints them, the build goes on).
+    pub warnings: Vec<Warning>,
+    /// First line of the first instruction.
+    pub start_line: usize,
+    /// Last line of the last instruction.
+    pub end_line: usize,
+}
+
+impl Node {
+    /// BuildKit's `Node.Dump()` of this node.
+    pub fn dump(&self) -> String {
+        let mut s = self.value.to_lowercase();
+        if !self.flags.is_empty() {
+            s.push(' ');
+            s.push_str(&go_quote_list(&self.flags));
+        }
+        for c in &self.children {
+            s.push('(');
+            s.push_str(&c.dump());
+            s.push_str(")\n");
+        }
+        for n in &self.next {
+            s.push(' ');
+            if n.children.is_empty() {
+                s.push_str(&go_quote(&n.value));
+            } else {
+                s.push_str(&n.dump());
+            }
+        }
+        s.trim().to_owned()
+    }
+
+    /// The argument values (BuildKit `nodeArgs`): an ONBUILD argument contributes the nested
+    /// keyword followed by its arguments.
+    pub fn args(&self) -> Vec<String> {
+        let mut out = Vec::with_capacity(self.next.len());
+        for n in &self.next {
+            if n.children.is_empty() {
+                out.push(n.value.clone());
+            } else if n.children.len() == 1 {
+                out.push(n.children[0].value.clone());
+                out.extend(n.children[0].args());
+            }
+        }
+        out
+    }
+
+    fn can_contain_heredoc(&self) -> bool {
+        let mut node = self;
+        if node.value.eq_ignore_ascii_case("onbuild")
+            && let Some(first) = node.next.first()
+            && let Some(child) = first.children.first()
+        {
+            node = child;
+        }
+        let v = node.value.to_ascii_lowercase();
+        matches!(v.as_str(), "run" | "copy" | "add") && !node.json
+    }
+}
+
+impl Ast {
+    /// BuildKit's dump of the whole file: one `(...)` line per instruction, `\n`-terminated.
+    pub fn dump(&self) -> String {
+        let mut s = String::new();
+        for c in &self.children {
+            s.push('(');
+            s.push_str(&c.dump());
+            s.push_str(")\n");
+        }
+        s
+    }
+}
+
+/// Go's `unicode.IsSpace`.
+fn is_space(c: char) -> bool {
+    c.is_whitespace()
+}
+
+/// BuildKit's `reWhitespace`: `[\t\v\f\r ]+`.
+fn is_re_ws(c: char) -> bool {
+    matches!(c, '\t' | '\u{b}' | '\u{c}' | '\r' | ' ')
+}
+
+/// Go regexp `\s`: `[\t\n\f\r ]`.
+fn is_re_s(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\u{c}' | '\r' | ' ')
+}
+
+/// Splits like Go's `reWhitespace.Split(s, n)` (n = -1 for all).
+fn split_re_ws(s: &str, n: isize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    loop {
+        if n > 0 && out.len() as isize == n - 1 {
+            out.push(rest);
+            break;
+        }
+        match rest.find(is_re_ws) {
+            None => {
+                out.push(rest);
+                break;
+            }
+            Some(i) => {
+                out.push(&rest[..i]);
+                let after = &rest[i..];
+                let ws = after.len() - after.trim_start_matches(is_re_ws).len();
+                rest = &after[ws..];
+            }
+        }
+    }
+    out
+}
+
+struct Directives {
+    escape: char,
+    done: bool,
+    seen: Vec<String>,
+    line: usize,
+    found: Vec<Directive>,
+}
+
+/// `key \s* = \s* value` after the `#` (nom): the key is `[a-zA-Z][a-zA-Z0-9]*`.
+fn directive_kv(input: &str) -> IResult<&str, (&str, &str)> {
+    let (input, first) = take_while1(|c: char| c.is_ascii_alphabetic()).parse(input)?;
+    let _ = first;
+    let (input, _) = take_while(|c: char| c.is_ascii_alphanumeric()).parse(input)?;
+    Ok((input, (first, "")))
+}
+
+impl Directives {
+    fn new() -> Self {
+        Directives {
+            escape: '\\',
+            done: false,
+            seen: Vec::new(),
+            line: 0,
+            found: Vec::new(),
+        }
+    }
+
+    /// BuildKit `DirectiveParser.ParseLine` + `setEscapeToken`. Returns whether the line was a
+    /// directive.
+    fn parse_line(&mut self, line: &str) -> std::result::Result<bool, String> {
+        self.line += 1;
+        if self.done {
+            return Ok(false);
+        }
+        let Some(rest) = line.strip_prefix('#') else {
+            self.done = true;
+            return Ok(false);
+        };
+        let rest = rest.trim_start_matches(is_space);
+        let Some((key, value)) = match_directive(rest) else {
+            self.done = true;
+            return Ok(false);
+        };
+        let k = key.to_ascii_lowercase();
+        if !matches!(k.as_str(), "syntax" | "escape" | "check") {
+            self.done = true;
+            return Ok(false);
+        }
+        if self.seen.contains(&k) {
+            return Err(format!("only one {k} parser directive can be used"));
+        }
+        self.seen.push(k.clone());
+        if k == "escape" {
+            match value {
+                "`" => self.escape = '`',
+                "\\" => self.escape = '\\',
+                _ => {
+                    return Err(format!(
+                        "invalid escape token '{value}' does not match ` or \\"
+                    ));
+                }
+            }
+        }
+        self.found.push(Directive {
+            name: k,
+            value: value.to_owned(),
+            line: self.line,
+        });
+        Ok(true)
+    }
+}
+
+/// Go's `^([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$`.
+fn match_directive(s: &str) -> Option<(&str, &str)> {
+    let (rest, _) = directive_kv(s).ok()?;
+    let key = &s[..s.len() - rest.len()];
+    let rest = rest.trim_start_matches(is_re_s);
+    let rest = rest.strip_prefix('=')?;
+    if rest.is_empty() || rest.contains('\n') {
+        return None;
+    }
+    let trimmed = rest.trim_start_matches(is_re_s).trim_end_matches(is_re_s);
+    if trimmed.is_empty() {
+        // All whitespace: the lazy group takes the last character.
+        let last = rest.char_indices().last()?.0;
+        return Some((key, &rest[last..]));
+    }
+    Some((key, trimmed))
+}
+
+fn trim_newline(s: &str) -> &str {
+    s.trim_end_matches(['\r', '\n'])
+}
+
+fn is_comment(s: &str) -> bool {
+    s.trim_start_matches(is_space).starts_with('#')
+}
+
+fn is_empty_continuation_line(s: &str) -> bool {
+    trim_newline(s).trim_start_matches(is_space).is_empty()
+}
+
+/// BuildKit's line-continuation regex `([^E])E[ \t]*$|^E[ \t]*$`, replaced by `$1`.
+/// Returns the line without the escape and whether the line ends the instruction.
+fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
+    let t = line.trim_end_matches([' ', '\t']);
+    let Some(body) = t.strip_suffix(escape) else {
+        return (line, true);
+    };
+    match body.chars().last() {
+        None => ("", false),
+        Some(c) if c == escape => (line, true),
+        Some(_) => (body, false),
+    }
+}
+
+fn process_line<'a>(
+    d: &mut Directives,
+    token: &'a str,
+    strip_left: bool,
+) -> (&'a str, std::result::Result<bool, String>) {
+    let mut t = trim_newline(token);
+    if strip_left {
+        t = t.trim_start_matches(is_space);
+    }
+    let r = d.parse_line(t);
+    if is_comment(t) { ("", r) } else { (t, r) }
+}
+
+/// Parses a Dockerfile into BuildKit's AST. Invalid UTF-8 is replaced by U+FFFD first.
+pub fn parse_ast(source: &[u8]) -> Result<Ast> {
+    let text = String::from_utf8_lossy(source);
+    let mut lines = text.split_inclusive('\n');
+    let mut d = Directives::new();
+    let mut current_line = 0usize;
+    let mut children: Vec<Node> = Vec::new();
+    let mut root_start: Option<usize> = None;
+    let mut root_end = 0usize;
+    let mut warnings = Vec::new();
+    let mut comments: Vec<String> = Vec::new();
+    let mut buf = String::new();
+
+    while let Some(raw) = lines.next() {
+        let raw = if current_line == 0 {
+            raw.strip_prefix('\u{feff}').unwrap_or(raw)
+        } else {
+            raw
+        };
+        if is_comment(raw) {
+            let comment = raw.get(1..).unwrap_or("").trim();
+            if comment.is_empty() {
+                comments.clear();
+            } else {
+                comments.push(comment.to_owned());
+            }
+        }
+        let (bytes, directive) = process_line(&mut d, raw, true);
+        match directive {
+            Ok(true) => {
+                comments.pop();
+            }
+            Ok(false) => {}
+            Err(e) => return Err(Error::syntax(current_line + 1, current_line + 1, e)),
+        }
+        current_line += 1;
+        let start_line = current_line;
+        let (bytes, mut eol) = trim_continuation(bytes, d.escape);
+        if eol && bytes.is_empty() {
+            continue;
+        }
+        buf.clear();
+        buf.push_str(bytes);
+        let mut has_empty = false;
+        while !eol {
+            let Some(raw) = lines.next() else { break };
+            let (bytes, r) = process_line(&mut d, raw, false);
+            if let Err(e) = r {
+                return Err(Error::syntax(current_line + 1, current_line + 1, e));
+            }
+            current_line += 1;
+            if is_comment(raw) {
+                continue;
+            }
+            if is_empty_continuation_line(bytes) {
+                has_empty = true;
+                continue;
+            }
+            let (bytes, e) = trim_continuation(bytes, d.escape);
+            eol = e;
+            buf.push_str(bytes);
+        }
+        let line = buf.clone();
+        if has_empty {
+            warnings.push(Warning {
+                message: format!("Empty continuation line found in: {line}"),
+                line: current_line,
+            });
+        }
+        let mut child = new_node_from_line(&line, d.escape, std::mem::take(&mut comments))
+            .map_err(|e| Error::syntax(start_line, current_line, e))?;
+        if child.can_contain_heredoc() && line.contains("<<") {
+            let heredocs = heredocs_from_line(&line)
+                .map_err(|e| Error::syntax(start_line, current_line, e))?;
+            for mut heredoc in heredocs {
+                let mut terminated = false;
+                for raw in lines.by_ref() {
+                    current_line += 1;
+                    let mut possible = trim_newline(raw);
+                    if heredoc.chomp {
+                        possible = possible.trim_start_matches('\t');
+                    }
+                    if possible == heredoc.name {
+                        terminated = true;
+                        break;
+                    }
+                    heredoc.content.push_str(raw);
+                }
+                if !terminated {
+                    return Err(Error::syntax(
+                        start_line,
+                        current_line,
+                        "unterminated heredoc",
+                    ));
+                }
+                child.heredocs.push(heredoc);
+            }
+        }
+        child.start_line = start_line;
+        child.end_line = current_line;
+        root_start.get_or_insert(start_line);
+        root_end = current_line;
+        children.push(child);
+    }
+
+    let Some(start_line) = root_start else {
+        return Err(Error::syntax(
+            current_line.max(1),
+            current_line.max(1),
+            "file with no instructions",
+        ));
+    };
+    Ok(Ast {
+        children,
+        escape: d.escape,
+        directives: d.found,
+        warnings,
+        start_line,
+        end_line: root_end,
+    })
+}
+
+/// Parses one instruction line (continuations already joined, no heredoc bodies) into a node,
+/// with the default escape character unless given. Used for ONBUILD triggers.
+pub fn parse_line(line: &str, escape: char) -> Result<Node> {
+    new_node_from_line(line, escape, Vec::new()).map_err(|e| Error::syntax(1, 1, e))
+}
+
+fn new_node_from_line(
+    line: &str,
+    escape: char,
+    comments: Vec<String>,
+) -> std::result::Result<Node, String> {
+    let (cmd, flags, args) = split_command(line);
+    let (next, json) = dispatch(&cmd, &args, escape)?;
+    Ok(Node {
+        value: cmd,
+        next,
+        json,
+        original: line.to_owned(),
+        flags,
+        prev_comment: comments,
+        ..Node::default()
+    })
+}
+
+fn arg(value: &str) -> Node {
+    Node {
+        value: value.to_owned(),
+        ..Node::default()
+    }
+}
+
+type Args = std::result::Result<(Vec<Node>, bool), String>;
+
+fn dispatch(cmd: &str, rest: &str, escape: char) -> Args {
+    match cmd.to_ascii_lowercase().as_str() {
+        "add" | "copy" | "volume" => parse_maybe_json_to_list(rest),
+        "arg" => Ok((
+            parse_words(rest, escape).iter().map(|w| arg(w)).collect(),
+            false,
+        )),
+        "cmd" | "entrypoint" | "run" | "shell" => parse_maybe_json(rest),
+        "env" => parse_name_val(rest, "ENV", escape),
+        "label" => parse_name_val(rest, "LABEL", escape),
+        "expose" | "from" => Ok((parse_whitespace_delimited(rest), false)),
+        "healthcheck" => parse_health_config(rest),
+        "maintainer" | "stopsignal" | "user" | "workdir" => {
+            if rest.is_empty() {
+                Ok((Vec::new(), false))
+            } else {
+                Ok((vec![arg(rest)], false))
+            }
+        }
+        "onbuild" => {
+            if rest.is_empty() {
+                return Ok((Vec::new(), false));
+            }
+            let child = new_node_from_line(rest, escape, Vec::new())?;
+            Ok((
+                vec![Node {
+                    children: vec![child],
+                    ..Node::default()
+                }],
+                false,
+            ))
+        }
+        _ => Ok((vec![Node::default()], false)),
+    }
+}
+
+/// BuildKit `splitCommand`: the keyword, the leading `--flags` and the trimmed rest.
+fn split_command(line: &str) -> (String, Vec<String>, String) {
+    let parts = split_re_ws(line.trim(), 2);
+    let cmd = parts[0].to_owned();
+    if parts.len() == 2 {
+        let (args, flags) = extract_builder_flags(parts[1]);
+        (cmd, flags, args.trim().to_owned())
+    } else {
+        (cmd, Vec::new(), String::new())
+    }
+}
+
+/// BuildKit `extractBuilderFlags`. Works byte-wise like upstream (a non-ASCII byte inside a
+/// flag becomes the Latin-1 character of that value, as Go's `rune(line[pos])` does).
+fn extract_builder_flags(line: &str) -> (&str, Vec<String>) {
+    #[derive(PartialEq)]
+    enum Phase {
+        Spaces,
+        Word,
+        Quote,
+    }
+    let b = line.as_bytes();
+    let mut words = Vec::new();
+    let mut phase = Phase::Spaces;
+    let mut word = String::new();
+    let mut quote = 0u8;
+    let mut blank_ok = false;
+    let mut pos = 0usize;
+    while pos <= b.len() {
+        let ch = if pos < b.len() { b[pos] } else { 0 };
+        if phase == Phase::Spaces {
+            if pos == b.len() {
+                break;
+            }
+            if is_space(char::from(ch)) {
+                pos += 1;
+                continue;
+            }
+            if ch != b'-' || pos + 1 == b.len() || b[pos + 1] != b'-' {
+                return (&line[pos..], words);
+            }
+            phase = Phase::Word;
+        }
+        if pos == b.len() {
+            if word != "--" && (blank_ok || !word.is_empty()) {
+                words.push(word);
+            }
+            break;
+        }
+        if phase == Phase::Word {
+            if is_space(char::from(ch)) {
+                phase = Phase::Spaces;
+                if word == "--" {
+                    return (line.get(pos..).unwrap_or(""), words);
+                }
+                if blank_ok || !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+                word.clear();
+                blank_ok = false;
+                pos += 1;
+                continue;
+            }
+            if ch == b'\'' || ch == b'"' {
+                quote = ch;
+                blank_ok = true;
+                phase = Phase::Quote;
+                pos += 1;
+                continue;
+            }
+            let mut ch = ch;
+            if ch == b'\\' {
+                if pos + 1 == b.len() {
+                    pos += 1;
+                    continue;
+                }
+                pos += 1;
+                ch = b[pos];
+            }
+            word.push(char::from(ch));
+            pos += 1;
+            continue;
+        }
+        // Quote phase.
+        if ch == quote {
+            phase = Phase::Word;
+            pos += 1;
+            continue;
+        }
+        let mut ch = ch;
+        if ch == b'\\' {
+            if pos + 1 == b.len() {
+                phase = Phase::Word;
+                pos += 1;
+                continue;
+            }
+            pos += 1;
+            ch = b[pos];
+        }
+        word.push(char::from(ch));
+        pos += 1;
+    }
+    ("", words)
+}
+
+/// BuildKit `parseWords`: split on whitespace, keeping quotes and escapes.
+fn parse_words(rest: &str, escape: char) -> Vec<String> {
+    #[derive(PartialEq)]
+    enum Phase {
+        Spaces,
+        Word,
+        Quote,
+    }
+    let chars: Vec<char> = rest.chars().collect();
+    let mut words = Vec::new();
+    let mut phase = Phase::Spaces;
+    let mut quote = '\0';
+    let mut blank_ok = false;
+    let mut sb = String::new();
+    let mut pos = 0usize;
+    while pos <= chars.len() {
+        let mut ch = chars.get(pos).copied().unwrap_or('\0');
+        if phase == Phase::Spaces {
+            if pos == chars.len() {
+                break;
+            }
+            if is_space(ch) {
+                pos += 1;
+                continue;
+            }
+            phase = Phase::Word;
+        }
+        if phase == Phase::Word && pos == chars.len() {
+            if blank_ok || !sb.is_empty() {
+                words.push(std::mem::take(&mut sb));
+            }
+            break;
+        }
+        if pos == chars.len() {
+            // Unterminated quote at the end: upstream drops the partial word.
+            break;
+        }
+        if phase == Phase::Word {
+            if is_space(ch) {
+                phase = Phase::Spaces;
+                if blank_ok || !sb.is_empty() {
+                    words.push(std::mem::take(&mut sb));
+                }
+                sb.clear();
+                blank_ok = false;
+                pos += 1;
+                continue;
+            }
+            if ch == '\'' || ch == '"' {
+                quote = ch;
+                blank_ok = true;
+                phase = Phase::Quote;
+            }
+            if ch == escape {
+                if pos + 1 == chars.len() {
+                    pos += 1;
+                    continue;
+                }
+                sb.push(ch);
+                pos += 1;
+                ch = chars[pos];
+            }
+            sb.push(ch);
+            pos += 1;
+            continue;
+        }
+        if ch == quote {
+            phase = Phase::Word;
+        }
+        if ch == escape && quote != '\'' {
+            if pos + 1 == chars.len() {
+                phase = Phase::Word;
+                pos += 1;
+                continue;
+            }
+            pos += 1;
+            sb.push(ch);
+            ch = chars[pos];
+        }
+        sb.push(ch);
+        pos += 1;
+    }
+    words
+}
+
+fn kv(key: &str, value: &str, sep: &str) -> [Node; 3] {
+    [arg(key), arg(value), arg(sep)]
+}
+
+fn parse_name_val(rest: &str, key: &str, escape: char) -> Args {
+    let words = parse_words(rest, escape);
+    if words.is_empty() {
+        return Ok((Vec::new(), false));
+    }
+    if !words[0].contains('=') {
+        let parts = split_re_ws(rest, 2);
+        if parts.len() < 2 {
+            return Err(format!("{key} must have two arguments"));
+        }
+        return Ok((kv(parts[0], parts[1], "").into(), false));
+    }
+    let mut out = Vec::with_capacity(words.len() * 3);
+    for w in &words {
+        let Some((k, v)) = w.split_once('=') else {
+            return Err(format!(
+                "Syntax error - can't find = in {}. Must be of the form: name=value",
+                go_quote(w)
+            ));
+        };
+        out.extend(kv(k, v, "="));
+    }
+    Ok((out, false))
+}
+
+fn parse_whitespace_delimited(rest: &str) -> Vec<Node> {
+    if rest.is_empty() {
+        return Vec::new();
+    }
+    split_re_ws(rest, -1).into_iter().map(arg).collect()
+}
+
+const NOT_STRING_ARRAY: &str =
+    "when using JSON array syntax, arrays must be comprised of strings only";
+
+/// BuildKit `parseJSON`: `Ok(Some)` for a JSON array of strings, `Ok(None)` when the text is
+/// not a JSON array (fall back to shell form), `Err` for an array with a non-string element.
+fn parse_json(rest: &str) -> std::result::Result<Option<Vec<Node>>, String> {
+    let rest = rest.trim_start_matches(is_space);
+    if !rest.starts_with('[') {
+        return Ok(None);
+    }
+    let Ok(values) = serde_json::from_str::<Vec<serde_json::Value>>(rest) else {
+        return Ok(None);
+    };
+    let mut out = Vec::with_capacity(values.len());
+    for v in values {
+        match v {
+            serde_json::Value::String(s) => out.push(Node {
+                value: s,
+                ..Node::default()
+            }),
+            _ => return Err(NOT_STRING_ARRAY.to_owned()),
+        }
+    }
+    Ok(Some(out))
+}
+
+fn parse_maybe_json(rest: &str) -> Args {
+    if rest.is_empty() {
+        return Ok((Vec::new(), false));
+    }
+    match parse_json(rest)? {
+        Some(nodes) => Ok((nodes, true)),
+        None => Ok((vec![arg(rest)], false)),
+    }
+}
+
+fn parse_maybe_json_to_list(rest: &str) -> Args {
+    match parse_json(rest)? {
+        Some(nodes) => Ok((nodes, true)),
+        None => Ok((parse_whitespace_delimited(rest), false)),
+    }
+}
+
+fn parse_health_config(rest: &str) -> Args {
+    let sep = rest.find(is_space).unwrap_or(rest.len());
+    if sep == 0 {
+        return Ok((Vec::new(), false));
+    }
+    let after = &rest[sep..];
+    let next = &after[after.len() - after.trim_start_matches(is_space).len()..];
+    let (cmd, json) = parse_maybe_json(next)?;
+    let mut out = vec![arg(&rest[..sep])];
+    out.extend(cmd);
+    Ok((out, json))
+}
+
+/// `^(\d*)<<(-?)([^<]*)$` (nom): fd digits, chomp flag, rest.
+fn heredoc_marker(input: &str) -> IResult<&str, (&str, bool, &str)> {
+    let (input, fd) = digit0(input)?;
+    let (input, _) = tag("<<")(input)?;
+    let (input, dash) = opt(tag("-")).parse(input)?;
+    let (input, rest) = all_consuming(take_while(|c: char| c != '<')).parse(input)?;
+    Ok((input, (fd, dash.is_some(), rest)))
+}
+
+/// BuildKit `ParseHeredoc`: recognises a heredoc marker word such as `<<EOF`, `<<-"EOF"` or
+/// `3<<EOF`. Returns `Ok(None)` when the word is not a heredoc marker.
+pub fn parse_heredoc(word: &str) -> std::result::Result<Option<Heredoc>, String> {
+    let Ok((_, (fd, chomp, rest))) = heredoc_marker(word) else {
+        return Ok(None);
+    };
+    let fd: u64 = if fd.is_empty() {
+        0
+    } else {
+        fd.parse().unwrap_or(u64::MAX)
+    };
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    let mut lex = Lexer::new('\\');
+    lex.skip_unset_env = true;
+    let words = lex
+        .process_words(rest, &NoEnv)
+        .map_err(|e| e.message().to_owned())?;
+    if words.len() != 1 {
+        return Ok(None);
+    }
+    lex.raw_quotes = true;
+    let words_raw = lex
+        .process_words(rest, &NoEnv)
+        .map_err(|e| e.message().to_owned())?;
+    if words_raw.len() != words.len() {
+        return Err(format!(
+            "internal lexing of heredoc produced inconsistent results: {rest}"
+        ));
+    }
+    let count = |s: &str| s.chars().filter(|&c| c == '\'' || c == '"').count();
+    let expand = count(&words[0]) == count(&words_raw[0]);
+    Ok(Some(Heredoc {
+        name: words[0].clone(),
+        fd,
+        expand,
+        chomp,
+        content: String::new(),
+    }))
+}
+
+fn heredocs_from_line(line: &str) -> std::result::Result<Vec<Heredoc>, String> {
+    let mut lex = Lexer::new('\\');
+    lex.raw_quotes = true;
+    lex.raw_escapes = true;
+    lex.skip_unset_env = true;
+    let words = lex.process_words(line, &NoEnv).unwrap_or_default();
+    let mut docs = Vec::new();
+    for w in words {
+        if let Some(h) = parse_heredoc(&w)? {
+            docs.push(h);
+        }
+    }
+    Ok(docs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dump(src: &str) -> String {
+        parse_ast(src.as_bytes()).unwrap().dump()
+    }
+
+    #[test]
+    fn basic_dump() {
+        assert_eq!(
+            dump("FROM busybox\nRUN echo hi\n"),
+            "(from \"busybox\")\n(run \"echo hi\")\n"
+        );
+        assert_eq!(
+            dump("COPY --from=a --chown=1:1 [\"a\", \"b\"]\n"),
+            "(copy [\"--from=a\" \"--chown=1:1\"] \"a\" \"b\")\n"
+        );
+        assert_eq!(
+            dump("ENV A=1 B=\"x y\"\n"),
+            "(env \"A\" \"1\" \"=\" \"B\" \"\\\"x y\\\"\" \"=\")\n"
+        );
+        assert_eq!(dump("ENV A 1 2\n"), "(env \"A\" \"1 2\" \"\")\n");
+        assert_eq!(dump("ONBUILD RUN x\n"), "(onbuild (run \"x\"))\n");
+        assert_eq!(dump("HEALTHCHECK\n"), "(healthcheck)\n");
+        assert_eq!(dump("FOO bar\n"), "(foo \"\")\n");
+    }
+
+    #[test]
+    fn continuations_comments_and_warnings() {
+        let ast = parse_ast(b"RUN a \\\n# c\n  b \\\n\n  c\n").unwrap();
+        assert_eq!(ast.dump(), "(run \"a   b   c\")\n");
+        assert_eq!(ast.children[0].start_line, 1);
+        assert_eq!(ast.children[0].end_line, 5);
+        assert_eq!(ast.warnings.len(), 1);
+    }
+
+    #[test]
+    fn directives() {
+        let ast = parse_ast(b"# escape=`\n# syntax=x\nRUN a `\n b\n").unwrap();
+        assert_eq!(ast.escape, '`');
+        assert_eq!(ast.directives.len(), 2);
+        let err = parse_ast(b"# escape=\\\n# ESCAPE=`\nFROM a\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Dockerfile:2: only one escape parser directive can be used"
+        );
+        let err = parse_ast(b"# escape=x\nFROM a\n").unwrap_err();
+        assert_eq!(
+            err.message(),
+            "invalid escape token 'x' does not match ` or \\"
+        );
+    }
+
+    #[test]
+    fn heredocs() {
+        let ast = parse_ast(b"RUN <<EOF 3<<-'END'\necho\nEOF\n\tx\n\tEND\nFROM a\n").unwrap();
+        let h = &ast.children[0].heredocs;
+        assert_eq!(h.len(), 2);
+        assert_eq!(
+            (h[0].name.as_str(), h[0].expand, h[0].content.as_str()),
+            ("EOF", true, "echo\n")
+        );
+        assert_eq!((h[1].fd, h[1].chomp, h[1].expand), (3, true, false));
+        assert_eq!(h[1].chomped(), "x\n");
+        assert_eq!(ast.children[0].end_line, 5);
+        let err = parse_ast(b"RUN <<EOF\nx\n").unwrap_err();
+        assert_eq!(err.to_string(), "Dockerfile:1: unterminated heredoc");
+        // JSON form never has heredocs.
+        let ast = parse_ast(b"RUN [\"<<EOF\"]\nFROM a\n").unwrap();
+        assert!(ast.children[0].heredocs.is_empty());
+    }
+
+    #[test]
+    fn json_fallback_and_errors() {
+        assert_eq!(dump("CMD ['a']\n"), "(cmd \"['a']\")\n");
+        let err = parse_ast(b"CMD [\"a\", 1]\n").unwrap_err();
+        assert_eq!(err.message(), NOT_STRING_ARRAY);
+        assert_eq!(
+            parse_ast(b"\n# only\n").unwrap_err().message(),
+            "file with no instructions"
+        );
+    }
+}

@@ -1,0 +1,700 @@
+//! The typed instruction layer (BuildKit `instructions.ParseInstruction`): validates flags and
+//! argument counts of each AST node and turns it into an [`Instruction`].
+//!
+//! Words are kept RAW (unexpanded): the solver expands them with the ARG/ENV in scope using
+//! [`crate::shell::Lexer`]. Each field says whether BuildKit expands it and how:
+//! "word" = `process_word` in default mode, "words" = `process_words` in default mode.
+
+use crate::ast::{Heredoc, Node, parse_heredoc};
+use crate::flags::{FlagKind, Flags};
+use crate::suggest::suggest;
+
+/// The 18 Dockerfile instructions, in upper case (for suggestions and messages).
+pub const INSTRUCTION_NAMES: [&str; 18] = [
+    "ADD",
+    "ARG",
+    "CMD",
+    "COPY",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "FROM",
+    "HEALTHCHECK",
+    "LABEL",
+    "MAINTAINER",
+    "ONBUILD",
+    "RUN",
+    "SHELL",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
+];
+
+/// A command in shell form (run through the SHELL) or exec (JSON) form.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum Command {
+    /// Shell form: the rest of the line, continuations joined. BuildKit does not expand it
+    /// (the shell does); for display it uses `raw_quotes + skip_unset_env`.
+    Shell(String),
+    /// Exec form: the JSON array elements. Not expanded by BuildKit.
+    Exec(Vec<String>),
+}
+
+impl Command {
+    /// Whether this is the shell form.
+    pub fn is_shell(&self) -> bool {
+        matches!(self, Command::Shell(_))
+    }
+}
+
+/// A `key=value` pair of ENV or LABEL.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyValue {
+    /// The key, raw. BuildKit expands it as a word (default mode).
+    pub key: String,
+    /// The value, raw (quotes and escapes kept). BuildKit expands it as a word (default mode).
+    pub value: String,
+    /// `true` for `k=v`, `false` for the legacy `KEY value` form.
+    pub equals: bool,
+}
+
+/// One `ARG name[=default]`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ArgDecl {
+    /// The name, raw. BuildKit expands `name=value` words as a whole (default mode) before
+    /// splitting when the ARG is inside a stage; meta ARGs are expanded with earlier meta ARGs.
+    pub name: String,
+    /// The default value, raw (`None` for a bare `ARG name`).
+    pub default: Option<String>,
+}
+
+/// `FROM [--platform=P] image [AS name]`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct From {
+    /// The base image reference, raw. BuildKit expands it as a word with the meta ARGs.
+    pub image: String,
+    /// `--platform`, raw (expanded as a word with the meta ARGs and BUILDPLATFORM etc.).
+    pub platform: Option<String>,
+    /// The stage name, lowercased and validated (`^[a-z][a-z0-9-_.]*$`). Not expanded.
+    pub name: Option<String>,
+}
+
+/// `RUN [--mount=...]... [--network=...] [--security=...] command`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Run {
+    /// The command. Shell form may reference heredocs (`RUN <<EOF`).
+    pub command: Command,
+    /// Raw `--mount` values in order. BuildKit expands each as a word (default mode), then
+    /// parses the CSV: see [`crate::RunMount::parse`].
+    pub mounts: Vec<String>,
+    /// Raw `--network` value (`default`, `none`, `host`); not expanded.
+    pub network: Option<String>,
+    /// Raw `--security` value (`sandbox`, `insecure`); not expanded.
+    pub security: Option<String>,
+    /// Heredocs attached to the command line.
+    pub heredocs: Vec<Heredoc>,
+}
+
+/// A source of COPY/ADD given inline as a heredoc (`COPY <<EOF /dest`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SourceContent {
+    /// The heredoc name, used as the file name.
+    pub path: String,
+    /// The content, with tabs already chomped for `<<-`.
+    pub data: String,
+    /// Whether BuildKit expands the content (mode `skip_process_quotes`).
+    pub expand: bool,
+}
+
+/// `COPY [flags] src... dest`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Copy {
+    /// Source paths, raw. BuildKit expands each as a word (default mode).
+    pub sources: Vec<String>,
+    /// Inline (heredoc) sources.
+    pub source_contents: Vec<SourceContent>,
+    /// Destination, raw; expanded as a word (default mode).
+    pub dest: String,
+    /// `--from` (stage name, index or image), raw; expanded as a word.
+    pub from: Option<String>,
+    /// `--chown`, raw; expanded as a word.
+    pub chown: Option<String>,
+    /// `--chmod`, raw; expanded as a word.
+    pub chmod: Option<String>,
+    /// `--link`.
+    pub link: bool,
+    /// `--parents`.
+    pub parents: bool,
+    /// `--exclude` patterns (repeatable), raw; each expanded as a word.
+    pub exclude: Vec<String>,
+    /// Whether the arguments were in JSON form.
+    pub json: bool,
+    /// All heredocs attached to the line.
+    pub heredocs: Vec<Heredoc>,
+}
+
+/// `ADD [flags] src... dest`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Add {
+    /// Source paths or URLs, raw; each expanded as a word (default mode).
+    pub sources: Vec<String>,
+    /// Inline (heredoc) sources.
+    pub source_contents: Vec<SourceContent>,
+    /// Destination, raw; expanded as a word.
+    pub dest: String,
+    /// `--chown`, raw; expanded as a word.
+    pub chown: Option<String>,
+    /// `--chmod`, raw; expanded as a word.
+    pub chmod: Option<String>,
+    /// `--link`.
+    pub link: bool,
+    /// `--keep-git-dir`.
+    pub keep_git_dir: bool,
+    /// `--checksum`, raw; expanded as a word.
+    pub checksum: Option<String>,
+    /// `--unpack` (`None` when not given: BuildKit's default unpacks local archives only).
+    pub unpack: Option<bool>,
+    /// `--exclude` patterns (repeatable), raw; each expanded as a word.
+    pub exclude: Vec<String>,
+    /// Whether the arguments were in JSON form.
+    pub json: bool,
+    /// All heredocs attached to the line.
+    pub heredocs: Vec<Heredoc>,
+}
+
+/// `HEALTHCHECK NONE` or `HEALTHCHECK [options] CMD command`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum Healthcheck {
+    /// `HEALTHCHECK NONE`: disable the base image's check.
+    None,
+    /// A check command with its options (raw durations, validated like BuildKit).
+    Check {
+        /// The command (shell form becomes `CMD-SHELL` in the image config).
+        command: Command,
+        /// `--interval` (Go duration syntax, e.g. `30s`); not expanded.
+        interval: Option<String>,
+        /// `--timeout`.
+        timeout: Option<String>,
+        /// `--start-period`.
+        start_period: Option<String>,
+        /// `--start-interval`.
+        start_interval: Option<String>,
+        /// `--retries`.
+        retries: Option<i64>,
+    },
+}
+
+/// `ONBUILD instruction`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Onbuild {
+    /// The trigger text as stored in the image config (`RUN echo hi`; heredoc bodies are
+    /// appended after a newline, as BuildKit does). Re-parse it with
+    /// [`crate::parse_instruction`].
+    pub expression: String,
+    /// The parsed trigger.
+    pub instruction: Box<Instruction>,
+}
+
+/// A typed Dockerfile instruction.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum Instruction {
+    /// `FROM` (also available as [`crate::Stage`] fields).
+    From(From),
+    /// `RUN`.
+    Run(Run),
+    /// `CMD`; not expanded.
+    Cmd(Command),
+    /// `ENTRYPOINT`; not expanded.
+    Entrypoint(Command),
+    /// `COPY`.
+    Copy(Copy),
+    /// `ADD`.
+    Add(Add),
+    /// `ENV` pairs (keys and values expanded as words, in order, each seeing the previous).
+    Env(Vec<KeyValue>),
+    /// `LABEL` pairs (keys and values expanded as words).
+    Label(Vec<KeyValue>),
+    /// `ARG` declarations.
+    Arg(Vec<ArgDecl>),
+    /// `WORKDIR path`, raw; expanded as a word.
+    Workdir(String),
+    /// `USER user[:group]`, raw; expanded as a word.
+    User(String),
+    /// `VOLUME` paths, raw; each expanded as a word.
+    Volume(Vec<String>),
+    /// `EXPOSE` ports, raw and sorted like BuildKit; each expanded as words.
+    Expose(Vec<String>),
+    /// `STOPSIGNAL`, raw; expanded as a word.
+    StopSignal(String),
+    /// `HEALTHCHECK`.
+    Healthcheck(Healthcheck),
+    /// `SHELL` (JSON form only); not expanded.
+    Shell(Vec<String>),
+    /// `ONBUILD`.
+    Onbuild(Onbuild),
+    /// `MAINTAINER`, raw; not expanded.
+    Maintainer(String),
+}
+
+impl Instruction {
+    /// The upper-case keyword (`RUN`, `COPY`, ...).
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            Instruction::From(_) => "FROM",
+            Instruction::Run(_) => "RUN",
+            Instruction::Cmd(_) => "CMD",
+            Instruction::Entrypoint(_) => "ENTRYPOINT",
+            Instruction::Copy(_) => "COPY",
+            Instruction::Add(_) => "ADD",
+            Instruction::Env(_) => "ENV",
+            Instruction::Label(_) => "LABEL",
+            Instruction::Arg(_) => "ARG",
+            Instruction::Workdir(_) => "WORKDIR",
+            Instruction::User(_) => "USER",
+            Instruction::Volume(_) => "VOLUME",
+            Instruction::Expose(_) => "EXPOSE",
+            Instruction::StopSignal(_) => "STOPSIGNAL",
+            Instruction::Healthcheck(_) => "HEALTHCHECK",
+            Instruction::Shell(_) => "SHELL",
+            Instruction::Onbuild(_) => "ONBUILD",
+            Instruction::Maintainer(_) => "MAINTAINER",
+        }
+    }
+}
+
+type Res<T> = std::result::Result<T, String>;
+
+fn at_least_one(cmd: &str) -> String {
+    format!("{cmd} requires at least one argument")
+}
+fn exactly_one(cmd: &str) -> String {
+    format!("{cmd} requires exactly one argument")
+}
+
+fn command_of(args: &[String], json: bool) -> Command {
+    if json {
+        Command::Exec(args.to_vec())
+    } else {
+        Command::Shell(args.join(" "))
+    }
+}
+
+/// Converts one AST node into a typed instruction (BuildKit `ParseInstruction`). The error is
+/// BuildKit's message without location.
+pub(crate) fn from_node(node: &Node) -> Res<Instruction> {
+    let args = node.args();
+    let flags = &node.flags;
+    let no_flags = || Flags::parse(flags, &[]);
+    let lower = node.value.to_ascii_lowercase();
+    Ok(match lower.as_str() {
+        "env" | "label" => {
+            no_flags()?;
+            let name = if lower == "env" { "ENV" } else { "LABEL" };
+            if args.is_empty() {
+                return Err(at_least_one(name));
+            }
+            if !args.len().is_multiple_of(3) {
+                return Err(format!("Bad input to {name}, too many arguments"));
+            }
+            let mut kvs = Vec::with_capacity(args.len() / 3);
+            for c in args.chunks(3) {
+                if c[0].is_empty() {
+                    return Err(format!("{name} names can not be blank"));
+                }
+                kvs.push(KeyValue {
+                    key: c[0].clone(),
+                    value: c[1].clone(),
+                    equals: c[2] == "=",
+                });
+            }
+            if lower == "env" {
+                Instruction::Env(kvs)
+            } else {
+                Instruction::Label(kvs)
+            }
+        }
+        "maintainer" => {
+            if args.len() != 1 {
+                return Err(exactly_one("MAINTAINER"));
+            }
+            no_flags()?;
+            Instruction::Maintainer(args[0].clone())
+        }
+        "add" => {
+            if args.len() < 2 {
+                return Err(no_dest("ADD"));
+            }
+            let f = Flags::parse(
+                flags,
+                &[
+                    ("chown", FlagKind::String),
+                    ("chmod", FlagKind::String),
+                    ("link", FlagKind::Bool),
+                    ("keep-git-dir", FlagKind::Bool),
+                    ("checksum", FlagKind::String),
+                    ("unpack", FlagKind::Bool),
+                    ("exclude", FlagKind::Strings),
+                ],
+            )?;
+            let (sources, source_contents, dest) = sources_and_dest(node, &args, "ADD")?;
+            Instruction::Add(Add {
+                sources,
+                source_contents,
+                dest,
+                chown: f.string("chown"),
+                chmod: f.string("chmod"),
+                link: f.bool("link"),
+                keep_git_dir: f.bool("keep-git-dir"),
+                checksum: f.string("checksum"),
+                unpack: f.bool_opt("unpack"),
+                exclude: f.strings("exclude"),
+                json: node.json,
+                heredocs: node.heredocs.clone(),
+            })
+        }
+        "copy" => {
+            if args.len() < 2 {
+                return Err(no_dest("COPY"));
+            }
+            let f = Flags::parse(
+                flags,
+                &[
+                    ("chown", FlagKind::String),
+                    ("from", FlagKind::String),
+                    ("chmod", FlagKind::String),
+                    ("link", FlagKind::Bool),
+                    ("parents", FlagKind::Bool),
+                    ("exclude", FlagKind::Strings),
+                ],
+            )?;
+            let (sources, source_contents, dest) = sources_and_dest(node, &args, "COPY")?;
+            Instruction::Copy(Copy {
+                sources,
+                source_contents,
+                dest,
+                from: f.string("from"),
+                chown: f.string("chown"),
+                chmod: f.string("chmod"),
+                link: f.bool("link"),
+                parents: f.bool("parents"),
+                exclude: f.strings("exclude"),
+                json: node.json,
+                heredocs: node.heredocs.clone(),
+            })
+        }
+        "from" => {
+            let name = stage_name(&args)?;
+            let f = Flags::parse(flags, &[("platform", FlagKind::String)])?;
+            Instruction::From(From {
+                image: args[0].clone(),
+                platform: f.string("platform"),
+                name,
+            })
+        }
+        "onbuild" => {
+            if args.is_empty() {
+                return Err(at_least_one("ONBUILD"));
+            }
+            no_flags()?;
+            let trigger = args[0].trim().to_uppercase();
+            match trigger.as_str() {
+                "ONBUILD" => {
+                    return Err("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".to_owned());
+                }
+                "MAINTAINER" | "FROM" => {
+                    return Err(format!("{trigger} isn't allowed as an ONBUILD trigger"));
+                }
+                _ => {}
+            }
+            let mut expression = strip_onbuild(&node.original).to_owned();
+            for h in &node.heredocs {
+                expression.push('\n');
+                expression.push_str(&h.content);
+                expression.push_str(&h.name);
+            }
+            let child = node
+                .next
+                .first()
+                .and_then(|n| n.children.first())
+                .ok_or_else(|| at_least_one("ONBUILD"))?;
+            let mut child = child.clone();
+            child.heredocs.clone_from(&node.heredocs);
+            let instruction = from_node(&child)?;
+            Instruction::Onbuild(Onbuild {
+                expression,
+                instruction: Box::new(instruction),
+            })
+        }
+        "workdir" => {
+            if args.len() != 1 {
+                return Err(exactly_one("WORKDIR"));
+            }
+            no_flags()?;
+            Instruction::Workdir(args[0].clone())
+        }
+        "run" => {
+            let f = Flags::parse(
+                flags,
+                &[
+                    ("mount", FlagKind::Strings),
+                    ("network", FlagKind::String),
+                    ("security", FlagKind::String),
+                ],
+            )?;
+            if let Some(n) = f.string("network")
+                && !matches!(n.as_str(), "default" | "none" | "host")
+            {
+                return Err(format!("unsupported network mode {n:?}"));
+            }
+            if let Some(s) = f.string("security")
+                && !matches!(s.as_str(), "sandbox" | "insecure")
+            {
+                return Err(format!("unsupported security mode {s:?}"));
+            }
+            Instruction::Run(Run {
+                command: command_of(&args, node.json),
+                mounts: f.strings("mount"),
+                network: f.string("network"),
+                security: f.string("security"),
+                heredocs: node.heredocs.clone(),
+            })
+        }
+        "cmd" => {
+            no_flags()?;
+            Instruction::Cmd(command_of(&args, node.json))
+        }
+        "entrypoint" => {
+            no_flags()?;
+            Instruction::Entrypoint(command_of(&args, node.json))
+        }
+        "healthcheck" => healthcheck(node, &args)?,
+        "expose" => {
+            if args.is_empty() {
+                return Err(at_least_one("EXPOSE"));
+            }
+            no_flags()?;
+            let mut ports = args.clone();
+            ports.sort();
+            Instruction::Expose(ports)
+        }
+        "user" => {
+            if args.len() != 1 {
+                return Err(exactly_one("USER"));
+            }
+            no_flags()?;
+            Instruction::User(args[0].clone())
+        }
+        "volume" => {
+            if args.is_empty() {
+                return Err(at_least_one("VOLUME"));
+            }
+            no_flags()?;
+            let mut vols = Vec::with_capacity(args.len());
+            for v in &args {
+                let v = v.trim();
+                if v.is_empty() {
+                    return Err("VOLUME specified can not be an empty string".to_owned());
+                }
+                vols.push(v.to_owned());
+            }
+            Instruction::Volume(vols)
+        }
+        "stopsignal" => {
+            if args.len() != 1 {
+                return Err(exactly_one("STOPSIGNAL"));
+            }
+            no_flags()?;
+            Instruction::StopSignal(args[0].clone())
+        }
+        "arg" => {
+            if args.is_empty() {
+                return Err(at_least_one("ARG"));
+            }
+            no_flags()?;
+            let mut decls = Vec::with_capacity(args.len());
+            for a in &args {
+                match a.split_once('=') {
+                    Some((k, v)) => {
+                        if k.is_empty() {
+                            return Err("ARG names can not be blank".to_owned());
+                        }
+                        decls.push(ArgDecl {
+                            name: k.to_owned(),
+                            default: Some(v.to_owned()),
+                        });
+                    }
+                    None => decls.push(ArgDecl {
+                        name: a.clone(),
+                        default: None,
+                    }),
+                }
+            }
+            Instruction::Arg(decls)
+        }
+        "shell" => {
+            no_flags()?;
+            if args.is_empty() {
+                return Err(at_least_one("SHELL"));
+            }
+            if !node.json {
+                return Err(format!(
+                    "SHELL requires the arguments to be in JSON form: {}",
+                    node.original
+                ));
+            }
+            Instruction::Shell(args)
+        }
+        _ => {
+            let mut msg = format!("unknown instruction: {}", node.value);
+            if let Some(s) = suggest(&node.value, &INSTRUCTION_NAMES, false) {
+                crate::suggest::append(&mut msg, &s);
+            }
+            return Err(msg);
+        }
+    })
+}
+
+fn no_dest(cmd: &str) -> String {
+    format!(
+        "{cmd} requires at least two arguments, but only one was provided. Destination could not be determined"
+    )
+}
+
+/// `(?i)^\s*ONBUILD\s*` removed from the original line.
+fn strip_onbuild(original: &str) -> &str {
+    let t = original.trim_start_matches(['\t', '\n', '\u{c}', '\r', ' ']);
+    match t.get(..7) {
+        Some(k) if k.eq_ignore_ascii_case("onbuild") => {
+            t[7..].trim_start_matches(['\t', '\n', '\u{c}', '\r', ' '])
+        }
+        _ => original,
+    }
+}
+
+fn stage_name(args: &[String]) -> Res<Option<String>> {
+    if args.len() == 3 && args[1].eq_ignore_ascii_case("as") {
+        let name = args[2].to_lowercase();
+        let mut chars = name.chars();
+        let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
+        if !valid {
+            return Err(format!(
+                "invalid name for build stage: {}, name can't start with a number or contain symbols",
+                crate::quote::go_quote(&args[2])
+            ));
+        }
+        return Ok(Some(name));
+    }
+    if args.len() != 1 {
+        return Err("FROM requires either one or three arguments".to_owned());
+    }
+    Ok(None)
+}
+
+type SrcDest = (Vec<String>, Vec<SourceContent>, String);
+
+fn sources_and_dest(node: &Node, args: &[String], cmd: &str) -> Res<SrcDest> {
+    let (dest, srcs) = args.split_last().ok_or_else(|| no_dest(cmd))?;
+    if !node.json && parse_heredoc(dest).ok().flatten().is_some() {
+        return Err(format!("{cmd} cannot accept a heredoc as a destination"));
+    }
+    let mut sources = Vec::new();
+    let mut contents = Vec::new();
+    for s in srcs {
+        let heredoc = if node.json {
+            None
+        } else {
+            parse_heredoc(s).ok().flatten()
+        };
+        match heredoc {
+            Some(h) => {
+                let found = node.heredocs.iter().rev().find(|d| d.name == h.name);
+                let content = found.map(|d| d.content.clone()).unwrap_or_default();
+                let data = if h.chomp {
+                    crate::ast::chomp_heredoc_content(&content)
+                } else {
+                    content
+                };
+                contents.push(SourceContent {
+                    path: h.name,
+                    data,
+                    expand: h.expand,
+                });
+            }
+            None => sources.push(s.clone()),
+        }
+    }
+    Ok((sources, contents, dest.clone()))
+}
+
+fn healthcheck(node: &Node, args: &[String]) -> Res<Instruction> {
+    if args.is_empty() {
+        return Err(at_least_one("HEALTHCHECK"));
+    }
+    let typ = args[0].to_uppercase();
+    let rest = &args[1..];
+    if typ == "NONE" {
+        if !rest.is_empty() {
+            return Err("HEALTHCHECK NONE takes no arguments".to_owned());
+        }
+        Flags::parse(&node.flags, &[])?;
+        return Ok(Instruction::Healthcheck(Healthcheck::None));
+    }
+    let f = Flags::parse(
+        &node.flags,
+        &[
+            ("interval", FlagKind::String),
+            ("timeout", FlagKind::String),
+            ("start-period", FlagKind::String),
+            ("start-interval", FlagKind::String),
+            ("retries", FlagKind::String),
+        ],
+    )?;
+    if typ != "CMD" {
+        return Err(format!(
+            "Unknown type {} in HEALTHCHECK (try CMD)",
+            crate::quote::go_quote(&typ)
+        ));
+    }
+    if rest.is_empty() {
+        return Err("Missing command after HEALTHCHECK CMD".to_owned());
+    }
+    let command = command_of(rest, node.json);
+    for name in ["interval", "timeout", "start-period", "start-interval"] {
+        if let Some(v) = f.string(name)
+            && !v.is_empty()
+        {
+            let d = crate::duration::parse_go_duration(&v)?;
+            if d < 1_000_000 {
+                return Err(format!(
+                    "Interval {} cannot be less than 1ms",
+                    crate::quote::go_quote(name)
+                ));
+            }
+        }
+    }
+    let retries = match f.string("retries").filter(|v| !v.is_empty()) {
+        Some(v) => {
+            let n: i64 = v.parse().map_err(|_| {
+                format!(
+                    "strconv.ParseInt: parsing {}: invalid syntax",
+                    crate::quote::go_quote(&v)
+                )
+            })?;
+            if n < 1 {
+                return Err(format!("--retries must be at least 1 (not {n})"));
+            }
+            Some(n)
+        }
+        None => None,
+    };
+    Ok(Instruction::Healthcheck(Healthcheck::Check {
+        command,
+        interval: f.string("interval"),
+        timeout: f.string("timeout"),
+        start_period: f.string("start-period"),
+        start_interval: f.string("start-interval"),
+        retries,
+    }))
+}
