@@ -8,20 +8,32 @@
 //! Nothing here is async.
 
 mod compression;
+mod convert;
 mod digest;
 mod error;
+mod export;
 mod image;
 mod json;
 mod reference;
+mod registry;
 pub mod spec;
 mod store;
 
 pub use compression::{Compression, CompressionOptions, decompress};
+pub use convert::{convert_image, convert_layer};
 pub use digest::Digest;
 pub use error::{Error, Result};
+pub use export::{
+    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, export_docker, export_oci, write_docker_archive,
+    write_oci_tar, write_rootfs_tar,
+};
 pub use image::{Image, PulledImage, WriteOptions, write_image, write_image_with};
 pub use json::to_canonical_json;
 pub use reference::{DOCKER_HUB, Reference};
+pub use registry::{
+    Credentials, PushReport, RegistryClient, RegistryOptions, docker_config_dir,
+    lookup_credentials, pull,
+};
 pub use spec::{
     ContainerConfig, Descriptor, HealthConfig, History, ImageConfig, Index, Manifest, Platform,
     RootFs, media_type,

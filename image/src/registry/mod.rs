@@ -1,0 +1,845 @@
+//! A synchronous client for the OCI distribution API, on `ureq` (blocking HTTP, rustls), so the
+//! rest of kiln never meets an async runtime.
+//!
+//! Why not oci-client: it needs tokio + reqwest (a long compile on a 2-core CI budget) and would
+//! have to be wrapped in a runtime per call; the subset of the distribution spec kiln needs
+//! (manifests, blobs, uploads, the token flow) is small enough to own, and owning it lets pulls
+//! stream straight into the content store with digest checks.
+//!
+//! What it does: pull (tags and digests, indexes with platform selection, OCI and Docker media
+//! types, parallel layer downloads skipped when present, every digest and size verified, blobs
+//! stored before the manifests and the tag, so a failed pull leaves no tag to a broken image);
+//! push (HEAD each blob first, cross-repository mount, monolithic or chunked upload, manifest
+//! last); auth (anonymous, Basic, Bearer challenge with token cache, docker config.json
+//! credentials); plain HTTP for loopback and `--insecure-registry` hosts; retries with
+//! exponential backoff for transient failures; 401/403/404 mapped to errors naming the image.
+
+mod auth;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ureq::http::Response;
+
+use auth::{Challenge, parse_challenge};
+pub use auth::{Credentials, docker_config_dir, lookup_credentials};
+
+use crate::error::{Error, Result};
+use crate::image::{Image, media_type_of, parse_manifest, select_platform};
+use crate::spec::{self, Descriptor, Index, Platform};
+use crate::{ContentStore, Digest, Reference};
+
+/// Largest manifest or index accepted (the distribution spec suggests 4 MiB).
+const MAX_MANIFEST: u64 = 4 * 1024 * 1024;
+
+/// What every manifest request accepts.
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// How the client talks to registries.
+#[derive(Clone, Debug)]
+pub struct RegistryOptions {
+    /// Registries (`host[:port]`) to reach over plain HTTP in addition to loopback ones.
+    pub insecure_registries: Vec<String>,
+    /// Where `config.json` is looked for (default `$DOCKER_CONFIG` or `~/.docker`).
+    pub docker_config_dir: PathBuf,
+    /// Credentials to use for every registry instead of config.json (tests, `--username`).
+    pub credentials: Option<Credentials>,
+    /// Attempts for a request that fails transiently (network error, 429, 5xx).
+    pub attempts: u32,
+    /// First backoff delay; doubled after each failed attempt.
+    pub backoff: Duration,
+    /// Parallel layer downloads / uploads.
+    pub parallelism: usize,
+    /// Upload blobs larger than this in PATCH chunks of this size (`None`: one PUT).
+    pub chunk_size: Option<u64>,
+    /// A repository on the same registry to try mounting blobs from when pushing.
+    pub mount_from: Option<String>,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        Self {
+            insecure_registries: Vec::new(),
+            docker_config_dir: docker_config_dir(),
+            credentials: None,
+            attempts: 4,
+            backoff: Duration::from_millis(250),
+            parallelism: 4,
+            chunk_size: None,
+            mount_from: None,
+        }
+    }
+}
+
+/// A blocking registry client. Cheap to share between threads (`&self` everywhere).
+pub struct RegistryClient {
+    agent: ureq::Agent,
+    opts: RegistryOptions,
+    /// Authorization header per (registry, scope), so a token is fetched once per scope.
+    tokens: Mutex<HashMap<(String, String), String>>,
+}
+
+impl std::fmt::Debug for RegistryClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryClient")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Result of a push.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushReport {
+    /// The manifest digest now in the registry.
+    pub manifest_digest: Digest,
+    /// Blobs that were uploaded.
+    pub uploaded: Vec<Digest>,
+    /// Blobs already in the repository (HEAD said so) or mounted from another repository.
+    pub skipped: Vec<Digest>,
+}
+
+/// A request body that can be sent again after an auth challenge or a transient failure.
+enum Body<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+    FileRange {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+    },
+}
+
+impl RegistryClient {
+    /// A client with `opts`.
+    pub fn new(opts: RegistryOptions) -> Self {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(30)))
+            .timeout_recv_response(Some(Duration::from_secs(120)))
+            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+            .accept_encoding(ureq::config::AutoHeaderValue::None)
+            .build()
+            .into();
+        Self {
+            agent,
+            opts,
+            tokens: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &RegistryOptions {
+        &self.opts
+    }
+
+    fn base_url(&self, reference: &Reference) -> String {
+        let host = reference.api_host();
+        let plain = reference.is_loopback()
+            || self
+                .opts
+                .insecure_registries
+                .iter()
+                .any(|r| r == reference.registry());
+        format!(
+            "{}://{host}/v2/{}",
+            if plain { "http" } else { "https" },
+            reference.repository()
+        )
+    }
+
+    fn credentials(&self, registry: &str) -> Result<Option<Credentials>> {
+        if let Some(c) = &self.opts.credentials {
+            return Ok(Some(c.clone()));
+        }
+        lookup_credentials(&self.opts.docker_config_dir, registry)
+    }
+
+    /// Sends one request with auth and retries. `scope_actions` is `pull` or `pull,push`.
+    fn send(
+        &self,
+        reference: &Reference,
+        scope_actions: &str,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &Body<'_>,
+    ) -> Result<Response<ureq::Body>> {
+        let registry = reference.registry().to_owned();
+        let scope = format!("repository:{}:{scope_actions}", reference.repository());
+        let key = (registry.clone(), scope.clone());
+        let mut challenged = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let auth = self.tokens.lock().ok().and_then(|t| t.get(&key).cloned());
+            let result = self.send_once(method, url, headers, auth.as_deref(), body);
+            let transient = match &result {
+                Ok(resp) => matches!(resp.status().as_u16(), 429 | 500 | 502 | 503 | 504),
+                Err(e) => is_transient(e),
+            };
+            if transient && attempt < self.opts.attempts {
+                let delay = self.opts.backoff * 2u32.pow(attempt - 1);
+                tracing::debug!("{method} {url}: transient failure, retrying in {delay:?}");
+                std::thread::sleep(delay);
+                continue;
+            }
+            let resp = result.map_err(|e| Error::Network {
+                registry: registry.clone(),
+                message: e.to_string(),
+            })?;
+            if resp.status().as_u16() == 401 && !challenged {
+                challenged = true;
+                let header = resp
+                    .headers()
+                    .get("www-authenticate")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                if let Some(value) = self.answer_challenge(reference, &header, &scope)? {
+                    if let Ok(mut t) = self.tokens.lock() {
+                        t.insert(key.clone(), value);
+                    }
+                    attempt = 0;
+                    continue;
+                }
+            }
+            return Ok(resp);
+        }
+    }
+
+    fn send_once(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        auth: Option<&str>,
+        body: &Body<'_>,
+    ) -> std::result::Result<Response<ureq::Body>, ureq::Error> {
+        let mut req = ureq::http::Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        match body {
+            Body::Empty => {
+                let req = req
+                    .header("Content-Length", "0")
+                    .body(())
+                    .map_err(ureq::Error::Http)?;
+                self.agent.run(req)
+            }
+            Body::Bytes(b) => {
+                let req = req.body(b.to_vec()).map_err(ureq::Error::Http)?;
+                self.agent.run(req)
+            }
+            Body::FileRange { path, offset, len } => {
+                let mut f = File::open(path)?;
+                f.seek(SeekFrom::Start(*offset))?;
+                let reader = f.take(*len);
+                let req = req
+                    .header("Content-Length", len.to_string())
+                    .body(ureq::SendBody::from_owned_reader(reader))
+                    .map_err(ureq::Error::Http)?;
+                self.agent.run(req)
+            }
+        }
+    }
+
+    /// Works out the Authorization header a 401 challenge asks for, or `None` when it cannot
+    /// be answered (the caller then reports the 401).
+    fn answer_challenge(
+        &self,
+        reference: &Reference,
+        header: &str,
+        scope: &str,
+    ) -> Result<Option<String>> {
+        let creds = self.credentials(reference.registry())?;
+        match parse_challenge(header) {
+            Some(Challenge::Basic) => Ok(creds.map(|c| c.basic_header())),
+            Some(Challenge::Bearer {
+                realm,
+                service,
+                scope: challenge_scope,
+            }) => {
+                let mut url = realm.clone();
+                let mut params = Vec::new();
+                if let Some(s) = &service {
+                    params.push(format!("service={}", url_encode(s)));
+                }
+                // Ask for what we need; the challenge's scope may be narrower (pull only).
+                params.push(format!("scope={}", url_encode(scope)));
+                if let Some(cs) = challenge_scope
+                    && cs != scope
+                {
+                    params.push(format!("scope={}", url_encode(&cs)));
+                }
+                url.push(if url.contains('?') { '&' } else { '?' });
+                url.push_str(&params.join("&"));
+                let mut req = self.agent.get(&url);
+                if let Some(c) = &creds {
+                    req = req.header("Authorization", c.basic_header());
+                }
+                let mut resp = req.call().map_err(|e| Error::Network {
+                    registry: realm.clone(),
+                    message: e.to_string(),
+                })?;
+                let status = resp.status().as_u16();
+                if status == 401 || status == 403 {
+                    return Ok(None);
+                }
+                if status != 200 {
+                    return Err(Error::Registry {
+                        registry: reference.registry().to_owned(),
+                        message: format!("token server {realm} answered HTTP {status}"),
+                    });
+                }
+                #[derive(serde::Deserialize)]
+                struct TokenReply {
+                    token: Option<String>,
+                    access_token: Option<String>,
+                }
+                let body = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(1 << 20)
+                    .read_to_vec()
+                    .map_err(|e| Error::Network {
+                        registry: realm.clone(),
+                        message: e.to_string(),
+                    })?;
+                let reply: TokenReply =
+                    serde_json::from_slice(&body).map_err(|source| Error::Json {
+                        what: format!("token reply from {realm}"),
+                        source,
+                    })?;
+                Ok(reply
+                    .token
+                    .or(reply.access_token)
+                    .map(|t| format!("Bearer {t}")))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Maps an unexpected status to the error that names the image.
+    fn status_error(
+        reference: &Reference,
+        action: &'static str,
+        what: &str,
+        resp: Response<ureq::Body>,
+    ) -> Error {
+        let status = resp.status().as_u16();
+        let mut resp = resp;
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024)
+            .read_to_string()
+            .unwrap_or_default();
+        let detail = registry_message(&text)
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default();
+        let registry = reference.registry().to_owned();
+        let name = reference.familiar();
+        match status {
+            401 => Error::Unauthorized {
+                action,
+                reference: name,
+                registry,
+                detail,
+            },
+            403 => Error::Denied {
+                action,
+                reference: name,
+                registry,
+                detail,
+            },
+            404 => Error::RegistryNotFound {
+                what: what.to_owned(),
+                reference: name,
+                registry,
+            },
+            _ => Error::Registry {
+                registry,
+                message: format!("{action} `{name}`: {what}: HTTP {status}{detail}"),
+            },
+        }
+    }
+
+    /// Fetches a manifest or index by tag or digest: its bytes, media type and digest
+    /// (verified against the reference's digest when it has one).
+    pub fn fetch_manifest(
+        &self,
+        reference: &Reference,
+        target: &str,
+    ) -> Result<(Vec<u8>, String, Digest)> {
+        let url = format!("{}/manifests/{target}", self.base_url(reference));
+        let resp = self.send(
+            reference,
+            "pull",
+            "GET",
+            &url,
+            &[("Accept", MANIFEST_ACCEPT)],
+            &Body::Empty,
+        )?;
+        if resp.status().as_u16() != 200 {
+            return Err(Self::status_error(
+                reference,
+                "pull",
+                &format!("manifest `{target}`"),
+                resp,
+            ));
+        }
+        let header_digest = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| Digest::parse(v).ok());
+        let mut resp = resp;
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_MANIFEST)
+            .read_to_vec()
+            .map_err(|e| Error::Network {
+                registry: reference.registry().to_owned(),
+                message: format!(
+                    "reading manifest `{target}` of `{}`: {e}",
+                    reference.familiar()
+                ),
+            })?;
+        let digest = Digest::of_bytes(&bytes);
+        let expected = Digest::parse(target).ok().or(header_digest);
+        if let Some(exp) = expected
+            && exp != digest
+        {
+            return Err(Error::DigestMismatch {
+                what: format!("manifest `{target}` of `{}`", reference.familiar()),
+                expected: exp,
+                actual: digest,
+            });
+        }
+        let mt = media_type_of(
+            &bytes,
+            &format!("manifest `{target}` of `{}`", reference.familiar()),
+        )?;
+        Ok((bytes, mt, digest))
+    }
+
+    /// Downloads a blob into the store, verifying size and digest (retried on network errors).
+    fn fetch_blob(
+        &self,
+        store: &ContentStore,
+        reference: &Reference,
+        desc: &Descriptor,
+    ) -> Result<()> {
+        let url = format!("{}/blobs/{}", self.base_url(reference), desc.digest);
+        let what = format!("blob {} of `{}`", desc.digest, reference.familiar());
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let resp = self.send(reference, "pull", "GET", &url, &[], &Body::Empty)?;
+            if resp.status().as_u16() != 200 {
+                return Err(Self::status_error(
+                    reference,
+                    "pull",
+                    &format!("blob {}", desc.digest),
+                    resp,
+                ));
+            }
+            let reader = resp.into_body().into_reader();
+            match store.put_verified(reader, desc, &what) {
+                Err(Error::Io { source, .. })
+                    if attempt < self.opts.attempts && is_transient_io(&source) =>
+                {
+                    std::thread::sleep(self.opts.backoff * 2u32.pow(attempt - 1));
+                }
+                Err(Error::Io { source, .. }) => {
+                    // A connection closed before Content-Length bytes: a truncated download.
+                    return Err(Error::Network {
+                        registry: reference.registry().to_owned(),
+                        message: format!("downloading {what}: {source}"),
+                    });
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Pulls `reference` for `platform` into `store` and tags it there (when the reference has a
+    /// tag). Blobs already in the store are not downloaded again.
+    pub fn pull(
+        &self,
+        store: &ContentStore,
+        reference: &Reference,
+        platform: &Platform,
+    ) -> Result<Image> {
+        let target = reference.digest().map_or_else(
+            || reference.tag().unwrap_or("latest").to_owned(),
+            ToString::to_string,
+        );
+        let (top_bytes, top_type, top_digest) = self.fetch_manifest(reference, &target)?;
+        let name = reference.familiar();
+        let (manifest_bytes, manifest_digest, index) = if spec::is_index(&top_type) {
+            let index: Index = crate::image::parse_json(&top_bytes, &format!("index of `{name}`"))?;
+            let desc = select_platform(&index, platform, &name)?.clone();
+            let (bytes, mt, digest) = self.fetch_manifest(reference, desc.digest.as_str())?;
+            if !spec::is_manifest(&mt) {
+                return Err(Error::UnsupportedMediaType {
+                    media_type: mt,
+                    what: format!("manifest of `{name}`"),
+                });
+            }
+            (bytes, digest, Some((top_bytes, top_digest)))
+        } else if spec::is_manifest(&top_type) {
+            (top_bytes, top_digest, None)
+        } else {
+            return Err(Error::UnsupportedMediaType {
+                media_type: top_type,
+                what: format!("manifest of `{name}`"),
+            });
+        };
+        let manifest = parse_manifest(&manifest_bytes, &format!("manifest of `{name}`"))?;
+
+        let mut blobs: Vec<&Descriptor> = vec![&manifest.config];
+        blobs.extend(manifest.layers.iter());
+        let missing: Vec<&Descriptor> = blobs
+            .into_iter()
+            .filter(|d| !store.has_blob(&d.digest))
+            .collect();
+        self.for_each_parallel(&missing, |d| self.fetch_blob(store, reference, d))?;
+
+        // Manifests last: a store never holds a manifest whose blobs are missing.
+        store.put_bytes(&manifest_bytes)?;
+        if let Some((bytes, _)) = &index {
+            store.put_bytes(bytes)?;
+        }
+        let mut image = Image::load(store, &manifest_digest, platform)?;
+        image.index_digest = index.map(|(_, d)| d);
+        if reference.tag().is_some() {
+            store.set_tag(reference, &image.manifest_digest)?;
+        }
+        Ok(image)
+    }
+
+    fn for_each_parallel<T: Sync>(
+        &self,
+        items: &[T],
+        f: impl Fn(&T) -> Result<()> + Sync,
+    ) -> Result<()> {
+        if items.len() <= 1 || self.opts.parallelism <= 1 {
+            return items.iter().try_for_each(f);
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let first_error: Mutex<Option<Error>> = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..self.opts.parallelism.min(items.len()) {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let Some(item) = items.get(i) else { break };
+                        if first_error.lock().map_or(true, |e| e.is_some()) {
+                            break;
+                        }
+                        if let Err(e) = f(item)
+                            && let Ok(mut slot) = first_error.lock()
+                        {
+                            slot.get_or_insert(e);
+                        }
+                    }
+                });
+            }
+        });
+        match first_error.into_inner() {
+            Ok(Some(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the repository of `reference` has the blob (HEAD).
+    pub fn blob_exists(&self, reference: &Reference, digest: &Digest) -> Result<bool> {
+        let url = format!("{}/blobs/{digest}", self.base_url(reference));
+        let resp = self.send(reference, "pull,push", "HEAD", &url, &[], &Body::Empty)?;
+        match resp.status().as_u16() {
+            200 => Ok(true),
+            404 => Ok(false),
+            _ => Err(Self::status_error(
+                reference,
+                "push",
+                &format!("blob {digest}"),
+                resp,
+            )),
+        }
+    }
+
+    /// Pushes a stored image to `reference` (tag or digest): blobs first (skipping the ones the
+    /// registry has, mounting from `mount_from` when possible), then the manifest.
+    pub fn push(
+        &self,
+        store: &ContentStore,
+        image: &Image,
+        reference: &Reference,
+    ) -> Result<PushReport> {
+        let mut blobs: Vec<Descriptor> = vec![image.manifest.config.clone()];
+        blobs.extend(image.layers.iter().cloned());
+        for d in &blobs {
+            if !store.has_blob(&d.digest) {
+                return Err(Error::BlobNotFound {
+                    digest: d.digest.clone(),
+                });
+            }
+        }
+        let uploaded = Mutex::new(Vec::new());
+        let skipped = Mutex::new(Vec::new());
+        self.for_each_parallel(&blobs, |d| {
+            let done = if self.blob_exists(reference, &d.digest)? {
+                false
+            } else {
+                self.upload_blob(store, reference, d)?
+            };
+            let list = if done { &uploaded } else { &skipped };
+            if let Ok(mut l) = list.lock() {
+                l.push(d.digest.clone());
+            }
+            Ok(())
+        })?;
+        let manifest_bytes = store.read_blob(&image.manifest_digest)?;
+        let target = reference
+            .tag()
+            .map_or_else(|| image.manifest_digest.to_string(), str::to_owned);
+        let url = format!("{}/manifests/{target}", self.base_url(reference));
+        let resp = self.send(
+            reference,
+            "pull,push",
+            "PUT",
+            &url,
+            &[("Content-Type", image.manifest_media_type.as_str())],
+            &Body::Bytes(&manifest_bytes),
+        )?;
+        if resp.status().as_u16() != 201 && resp.status().as_u16() != 200 {
+            return Err(Self::status_error(reference, "push", "manifest", resp));
+        }
+        let mut uploaded = uploaded.into_inner().unwrap_or_default();
+        let mut skipped = skipped.into_inner().unwrap_or_default();
+        uploaded.sort();
+        skipped.sort();
+        Ok(PushReport {
+            manifest_digest: image.manifest_digest.clone(),
+            uploaded,
+            skipped,
+        })
+    }
+
+    /// Uploads one blob. Returns false when a cross-repository mount made the upload unneeded.
+    fn upload_blob(
+        &self,
+        store: &ContentStore,
+        reference: &Reference,
+        desc: &Descriptor,
+    ) -> Result<bool> {
+        let base = self.base_url(reference);
+        let what = format!("upload of blob {}", desc.digest);
+        let mut start = format!("{base}/blobs/uploads/");
+        if let Some(from) = &self.opts.mount_from {
+            start = format!("{start}?mount={}&from={}", desc.digest, url_encode(from));
+        }
+        let resp = self.send(reference, "pull,push", "POST", &start, &[], &Body::Empty)?;
+        match resp.status().as_u16() {
+            201 => return Ok(false),
+            202 => {}
+            _ => return Err(Self::status_error(reference, "push", &what, resp)),
+        }
+        let mut location = location_of(&resp, &base, reference)?;
+        let path = store.blob_path(&desc.digest);
+        let size = desc.size;
+        let chunk = self.opts.chunk_size.filter(|c| *c > 0 && *c < size);
+        let final_body = if let Some(chunk) = chunk {
+            let mut offset = 0;
+            while offset < size {
+                let len = chunk.min(size - offset);
+                let range = format!("{offset}-{}", offset + len - 1);
+                let body = Body::FileRange {
+                    path: path.clone(),
+                    offset,
+                    len,
+                };
+                let resp = self.send(
+                    reference,
+                    "pull,push",
+                    "PATCH",
+                    &location,
+                    &[
+                        ("Content-Type", "application/octet-stream"),
+                        ("Content-Range", &range),
+                    ],
+                    &body,
+                )?;
+                if resp.status().as_u16() != 202 {
+                    return Err(Self::status_error(reference, "push", &what, resp));
+                }
+                location = location_of(&resp, &base, reference)?;
+                offset += len;
+            }
+            Body::Empty
+        } else {
+            Body::FileRange {
+                path,
+                offset: 0,
+                len: size,
+            }
+        };
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let url = format!("{location}{sep}digest={}", url_encode(desc.digest.as_str()));
+        let resp = self.send(
+            reference,
+            "pull,push",
+            "PUT",
+            &url,
+            &[("Content-Type", "application/octet-stream")],
+            &final_body,
+        )?;
+        if resp.status().as_u16() != 201 {
+            return Err(Self::status_error(reference, "push", &what, resp));
+        }
+        Ok(true)
+    }
+}
+
+/// Pulls with default options (config.json credentials, loopback over HTTP).
+pub fn pull(store: &ContentStore, reference: &Reference, platform: &Platform) -> Result<Image> {
+    RegistryClient::new(RegistryOptions::default()).pull(store, reference, platform)
+}
+
+fn location_of(resp: &Response<ureq::Body>, base: &str, reference: &Reference) -> Result<String> {
+    let loc = resp
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| Error::Registry {
+            registry: reference.registry().to_owned(),
+            message: "upload answer without a Location header".into(),
+        })?;
+    if loc.starts_with("http://") || loc.starts_with("https://") {
+        return Ok(loc.to_owned());
+    }
+    // Relative: resolve against scheme://host of the base URL.
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    Ok(format!(
+        "{}{}{loc}",
+        &base[..host_end],
+        if loc.starts_with('/') { "" } else { "/" }
+    ))
+}
+
+/// The `errors[].message` texts of a distribution error body.
+fn registry_message(body: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<ErrorItem>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorItem {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let e: Errors = serde_json::from_str(body).ok()?;
+    let parts: Vec<String> = e
+        .errors
+        .iter()
+        .map(|i| format!("{} {}", i.code, i.message).trim().to_owned())
+        .collect();
+    if parts.is_empty() {
+        None
+    } else {
+        Some(parts.join("; "))
+    }
+}
+
+fn is_transient(e: &ureq::Error) -> bool {
+    match e {
+        ureq::Error::Io(io) => is_transient_io(io),
+        ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed => true,
+        _ => false,
+    }
+}
+
+fn is_transient_io(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::ConnectionReset
+            | K::ConnectionAborted
+            | K::ConnectionRefused
+            | K::TimedOut
+            | K::Interrupted
+            | K::BrokenPipe
+    )
+}
+
+fn url_encode(s: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_messages() {
+        assert_eq!(
+            url_encode("repository:a/b:pull,push"),
+            "repository%3Aa%2Fb%3Apull%2Cpush"
+        );
+        let r = Reference::parse("127.0.0.1:5000/x").unwrap();
+        let c = RegistryClient::new(RegistryOptions::default());
+        assert_eq!(c.base_url(&r), "http://127.0.0.1:5000/v2/x");
+        assert_eq!(
+            c.base_url(&Reference::parse("busybox").unwrap()),
+            "https://registry-1.docker.io/v2/library/busybox"
+        );
+        let c = RegistryClient::new(RegistryOptions {
+            insecure_registries: vec!["reg.lan:5000".into()],
+            ..Default::default()
+        });
+        assert_eq!(
+            c.base_url(&Reference::parse("reg.lan:5000/a").unwrap()),
+            "http://reg.lan:5000/v2/a"
+        );
+        assert_eq!(
+            registry_message(r#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#)
+                .unwrap(),
+            "DENIED requested access to the resource is denied"
+        );
+    }
+
+    #[test]
+    fn unknown_media_type_is_named() {
+        let err = media_type_of(br#"{"schemaVersion":1,"name":"x"}"#, "manifest `x`")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("manifest.v1+json") && err.contains("manifest `x`"),
+            "{err}"
+        );
+    }
+}

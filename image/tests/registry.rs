@@ -1,0 +1,359 @@
+//! Pull and push against a real `docker-registry` on loopback.
+
+mod common;
+
+use common::{Registry, store, test_image};
+use kiln_image::{
+    Compression, Credentials, Error, Image, Platform, Reference, RegistryClient, RegistryOptions,
+    media_type,
+};
+
+fn client() -> RegistryClient {
+    RegistryClient::new(RegistryOptions {
+        docker_config_dir: "/nonexistent".into(),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn push_then_pull_round_trips_an_image() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let (_d1, src) = store();
+    let image = test_image(&src, "rt", [Compression::Gzip, Compression::Zstd]);
+    let r = Reference::parse(&format!("{}/kiln/rt:v1", reg.addr)).unwrap();
+    let c = client();
+    let report = c.push(&src, &image, &r).unwrap();
+    assert_eq!(report.manifest_digest, image.manifest_digest);
+    assert_eq!(report.uploaded.len(), 3, "config + 2 layers: {report:?}");
+    // A second push finds every blob with HEAD and uploads nothing.
+    let again = c.push(&src, &image, &r).unwrap();
+    assert!(
+        again.uploaded.is_empty() && again.skipped.len() == 3,
+        "{again:?}"
+    );
+
+    let (_d2, dst) = store();
+    let pulled = c.pull(&dst, &r, &Platform::linux_amd64()).unwrap();
+    assert_eq!(pulled.manifest_digest, image.manifest_digest);
+    assert_eq!(pulled.config_digest, image.config_digest);
+    assert_eq!(pulled.config, image.config);
+    assert_eq!(pulled.layers, image.layers);
+    for l in &pulled.layers {
+        assert_eq!(
+            dst.read_blob(&l.digest).unwrap(),
+            src.read_blob(&l.digest).unwrap()
+        );
+    }
+    assert_eq!(
+        dst.resolve_tag(&r).unwrap(),
+        Some(image.manifest_digest.clone())
+    );
+    // By digest too.
+    let by_digest = r.with_digest(image.manifest_digest.clone());
+    let (_d3, dst3) = store();
+    assert_eq!(
+        c.pull(&dst3, &by_digest, &Platform::linux_amd64())
+            .unwrap()
+            .manifest_digest,
+        image.manifest_digest
+    );
+    assert!(
+        dst3.list_tags().unwrap().is_empty(),
+        "a digest pull creates no tag"
+    );
+}
+
+#[test]
+fn chunked_upload_and_cross_repo_mount() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let (_d, src) = store();
+    let image = test_image(
+        &src,
+        "chunk",
+        [Compression::Uncompressed, Compression::Gzip],
+    );
+    let a = Reference::parse(&format!("{}/kiln/a:1", reg.addr)).unwrap();
+    let chunked = RegistryClient::new(RegistryOptions {
+        docker_config_dir: "/nonexistent".into(),
+        chunk_size: Some(100),
+        parallelism: 1,
+        ..Default::default()
+    });
+    chunked.push(&src, &image, &a).unwrap();
+    let b = Reference::parse(&format!("{}/kiln/b:1", reg.addr)).unwrap();
+    let mounting = RegistryClient::new(RegistryOptions {
+        docker_config_dir: "/nonexistent".into(),
+        mount_from: Some("kiln/a".into()),
+        ..Default::default()
+    });
+    let report = mounting.push(&src, &image, &b).unwrap();
+    assert!(
+        report.uploaded.is_empty(),
+        "every blob should be mounted from kiln/a: {report:?}"
+    );
+    let (_d2, dst) = store();
+    let pulled = client().pull(&dst, &b, &Platform::linux_amd64()).unwrap();
+    assert_eq!(pulled.manifest_digest, image.manifest_digest);
+}
+
+#[test]
+fn pulls_indexes_and_docker_media_types() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let (_d, src) = store();
+    let image = test_image(&src, "idx", [Compression::Gzip, Compression::Gzip]);
+    let docker = kiln_image::convert_image(
+        &src,
+        &image,
+        kiln_image::CompressionOptions::default(),
+        true,
+    )
+    .unwrap();
+    assert_eq!(docker.manifest_media_type, media_type::DOCKER_MANIFEST);
+    let c = client();
+    let dref = Reference::parse(&format!("{}/kiln/img:docker", reg.addr)).unwrap();
+    c.push(&src, &docker, &dref).unwrap();
+    // An index with an arm64 entry (config only) and the amd64 image.
+    let mut arm_cfg = image.config.clone();
+    arm_cfg.architecture = "arm64".into();
+    arm_cfg.variant = Some("v8".into());
+    let arm = kiln_image::write_image(&src, &arm_cfg, &image.layers).unwrap();
+    let aref = Reference::parse(&format!("{}/kiln/img:arm", reg.addr)).unwrap();
+    c.push(&src, &arm, &aref).unwrap();
+    let oref = Reference::parse(&format!("{}/kiln/img:oci", reg.addr)).unwrap();
+    c.push(&src, &image, &oref).unwrap();
+    let index = kiln_image::Index {
+        schema_version: 2,
+        media_type: Some(media_type::OCI_INDEX.into()),
+        manifests: vec![arm.descriptor(), image.descriptor()],
+        annotations: std::collections::BTreeMap::default(),
+    };
+    let index_bytes = kiln_image::to_canonical_json(&index).unwrap();
+    let index_digest = src.put_bytes(&index_bytes).unwrap();
+    let iref = Reference::parse(&format!("{}/kiln/img:index", reg.addr)).unwrap();
+    put_raw_manifest(
+        &reg,
+        "kiln/img",
+        "index",
+        media_type::OCI_INDEX,
+        &index_bytes,
+    );
+
+    let (_d2, dst) = store();
+    let got = c.pull(&dst, &iref, &Platform::linux_amd64()).unwrap();
+    assert_eq!(got.manifest_digest, image.manifest_digest);
+    assert_eq!(got.index_digest, Some(index_digest));
+    let got = c
+        .pull(&dst, &iref, &Platform::parse("linux/arm64").unwrap())
+        .unwrap();
+    assert_eq!(got.manifest_digest, arm.manifest_digest);
+    let err = c
+        .pull(&dst, &iref, &Platform::parse("linux/s390x").unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("linux/s390x") && err.contains("linux/arm64/v8, linux/amd64"),
+        "{err}"
+    );
+
+    let got = c.pull(&dst, &dref, &Platform::linux_amd64()).unwrap();
+    assert_eq!(got.manifest_media_type, media_type::DOCKER_MANIFEST);
+    assert_eq!(got.layers[0].media_type, media_type::DOCKER_LAYER_GZIP);
+    assert_eq!(got.config, image.config);
+    let loaded = Image::resolve(&dst, &dref, &Platform::linux_amd64()).unwrap();
+    assert_eq!(loaded.manifest_digest, docker.manifest_digest);
+}
+
+fn put_raw_manifest(reg: &Registry, repo: &str, tag: &str, mt: &str, body: &[u8]) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let resp = agent
+        .put(&format!("http://{}/v2/{repo}/manifests/{tag}", reg.addr))
+        .header("Content-Type", mt)
+        .send(body)
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201, "{}", reg.log());
+}
+
+#[test]
+fn basic_auth_with_htpasswd() {
+    let Some(reg) = Registry::start(Some(("kiln", "s3cret"))) else {
+        return;
+    };
+    let (_d, src) = store();
+    let image = test_image(&src, "auth", [Compression::Gzip, Compression::Gzip]);
+    let r = Reference::parse(&format!("{}/kiln/private:1", reg.addr)).unwrap();
+    let err = client().push(&src, &image, &r).unwrap_err();
+    assert!(matches!(err, Error::Unauthorized { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("{}/kiln/private:1", reg.addr)),
+        "{err}"
+    );
+
+    let with = |user: &str, pass: &str| {
+        RegistryClient::new(RegistryOptions {
+            docker_config_dir: "/nonexistent".into(),
+            credentials: Some(Credentials {
+                username: user.into(),
+                password: pass.into(),
+            }),
+            ..Default::default()
+        })
+    };
+    let err = with("kiln", "wrong")
+        .pull(&src, &r, &Platform::linux_amd64())
+        .unwrap_err();
+    assert!(matches!(err, Error::Unauthorized { .. }), "{err}");
+    with("kiln", "s3cret").push(&src, &image, &r).unwrap();
+
+    // Credentials from a docker config.json `auths` entry.
+    let cfg = tempfile::tempdir().unwrap();
+    std::fs::write(
+        cfg.path().join("config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"a2lsbjpzM2NyZXQ="}}}}}}"#,
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let c = RegistryClient::new(RegistryOptions {
+        docker_config_dir: cfg.path().into(),
+        ..Default::default()
+    });
+    let (_d2, dst) = store();
+    assert_eq!(
+        c.pull(&dst, &r, &Platform::linux_amd64())
+            .unwrap()
+            .manifest_digest,
+        image.manifest_digest
+    );
+}
+
+#[test]
+fn missing_images_and_blobs_give_clear_errors() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let (_d, dst) = store();
+    let r = Reference::parse(&format!("{}/kiln/nothing:here", reg.addr)).unwrap();
+    let err = client()
+        .pull(&dst, &r, &Platform::linux_amd64())
+        .unwrap_err();
+    assert!(matches!(err, Error::RegistryNotFound { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("kiln/nothing:here") && text.contains("404"),
+        "{text}"
+    );
+
+    // A manifest that points at a blob the registry no longer has (deleted after the push).
+    let (_d2, src) = store();
+    let image = test_image(&src, "missing", [Compression::Gzip, Compression::Gzip]);
+    let c = client();
+    let partial = Reference::parse(&format!("{}/kiln/partial:1", reg.addr)).unwrap();
+    c.push(&src, &image, &partial).unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let resp = agent
+        .delete(&format!(
+            "http://{}/v2/kiln/partial/blobs/{}",
+            reg.addr, image.layers[1].digest
+        ))
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202, "{}", reg.log());
+    let err = c
+        .pull(&dst, &partial, &Platform::linux_amd64())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("blob") && err.contains("404"), "{err}");
+    assert!(
+        dst.list_tags().unwrap().is_empty(),
+        "no tag after a failed pull"
+    );
+    assert!(
+        !dst.has_blob(&image.manifest_digest),
+        "no manifest after a failed pull"
+    );
+}
+
+#[test]
+fn corrupted_and_truncated_blobs_are_rejected() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let (_d, src) = store();
+    let image = test_image(&src, "bad", [Compression::Gzip, Compression::Gzip]);
+    let r = Reference::parse(&format!("{}/kiln/bad:1", reg.addr)).unwrap();
+    let c = client();
+    c.push(&src, &image, &r).unwrap();
+
+    // Same length, different bytes: a digest mismatch.
+    let layer = &image.layers[1];
+    let data_path = reg.blob_data_path(&layer.digest);
+    let mut data = std::fs::read(&data_path).unwrap();
+    let last = data.len() - 1;
+    data[last] ^= 0xff;
+    std::fs::write(&data_path, &data).unwrap();
+    let (_d2, dst) = store();
+    let err = c.pull(&dst, &r, &Platform::linux_amd64()).unwrap_err();
+    assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+    assert!(err.to_string().contains(layer.digest.as_str()), "{err}");
+    assert!(!dst.has_blob(&layer.digest));
+    assert!(dst.list_tags().unwrap().is_empty());
+    assert_eq!(
+        std::fs::read_dir(dst.state_dir().join("content/ingest"))
+            .unwrap()
+            .count(),
+        0
+    );
+
+    // Shorter than the descriptor says: a truncated download.
+    data.truncate(data.len() / 2);
+    std::fs::write(&data_path, &data).unwrap();
+    let err = c.pull(&dst, &r, &Platform::linux_amd64()).unwrap_err();
+    assert!(matches!(err, Error::SizeMismatch { .. }), "{err}");
+    assert!(err.to_string().contains(layer.digest.as_str()), "{err}");
+    assert!(dst.list_tags().unwrap().is_empty());
+}
+
+#[test]
+fn unknown_media_type_is_rejected_before_download() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let (_d, src) = store();
+    let image = test_image(&src, "mt", [Compression::Gzip, Compression::Gzip]);
+    let c = client();
+    let r = Reference::parse(&format!("{}/kiln/mt:1", reg.addr)).unwrap();
+    c.push(&src, &image, &r).unwrap();
+    let mut m = image.manifest.clone();
+    m.layers[0].media_type = "application/vnd.example.squashfs".into();
+    let bytes = kiln_image::to_canonical_json(&m).unwrap();
+    put_raw_manifest(&reg, "kiln/mt", "odd", media_type::OCI_MANIFEST, &bytes);
+    let (_d2, dst) = store();
+    let odd = Reference::parse(&format!("{}/kiln/mt:odd", reg.addr)).unwrap();
+    let err = c
+        .pull(&dst, &odd, &Platform::linux_amd64())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unsupported media type `application/vnd.example.squashfs`"),
+        "{err}"
+    );
+    assert!(
+        dst.list_blobs().unwrap().is_empty(),
+        "nothing downloaded: {:?}",
+        dst.list_blobs()
+    );
+}
