@@ -1,0 +1,447 @@
+//! `kiln build`: docker-build-compatible flags, turned into [`kiln::BuildOptions`], run through
+//! [`kiln::Builder`], rendered by one of the progress renderers. The only work done here is
+//! what a front end must do: read `-f -` or a tar context from stdin, and write `--iidfile` and
+//! `--metadata-file` afterwards.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use kiln::{
+    BuildOptions, Builder, CacheSpec, Dockerfile, NetworkMode, OutputSpec, SecretSpec, SshSpec,
+};
+
+use super::UsageError;
+use super::progress::{self, DockerfileSource, ProgressFormat};
+
+const BUILD_EXAMPLES: &str = "\
+Examples:
+  kiln build -t hello:latest examples/hello
+  kiln build -f build/Dockerfile --build-arg VERSION=1.2 --target release .
+  kiln build --output type=oci,dest=image.tar .
+  kiln build --output type=docker,dest=image.tar,name=app:1 . && docker load -i image.tar
+  kiln build -o ./rootfs .                  # the final filesystem, into a directory
+  kiln build --progress=plain --no-cache .
+  tar -C ctx -c . | kiln build -t app -     # a tar build context on stdin
+  kiln build -f - . < Dockerfile.dev        # the Dockerfile on stdin";
+
+/// Progress output formats of `--progress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ProgressArg {
+    /// `tty` on a terminal, `plain` otherwise.
+    Auto,
+    /// Live display, one line per step.
+    Tty,
+    /// Line-oriented, `Step N/M : ...`.
+    Plain,
+    /// One JSON object per event per line.
+    Json,
+    /// Only the image id.
+    Quiet,
+}
+
+/// `kiln build`: build an image from a Dockerfile and a context.
+#[derive(Args, Debug)]
+#[command(after_help = BUILD_EXAMPLES)]
+#[allow(clippy::struct_field_names)] // `build_args` is the flag's name
+pub(crate) struct BuildArgs {
+    /// Name and optionally a tag (`name:tag`); repeatable.
+    #[arg(short = 't', long = "tag", value_name = "NAME")]
+    pub(crate) tags: Vec<String>,
+
+    /// Dockerfile path (default: PATH/Dockerfile); `-` reads it from stdin.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub(crate) file: Option<String>,
+
+    /// Build-time variable `KEY=VALUE`, or `KEY` to take the value from the environment.
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]", value_parser = parse_build_arg)]
+    pub(crate) build_args: Vec<(String, Option<String>)>,
+
+    /// Stage to build (default: the last one).
+    #[arg(long, value_name = "STAGE")]
+    pub(crate) target: Option<String>,
+
+    /// Do not use the cache.
+    #[arg(long)]
+    pub(crate) no_cache: bool,
+
+    /// Do not use the cache for the steps of this stage; repeatable.
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    pub(crate) no_cache_filter: Vec<String>,
+
+    /// Always look up base images in their registry.
+    #[arg(long)]
+    pub(crate) pull: bool,
+
+    /// Image label `KEY=VALUE`; repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub(crate) labels: Vec<(String, String)>,
+
+    /// Target platform; only `linux/amd64` is supported for now.
+    #[arg(long, value_name = "PLATFORM", value_parser = parse_platform)]
+    pub(crate) platform: Option<String>,
+
+    /// Secret for `RUN --mount=type=secret`: `id=ID,src=PATH` or `id=ID,env=VAR`; repeatable.
+    #[arg(long = "secret", value_name = "SPEC", value_parser = parse_spec::<SecretSpec>)]
+    pub(crate) secrets: Vec<SecretSpec>,
+
+    /// SSH agent socket or keys for `RUN --mount=type=ssh`: `default` or `ID=PATH[,PATH]`.
+    #[arg(long = "ssh", value_name = "SPEC", value_parser = parse_spec::<SshSpec>)]
+    pub(crate) ssh: Vec<SshSpec>,
+
+    /// Network mode of RUN steps.
+    #[arg(long, value_name = "MODE", default_value = "default", value_parser = parse_spec::<NetworkMode>)]
+    pub(crate) network: NetworkMode,
+
+    /// Output: `type=oci|docker|local|tar|image,dest=...`, `DIR` (local) or `-` (tar on stdout).
+    #[arg(short = 'o', long = "output", value_name = "SPEC", value_parser = parse_spec::<OutputSpec>)]
+    pub(crate) outputs: Vec<OutputSpec>,
+
+    /// Push the tagged image to its registry (like `--output type=image,push=true`).
+    #[arg(long)]
+    pub(crate) push: bool,
+
+    /// Write the image id (config digest) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) iidfile: Option<PathBuf>,
+
+    /// Write build metadata (image and config digests, names) as JSON to FILE, like buildx.
+    #[arg(long = "metadata-file", value_name = "FILE")]
+    pub(crate) metadata_file: Option<PathBuf>,
+
+    /// Import cache: `type=local,src=DIR`, `type=registry,ref=REF` or `REF`; repeatable.
+    #[arg(long = "cache-from", value_name = "SPEC", value_parser = parse_spec::<CacheSpec>)]
+    pub(crate) cache_from: Vec<CacheSpec>,
+
+    /// Export cache: `type=local,dest=DIR`, `type=registry,ref=REF`, `type=inline`; repeatable.
+    #[arg(long = "cache-to", value_name = "SPEC", value_parser = parse_spec::<CacheSpec>)]
+    pub(crate) cache_to: Vec<CacheSpec>,
+
+    /// Progress output format.
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = ProgressArg::Auto, env = "KILN_PROGRESS")]
+    pub(crate) progress: ProgressArg,
+
+    /// Print only the image id (same as `--progress=quiet`).
+    #[arg(short = 'q', long)]
+    pub(crate) quiet: bool,
+
+    /// Run at most N steps at once (default: number of cores).
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) jobs: Option<u16>,
+
+    /// Build context directory, or `-` to read a tar archive of it from stdin.
+    #[arg(value_name = "PATH")]
+    pub(crate) context: String,
+}
+
+fn parse_spec<T: std::str::FromStr<Err = kiln::Error>>(s: &str) -> Result<T, String> {
+    s.parse::<T>().map_err(|e| match e {
+        kiln::Error::InvalidOption { message, .. } => message,
+        other => other.to_string(),
+    })
+}
+
+fn parse_build_arg(s: &str) -> Result<(String, Option<String>), String> {
+    match s.split_once('=') {
+        Some(("", _)) => Err("the argument name is empty".into()),
+        Some((k, v)) => Ok((k.to_owned(), Some(v.to_owned()))),
+        None if s.is_empty() => Err("the argument name is empty".into()),
+        None => Ok((s.to_owned(), None)),
+    }
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some(("", _)) | None => Err(format!("`{s}` is not of the form KEY=VALUE")),
+        Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
+    }
+}
+
+fn parse_platform(s: &str) -> Result<String, String> {
+    for p in s.split(',') {
+        kiln::check_platform(p).map_err(|e| e.to_string())?;
+    }
+    Ok(s.to_owned())
+}
+
+impl BuildArgs {
+    /// The progress format to use, resolving `auto` and `-q`.
+    fn progress_format(&self) -> ProgressFormat {
+        if self.quiet {
+            return ProgressFormat::Quiet;
+        }
+        match self.progress {
+            ProgressArg::Auto if std::io::stderr().is_terminal() => ProgressFormat::Tty,
+            ProgressArg::Auto | ProgressArg::Plain => ProgressFormat::Plain,
+            ProgressArg::Tty => ProgressFormat::Tty,
+            ProgressArg::Json => ProgressFormat::Json,
+            ProgressArg::Quiet => ProgressFormat::Quiet,
+        }
+    }
+
+    /// Turns the flags into build options. `stdin_context` is the directory a tar context from
+    /// stdin was extracted to.
+    fn to_options(&self, context: PathBuf, dockerfile: Dockerfile) -> BuildOptions {
+        let mut options = BuildOptions::new(context);
+        options.dockerfile = dockerfile;
+        options.build_args = self
+            .build_args
+            .iter()
+            .filter_map(|(k, v)| match v {
+                Some(v) => Some((k.clone(), v.clone())),
+                // docker: `--build-arg K` takes K from the environment, and is dropped when unset.
+                None => std::env::var(k).ok().map(|v| (k.clone(), v)),
+            })
+            .collect::<BTreeMap<_, _>>();
+        options.target.clone_from(&self.target);
+        options.tags.clone_from(&self.tags);
+        options.labels = self.labels.iter().cloned().collect();
+        options.no_cache = self.no_cache;
+        options.no_cache_filter.clone_from(&self.no_cache_filter);
+        options.pull = self.pull;
+        options.network = self.network;
+        options.secrets.clone_from(&self.secrets);
+        options.ssh.clone_from(&self.ssh);
+        options.outputs.clone_from(&self.outputs);
+        if self.push {
+            options.outputs.push(OutputSpec::Image {
+                names: self.tags.clone(),
+                push: true,
+                compression: kiln::Compression::Gzip,
+            });
+        }
+        options.cache_from.clone_from(&self.cache_from);
+        options.cache_to.clone_from(&self.cache_to);
+        options
+    }
+}
+
+/// Checks flag combinations clap cannot express, before anything is read.
+fn validate(args: &BuildArgs) -> Result<(), UsageError> {
+    if args.context == "-" && args.file.as_deref() == Some("-") {
+        return Err(UsageError(
+            "`-f -` and a `-` context cannot both read stdin".into(),
+        ));
+    }
+    if args.push && args.tags.is_empty() {
+        return Err(UsageError("`--push` needs at least one `-t NAME`".into()));
+    }
+    let is_url = ["http://", "https://", "git://", "git@", "github.com/"]
+        .iter()
+        .any(|p| args.context.starts_with(p));
+    if is_url {
+        return Err(UsageError(format!(
+            "remote build contexts (`{}`) are not supported yet; clone or download it and pass the directory",
+            args.context
+        )));
+    }
+    let stdout_outputs = args
+        .outputs
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                OutputSpec::Oci {
+                    dest: kiln::Destination::Stdout,
+                    ..
+                } | OutputSpec::Docker {
+                    dest: kiln::Destination::Stdout,
+                    ..
+                } | OutputSpec::Tar {
+                    dest: kiln::Destination::Stdout
+                }
+            )
+        })
+        .count();
+    if stdout_outputs > 0 && (args.quiet || args.progress == ProgressArg::Quiet) {
+        return Err(UsageError(
+            "`-q` prints the image id on stdout; it cannot be combined with an output to stdout"
+                .into(),
+        ));
+    }
+    if stdout_outputs > 1 {
+        return Err(UsageError("only one output can go to stdout".into()));
+    }
+    if stdout_outputs == 1 && std::io::stdout().is_terminal() {
+        return Err(UsageError(
+            "refusing to write an archive to a terminal; redirect stdout or set `dest=`".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs `kiln build`.
+pub(crate) fn run(root: Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> {
+    validate(&args)?;
+    // The build context: a directory, or a tar archive on stdin extracted to a temporary one.
+    let mut _stdin_context = None;
+    let context = if args.context == "-" {
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-context-")
+            .tempdir()
+            .context("cannot create a temporary directory for the stdin context")?;
+        let stdin = std::io::stdin().lock();
+        tar::Archive::new(stdin)
+            .unpack(dir.path())
+            .context("cannot read the build context tar archive from stdin")?;
+        let path = dir.path().to_path_buf();
+        _stdin_context = Some(dir);
+        path
+    } else {
+        let path = PathBuf::from(&args.context);
+        if !path.is_dir() {
+            return Err(UsageError(format!(
+                "build context `{}` is not a directory",
+                args.context
+            ))
+            .into());
+        }
+        path
+    };
+    let (dockerfile, source) = read_dockerfile(args.file.as_deref(), &context)?;
+    let options = args.to_options(context, dockerfile);
+
+    let state_dir = root.unwrap_or_else(kiln::default_state_dir);
+    let mut builder = Builder::new(state_dir);
+    if let Some(jobs) = args.jobs {
+        builder = builder.jobs(usize::from(jobs));
+    }
+    let format = args.progress_format();
+    let renderer = progress::renderer(format, Some(Arc::new(source)));
+    let result = builder.build(&options, renderer.as_progress());
+    renderer.finish(result.as_ref().err());
+    let image = match result {
+        Ok(image) => image,
+        Err(_) => return Ok(ExitCode::from(1)),
+    };
+    if format == ProgressFormat::Quiet {
+        println!("{}", image.config_digest);
+    }
+    if let Some(path) = &args.iidfile {
+        std::fs::write(path, &image.config_digest)
+            .with_context(|| format!("cannot write --iidfile `{}`", path.display()))?;
+    }
+    if let Some(path) = &args.metadata_file {
+        let metadata = metadata_json(&image);
+        let text = serde_json::to_string_pretty(&metadata).context("cannot encode metadata")?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("cannot write --metadata-file `{}`", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `--metadata-file` document, with buildx's key names.
+fn metadata_json(image: &kiln::BuildResult) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    m.insert(
+        "containerimage.config.digest".into(),
+        image.config_digest.clone().into(),
+    );
+    m.insert(
+        "containerimage.digest".into(),
+        image.manifest_digest.clone().into(),
+    );
+    if !image.names.is_empty() {
+        m.insert("image.name".into(), image.names.join(",").into());
+    }
+    serde_json::Value::Object(m)
+}
+
+/// Reads the Dockerfile named by `-f` (or the context's `Dockerfile`), so that errors can show
+/// an excerpt of it, and says how the library should find it.
+fn read_dockerfile(
+    file: Option<&str>,
+    context: &Path,
+) -> anyhow::Result<(Dockerfile, DockerfileSource)> {
+    match file {
+        Some("-") => {
+            let mut text = String::new();
+            std::io::stdin()
+                .lock()
+                .read_to_string(&mut text)
+                .context("cannot read the Dockerfile from stdin")?;
+            let source = DockerfileSource {
+                name: "Dockerfile".into(),
+                text: text.clone(),
+            };
+            Ok((Dockerfile::Text(text), source))
+        }
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|source| kiln::Error::ReadDockerfile {
+                    path: path.into(),
+                    source,
+                })?;
+            let name = Path::new(path)
+                .file_name()
+                .map_or_else(|| path.to_owned(), |n| n.to_string_lossy().into_owned());
+            Ok((
+                Dockerfile::Path(path.into()),
+                DockerfileSource { name, text },
+            ))
+        }
+        None => {
+            let path = context.join("Dockerfile");
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| kiln::Error::ReadDockerfile {
+                    path: path.clone(),
+                    source,
+                })?;
+            Ok((
+                Dockerfile::InContext,
+                DockerfileSource {
+                    name: "Dockerfile".into(),
+                    text,
+                },
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_arg_forms() {
+        assert_eq!(
+            parse_build_arg("A=1=2").unwrap(),
+            ("A".into(), Some("1=2".into()))
+        );
+        assert_eq!(
+            parse_build_arg("A=").unwrap(),
+            ("A".into(), Some(String::new()))
+        );
+        assert_eq!(parse_build_arg("A").unwrap(), ("A".into(), None));
+        assert!(parse_build_arg("=x").is_err());
+    }
+
+    #[test]
+    fn platform_accepts_amd64_only() {
+        assert!(parse_platform("linux/amd64").is_ok());
+        let e = parse_platform("linux/arm64").unwrap_err();
+        assert_eq!(
+            e,
+            "platform `linux/arm64` is not supported yet: kiln builds linux/amd64 images only"
+        );
+        assert!(parse_platform("linux/amd64,linux/arm64").is_err());
+    }
+
+    #[test]
+    fn metadata_uses_buildx_keys() {
+        let m = metadata_json(&kiln::BuildResult {
+            manifest_digest: "sha256:m".into(),
+            config_digest: "sha256:c".into(),
+            config: Vec::new(),
+            names: vec!["a:1".into(), "b:2".into()],
+        });
+        assert_eq!(
+            m.to_string(),
+            r#"{"containerimage.config.digest":"sha256:c","containerimage.digest":"sha256:m","image.name":"a:1,b:2"}"#
+        );
+    }
+}

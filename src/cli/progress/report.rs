@@ -1,0 +1,189 @@
+//! The error report of a failed step, in BuildKit's shape: the step's last output lines between
+//! `------` rules, then the Dockerfile excerpt around the failing instruction with line numbers
+//! and `>>>` on its lines, then the error (which names the command and its exit code).
+
+use std::fmt::Write as _;
+
+use super::StepInfo;
+
+/// The Dockerfile text, kept by the CLI so errors can quote it.
+#[derive(Debug, Clone)]
+pub(crate) struct DockerfileSource {
+    /// Name shown above the excerpt (`Dockerfile`, or the `-f` file name).
+    pub(crate) name: String,
+    /// The whole text.
+    pub(crate) text: String,
+}
+
+/// Lines of output shown in a plain report (the tty report shows them all).
+pub(crate) const REPORT_LOG_LINES: usize = 10;
+
+/// The last line of an instruction starting at `start` (1-based): continuation lines end in `\`.
+fn instruction_end(lines: &[&str], start: usize) -> usize {
+    let mut end = start;
+    while end <= lines.len() && lines[end - 1].trim_end().ends_with('\\') && end < lines.len() {
+        end += 1;
+    }
+    end
+}
+
+/// The excerpt of `source` around the instruction at 1-based `line`, exactly as BuildKit
+/// prints it (`solver/errdefs/source.go`): four lines of context for a one-line instruction,
+/// two for a longer one.
+pub(crate) fn excerpt(source: &DockerfileSource, line: usize) -> Option<String> {
+    let lines: Vec<&str> = source.text.split('\n').collect();
+    if line < 1 || line > lines.len() {
+        return None;
+    }
+    let (first, last) = (line, instruction_end(&lines, line));
+    let pad = if first == last { 4 } else { 2 };
+    let (mut start, mut end, mut p) = (first, last, 0);
+    while p < pad {
+        if start > 1 {
+            start -= 1;
+            p += 1;
+        }
+        if end != lines.len() {
+            end += 1;
+            p += 1;
+        }
+        p += 1;
+    }
+    // A trailing newline leaves an empty last element; BuildKit prints it, we drop it.
+    while end > last && lines[end - 1].is_empty() {
+        end -= 1;
+    }
+    let mut out = format!("{}:{}\n--------------------\n", source.name, first);
+    for (i, text) in lines.iter().enumerate().take(end).skip(start - 1) {
+        let n = i + 1;
+        let mark = if (first..=last).contains(&n) {
+            ">>>"
+        } else {
+            "   "
+        };
+        let _ = writeln!(out, " {n:>3} | {mark} {text}");
+    }
+    out.push_str("--------------------\n");
+    Some(out)
+}
+
+/// The full report for a failed step. `all_logs` prints every kept line instead of the last
+/// [`REPORT_LOG_LINES`].
+pub(crate) fn step_report(
+    step: &StepInfo,
+    error: &str,
+    source: Option<&DockerfileSource>,
+    all_logs: bool,
+    color: bool,
+) -> String {
+    let mut out = String::from("------\n");
+    let _ = writeln!(out, " > {} {}:", step.label(), step.instruction);
+    let skip = if all_logs {
+        0
+    } else {
+        step.logs.len().saturating_sub(REPORT_LOG_LINES)
+    };
+    if step.dropped_logs + skip > 0 {
+        let _ = writeln!(
+            out,
+            "[{} earlier lines not shown]",
+            step.dropped_logs + skip
+        );
+    }
+    for (at, line) in &step.logs[skip..] {
+        let _ = writeln!(out, "{:.3} {line}", at.as_secs_f64());
+    }
+    out.push_str("------\n");
+    if let Some(ex) = source.and_then(|s| excerpt(s, step.line)) {
+        out.push_str(&ex);
+    }
+    out.push_str(&error_line(error, color));
+    out
+}
+
+/// `error: ...`, red on a color terminal.
+pub(crate) fn error_line(error: &str, color: bool) -> String {
+    if color {
+        format!("\x1b[31merror:\x1b[0m {error}\n")
+    } else {
+        format!("error: {error}\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::cli::progress::StepStatus;
+    use crate::cli::progress::testing::DOCKERFILE;
+
+    fn src(text: &str) -> DockerfileSource {
+        DockerfileSource {
+            name: "Dockerfile".into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn excerpt_marks_one_line_with_four_lines_of_context() {
+        let text = "L1\nL2\nL3\nL4\nL5\nL6\nL7\nL8\nL9\n";
+        assert_eq!(
+            excerpt(&src(text), 5).unwrap(),
+            "Dockerfile:5\n--------------------\n   3 |     L3\n   4 |     L4\n   5 | >>> L5\n   6 |     L6\n   7 |     L7\n--------------------\n"
+        );
+    }
+
+    #[test]
+    fn excerpt_at_the_top_takes_context_below() {
+        assert_eq!(
+            excerpt(&src("FROM a\nRUN x\nRUN y\n"), 1).unwrap(),
+            "Dockerfile:1\n--------------------\n   1 | >>> FROM a\n   2 |     RUN x\n   3 |     RUN y\n--------------------\n"
+        );
+    }
+
+    #[test]
+    fn excerpt_marks_every_continuation_line() {
+        assert_eq!(
+            excerpt(&src(DOCKERFILE), 3).unwrap(),
+            "Dockerfile:3\n--------------------\n   2 |     COPY hello.txt /\n   3 | >>> RUN echo hi && \\\n   4 | >>>     false\n   5 |     CMD [\"/hello\"]\n--------------------\n"
+        );
+    }
+
+    #[test]
+    fn excerpt_out_of_range_is_none() {
+        assert!(excerpt(&src("FROM a\n"), 7).is_none());
+        assert!(excerpt(&src("FROM a\n"), 0).is_none());
+    }
+
+    #[test]
+    fn report_shows_last_lines_excerpt_and_error() {
+        let step = StepInfo {
+            index: 3,
+            total: 3,
+            stage: "build".into(),
+            instruction: "RUN echo hi && false".into(),
+            line: 3,
+            started: Duration::ZERO,
+            status: StepStatus::Failed("x".into()),
+            logs: (1..=12)
+                .map(|i| (Duration::from_millis(i * 10), format!("out {i}")))
+                .collect(),
+            dropped_logs: 0,
+        };
+        let r = step_report(
+            &step,
+            "process \"/bin/sh -c echo hi && false\" did not complete successfully: exit code: 1",
+            Some(&src(DOCKERFILE)),
+            false,
+            false,
+        );
+        assert_eq!(
+            r,
+            "------\n > [build 3/3] RUN echo hi && false:\n[2 earlier lines not shown]\n0.030 out 3\n0.040 out 4\n0.050 out 5\n0.060 out 6\n0.070 out 7\n0.080 out 8\n0.090 out 9\n0.100 out 10\n0.110 out 11\n0.120 out 12\n------\nDockerfile:3\n--------------------\n   2 |     COPY hello.txt /\n   3 | >>> RUN echo hi && \\\n   4 | >>>     false\n   5 |     CMD [\"/hello\"]\n--------------------\nerror: process \"/bin/sh -c echo hi && false\" did not complete successfully: exit code: 1\n"
+        );
+        let full = step_report(&step, "e", None, true, true);
+        assert!(full.contains("0.010 out 1\n"), "{full}");
+        assert!(full.ends_with("\x1b[31merror:\x1b[0m e\n"), "{full}");
+    }
+}
