@@ -671,14 +671,10 @@ fn parse_words(rest: &str, escape: char) -> Vec<String> {
             }
             phase = Phase::Word;
         }
-        if phase == Phase::Word && pos == chars.len() {
+        if pos == chars.len() {
             if blank_ok || !sb.is_empty() {
                 words.push(std::mem::take(&mut sb));
             }
-            break;
-        }
-        if pos == chars.len() {
-            // Unterminated quote at the end: upstream drops the partial word.
             break;
         }
         if phase == Phase::Word {
@@ -821,11 +817,12 @@ fn parse_health_config(rest: &str) -> Args {
     Ok((out, json))
 }
 
-/// `^(\d*)<<(-?)([^<]*)$` (nom): fd digits, chomp flag, rest.
+/// `^(\d*)<<(-?)\s*([^<]*)$` (nom): fd digits, chomp flag, rest.
 fn heredoc_marker(input: &str) -> IResult<&str, (&str, bool, &str)> {
     let (input, fd) = digit0(input)?;
     let (input, _) = tag("<<")(input)?;
     let (input, dash) = opt(tag("-")).parse(input)?;
+    let (input, _) = take_while(is_re_s).parse(input)?;
     let (input, rest) = all_consuming(take_while(|c: char| c != '<')).parse(input)?;
     Ok((input, (fd, dash.is_some(), rest)))
 }

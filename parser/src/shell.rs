@@ -283,9 +283,10 @@ impl ShellWord<'_> {
                 self.words_buf = buf;
                 return Ok((result, w));
             }
-            if ch == '$' || (quotes && (ch == '\'' || ch == '"')) {
+            if ch == '$' || ch == '<' || (quotes && (ch == '\'' || ch == '"')) {
                 let tmp = match ch {
                     '$' => self.process_dollar()?,
+                    '<' => self.process_possible_heredoc(),
                     '\'' => self.process_single_quote()?,
                     _ => self.process_double_quote()?,
                 };
@@ -327,6 +328,21 @@ impl ShellWord<'_> {
         let w = words.get_words(&mut buf);
         self.words_buf = buf;
         Ok((result, w))
+    }
+
+    /// `<<` keeps the blanks after it in its word, so `<<  EOF` stays one word.
+    fn process_possible_heredoc(&mut self) -> String {
+        self.pos += 1;
+        if self.peek() != Some('<') {
+            return "<".to_owned();
+        }
+        self.pos += 1;
+        let mut out = String::from("<<");
+        while let Some(c @ ('\t' | '\r' | ' ')) = self.peek() {
+            out.push(c);
+            self.pos += 1;
+        }
+        out
     }
 
     fn process_single_quote(&mut self) -> LexResult<String> {
