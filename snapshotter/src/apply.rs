@@ -1,0 +1,525 @@
+//! The layer applier: unpacks an OCI layer (gzip, zstd or plain tar, detected from its first
+//! bytes) into a directory, applying `.wh.` whiteouts and `.wh..wh..opq` opaque markers, hard
+//! links, symlinks, devices, fifos, xattrs, owners, modes and mtimes, and computing the diff_id
+//! of the uncompressed stream on the way.
+//!
+//! Containment: entry names with `..` components or a leading `/` are refused; parent paths are
+//! resolved component by component without ever asking the kernel to follow a symlink, so a
+//! symlink whose target climbs above the layer root is refused (absolute symlink targets are
+//! taken relative to the root, as inside the container); the final component is never followed
+//! (existing files are unlinked and recreated with `O_EXCL|O_NOFOLLOW`); hard link targets are
+//! resolved by the same rules and must exist inside the root. `trusted.overlay.*` xattrs from a
+//! layer are dropped so a layer cannot steer overlayfs.
+//!
+//! Overlay mode (used by [`apply_layer_to_snapshot`] for an overlay snapshot with parents)
+//! writes into the snapshot's upper directory directly, the way containerd unpacks images: a
+//! whiteout becomes a 0/0 character device, an opaque marker the `trusted.overlay.opaque=y`
+//! xattr, and parent paths are looked up in the upper dir first, then in the lower dirs.
+
+use std::collections::{HashSet, VecDeque};
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::compress::{Detected, detect};
+use crate::error::{Error, IoContext, Result, stream};
+use crate::fsutil;
+use crate::snapshot::{Kind, Layout, Snapshotter};
+
+/// What [`apply_layer`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedLayer {
+    /// `sha256:<hex>` of the uncompressed tar stream.
+    pub diff_id: String,
+    /// The compression detected from the stream's magic bytes.
+    pub compression: Detected,
+    /// Bytes of the uncompressed tar stream.
+    pub uncompressed_size: u64,
+    /// Number of tar entries applied (whiteouts included).
+    pub entries: u64,
+}
+
+/// Applies the layer read from `reader` onto the directory `target` (which must exist).
+pub fn apply_layer(reader: impl Read, target: &Path) -> Result<AppliedLayer> {
+    let root = fs::canonicalize(target).ctx("resolve", target)?;
+    Applier::new(root, Vec::new(), false).run(reader)
+}
+
+/// Applies a layer into the active snapshot `key`, the efficient way for the driver: for
+/// overlayfs straight into the upper directory (whiteouts become overlay whiteouts, no mount
+/// needed), for native into the snapshot's tree.
+pub fn apply_layer_to_snapshot(
+    snapshotter: &dyn Snapshotter,
+    key: &str,
+    reader: impl Read,
+) -> Result<AppliedLayer> {
+    let info = snapshotter.stat(key)?;
+    if info.kind != Kind::Active {
+        return Err(Error::WrongKind {
+            key: key.to_string(),
+            actual: match info.kind {
+                Kind::View => "view",
+                _ => "committed",
+            },
+            expected: "active",
+        });
+    }
+    match snapshotter.layout(key)? {
+        Layout::Overlay { upper, lowers } => {
+            let overlay = !lowers.is_empty();
+            Applier::new(upper, lowers, overlay).run(reader)
+        }
+        Layout::Native { dir, .. } => Applier::new(dir, Vec::new(), false).run(reader),
+    }
+}
+
+struct HashReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: Read> Read for HashReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+struct Applier {
+    root: PathBuf,
+    lowers: Vec<PathBuf>,
+    overlay: bool,
+    /// Root-relative paths written by this layer (an opaque marker keeps these).
+    created: HashSet<PathBuf>,
+    /// Directories whose mtime is set once all entries are in.
+    dir_times: Vec<(PathBuf, i64)>,
+}
+
+/// Facts from one tar header (PAX applied).
+struct Facts {
+    kind: tar::EntryType,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+    link: Option<Vec<u8>>,
+    dev: (u32, u32),
+    xattrs: Vec<(String, Vec<u8>)>,
+}
+
+fn hostile(entry: &[u8], reason: &'static str) -> Error {
+    Error::HostileEntry {
+        entry: String::from_utf8_lossy(entry).into_owned(),
+        reason,
+    }
+}
+
+fn invalid(entry: &[u8], reason: impl Into<String>) -> Error {
+    Error::InvalidLayer {
+        entry: String::from_utf8_lossy(entry).into_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Splits an entry name into components, refusing `..` and absolute names.
+fn components(raw: &[u8]) -> Result<Vec<&OsStr>> {
+    if raw.starts_with(b"/") {
+        return Err(hostile(raw, "absolute path"));
+    }
+    let mut out = Vec::new();
+    for c in raw.split(|b| *b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => return Err(hostile(raw, "path contains `..`")),
+            c => out.push(OsStr::from_bytes(c)),
+        }
+    }
+    Ok(out)
+}
+
+impl Applier {
+    fn new(root: PathBuf, lowers: Vec<PathBuf>, overlay: bool) -> Self {
+        Self {
+            root,
+            lowers,
+            overlay,
+            created: HashSet::new(),
+            dir_times: Vec::new(),
+        }
+    }
+
+    fn run(mut self, reader: impl Read) -> Result<AppliedLayer> {
+        let mut br = BufReader::with_capacity(256 * 1024, reader);
+        let compression = detect(br.fill_buf().map_err(stream("read layer"))?);
+        let decoded: Box<dyn Read> = match compression {
+            Detected::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(br)),
+            Detected::Zstd => Box::new(
+                zstd::stream::read::Decoder::with_buffer(br).map_err(stream("start zstd"))?,
+            ),
+            Detected::None => Box::new(br),
+        };
+        let hashing = HashReader {
+            inner: decoded,
+            hasher: Sha256::new(),
+            count: 0,
+        };
+        let mut archive = tar::Archive::new(hashing);
+        let mut entries = 0u64;
+        for entry in archive.entries().map_err(stream("read layer"))? {
+            let mut entry = entry.map_err(|e| invalid(b"<stream>", e.to_string()))?;
+            let name = entry.path_bytes().into_owned();
+            let facts = facts(&mut entry, &name)?;
+            if matches!(
+                facts.kind,
+                tar::EntryType::XGlobalHeader | tar::EntryType::XHeader
+            ) {
+                continue;
+            }
+            entries += 1;
+            self.entry(&name, &facts, &mut entry)?;
+        }
+        let mut rest = archive.into_inner();
+        io::copy(&mut rest, &mut io::sink()).map_err(stream("read layer trailer"))?;
+        for (dir, mtime) in std::mem::take(&mut self.dir_times).into_iter().rev() {
+            match fsutil::set_times(&dir, (mtime, 0), (mtime, 0)) {
+                Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+                other => other?,
+            }
+        }
+        Ok(AppliedLayer {
+            diff_id: format!("sha256:{}", hex::encode(rest.hasher.finalize())),
+            compression,
+            uncompressed_size: rest.count,
+            entries,
+        })
+    }
+
+    /// Looks `rel` up in the (merged, for overlay mode) tree without following it.
+    fn lookup(&self, rel: &Path) -> Result<Option<(PathBuf, fs::Metadata)>> {
+        let layers = std::iter::once(&self.root).chain(if self.overlay {
+            self.lowers.iter()
+        } else {
+            [].iter()
+        });
+        for layer in layers {
+            let p = layer.join(rel);
+            match fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_char_device() && m.rdev() == 0 && self.overlay => {
+                    return Ok(None);
+                }
+                Ok(m) => return Ok(Some((p, m))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(None),
+                Err(e) => return Err(e).ctx("stat", p),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Resolves the parent directory `comps` inside the root, following symlinks as the
+    /// container would see them, creating missing directories, refusing escapes. Returns the
+    /// root-relative path of the directory (free of symlinks).
+    fn resolve_dir(&self, entry: &[u8], comps: &[&OsStr], create: bool) -> Result<PathBuf> {
+        let mut stack: Vec<OsString> = Vec::new();
+        let mut queue: VecDeque<OsString> = comps.iter().map(|c| c.to_os_string()).collect();
+        let mut hops = 0;
+        while let Some(c) = queue.pop_front() {
+            match c.as_bytes() {
+                b"" | b"." => continue,
+                b".." => {
+                    if stack.pop().is_none() {
+                        return Err(hostile(
+                            entry,
+                            "a symlink in the parent path leads outside the root",
+                        ));
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let mut rel: PathBuf = stack.iter().collect();
+            rel.push(&c);
+            match self.lookup(&rel)? {
+                Some((path, m)) if m.file_type().is_symlink() => {
+                    hops += 1;
+                    if hops > 40 {
+                        return Err(hostile(entry, "too many symlinks in the parent path"));
+                    }
+                    let target = fs::read_link(&path).ctx("readlink", &path)?;
+                    let tb = target.as_os_str().as_bytes();
+                    if tb.starts_with(b"/") {
+                        stack.clear();
+                    }
+                    let mut next: VecDeque<OsString> = tb
+                        .split(|b| *b == b'/')
+                        .map(|s| OsString::from_vec(s.to_vec()))
+                        .collect();
+                    next.extend(queue);
+                    queue = next;
+                }
+                Some((path, m)) if m.is_dir() => {
+                    if self.overlay && !path.starts_with(&self.root) {
+                        // Only in a lower layer: copy the directory up into the upper dir.
+                        let up = self.root.join(&rel);
+                        fs::create_dir(&up).ctx("mkdir", &up)?;
+                        std::os::unix::fs::lchown(&up, Some(m.uid()), Some(m.gid()))
+                            .ctx("chown", &up)?;
+                        fs::set_permissions(&up, fs::Permissions::from_mode(m.mode() & 0o7777))
+                            .ctx("chmod", &up)?;
+                        fsutil::set_times(
+                            &up,
+                            (m.atime(), m.atime_nsec()),
+                            (m.mtime(), m.mtime_nsec()),
+                        )?;
+                    }
+                    stack.push(c);
+                }
+                Some(_) => {
+                    return Err(invalid(entry, "a parent path component is not a directory"));
+                }
+                None => {
+                    if !create {
+                        return Err(invalid(entry, "parent directory does not exist"));
+                    }
+                    let up = self.root.join(&rel);
+                    // A whiteout (overlay mode) or nothing: make a plain directory.
+                    fsutil::remove_any(&up)?;
+                    fs::DirBuilder::new().create(&up).ctx("mkdir", &up)?;
+                    fs::set_permissions(&up, fs::Permissions::from_mode(0o755))
+                        .ctx("chmod", &up)?;
+                    stack.push(c);
+                }
+            }
+        }
+        Ok(stack.iter().collect())
+    }
+
+    fn entry(&mut self, name: &[u8], f: &Facts, data: &mut impl Read) -> Result<()> {
+        let comps = components(name)?;
+        let Some((last, parents)) = comps.split_last() else {
+            // The root itself ("./"): nothing to create.
+            return Ok(());
+        };
+        let prel = self.resolve_dir(name, parents, true)?;
+        let pdir = self.root.join(&prel);
+        let last_b = last.as_bytes();
+        if let Some(target) = last_b.strip_prefix(b".wh.") {
+            if target == b".wh..opq" {
+                return self.opaque(&prel);
+            }
+            if target.is_empty() || target == b"." || target == b".." {
+                return Err(hostile(name, "whiteout of `.` or `..`"));
+            }
+            return self.whiteout(&prel, OsStr::from_bytes(target));
+        }
+        let rel = prel.join(last);
+        let dest = pdir.join(last);
+        let existing = match fs::symlink_metadata(&dest) {
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).ctx("stat", &dest),
+        };
+        use tar::EntryType as T;
+        match f.kind {
+            T::Directory => {
+                let was_whiteout = existing
+                    .as_ref()
+                    .is_some_and(|m| m.file_type().is_char_device() && m.rdev() == 0);
+                if !existing.as_ref().is_some_and(fs::Metadata::is_dir) {
+                    fsutil::remove_any(&dest)?;
+                    fs::create_dir(&dest).ctx("mkdir", &dest)?;
+                    if self.overlay && was_whiteout {
+                        fsutil::set_xattr(&dest, "trusted.overlay.opaque", b"y")?;
+                    }
+                }
+                Self::set_meta(&dest, f, false)?;
+                self.dir_times.push((dest, f.mtime));
+            }
+            T::Regular | T::Continuous => {
+                fsutil::remove_any(&dest)?;
+                let mut file = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .mode(0o600)
+                    .open(&dest)
+                    .ctx("create", &dest)?;
+                io::copy(data, &mut file).ctx("write", &dest)?;
+                drop(file);
+                Self::set_meta(&dest, f, true)?;
+            }
+            T::Symlink => {
+                let link = f.link.clone().unwrap_or_default();
+                fsutil::remove_any(&dest)?;
+                std::os::unix::fs::symlink(OsStr::from_bytes(&link), &dest)
+                    .ctx("symlink", &dest)?;
+                Self::set_meta(&dest, f, true)?;
+            }
+            T::Link => {
+                let link = f.link.clone().unwrap_or_default();
+                let lcomps = components(&link)
+                    .map_err(|_| hostile(name, "hard link target is absolute or contains `..`"))?;
+                let Some((llast, lparents)) = lcomps.split_last() else {
+                    return Err(hostile(name, "hard link to the root"));
+                };
+                let lrel = self
+                    .resolve_dir(name, lparents, false)
+                    .map_err(|e| match e {
+                        Error::InvalidLayer { .. } => {
+                            invalid(name, "hard link target does not exist in the root")
+                        }
+                        e => e,
+                    })?
+                    .join(llast);
+                let src = self.root.join(&lrel);
+                let sm = fs::symlink_metadata(&src).map_err(|_| {
+                    invalid(
+                        name,
+                        format!(
+                            "hard link target `{}` does not exist in the root",
+                            String::from_utf8_lossy(&link)
+                        ),
+                    )
+                })?;
+                if sm.is_dir() {
+                    return Err(invalid(name, "hard link to a directory"));
+                }
+                if src != dest {
+                    fsutil::remove_any(&dest)?;
+                    fs::hard_link(&src, &dest).ctx("hard link", &dest)?;
+                }
+            }
+            T::Char | T::Block | T::Fifo => {
+                fsutil::remove_any(&dest)?;
+                let kind = match f.kind {
+                    T::Char => rustix::fs::FileType::CharacterDevice,
+                    T::Block => rustix::fs::FileType::BlockDevice,
+                    _ => rustix::fs::FileType::Fifo,
+                };
+                rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    &dest,
+                    kind,
+                    rustix::fs::Mode::from_raw_mode(0o600),
+                    rustix::fs::makedev(f.dev.0, f.dev.1),
+                )
+                .ctx("mknod", &dest)?;
+                Self::set_meta(&dest, f, true)?;
+            }
+            other => {
+                return Err(invalid(name, format!("unsupported entry type {other:?}")));
+            }
+        }
+        self.created.insert(rel);
+        Ok(())
+    }
+
+    fn set_meta(dest: &Path, f: &Facts, times: bool) -> Result<()> {
+        std::os::unix::fs::lchown(dest, Some(f.uid), Some(f.gid)).ctx("chown", dest)?;
+        if f.kind != tar::EntryType::Symlink {
+            // After chown, which clears setuid/setgid.
+            fs::set_permissions(dest, fs::Permissions::from_mode(f.mode)).ctx("chmod", dest)?;
+        }
+        for (k, v) in &f.xattrs {
+            if k.starts_with("trusted.overlay.") {
+                continue;
+            }
+            fsutil::set_xattr(dest, k, v)?;
+        }
+        if times {
+            fsutil::set_times(dest, (f.mtime, 0), (f.mtime, 0))?;
+        }
+        Ok(())
+    }
+
+    fn whiteout(&mut self, prel: &Path, target: &OsStr) -> Result<()> {
+        let dest = self.root.join(prel).join(target);
+        fsutil::remove_any(&dest)?;
+        self.created.remove(&prel.join(target));
+        if self.overlay {
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &dest,
+                rustix::fs::FileType::CharacterDevice,
+                rustix::fs::Mode::empty(),
+                0,
+            )
+            .ctx("create overlay whiteout", &dest)?;
+        }
+        Ok(())
+    }
+
+    fn opaque(&mut self, prel: &Path) -> Result<()> {
+        let dir = self.root.join(prel);
+        for e in fs::read_dir(&dir).ctx("read dir", &dir)? {
+            let e = e.ctx("read dir", &dir)?;
+            if !self.created.contains(&prel.join(e.file_name())) {
+                fsutil::remove_any(&e.path())?;
+            }
+        }
+        if self.overlay {
+            fsutil::set_xattr(&dir, "trusted.overlay.opaque", b"y")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the header facts of `entry`, with PAX records overriding the ustar fields.
+fn facts<R: Read>(entry: &mut tar::Entry<'_, R>, name: &[u8]) -> Result<Facts> {
+    let h = entry.header();
+    let kind = h.entry_type();
+    let bad = |what: &str| invalid(name, format!("bad {what} field"));
+    let mut uid = h.uid().map_err(|_| bad("uid"))?;
+    let mut gid = h.gid().map_err(|_| bad("gid"))?;
+    let mut mtime = h.mtime().map_err(|_| bad("mtime"))? as i64;
+    let mode = h.mode().map_err(|_| bad("mode"))? & 0o7777;
+    let dev = if matches!(kind, tar::EntryType::Char | tar::EntryType::Block) {
+        (
+            h.device_major().map_err(|_| bad("devmajor"))?.unwrap_or(0),
+            h.device_minor().map_err(|_| bad("devminor"))?.unwrap_or(0),
+        )
+    } else {
+        (0, 0)
+    };
+    let link = entry.link_name_bytes().map(|l| l.into_owned());
+    let mut xattrs = Vec::new();
+    if let Some(pax) = entry
+        .pax_extensions()
+        .map_err(|e| invalid(name, e.to_string()))?
+    {
+        for ext in pax {
+            let ext = ext.map_err(|e| invalid(name, e.to_string()))?;
+            let key = ext.key().map_err(|_| invalid(name, "non-UTF-8 PAX key"))?;
+            let num =
+                || -> Option<f64> { std::str::from_utf8(ext.value_bytes()).ok()?.parse().ok() };
+            match key {
+                "uid" => uid = num().ok_or_else(|| bad("PAX uid"))? as u64,
+                "gid" => gid = num().ok_or_else(|| bad("PAX gid"))? as u64,
+                "mtime" => mtime = num().ok_or_else(|| bad("PAX mtime"))?.floor() as i64,
+                k => {
+                    if let Some(x) = k.strip_prefix("SCHILY.xattr.") {
+                        xattrs.push((x.to_string(), ext.value_bytes().to_vec()));
+                    }
+                }
+            }
+        }
+    }
+    Ok(Facts {
+        kind,
+        mode,
+        uid: u32::try_from(uid).map_err(|_| bad("uid"))?,
+        gid: u32::try_from(gid).map_err(|_| bad("gid"))?,
+        mtime,
+        link,
+        dev,
+        xattrs,
+    })
+}

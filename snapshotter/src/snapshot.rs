@@ -1,0 +1,598 @@
+//! The [`Snapshotter`] trait, its value types, and [`open`], which returns the store of
+//! snapshots under `<state_dir>/snapshots/` driven by overlayfs or by plain directory copies.
+//! Metadata (one JSON file) is read and rewritten under an exclusive `flock` for every operation,
+//! so several processes (and threads) can share one state directory; snapshot directories are
+//! built under a `tmp-<pid>-…` name and renamed into place, so a crash never leaves a half-made
+//! snapshot behind a valid record.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use crate::mount::Mount;
+use crate::{native, overlay};
+
+/// A store of filesystem snapshots, modelled on containerd's `snapshots.Snapshotter`.
+///
+/// # Lifecycle
+///
+/// A snapshot is identified by a *key* (a free-form string chosen by the caller). There are three
+/// kinds:
+///
+/// - **Committed** snapshots are immutable filesystem states. They are made by [`commit`]ting an
+///   active snapshot and may be the parent of other snapshots. An empty chain starts from
+///   `parent = None`.
+/// - **Active** snapshots are made by [`prepare`]: a writable filesystem on top of a committed
+///   parent (or empty). `prepare` returns the [`Mount`]s that make it visible; mount them (with
+///   [`crate::MountedSnapshot`] or [`crate::mount_all`]), change files, unmount, then
+///   [`commit`] the active key under a new name. The active key ceases to exist on commit.
+/// - **View** snapshots are made by [`view`]: a read-only mount of a committed parent, for
+///   reading a snapshot's contents. Views cannot be committed; [`remove`] them when done.
+///
+/// ```text
+///   prepare(a, None) ──mount, write, unmount──> commit(base, a)
+///   prepare(b, Some(base)) ──> commit(step1, b)          view(v, Some(step1)) ──> remove(v)
+/// ```
+///
+/// Parents chain: a committed snapshot cannot be removed while any snapshot names it as parent;
+/// remove children first. [`mounts`] returns the mounts of an active or view snapshot again (and,
+/// as a kiln extension, read-only mounts of a committed one). [`stat`] and [`usage`] inspect a
+/// snapshot; [`walk`] lists all of them. [`layout`] exposes where the driver keeps the files, for
+/// the layer writer and applier of this crate.
+///
+/// Keys and names share one namespace. Callers never mount a snapshot's directories themselves:
+/// only the returned mounts are stable across drivers.
+///
+/// [`commit`]: Snapshotter::commit
+/// [`prepare`]: Snapshotter::prepare
+/// [`view`]: Snapshotter::view
+/// [`remove`]: Snapshotter::remove
+/// [`mounts`]: Snapshotter::mounts
+/// [`stat`]: Snapshotter::stat
+/// [`usage`]: Snapshotter::usage
+/// [`walk`]: Snapshotter::walk
+/// [`layout`]: Snapshotter::layout
+pub trait Snapshotter: Send + Sync {
+    /// Which driver stores the snapshots.
+    fn driver(&self) -> Driver;
+    /// Creates an active (writable) snapshot `key` on top of the committed `parent` and returns
+    /// the mounts that make it visible.
+    fn prepare(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>>;
+    /// Creates a read-only view `key` of the committed `parent` and returns its mounts.
+    fn view(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>>;
+    /// The mounts of an existing snapshot (read-only ones for a committed snapshot).
+    fn mounts(&self, key: &str) -> Result<Vec<Mount>>;
+    /// Turns the active snapshot `key` into the immutable committed snapshot `name`.
+    fn commit(&self, name: &str, key: &str) -> Result<()>;
+    /// Removes a snapshot that no other snapshot uses as parent.
+    fn remove(&self, key: &str) -> Result<()>;
+    /// Metadata of one snapshot.
+    fn stat(&self, key: &str) -> Result<Info>;
+    /// Disk space used by the snapshot itself (not its parents).
+    fn usage(&self, key: &str) -> Result<Usage>;
+    /// All snapshots, sorted by key.
+    fn walk(&self) -> Result<Vec<Info>>;
+    /// Where the driver keeps this snapshot's files (used by the layer writer and applier).
+    fn layout(&self, key: &str) -> Result<Layout>;
+}
+
+/// The storage driver behind a [`Snapshotter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    /// overlayfs: one upper dir per snapshot, parents as lower dirs.
+    Overlay,
+    /// A full directory tree per snapshot, copied (reflinked where possible) from its parent.
+    Native,
+}
+
+impl Driver {
+    /// The driver's name: `overlayfs` or `native`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::Overlay => "overlayfs",
+            Driver::Native => "native",
+        }
+    }
+}
+
+/// Driver selection for [`open`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DriverChoice {
+    /// The driver the state directory already uses; for a new one overlayfs if a probe mount
+    /// succeeds, native otherwise.
+    #[default]
+    Auto,
+    /// overlayfs; fails if it cannot be mounted.
+    Overlay,
+    /// Directory copies.
+    Native,
+}
+
+/// Kind of a snapshot (see the [`Snapshotter`] lifecycle).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Writable, made by `prepare`.
+    Active,
+    /// Read-only, made by `view`.
+    View,
+    /// Immutable, made by `commit`.
+    Committed,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Active => "active",
+            Kind::View => "view",
+            Kind::Committed => "committed",
+        }
+    }
+}
+
+/// Metadata of a snapshot, as returned by [`Snapshotter::stat`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    /// The key (or committed name).
+    pub name: String,
+    /// Active, view or committed.
+    pub kind: Kind,
+    /// The parent's name, `None` for a snapshot on an empty base.
+    pub parent: Option<String>,
+    /// Creation time, seconds since the Unix epoch.
+    pub created: i64,
+}
+
+/// Disk usage of a snapshot's own files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Bytes allocated on disk.
+    pub size: u64,
+    /// Number of inodes (files, directories, links, whiteouts).
+    pub inodes: u64,
+}
+
+/// Where a driver keeps a snapshot's files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// overlayfs: the snapshot's own changes live in `upper` (with overlay whiteouts); `lowers`
+    /// are the parent chain, nearest first. A view has no upper: `upper` is then an empty dir.
+    Overlay {
+        /// The snapshot's upper directory.
+        upper: PathBuf,
+        /// The parents' directories, nearest parent first.
+        lowers: Vec<PathBuf>,
+    },
+    /// native: `dir` is the complete tree; `parent` the parent's complete tree, if any.
+    Native {
+        /// The snapshot's tree.
+        dir: PathBuf,
+        /// The parent's tree.
+        parent: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    id: u64,
+    kind: Kind,
+    parent: Option<String>,
+    created: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Metadata {
+    driver: Driver,
+    next_id: u64,
+    snapshots: BTreeMap<String, Record>,
+}
+
+/// Opens (creating if needed) the snapshot store under `<state_dir>/snapshots/`.
+pub fn open(state_dir: &Path, driver: DriverChoice) -> Result<Box<dyn Snapshotter>> {
+    Ok(Box::new(Store::open(state_dir, driver)?))
+}
+
+/// The one implementation of [`Snapshotter`]; driver-specific parts live in `overlay`/`native`.
+struct Store {
+    root: PathBuf,
+    driver: Driver,
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Store {
+    fn open(state_dir: &Path, choice: DriverChoice) -> Result<Self> {
+        let root = state_dir.join("snapshots");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&root)
+            .ctx("create", &root)?;
+        let root = fs::canonicalize(&root).ctx("resolve", &root)?;
+        let meta_path = root.join("metadata.json");
+        let mut store = Store {
+            root: root.clone(),
+            driver: Driver::Native,
+        };
+        let lock = store.lock()?;
+        let existing = store.read_meta()?;
+        let driver = match (existing.as_ref().map(|m| m.driver), choice) {
+            (Some(d), DriverChoice::Auto) => d,
+            (Some(d), DriverChoice::Overlay) if d != Driver::Overlay => {
+                return Err(Error::CorruptMetadata {
+                    path: meta_path,
+                    reason: format!(
+                        "state directory uses the {} driver, not overlayfs",
+                        d.name()
+                    ),
+                });
+            }
+            (Some(d), DriverChoice::Native) if d != Driver::Native => {
+                return Err(Error::CorruptMetadata {
+                    path: meta_path,
+                    reason: format!("state directory uses the {} driver, not native", d.name()),
+                });
+            }
+            (Some(d), _) => d,
+            (None, DriverChoice::Native) => Driver::Native,
+            (None, DriverChoice::Overlay) => {
+                overlay::probe(&root)?;
+                Driver::Overlay
+            }
+            (None, DriverChoice::Auto) => {
+                if overlay::probe(&root).is_ok() {
+                    Driver::Overlay
+                } else {
+                    Driver::Native
+                }
+            }
+        };
+        store.driver = driver;
+        if existing.is_none() {
+            store.write_meta(&Metadata {
+                driver,
+                next_id: 1,
+                snapshots: BTreeMap::new(),
+            })?;
+        }
+        store.clean_stale_tmp();
+        drop(lock);
+        Ok(store)
+    }
+
+    /// Removes `tmp-<pid>-*` directories left by dead processes.
+    fn clean_stale_tmp(&self) {
+        let Ok(rd) = fs::read_dir(&self.root) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix("tmp-") else {
+                continue;
+            };
+            let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = fsutil::remove_any(&e.path());
+            }
+        }
+    }
+
+    fn lock(&self) -> Result<fs::File> {
+        let path = self.root.join("lock");
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .ctx("open lock", &path)?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).ctx("lock", &path)?;
+        Ok(f)
+    }
+
+    fn read_meta(&self) -> Result<Option<Metadata>> {
+        let path = self.root.join("metadata.json");
+        match fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| Error::CorruptMetadata {
+                    path,
+                    reason: e.to_string(),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).ctx("read", path),
+        }
+    }
+
+    fn write_meta(&self, meta: &Metadata) -> Result<()> {
+        let path = self.root.join("metadata.json");
+        let data = serde_json::to_vec_pretty(meta).map_err(|e| Error::CorruptMetadata {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        fsutil::write_atomic(&path, &data)
+    }
+
+    /// Runs `f` on the metadata under the lock; writes it back when `f` returns `true`.
+    fn with_meta<T>(&self, f: impl FnOnce(&mut Metadata) -> Result<(T, bool)>) -> Result<T> {
+        let _lock = self.lock()?;
+        let mut meta = self.read_meta()?.ok_or_else(|| Error::CorruptMetadata {
+            path: self.root.join("metadata.json"),
+            reason: "missing".into(),
+        })?;
+        let (out, dirty) = f(&mut meta)?;
+        if dirty {
+            self.write_meta(&meta)?;
+        }
+        Ok(out)
+    }
+
+    fn dir(&self, id: u64) -> PathBuf {
+        self.root.join(id.to_string())
+    }
+
+    fn fs_dir(&self, id: u64) -> PathBuf {
+        self.dir(id).join("fs")
+    }
+
+    /// Directories of `parent` and its ancestors, nearest first.
+    fn chain(&self, meta: &Metadata, parent: Option<&str>) -> Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        let mut cur = parent;
+        while let Some(name) = cur {
+            let rec = meta
+                .snapshots
+                .get(name)
+                .ok_or_else(|| Error::NotFound(name.to_string()))?;
+            out.push(self.fs_dir(rec.id));
+            cur = rec.parent.as_deref();
+        }
+        Ok(out)
+    }
+
+    fn committed_parent<'a>(
+        meta: &'a Metadata,
+        parent: Option<&str>,
+    ) -> Result<Option<&'a Record>> {
+        let Some(p) = parent else { return Ok(None) };
+        let rec = meta
+            .snapshots
+            .get(p)
+            .ok_or_else(|| Error::NotFound(p.to_string()))?;
+        if rec.kind != Kind::Committed {
+            return Err(Error::WrongKind {
+                key: p.to_string(),
+                actual: rec.kind.name(),
+                expected: "committed",
+            });
+        }
+        Ok(Some(rec))
+    }
+
+    fn create(&self, key: &str, parent: Option<&str>, kind: Kind) -> Result<Vec<Mount>> {
+        // Validate first (cheap), build the directory outside the lock, then publish.
+        let parent_dir = self.with_meta(|meta| {
+            if meta.snapshots.contains_key(key) {
+                return Err(Error::AlreadyExists(key.to_string()));
+            }
+            let p = Self::committed_parent(meta, parent)?;
+            Ok((p.map(|r| self.fs_dir(r.id)), false))
+        })?;
+        let tmp = self.root.join(format!(
+            "tmp-{}-{}",
+            std::process::id(),
+            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir(&tmp).ctx("create", &tmp)?;
+        let built = (|| -> Result<()> {
+            match (self.driver, kind, &parent_dir) {
+                (Driver::Native, Kind::Active, Some(p)) => fsutil::copy_tree(p, &tmp.join("fs")),
+                (Driver::Overlay, Kind::Active, Some(_)) => {
+                    fs::create_dir(tmp.join("fs")).ctx("create", tmp.join("fs"))?;
+                    fs::create_dir(tmp.join("work")).ctx("create", tmp.join("work"))
+                }
+                _ => fs::DirBuilder::new()
+                    .mode(0o755)
+                    .create(tmp.join("fs"))
+                    .ctx("create", tmp.join("fs")),
+            }
+        })();
+        if let Err(e) = built {
+            let _ = fsutil::remove_any(&tmp);
+            return Err(e);
+        }
+        let published = self.with_meta(|meta| {
+            if meta.snapshots.contains_key(key) {
+                return Err(Error::AlreadyExists(key.to_string()));
+            }
+            Self::committed_parent(meta, parent)?;
+            let id = meta.next_id;
+            meta.next_id += 1;
+            fs::rename(&tmp, self.dir(id)).ctx("rename", self.dir(id))?;
+            let rec = Record {
+                id,
+                kind,
+                parent: parent.map(str::to_string),
+                created: now(),
+            };
+            meta.snapshots.insert(key.to_string(), rec.clone());
+            let mounts = self.mounts_of(meta, &rec)?;
+            Ok((mounts, true))
+        });
+        if published.is_err() {
+            let _ = fsutil::remove_any(&tmp);
+        }
+        published
+    }
+
+    fn mounts_of(&self, meta: &Metadata, rec: &Record) -> Result<Vec<Mount>> {
+        let own = self.fs_dir(rec.id);
+        let parents = self.chain(meta, rec.parent.as_deref())?;
+        Ok(match (self.driver, rec.kind) {
+            (Driver::Overlay, Kind::Active) => {
+                overlay::active_mounts(&own, &self.dir(rec.id).join("work"), &parents)
+            }
+            (Driver::Overlay, Kind::View) => overlay::view_mounts(&own, &parents),
+            (Driver::Overlay, Kind::Committed) => {
+                let mut all = vec![own.clone()];
+                all.extend(parents);
+                overlay::view_mounts(&own, &all)
+            }
+            (Driver::Native, Kind::Active) => native::mounts(&own, false),
+            (Driver::Native, Kind::View) => native::mounts(parents.first().unwrap_or(&own), true),
+            (Driver::Native, Kind::Committed) => native::mounts(&own, true),
+        })
+    }
+
+    fn get<'a>(meta: &'a Metadata, key: &str) -> Result<&'a Record> {
+        meta.snapshots
+            .get(key)
+            .ok_or_else(|| Error::NotFound(key.to_string()))
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn info(name: &str, rec: &Record) -> Info {
+    Info {
+        name: name.to_string(),
+        kind: rec.kind,
+        parent: rec.parent.clone(),
+        created: rec.created,
+    }
+}
+
+impl Snapshotter for Store {
+    fn driver(&self) -> Driver {
+        self.driver
+    }
+
+    fn prepare(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
+        self.create(key, parent, Kind::Active)
+    }
+
+    fn view(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
+        self.create(key, parent, Kind::View)
+    }
+
+    fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
+        self.with_meta(|meta| {
+            let rec = Self::get(meta, key)?;
+            Ok((self.mounts_of(meta, rec)?, false))
+        })
+    }
+
+    fn commit(&self, name: &str, key: &str) -> Result<()> {
+        self.with_meta(|meta| {
+            let rec = Self::get(meta, key)?;
+            if rec.kind != Kind::Active {
+                return Err(Error::WrongKind {
+                    key: key.to_string(),
+                    actual: rec.kind.name(),
+                    expected: "active",
+                });
+            }
+            if meta.snapshots.contains_key(name) {
+                return Err(Error::AlreadyExists(name.to_string()));
+            }
+            let mut rec = meta
+                .snapshots
+                .remove(key)
+                .ok_or_else(|| Error::NotFound(key.to_string()))?;
+            rec.kind = Kind::Committed;
+            if self.driver == Driver::Overlay {
+                // The work dir is only needed while mounted read-write.
+                let _ = fsutil::remove_any(&self.dir(rec.id).join("work"));
+            }
+            meta.snapshots.insert(name.to_string(), rec);
+            Ok(((), true))
+        })
+    }
+
+    fn remove(&self, key: &str) -> Result<()> {
+        let doomed = self.with_meta(|meta| {
+            let rec = Self::get(meta, key)?;
+            let children = meta
+                .snapshots
+                .values()
+                .filter(|r| r.parent.as_deref() == Some(key))
+                .count();
+            if children > 0 {
+                return Err(Error::HasChildren {
+                    key: key.to_string(),
+                    children,
+                });
+            }
+            let id = rec.id;
+            let doomed = self
+                .root
+                .join(format!("tmp-{}-rm-{id}", std::process::id()));
+            match fs::rename(self.dir(id), &doomed) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).ctx("rename", self.dir(id)),
+            }
+            meta.snapshots.remove(key);
+            Ok((doomed, true))
+        })?;
+        fsutil::remove_any(&doomed)
+    }
+
+    fn stat(&self, key: &str) -> Result<Info> {
+        self.with_meta(|meta| Ok((info(key, Self::get(meta, key)?), false)))
+    }
+
+    fn usage(&self, key: &str) -> Result<Usage> {
+        let id = self.with_meta(|meta| Ok((Self::get(meta, key)?.id, false)))?;
+        let (size, inodes) = fsutil::disk_usage(&self.dir(id))?;
+        Ok(Usage { size, inodes })
+    }
+
+    fn walk(&self) -> Result<Vec<Info>> {
+        self.with_meta(|meta| {
+            Ok((
+                meta.snapshots.iter().map(|(k, r)| info(k, r)).collect(),
+                false,
+            ))
+        })
+    }
+
+    fn layout(&self, key: &str) -> Result<Layout> {
+        self.with_meta(|meta| {
+            let rec = Self::get(meta, key)?;
+            let parents = self.chain(meta, rec.parent.as_deref())?;
+            let own = self.fs_dir(rec.id);
+            let layout = match self.driver {
+                Driver::Overlay => Layout::Overlay {
+                    upper: own,
+                    lowers: parents,
+                },
+                Driver::Native => Layout::Native {
+                    dir: if rec.kind == Kind::View {
+                        parents.first().cloned().unwrap_or(own)
+                    } else {
+                        own
+                    },
+                    parent: if rec.kind == Kind::View {
+                        parents.get(1).cloned()
+                    } else {
+                        parents.first().cloned()
+                    },
+                },
+            };
+            Ok((layout, false))
+        })
+    }
+}
