@@ -1,1 +1,78 @@
-//! Runs one build-step process inside an isolated Linux container whose root is a snapshot.
+//! Runs one build-step process inside an isolated Linux container whose root is a snapshot, the
+//! way BuildKit's runc executor does, without runc.
+//!
+//! # Lifecycle of [`Executor::run`]
+//!
+//! 1. **Plan** (caller's thread): `PATH` is defaulted, mount targets made absolute (relative to
+//!    the cwd), `type=cache` directories under `<state_dir>/mounts/cache/` are created or seeded
+//!    and locked according to `sharing` (file locks, so it holds across kiln processes),
+//!    secrets become bytes, and /etc/hosts, /etc/resolv.conf and /etc/hostname are generated.
+//! 2. **Re-exec**: the [`ExecutorConfig::init_binary`] is spawned with a sentinel argument; its
+//!    `main` must call [`init_main_if_requested`] first. The spec travels over a socketpair.
+//!    No Rust code ever runs in a forked child of the (multithreaded) caller.
+//! 3. **Init** (single-threaded): unshare mount, PID, IPC, UTS (+ network for
+//!    [`Network::None`], with `lo` up) namespaces, hostname `buildkitsandbox`; mount the rootfs
+//!    ([`RootFs::Mounts`], e.g. overlay, or a bind of [`RootFs::Dir`]) on a private run
+//!    directory; resolve `USER` through the rootfs /etc/passwd and /etc/group; create a missing
+//!    working directory (0755, owned by the user; it stays in the snapshot); mount the /etc
+//!    files and every [`MountSpec`], creating missing mount points as *stubs*.
+//! 4. **PID 1**: the init forks the container's PID 1, which mounts /proc, a /dev tmpfs (null,
+//!    zero, full, random, urandom, tty, devpts + ptmx, shm, mqueue), a read-only /sys, masks the
+//!    usual /proc paths, pivot_roots, changes to the user and groups, keeps only Docker's default
+//!    capabilities (CapEff `00000000a80425fb` for root), sets no_new_privs and execs the command,
+//!    which is thus PID 1 of its namespace. Its stdin is /dev/null.
+//! 5. **Stream**: stdout and stderr are delivered line by line to `on_output` while the
+//!    command runs.
+//! 6. **Exit**: when PID 1 exits the kernel kills the rest of the namespace; the init reports
+//!    the status, unmounts the RUN mounts and removes the stubs that are still empty (restoring
+//!    their parents' timestamps), so the snapshot holds only what the command wrote. Cache
+//!    locks are released and the run directory removed.
+//! 7. **Cancel**: [`CancelToken::cancel`] makes the init SIGKILL PID 1 (the whole container),
+//!    clean up, and `run` returns [`Error::Cancelled`]. If the caller's thread dies, the
+//!    parent-death signal takes the init and the container down too.
+//!
+//! ```no_run
+//! use kiln_executor::*;
+//! # fn main() -> Result<()> {
+//! let executor = Executor::new(ExecutorConfig {
+//!     init_binary: std::env::current_exe().expect("own path"),
+//!     state_dir: "/var/lib/kiln".into(),
+//! })?;
+//! let process = ProcessSpec {
+//!     args: vec!["/bin/sh".into(), "-c".into(), "echo hi; id".into()],
+//!     cwd: "/src".into(),
+//!     user: "nobody".into(),
+//!     ..ProcessSpec::default()
+//! };
+//! let rootfs = RootFs::Mounts(vec![RootMount {
+//!     fstype: "overlay".into(),
+//!     source: "overlay".into(),
+//!     options: vec!["lowerdir=/l,upperdir=/u,workdir=/w".into()],
+//! }]);
+//! let status = executor.run(&process, &rootfs, &[], &mut |_stream, line| {
+//!     print!("{}", String::from_utf8_lossy(line));
+//! }, &CancelToken::new())?;
+//! status.check(&process.args)?; // `process "..." did not complete successfully: exit code: N`
+//! # Ok(()) }
+//! ```
+
+mod cache;
+mod copy;
+mod error;
+mod etc_files;
+mod init;
+mod proto;
+mod run;
+mod spec;
+mod stubs;
+mod sys;
+mod user;
+
+pub use error::{Error, Result};
+pub use init::init_main_if_requested;
+pub use run::{Executor, ExecutorConfig};
+pub use spec::{
+    BindMount, CacheMount, CacheSharing, CancelToken, DEFAULT_HOSTNAME, DEFAULT_PATH, ExitStatus,
+    LAST_LINES, MountSpec, Network, ProcessSpec, RootFs, RootMount, SecretMount, SshMount, Stream,
+    TmpfsMount,
+};

@@ -1,0 +1,642 @@
+//! The container init: the code that runs in the re-executed binary (`<binary>
+//! __kiln_executor_init`), single-threaded from its first instruction, and builds the container.
+//!
+//! Two processes take part:
+//! - the **init** reads the [`InitSpec`], unshares the mount, PID, IPC, UTS (and, for
+//!   `--network=none`, network) namespaces, mounts the rootfs and every RUN --mount under a
+//!   private run directory (creating and recording mount-point stubs), then forks;
+//! - its child, **PID 1** of the new PID namespace, takes one more private mount namespace,
+//!   mounts /proc, /dev, /sys, pivots into the rootfs, switches user, limits capabilities and
+//!   execs the command.
+//!
+//! The init waits for PID 1 (whose exit kills every other process of the namespace), reports
+//! the status, unmounts the RUN mounts and removes the stubs that are still empty. A SIGTERM to
+//! the init (cancellation) kills PID 1 with SIGKILL.
+
+use std::convert::Infallible;
+use std::ffi::{CString, OsStr};
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use crate::copy::copy_tree;
+use crate::error::{Error, Result};
+use crate::proto::{INIT_ARG, InitEvent, InitSpec, PlannedMount, RootPlan};
+use crate::spec::RootMount;
+use crate::stubs::{StubKind, Stubs, mkdir_all_owned, resolve_in_root};
+use crate::sys;
+use crate::user::{ExecUser, resolve};
+
+/// Docker's default capability set: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID,
+/// SETPCAP, NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP.
+pub(crate) const DEFAULT_CAPS: u64 = 0xa804_25fb;
+
+/// /proc and /sys paths hidden from the container (containerd's default spec).
+const MASKED_PATHS: &[&str] = &[
+    "proc/asound",
+    "proc/acpi",
+    "proc/interrupts",
+    "proc/kcore",
+    "proc/keys",
+    "proc/latency_stats",
+    "proc/timer_list",
+    "proc/timer_stats",
+    "proc/sched_debug",
+    "proc/scsi",
+    "sys/firmware",
+    "sys/devices/virtual/powercap",
+];
+
+/// /proc paths made read-only (containerd's default spec).
+const READONLY_PATHS: &[&str] = &[
+    "proc/bus",
+    "proc/fs",
+    "proc/irq",
+    "proc/sys",
+    "proc/sysrq-trigger",
+];
+
+/// If this process was started as the container init (argv[1] is the sentinel), runs the
+/// container and exits; otherwise returns at once. Call it first thing in `main`, before any
+/// thread is started.
+pub fn init_main_if_requested() {
+    if std::env::args_os().nth(1).as_deref() != Some(OsStr::new(INIT_ARG)) {
+        return;
+    }
+    sys::exit_now(init_main())
+}
+
+/// Reports events to the parent over the socket; shared (inherited) by PID 1 until its exec.
+struct Events(UnixStream);
+
+impl Events {
+    fn send(&self, event: &InitEvent) {
+        if let Ok(mut line) = serde_json::to_vec(event) {
+            line.push(b'\n');
+            let _ = (&self.0).write_all(&line);
+        }
+    }
+}
+
+fn init_main() -> i32 {
+    // The socket arrives as stdin; move it out of the way (close-on-exec) and give stdin
+    // /dev/null, which the command inherits.
+    let Ok(sock) = sys::dup_cloexec(0) else {
+        return 120;
+    };
+    let mut sock = UnixStream::from(sock);
+    if let Ok(null) = File::open("/dev/null") {
+        let _ = sys::dup2(null.as_raw_fd(), 0);
+    }
+    let mut buf = Vec::new();
+    if sock.read_to_end(&mut buf).is_err() {
+        return 121;
+    }
+    let events = Events(sock);
+    let spec: InitSpec = match serde_json::from_slice(&buf) {
+        Ok(spec) => spec,
+        Err(e) => {
+            events.send(&InitEvent::Failed {
+                message: format!("container init: bad spec: {e}"),
+            });
+            return 122;
+        }
+    };
+    // Die with the thread that started us, so a killed kiln leaves no container behind.
+    if sys::set_parent_death_signal(libc::SIGKILL).is_err() || sys::getppid() != spec.parent_pid {
+        return 123;
+    }
+    let mut state = Mounted::default();
+    let result = run(&spec, &events, &mut state);
+    for target in state.mounts.iter().rev() {
+        let _ = sys::umount2(target, libc::MNT_DETACH);
+    }
+    if let Err(e) = state.stubs.clean() {
+        events.send(&InitEvent::CleanupFailed {
+            message: e.to_string(),
+        });
+    }
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            events.send(&InitEvent::Failed {
+                message: e.to_string(),
+            });
+            1
+        }
+    }
+}
+
+/// What the init mounted and created on the rootfs, undone after the run.
+#[derive(Default)]
+struct Mounted {
+    stubs: Stubs,
+    mounts: Vec<PathBuf>,
+}
+
+fn run(spec: &InitSpec, events: &Events, state: &mut Mounted) -> Result<()> {
+    sys::umask(0o022);
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    if spec.new_network {
+        flags |= libc::CLONE_NEWNET;
+    }
+    sys::unshare(flags).map_err(|e| Error::sys("unshare", "namespaces", e))?;
+    sys::mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )
+    .map_err(|e| Error::sys("mount", "make / rprivate", e))?;
+    if spec.new_network {
+        sys::loopback_up().map_err(|e| Error::sys("ioctl", "bring lo up", e))?;
+    }
+    sys::sethostname(&spec.hostname).map_err(|e| Error::sys("sethostname", &spec.hostname, e))?;
+
+    let root = spec.run_dir.join("rootfs");
+    let scratch = spec.run_dir.join("scratch");
+    sys::mount(
+        Some(OsStr::new("tmpfs")),
+        &scratch,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=700"),
+    )
+    .map_err(|e| Error::sys("mount", format!("tmpfs on {}", scratch.display()), e))?;
+    mount_rootfs(&spec.rootfs, &root)?;
+
+    let passwd = fs::read_to_string(resolve_in_root(&root, "/etc/passwd")?).ok();
+    let group = fs::read_to_string(resolve_in_root(&root, "/etc/group")?).ok();
+    let user = resolve(&spec.user, passwd.as_deref(), group.as_deref())?;
+
+    let cwd = if spec.cwd.is_empty() {
+        "/"
+    } else {
+        spec.cwd.as_str()
+    };
+    let host_cwd = resolve_in_root(&root, cwd)?;
+    mkdir_all_owned(&root, &host_cwd, user.uid, user.gid)?;
+
+    for dir in ["/proc", "/dev", "/sys"] {
+        let path = resolve_in_root(&root, dir)?;
+        state.stubs.ensure(&root, &path, StubKind::Dir)?;
+    }
+    for (index, mount) in spec.mounts.iter().enumerate() {
+        apply_mount(&root, &scratch, index, mount, state)?;
+    }
+
+    let mut env = spec.env.clone();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
+    let argv = to_cstrings(&spec.args)?;
+    let envp = to_cstrings(&env)?;
+
+    sys::block_sigterm().map_err(|e| Error::sys("sigprocmask", "", e))?;
+    sys::forward_sigterm_as_kill(0).map_err(|e| Error::sys("sigaction", "SIGTERM", e))?;
+    let pid = sys::fork().map_err(|e| Error::sys("fork", "", e))?;
+    if pid == 0 {
+        sys::default_sigterm();
+        let _ = sys::unblock_sigterm();
+        let err = match container_pid1(&root, cwd, &spec.args[0], &user, &argv, &envp) {
+            Err(e) => e,
+            Ok(never) => match never {},
+        };
+        events.send(&InitEvent::Failed {
+            message: err.to_string(),
+        });
+        sys::exit_now(127);
+    }
+    sys::forward_sigterm_as_kill(pid).map_err(|e| Error::sys("sigaction", "SIGTERM", e))?;
+    sys::unblock_sigterm().map_err(|e| Error::sys("sigprocmask", "", e))?;
+    events.send(&InitEvent::Started { pid });
+
+    // Only the container may hold the output pipes now, so they end when it does.
+    if let Ok(null) = File::options().write(true).open("/dev/null") {
+        let _ = sys::dup2(null.as_raw_fd(), 1);
+        let _ = sys::dup2(null.as_raw_fd(), 2);
+    }
+    sys::wait_exited_noreap(pid).map_err(|e| Error::sys("waitid", pid.to_string(), e))?;
+    // No SIGTERM may kill a reaped (maybe reused) pid.
+    let _ = sys::block_sigterm();
+    let _ = sys::forward_sigterm_as_kill(0);
+    let status = sys::waitpid(pid).map_err(|e| Error::sys("waitpid", pid.to_string(), e))?;
+    events.send(&match status {
+        sys::WaitStatus::Exited(code) => InitEvent::Exited { code },
+        sys::WaitStatus::Signaled(signal) => InitEvent::Signaled { signal },
+    });
+    Ok(())
+}
+
+fn to_cstrings(items: &[String]) -> Result<Vec<CString>> {
+    items
+        .iter()
+        .map(|s| {
+            CString::new(s.as_bytes())
+                .map_err(|_| Error::InvalidSpec(format!("NUL byte in `{}`", s.escape_debug())))
+        })
+        .collect()
+}
+
+/// Splits `mount -o` options into flags, data, and whether it is a (recursive) bind.
+fn parse_options(options: &[String]) -> (libc::c_ulong, String, Option<bool>) {
+    let mut flags = 0;
+    let mut data = Vec::new();
+    let mut bind = None;
+    for opt in options {
+        match opt.as_str() {
+            "ro" => flags |= libc::MS_RDONLY,
+            "rw" | "defaults" => {}
+            "nosuid" => flags |= libc::MS_NOSUID,
+            "nodev" => flags |= libc::MS_NODEV,
+            "noexec" => flags |= libc::MS_NOEXEC,
+            "sync" => flags |= libc::MS_SYNCHRONOUS,
+            "dirsync" => flags |= libc::MS_DIRSYNC,
+            "noatime" => flags |= libc::MS_NOATIME,
+            "nodiratime" => flags |= libc::MS_NODIRATIME,
+            "relatime" => flags |= libc::MS_RELATIME,
+            "strictatime" => flags |= libc::MS_STRICTATIME,
+            "bind" => bind = Some(bind.unwrap_or(false)),
+            "rbind" => bind = Some(true),
+            other => data.push(other),
+        }
+    }
+    (flags, data.join(","), bind)
+}
+
+fn mount_rootfs(plan: &RootPlan, root: &Path) -> Result<()> {
+    let bind = |source: &Path, recursive: bool, readonly: bool| -> Result<()> {
+        let rec = if recursive { libc::MS_REC } else { 0 };
+        sys::mount(
+            Some(source.as_os_str()),
+            root,
+            None,
+            libc::MS_BIND | rec,
+            None,
+        )
+        .map_err(|e| Error::sys("mount", format!("bind {} as rootfs", source.display()), e))?;
+        if readonly {
+            sys::mount(
+                None,
+                root,
+                None,
+                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                None,
+            )
+            .map_err(|e| Error::sys("mount", "remount rootfs read-only", e))?;
+        }
+        Ok(())
+    };
+    match plan {
+        RootPlan::Dir(dir) => bind(dir, true, false),
+        RootPlan::Mounts(mounts) => {
+            if mounts.is_empty() {
+                return Err(Error::InvalidSpec("rootfs has no mounts".into()));
+            }
+            for RootMount {
+                fstype,
+                source,
+                options,
+            } in mounts
+            {
+                let (flags, data, is_bind) = parse_options(options);
+                if fstype == "bind" || is_bind.is_some() {
+                    bind(
+                        Path::new(source),
+                        is_bind.unwrap_or(true),
+                        flags & libc::MS_RDONLY != 0,
+                    )?;
+                    continue;
+                }
+                let data = (!data.is_empty()).then_some(data.as_str());
+                sys::mount(Some(OsStr::new(source)), root, Some(fstype), flags, data).map_err(
+                    |e| {
+                        Error::sys(
+                            "mount",
+                            format!("{fstype} rootfs from {source} (options {options:?})"),
+                            e,
+                        )
+                    },
+                )?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn apply_mount(
+    root: &Path,
+    scratch: &Path,
+    index: usize,
+    mount: &PlannedMount,
+    state: &mut Mounted,
+) -> Result<()> {
+    let target = resolve_in_root(root, mount.target())?;
+    match mount {
+        PlannedMount::Bind {
+            source,
+            readonly,
+            discard_writes,
+            ..
+        } => {
+            let meta =
+                fs::metadata(source).map_err(|e| Error::io("stat bind source", source, e))?;
+            let kind = if meta.is_dir() {
+                StubKind::Dir
+            } else {
+                StubKind::File
+            };
+            state.stubs.ensure(root, &target, kind)?;
+            if *discard_writes {
+                let work = scratch.join(format!("bind-{index}"));
+                fs::create_dir(&work).map_err(|e| Error::io("create scratch", &work, e))?;
+                let overlaid = meta.is_dir() && overlay_bind(source, &work, &target).is_ok();
+                if !overlaid {
+                    let copy = work.join("copy");
+                    copy_tree(source, &copy)?;
+                    bind_at(&copy, &target, false)?;
+                }
+            } else {
+                bind_at(source, &target, *readonly)?;
+            }
+        }
+        PlannedMount::Tmpfs { size, .. } => {
+            state.stubs.ensure(root, &target, StubKind::Dir)?;
+            let data = size.map(|s| format!("size={s}"));
+            sys::mount(
+                Some(OsStr::new("tmpfs")),
+                &target,
+                Some("tmpfs"),
+                libc::MS_NOSUID,
+                data.as_deref(),
+            )
+            .map_err(|e| Error::sys("mount", format!("tmpfs on {}", mount.target()), e))?;
+        }
+        PlannedMount::File {
+            contents,
+            mode,
+            uid,
+            gid,
+            ..
+        } => {
+            let file = scratch.join(format!("file-{index}"));
+            fs::write(&file, contents).map_err(|e| Error::io("write mount file", &file, e))?;
+            std::os::unix::fs::chown(&file, Some(*uid), Some(*gid))
+                .map_err(|e| Error::io("chown mount file", &file, e))?;
+            fs::set_permissions(&file, fs::Permissions::from_mode(*mode & 0o7777))
+                .map_err(|e| Error::io("chmod mount file", &file, e))?;
+            state.stubs.ensure(root, &target, StubKind::File)?;
+            bind_at(&file, &target, true)?;
+        }
+    }
+    state.mounts.push(target);
+    Ok(())
+}
+
+fn bind_at(source: &Path, target: &Path, readonly: bool) -> Result<()> {
+    sys::mount(
+        Some(source.as_os_str()),
+        target,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )
+    .map_err(|e| {
+        Error::sys(
+            "mount",
+            format!("bind {} on {}", source.display(), target.display()),
+            e,
+        )
+    })?;
+    if readonly {
+        sys::mount(
+            None,
+            target,
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+            None,
+        )
+        .map_err(|e| {
+            Error::sys(
+                "mount",
+                format!("remount {} read-only", target.display()),
+                e,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// A writable view of `source` whose writes go to an upper dir on the scratch tmpfs.
+fn overlay_bind(source: &Path, work: &Path, target: &Path) -> Result<()> {
+    let upper = work.join("upper");
+    let workdir = work.join("work");
+    for d in [&upper, &workdir] {
+        fs::create_dir(d).map_err(|e| Error::io("create scratch", d, e))?;
+    }
+    let escape = |p: &Path| {
+        p.display()
+            .to_string()
+            .replace('\\', "\\\\")
+            .replace(':', "\\:")
+            .replace(',', "\\,")
+    };
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        escape(source),
+        escape(&upper),
+        escape(&workdir)
+    );
+    sys::mount(
+        Some(OsStr::new("overlay")),
+        target,
+        Some("overlay"),
+        0,
+        Some(&data),
+    )
+    .map_err(|e| Error::sys("mount", format!("overlay over {}", source.display()), e))
+}
+
+/// PID 1 of the container: returns only on failure.
+fn container_pid1(
+    root: &Path,
+    cwd: &str,
+    arg0: &str,
+    user: &ExecUser,
+    argv: &[CString],
+    envp: &[CString],
+) -> Result<Infallible> {
+    sys::unshare(libc::CLONE_NEWNS).map_err(|e| Error::sys("unshare", "mount namespace", e))?;
+    mount_special(root)?;
+    enter_root(root)?;
+    std::env::set_current_dir(cwd).map_err(|e| Error::io("chdir", cwd, e))?;
+    let program = find_executable(arg0, envp)?;
+
+    sys::limit_bounding_set(DEFAULT_CAPS).map_err(|e| Error::sys("prctl", "PR_CAPBSET_DROP", e))?;
+    sys::set_keep_caps(true).map_err(|e| Error::sys("prctl", "PR_SET_KEEPCAPS", e))?;
+    sys::set_ids(user.uid, user.gid, &user.groups)
+        .map_err(|e| Error::sys("setuid", format!("{}:{}", user.uid, user.gid), e))?;
+    sys::set_keep_caps(false).map_err(|e| Error::sys("prctl", "PR_SET_KEEPCAPS", e))?;
+    sys::capset(DEFAULT_CAPS, DEFAULT_CAPS, 0).map_err(|e| Error::sys("capset", "", e))?;
+    let _ = sys::clear_ambient();
+    sys::set_no_new_privs().map_err(|e| Error::sys("prctl", "PR_SET_NO_NEW_PRIVS", e))?;
+    // After the credential change, which clears it.
+    sys::set_parent_death_signal(libc::SIGKILL)
+        .map_err(|e| Error::sys("prctl", "PR_SET_PDEATHSIG", e))?;
+    let err = sys::execve(&program, argv, envp);
+    Err(Error::Setup(format!("exec: \"{arg0}\": {err}")))
+}
+
+/// Looks `arg0` up in the container's PATH like Go's `exec.LookPath`, as runc does.
+fn find_executable(arg0: &str, envp: &[CString]) -> Result<CString> {
+    let not_found = || {
+        Error::Setup(format!(
+            "exec: \"{arg0}\": executable file not found in $PATH"
+        ))
+    };
+    if arg0.contains('/') {
+        return CString::new(arg0).map_err(|_| not_found());
+    }
+    let path = envp
+        .iter()
+        .rev()
+        .find_map(|e| e.to_bytes().strip_prefix(b"PATH="))
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_default();
+    for dir in path.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let candidate = Path::new(dir).join(arg0);
+        if let Ok(meta) = fs::metadata(&candidate)
+            && meta.is_file()
+            && meta.mode() & 0o111 != 0
+        {
+            return CString::new(candidate.as_os_str().as_encoded_bytes()).map_err(|_| not_found());
+        }
+    }
+    Err(not_found())
+}
+
+fn mount_special(root: &Path) -> Result<()> {
+    let m =
+        |source: &str, target: &Path, fstype: &str, flags: libc::c_ulong, data: Option<&str>| {
+            sys::mount(Some(OsStr::new(source)), target, Some(fstype), flags, data)
+                .map_err(|e| Error::sys("mount", format!("{fstype} on {}", target.display()), e))
+        };
+    let nosuid_noexec_nodev = libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_NODEV;
+    m(
+        "proc",
+        &root.join("proc"),
+        "proc",
+        nosuid_noexec_nodev,
+        None,
+    )?;
+
+    let dev = root.join("dev");
+    m(
+        "tmpfs",
+        &dev,
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )?;
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        let path = dev.join(name);
+        sys::mknod_char(&path, 0o666, major, minor)
+            .map_err(|e| Error::sys("mknod", path.display().to_string(), e))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o666))
+            .map_err(|e| Error::io("chmod", &path, e))?;
+    }
+    for (name, mode) in [("pts", 0o755), ("shm", 0o1777), ("mqueue", 0o1777)] {
+        let path = dev.join(name);
+        fs::create_dir(&path).map_err(|e| Error::io("create directory", &path, e))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io("chmod", &path, e))?;
+    }
+    m(
+        "devpts",
+        &dev.join("pts"),
+        "devpts",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )?;
+    m(
+        "shm",
+        &dev.join("shm"),
+        "tmpfs",
+        nosuid_noexec_nodev,
+        Some("mode=1777,size=65536k"),
+    )?;
+    m(
+        "mqueue",
+        &dev.join("mqueue"),
+        "mqueue",
+        nosuid_noexec_nodev,
+        None,
+    )?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("core", "/proc/kcore"),
+    ] {
+        let path = dev.join(link);
+        symlink(target, &path).map_err(|e| Error::io("create symlink", &path, e))?;
+    }
+
+    let sys_dir = root.join("sys");
+    if m(
+        "sysfs",
+        &sys_dir,
+        "sysfs",
+        nosuid_noexec_nodev | libc::MS_RDONLY,
+        None,
+    )
+    .is_err()
+    {
+        bind_at(Path::new("/sys"), &sys_dir, true)?;
+    }
+
+    let null = dev.join("null");
+    for path in MASKED_PATHS {
+        let target = root.join(path);
+        let Ok(meta) = fs::metadata(&target) else {
+            continue;
+        };
+        if meta.is_dir() {
+            m("tmpfs", &target, "tmpfs", libc::MS_RDONLY, None)?;
+        } else {
+            bind_at(&null, &target, false)?;
+        }
+    }
+    for path in READONLY_PATHS {
+        let target = root.join(path);
+        if target.exists() {
+            bind_at(&target, &target, true)?;
+        }
+    }
+    Ok(())
+}
+
+fn enter_root(root: &Path) -> Result<()> {
+    std::env::set_current_dir(root).map_err(|e| Error::io("chdir", root, e))?;
+    sys::pivot_root(Path::new("."), Path::new("."))
+        .map_err(|e| Error::sys("pivot_root", root.display().to_string(), e))?;
+    sys::umount2(Path::new("."), libc::MNT_DETACH)
+        .map_err(|e| Error::sys("umount", "old root", e))?;
+    std::env::set_current_dir("/").map_err(|e| Error::io("chdir", "/", e))?;
+    Ok(())
+}

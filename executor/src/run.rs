@@ -1,0 +1,529 @@
+//! The parent side of a run: [`Executor::run`] turns the caller's specs into an [`InitSpec`]
+//! (cache directories locked, secrets and /etc files as bytes, targets made absolute, mounts
+//! sorted parents first), re-executes the init binary, streams its output line by line, relays
+//! cancellation, and reports the exit status.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::cache::{self, CacheLease};
+use crate::error::{Error, Result};
+use crate::etc_files;
+use crate::proto::{INIT_ARG, InitEvent, InitSpec, PlannedMount, RootPlan};
+use crate::spec::{
+    CancelToken, DEFAULT_HOSTNAME, DEFAULT_PATH, ExitStatus, LAST_LINES, MountSpec, Network,
+    ProcessSpec, RootFs, Stream,
+};
+use crate::sys;
+
+/// Where the executor finds its init binary and keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutorConfig {
+    /// The binary re-executed as the container init: one whose `main` calls
+    /// [`crate::init_main_if_requested`] first (kiln itself: `std::env::current_exe()`).
+    pub init_binary: PathBuf,
+    /// The state directory: run directories go to `executor/`, cache mounts to
+    /// `mounts/cache/`.
+    pub state_dir: PathBuf,
+}
+
+/// Runs build-step processes in containers. Cheap to share between threads: every
+/// [`Executor::run`] is independent.
+#[derive(Debug)]
+pub struct Executor {
+    config: ExecutorConfig,
+    host_resolv_conf: Option<String>,
+    runs: AtomicU64,
+}
+
+/// Lines longer than this are delivered in pieces.
+const MAX_LINE: usize = 64 * 1024;
+
+/// How long a cancelled init gets to clean up before it is killed outright.
+const CANCEL_GRACE: Duration = Duration::from_secs(5);
+
+impl Executor {
+    /// Checks the config and creates `<state_dir>/executor`.
+    pub fn new(config: ExecutorConfig) -> Result<Self> {
+        let meta = fs::metadata(&config.init_binary)
+            .map_err(|e| Error::io("stat init binary", &config.init_binary, e))?;
+        if !meta.is_file() {
+            return Err(Error::InvalidSpec(format!(
+                "init binary `{}` is not a file",
+                config.init_binary.display()
+            )));
+        }
+        let runs = config.state_dir.join("executor");
+        fs::create_dir_all(&runs).map_err(|e| Error::io("create run directory", &runs, e))?;
+        Ok(Executor {
+            host_resolv_conf: fs::read_to_string("/etc/resolv.conf").ok(),
+            config,
+            runs: AtomicU64::new(0),
+        })
+    }
+
+    /// The configuration this executor was made with.
+    pub fn config(&self) -> &ExecutorConfig {
+        &self.config
+    }
+
+    /// Runs `process` in a container over `rootfs` with `mounts`, calling `on_output` with
+    /// every line (including its `\n`; a final partial line without) as it arrives, until the
+    /// command exits or `cancel` is cancelled. See the crate docs for the lifecycle.
+    ///
+    /// A command that runs and exits non-zero is `Ok` with an unsuccessful [`ExitStatus`];
+    /// `Err` means the container could not be set up or the command not executed (for example
+    /// `exec: "x": executable file not found in $PATH`), or [`Error::Cancelled`].
+    pub fn run(
+        &self,
+        process: &ProcessSpec,
+        rootfs: &RootFs,
+        mounts: &[MountSpec],
+        on_output: &mut dyn FnMut(Stream, &[u8]),
+        cancel: &CancelToken,
+    ) -> Result<ExitStatus> {
+        if process.args.is_empty() {
+            return Err(Error::InvalidSpec("empty argv".into()));
+        }
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let cwd = if process.cwd.is_empty() {
+            "/".to_owned()
+        } else {
+            absolute("/", &process.cwd)
+        };
+        let hostname = process
+            .hostname
+            .clone()
+            .unwrap_or_else(|| DEFAULT_HOSTNAME.to_owned());
+        let mut env = process.env.clone();
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.push(format!("PATH={DEFAULT_PATH}"));
+        }
+        let mut planned = vec![
+            PlannedMount::File {
+                contents: etc_files::hosts(&hostname, &process.extra_hosts),
+                target: "/etc/hosts".into(),
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            },
+            PlannedMount::File {
+                contents: etc_files::resolv_conf(self.host_resolv_conf.as_deref(), process.network),
+                target: "/etc/resolv.conf".into(),
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            },
+            PlannedMount::File {
+                contents: format!("{hostname}\n").into_bytes(),
+                target: "/etc/hostname".into(),
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            },
+        ];
+        let mut leases: Vec<CacheLease> = Vec::new();
+        let mut ssh_count = 0;
+        for mount in mounts {
+            match mount {
+                MountSpec::Bind(b) => planned.push(PlannedMount::Bind {
+                    source: b.source.clone(),
+                    target: target_of(&cwd, &b.target)?,
+                    readonly: !b.rw,
+                    discard_writes: b.rw,
+                }),
+                MountSpec::Cache(c) => {
+                    let target = target_of(&cwd, &c.target)?;
+                    let lease = cache::acquire(&self.config.state_dir, c, cancel)?;
+                    planned.push(PlannedMount::Bind {
+                        source: lease.dir.clone(),
+                        target,
+                        readonly: c.readonly,
+                        discard_writes: false,
+                    });
+                    leases.push(lease);
+                }
+                MountSpec::Tmpfs(t) => planned.push(PlannedMount::Tmpfs {
+                    target: target_of(&cwd, &t.target)?,
+                    size: t.size,
+                }),
+                MountSpec::Secret(s) => {
+                    let Some(contents) = &s.contents else {
+                        if s.required {
+                            return Err(Error::SecretMissing { id: s.id.clone() });
+                        }
+                        continue;
+                    };
+                    if let Some(var) = &s.env {
+                        env.push(format!("{var}={}", String::from_utf8_lossy(contents)));
+                    }
+                    let target = match (&s.target, &s.env) {
+                        (Some(t), _) => Some(target_of(&cwd, t)?),
+                        (None, None) => Some(format!("/run/secrets/{}", s.id)),
+                        (None, Some(_)) => None,
+                    };
+                    if let Some(target) = target {
+                        planned.push(PlannedMount::File {
+                            contents: contents.clone(),
+                            target,
+                            mode: s.mode,
+                            uid: s.uid,
+                            gid: s.gid,
+                        });
+                    }
+                }
+                MountSpec::Ssh(s) => {
+                    let Some(socket) = &s.socket else {
+                        if s.required {
+                            return Err(Error::SshMissing { id: s.id.clone() });
+                        }
+                        continue;
+                    };
+                    let target = match &s.target {
+                        Some(t) => target_of(&cwd, t)?,
+                        None => format!("/run/buildkit/ssh_agent.{ssh_count}"),
+                    };
+                    if ssh_count == 0 && !env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
+                        env.push(format!("SSH_AUTH_SOCK={target}"));
+                    }
+                    ssh_count += 1;
+                    planned.push(PlannedMount::Bind {
+                        source: socket.clone(),
+                        target,
+                        readonly: false,
+                        discard_writes: false,
+                    });
+                }
+            }
+        }
+        // Parents before children, otherwise in the given order (containerd's sortMounts).
+        planned.sort_by_key(|m| Path::new(m.target()).components().count());
+
+        let run_dir = self.make_run_dir()?;
+        let spec = InitSpec {
+            parent_pid: std::process::id() as i32,
+            run_dir: run_dir.clone(),
+            rootfs: match rootfs {
+                RootFs::Mounts(m) => RootPlan::Mounts(m.clone()),
+                RootFs::Dir(d) => RootPlan::Dir(d.clone()),
+            },
+            args: process.args.clone(),
+            env,
+            cwd,
+            user: process.user.clone(),
+            hostname,
+            new_network: process.network == Network::None,
+            mounts: planned,
+        };
+        let result = self.spawn_and_watch(&spec, on_output, cancel);
+        remove_run_dir(&run_dir);
+        drop(leases);
+        result
+    }
+
+    fn make_run_dir(&self) -> Result<PathBuf> {
+        let n = self.runs.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = self
+            .config
+            .state_dir
+            .join("executor")
+            .join(format!("run-{}-{n}-{nanos:x}", std::process::id()));
+        for d in [dir.clone(), dir.join("rootfs"), dir.join("scratch")] {
+            fs::create_dir_all(&d).map_err(|e| Error::io("create run directory", &d, e))?;
+        }
+        Ok(dir)
+    }
+
+    fn spawn_and_watch(
+        &self,
+        spec: &InitSpec,
+        on_output: &mut dyn FnMut(Stream, &[u8]),
+        cancel: &CancelToken,
+    ) -> Result<ExitStatus> {
+        let binary = &self.config.init_binary;
+        let spawn_err = |source| Error::Spawn {
+            binary: binary.clone(),
+            source,
+        };
+        let (sock, child_sock) = UnixStream::pair().map_err(spawn_err)?;
+        let mut child = {
+            let mut cmd = Command::new(binary);
+            cmd.arg(INIT_ARG)
+                .env_clear()
+                .stdin(Stdio::from(OwnedFd::from(child_sock)))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            cmd.spawn().map_err(spawn_err)?
+            // `cmd` (holding the child's end of the socket) is dropped here.
+        };
+        let payload = serde_json::to_vec(spec).map_err(|e| Error::Protocol(e.to_string()))?;
+        let sent = (&sock)
+            .write_all(&payload)
+            .and_then(|()| sock.shutdown(std::net::Shutdown::Write));
+        if let Err(e) = sent {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::Protocol(format!("send spec: {e}")));
+        }
+        let watched = watch(&mut child, sock, on_output, cancel);
+        let status = child
+            .wait()
+            .map_err(|e| Error::Protocol(format!("wait: {e}")));
+        let (events, tail, cancelled) = watched?;
+        let status = status?;
+        if cancelled {
+            return Err(Error::Cancelled);
+        }
+        let mut exit = None;
+        let mut failure = None;
+        for event in events {
+            match event {
+                InitEvent::Started { .. } => {}
+                InitEvent::Failed { message } => {
+                    failure.get_or_insert(message);
+                }
+                InitEvent::Exited { code } => exit = Some((Some(code), None)),
+                InitEvent::Signaled { signal } => exit = Some((None, Some(signal))),
+                InitEvent::CleanupFailed { message } => {
+                    tracing::warn!("removing mount stubs failed: {message}");
+                }
+            }
+        }
+        if let Some(message) = failure {
+            return Err(Error::Setup(message));
+        }
+        match exit {
+            Some((code, signal)) => Ok(ExitStatus {
+                code,
+                signal,
+                last_lines: tail.into(),
+            }),
+            None => Err(Error::Protocol(format!(
+                "exited ({status}) without reporting the command's status"
+            ))),
+        }
+    }
+}
+
+/// The joined absolute form of a mount target; `/` itself is refused like BuildKit does.
+fn target_of(cwd: &str, target: &str) -> Result<String> {
+    let abs = absolute(cwd, target);
+    if abs == "/" {
+        return Err(Error::InvalidSpec(format!(
+            "invalid mount target `{target}`"
+        )));
+    }
+    Ok(abs)
+}
+
+/// `path` made absolute against `base` and cleaned lexically.
+fn absolute(base: &str, path: &str) -> String {
+    let joined = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("{base}/{path}")
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for part in joined.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+fn remove_run_dir(dir: &Path) {
+    // Only empty directories: if a mount were somehow still alive, never delete through it.
+    for d in [dir.join("rootfs"), dir.join("scratch"), dir.to_path_buf()] {
+        if let Err(e) = fs::remove_dir(&d) {
+            tracing::warn!("leaving run directory `{}`: {e}", d.display());
+            return;
+        }
+    }
+}
+
+/// Splits a byte stream into lines for the callback and the tail.
+struct LineSplitter {
+    stream: Stream,
+    pending: Vec<u8>,
+}
+
+impl LineSplitter {
+    fn feed(&mut self, data: &[u8], emit: &mut dyn FnMut(Stream, &[u8])) {
+        self.pending.extend_from_slice(data);
+        let mut start = 0;
+        while let Some(pos) = self.pending[start..].iter().position(|&b| b == b'\n') {
+            emit(self.stream, &self.pending[start..=start + pos]);
+            start += pos + 1;
+        }
+        while self.pending.len() - start >= MAX_LINE {
+            emit(self.stream, &self.pending[start..start + MAX_LINE]);
+            start += MAX_LINE;
+        }
+        self.pending.drain(..start);
+    }
+
+    fn finish(&mut self, emit: &mut dyn FnMut(Stream, &[u8])) {
+        if !self.pending.is_empty() {
+            emit(self.stream, &self.pending);
+            self.pending.clear();
+        }
+    }
+}
+
+type Watched = (Vec<InitEvent>, VecDeque<String>, bool);
+
+/// Pumps the child's stdout, stderr and event socket until all three are closed.
+fn watch(
+    child: &mut Child,
+    sock: UnixStream,
+    on_output: &mut dyn FnMut(Stream, &[u8]),
+    cancel: &CancelToken,
+) -> Result<Watched> {
+    let stdout = child
+        .stdout
+        .take()
+        .map(|p| fs::File::from(OwnedFd::from(p)));
+    let stderr = child
+        .stderr
+        .take()
+        .map(|p| fs::File::from(OwnedFd::from(p)));
+    let mut sources: Vec<(Option<Stream>, Option<fs::File>)> = vec![
+        (Some(Stream::Stdout), stdout),
+        (Some(Stream::Stderr), stderr),
+        (None, Some(fs::File::from(OwnedFd::from(sock)))),
+    ];
+    let mut splitters = [
+        LineSplitter {
+            stream: Stream::Stdout,
+            pending: Vec::new(),
+        },
+        LineSplitter {
+            stream: Stream::Stderr,
+            pending: Vec::new(),
+        },
+    ];
+    let mut tail: VecDeque<String> = VecDeque::with_capacity(LAST_LINES + 1);
+    let mut emit = |stream: Stream, line: &[u8]| {
+        on_output(stream, line);
+        let text = line.strip_suffix(b"\n").unwrap_or(line);
+        if tail.len() == LAST_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(String::from_utf8_lossy(text).into_owned());
+    };
+    let mut events_buf = Vec::new();
+    let mut cancelled_at: Option<Instant> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let open: Vec<usize> = (0..sources.len())
+            .filter(|&i| sources[i].1.is_some())
+            .collect();
+        if open.is_empty() {
+            break;
+        }
+        if cancel.is_cancelled() {
+            match cancelled_at {
+                None => {
+                    // The init kills PID 1 (and so the whole PID namespace), then cleans up.
+                    let _ = sys::kill(child.id() as i32, libc::SIGTERM);
+                    cancelled_at = Some(Instant::now());
+                }
+                Some(at) if at.elapsed() > CANCEL_GRACE => {
+                    let _ = child.kill();
+                }
+                Some(_) => {}
+            }
+        }
+        let ready = {
+            let fds: Vec<_> = open
+                .iter()
+                .filter_map(|&i| sources[i].1.as_ref().map(|fd| fd.as_fd()))
+                .collect();
+            sys::poll_readable(&fds, 50).map_err(|e| Error::sys("poll", "container output", e))?
+        };
+        for (&i, ready) in open.iter().zip(ready) {
+            if !ready {
+                continue;
+            }
+            let n = {
+                let Some(mut file) = sources[i].1.as_ref() else {
+                    continue;
+                };
+                match file.read(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => 0,
+                }
+            };
+            match (sources[i].0, n) {
+                (Some(_), 0) => {
+                    splitters[i].finish(&mut emit);
+                    sources[i].1 = None;
+                }
+                (Some(_), n) => splitters[i].feed(&buf[..n], &mut emit),
+                (None, 0) => sources[i].1 = None,
+                (None, n) => events_buf.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+    let mut events = Vec::new();
+    for line in events_buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let event = serde_json::from_slice(line).map_err(|e| {
+            Error::Protocol(format!(
+                "bad event `{}`: {e}",
+                String::from_utf8_lossy(line)
+            ))
+        })?;
+        events.push(event);
+    }
+    Ok((events, tail, cancelled_at.is_some()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_joined_and_cleaned() {
+        assert_eq!(absolute("/src", "cache"), "/src/cache");
+        assert_eq!(absolute("/src", "/a/../b/./c/"), "/b/c");
+        assert!(target_of("/", "/x/..").is_err());
+    }
+
+    #[test]
+    fn lines_split_across_reads_and_long_lines_are_chunked() {
+        let mut got = Vec::new();
+        let mut emit = |s: Stream, l: &[u8]| got.push((s, l.to_vec()));
+        let mut sp = LineSplitter {
+            stream: Stream::Stderr,
+            pending: Vec::new(),
+        };
+        sp.feed(b"ab", &mut emit);
+        sp.feed(b"c\nd\ne", &mut emit);
+        sp.feed(&vec![b'x'; MAX_LINE], &mut emit);
+        sp.finish(&mut emit);
+        assert_eq!(got[0], (Stream::Stderr, b"abc\n".to_vec()));
+        assert_eq!(got[1].1, b"d\n");
+        assert_eq!(got[2].1.len(), MAX_LINE);
+        assert_eq!(got[2].1[0], b'e');
+        assert_eq!(got[3].1, b"x");
+        assert_eq!(got.len(), 4);
+    }
+}

@@ -1,0 +1,414 @@
+//! The container itself: process, identity, isolation, exit codes and output, in a real busybox
+//! rootfs on a real overlay mount.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+
+use kiln_executor::{CancelToken, Error, Network, ProcessSpec, Stream};
+use support::{Fixture, require_env, tree};
+
+#[test]
+fn exit_code_and_output_lines() {
+    require_env!();
+    let f = Fixture::new();
+    let out = f.sh(
+        "echo one; echo two >&2; echo three; exit 3",
+        ProcessSpec::default(),
+        &[],
+    );
+    assert_eq!(out.code(), 3);
+    assert_eq!(out.stdout, "one\nthree\n");
+    assert_eq!(out.stderr, "two\n");
+    let out = f.sh("true", ProcessSpec::default(), &[]);
+    assert_eq!(out.code(), 0);
+}
+
+#[test]
+fn failing_command_reports_code_and_last_lines() {
+    require_env!();
+    let f = Fixture::new();
+    let out = f.sh(
+        "for i in $(seq 1 30); do echo line $i; done; echo boom >&2; exit 42",
+        ProcessSpec::default(),
+        &[],
+    );
+    let status = out.status.expect("status");
+    assert!(!status.success());
+    assert_eq!(status.code(), 42);
+    let last = status.last_lines();
+    assert_eq!(last.len(), kiln_executor::LAST_LINES);
+    assert_eq!(last.last().map(String::as_str), Some("boom"));
+    assert_eq!(last[last.len() - 2], "line 30");
+    let args: Vec<String> = ["/bin/sh", "-c", "exit 42"].map(String::from).to_vec();
+    match status.check(&args) {
+        Err(e @ Error::ProcessFailed { .. }) => assert_eq!(
+            e.to_string(),
+            "process \"/bin/sh -c exit 42\" did not complete successfully: exit code: 42"
+        ),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn env_has_default_path_home_and_given_values() {
+    require_env!();
+    let f = Fixture::new();
+    let out = f.sh(
+        "env | sort",
+        ProcessSpec {
+            env: vec!["FOO=bar baz".into(), "EMPTY=".into()],
+            ..ProcessSpec::default()
+        },
+        &[],
+    );
+    let lines: Vec<&str> = out.ok().lines().collect();
+    assert!(lines.contains(&"FOO=bar baz"), "{lines:?}");
+    assert!(lines.contains(&"EMPTY="), "{lines:?}");
+    assert!(lines.contains(&"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"));
+    assert!(lines.contains(&"HOME=/root"), "{lines:?}");
+    assert!(
+        !lines.iter().any(|l| l.starts_with("HOSTNAME=")),
+        "{lines:?}"
+    );
+
+    let out = f.sh(
+        "echo $PATH; echo $HOME",
+        ProcessSpec {
+            env: vec!["PATH=/bin".into(), "HOME=/x".into()],
+            ..ProcessSpec::default()
+        },
+        &[],
+    );
+    assert_eq!(out.ok(), "/bin\n/x\n");
+}
+
+#[test]
+fn exec_form_looks_up_path_and_reports_missing_binaries() {
+    require_env!();
+    let f = Fixture::new();
+    let out = f.run(
+        &ProcessSpec {
+            args: vec!["echo".into(), "a  b".into(), "$HOME".into()],
+            ..ProcessSpec::default()
+        },
+        &[],
+    );
+    assert_eq!(out.ok(), "a  b $HOME\n");
+    let err = f
+        .executor
+        .run(
+            &ProcessSpec {
+                args: vec!["nonexistent-tool".into()],
+                ..ProcessSpec::default()
+            },
+            &f.rootfs(),
+            &[],
+            &mut |_, _| {},
+            &CancelToken::new(),
+        )
+        .expect_err("missing binary");
+    assert_eq!(
+        err.to_string(),
+        "exec: \"nonexistent-tool\": executable file not found in $PATH"
+    );
+}
+
+#[test]
+fn user_forms_resolve_like_buildkit() {
+    require_env!();
+    let f = Fixture::new();
+    let id = |user: &str| {
+        f.sh(
+            "id",
+            ProcessSpec {
+                user: user.into(),
+                ..ProcessSpec::default()
+            },
+            &[],
+        )
+        .ok()
+        .trim()
+        .to_owned()
+    };
+    assert_eq!(id(""), "uid=0(root) gid=0(root) groups=0(root)");
+    assert_eq!(
+        id("alice"),
+        "uid=1000(alice) gid=1000(alice) groups=10(wheel),999(docker),1000(alice)"
+    );
+    assert_eq!(
+        id("bob"),
+        "uid=1001(bob) gid=100(users) groups=100(users),999(docker)"
+    );
+    assert_eq!(
+        id("alice:users"),
+        "uid=1000(alice) gid=100(users) groups=100(users)"
+    );
+    assert_eq!(id("1001"), "uid=1001(bob) gid=1001 groups=1001");
+    assert_eq!(
+        id("1000:10"),
+        "uid=1000(alice) gid=10(wheel) groups=10(wheel)"
+    );
+    assert_eq!(id("4242:4343"), "uid=4242 gid=4343 groups=4343");
+    let out = f.sh(
+        "echo $HOME",
+        ProcessSpec {
+            user: "alice".into(),
+            ..ProcessSpec::default()
+        },
+        &[],
+    );
+    assert_eq!(out.ok(), "/home/alice\n");
+
+    let err = f
+        .executor
+        .run(
+            &ProcessSpec {
+                args: vec!["id".into()],
+                user: "mallory".into(),
+                ..ProcessSpec::default()
+            },
+            &f.rootfs(),
+            &[],
+            &mut |_, _| {},
+            &CancelToken::new(),
+        )
+        .expect_err("unknown user");
+    assert_eq!(
+        err.to_string(),
+        "unable to find user mallory: no matching entries in passwd file"
+    );
+}
+
+#[test]
+fn workdir_is_created_owned_by_the_user_and_kept() {
+    require_env!();
+    let f = Fixture::new();
+    let out = f.sh(
+        "pwd; touch file",
+        ProcessSpec {
+            cwd: "/work/deep/dir".into(),
+            user: "alice".into(),
+            ..ProcessSpec::default()
+        },
+        &[],
+    );
+    assert_eq!(out.ok(), "/work/deep/dir\n");
+    for d in ["work", "work/deep", "work/deep/dir"] {
+        let meta = fs::metadata(f.upper().join(d)).expect("workdir in the snapshot");
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+            (1000, 1000, 0o755),
+            "{d}"
+        );
+    }
+    let file = fs::metadata(f.upper().join("work/deep/dir/file")).expect("file");
+    assert_eq!(file.uid(), 1000);
+}
+
+#[test]
+fn hostname_hosts_resolv_and_no_stubs_left_behind() {
+    require_env!();
+    let f = Fixture::new();
+    let out = f.sh(
+        "hostname; cat /etc/hostname; cat /etc/hosts; test -s /etc/resolv.conf && echo resolv; \
+         echo x > /etc/hosts 2>/dev/null || echo ro",
+        ProcessSpec::default(),
+        &[],
+    );
+    assert_eq!(
+        out.ok(),
+        "buildkitsandbox\nbuildkitsandbox\n127.0.0.1\tlocalhost buildkitsandbox\n\
+         ::1\tlocalhost ip6-localhost ip6-loopback\nresolv\nro\n"
+    );
+    // /etc existed but /etc/hosts, /proc, /dev, /sys did not: nothing may remain in the upper.
+    assert_no_changes(&f);
+    assert!(!f.lower().join("proc").exists());
+
+    let out = f.sh(
+        "hostname",
+        ProcessSpec {
+            hostname: Some("custom".into()),
+            extra_hosts: vec![("db".into(), "10.1.2.3".into())],
+            ..ProcessSpec::default()
+        },
+        &[],
+    );
+    assert_eq!(out.ok(), "custom\n");
+    let out = f.sh("cat /etc/hosts", ProcessSpec::default(), &[]);
+    assert!(!out.ok().contains("10.1.2.3"), "{out:?}");
+}
+
+#[test]
+fn command_is_pid_1_and_sees_only_its_namespace() {
+    require_env!();
+    let f = Fixture::new();
+    let out = f.sh(
+        "echo $$; ls /proc | grep -E '^[0-9]+$' | sort -n | head -1",
+        ProcessSpec::default(),
+        &[],
+    );
+    assert_eq!(out.ok(), "1\n1\n");
+    let out = f.run(
+        &ProcessSpec {
+            args: vec!["ps".into(), "-o".into(), "pid,comm".into()],
+            ..ProcessSpec::default()
+        },
+        &[],
+    );
+    assert_eq!(out.ok(), "PID   COMMAND\n    1 ps\n");
+}
+
+#[test]
+fn capabilities_are_dockers_default_set_and_no_new_privs() {
+    require_env!();
+    let f = Fixture::new();
+    let out = f.sh(
+        "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status",
+        ProcessSpec::default(),
+        &[],
+    );
+    assert_eq!(
+        out.ok(),
+        "CapInh:\t0000000000000000\nCapPrm:\t00000000a80425fb\nCapEff:\t00000000a80425fb\n\
+         CapBnd:\t00000000a80425fb\nCapAmb:\t0000000000000000\nNoNewPrivs:\t1\n"
+    );
+    let out = f.sh(
+        "grep -E '^CapEff' /proc/self/status",
+        ProcessSpec {
+            user: "alice".into(),
+            ..ProcessSpec::default()
+        },
+        &[],
+    );
+    assert_eq!(out.ok(), "CapEff:\t0000000000000000\n");
+    // Without CAP_SYS_ADMIN, no mounts.
+    let out = f.sh(
+        "mount -t tmpfs t /mnt 2>&1 || echo denied",
+        ProcessSpec::default(),
+        &[],
+    );
+    assert!(out.ok().ends_with("denied\n"), "{out:?}");
+}
+
+#[test]
+fn dev_proc_sys_are_set_up() {
+    require_env!();
+    let f = Fixture::new();
+    let out = f.sh(
+        "ls /dev | sort | tr '\\n' ' '; echo; \
+         head -c 4 /dev/zero | wc -c; echo hi > /dev/null && echo null-ok; \
+         touch /sys/x 2>/dev/null || echo sys-ro; \
+         cat /proc/kcore 2>/dev/null | wc -c; \
+         stat -c %a /dev/shm; grep -c ' /dev/pts ' /proc/mounts",
+        ProcessSpec::default(),
+        &[],
+    );
+    assert_eq!(
+        out.ok(),
+        "core fd full mqueue null ptmx pts random shm stderr stdin stdout tty urandom zero \n\
+         4\nnull-ok\nsys-ro\n0\n1777\n1\n"
+    );
+}
+
+#[test]
+fn network_none_has_only_loopback_up() {
+    require_env!();
+    let f = Fixture::new();
+    let out = f.sh("ls /sys/class/net; ip link show lo | grep -o 'UP' | head -1; ping -c1 -W1 127.0.0.1 >/dev/null && echo ping-ok", ProcessSpec {
+        network: Network::None,
+        ..ProcessSpec::default()
+    }, &[]);
+    assert_eq!(out.ok(), "lo\nUP\nping-ok\n");
+    let host_ifaces = fs::read_dir("/sys/class/net").expect("host net").count();
+    let out = f.sh(
+        "ls /sys/class/net | wc -l",
+        ProcessSpec {
+            network: Network::Host,
+            ..ProcessSpec::default()
+        },
+        &[],
+    );
+    assert_eq!(out.ok().trim(), host_ifaces.to_string());
+}
+
+#[test]
+fn cancel_kills_the_whole_container() {
+    require_env!();
+    let f = Fixture::new();
+    let cancel = CancelToken::new();
+    let c2 = cancel.clone();
+    let started = std::time::Instant::now();
+    let mut saw = false;
+    let result = f.executor.run(
+        &ProcessSpec {
+            args: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "(sleep 100; echo never) & echo started; sleep 100".into(),
+            ],
+            ..ProcessSpec::default()
+        },
+        &f.rootfs(),
+        &[],
+        &mut |s, line| {
+            if s == Stream::Stdout && line == b"started\n" {
+                saw = true;
+                c2.cancel();
+            }
+        },
+        &cancel,
+    );
+    assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+    assert!(saw);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // No `sleep 100` of ours is left on the host.
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", "^sleep 100$"])
+        .output();
+    if let Ok(out) = out {
+        assert!(
+            out.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    assert_no_changes(&f);
+}
+
+#[test]
+fn rootfs_dir_is_bind_mounted_read_write() {
+    require_env!();
+    let f = Fixture::new();
+    let out = f.executor.run(
+        &ProcessSpec {
+            args: vec!["/bin/sh".into(), "-c".into(), "echo data > /written".into()],
+            ..ProcessSpec::default()
+        },
+        &kiln_executor::RootFs::Dir(f.lower()),
+        &[],
+        &mut |_, _| {},
+        &CancelToken::new(),
+    );
+    assert!(out.expect("run").success());
+    assert_eq!(
+        fs::read_to_string(f.lower().join("written")).expect("written"),
+        "data\n"
+    );
+    assert!(!f.lower().join("dev").exists());
+}
+
+/// The upper dir holds nothing but directories overlayfs copied up for a stub, with their
+/// timestamps restored (so a metadata-comparing differ sees no change).
+fn assert_no_changes(f: &Fixture) {
+    for path in tree(&f.upper()) {
+        let upper = fs::symlink_metadata(f.upper().join(&path)).expect("upper");
+        let lower = fs::symlink_metadata(f.lower().join(&path))
+            .unwrap_or_else(|_| panic!("`{path}` left in the snapshot"));
+        assert!(upper.is_dir() && lower.is_dir(), "{path}");
+        assert_eq!(upper.mtime(), lower.mtime(), "{path} mtime");
+        assert_eq!(upper.mtime_nsec(), lower.mtime_nsec(), "{path} mtime");
+        assert_eq!(upper.mode(), lower.mode(), "{path} mode");
+    }
+}

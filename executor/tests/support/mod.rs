@@ -1,0 +1,217 @@
+//! Fixtures for the executor's integration tests: a busybox rootfs built from the system's
+//! busybox-static, an overlay over it, and an executor re-executing the crate's init binary.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kiln_executor::{
+    CancelToken, Executor, ExecutorConfig, ExitStatus, MountSpec, ProcessSpec, RootFs, RootMount,
+    Stream,
+};
+
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// `Some(reason)` when the tests cannot run here (not root, no busybox); panics under CI.
+pub fn skip_reason() -> Option<String> {
+    let reason = if !rustix_is_root() {
+        Some("needs root".to_owned())
+    } else if !Path::new(BUSYBOX).exists() {
+        Some(format!("needs {BUSYBOX} (apt-get install busybox-static)"))
+    } else {
+        None
+    };
+    if let Some(r) = &reason
+        && std::env::var_os("CI").is_some()
+    {
+        panic!("cannot run under CI: {r}");
+    }
+    reason
+}
+
+fn rustix_is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+macro_rules! require_env {
+    () => {
+        if let Some(reason) = support::skip_reason() {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+    };
+}
+pub(crate) use require_env;
+
+pub const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
+    daemon:x:1:1:daemon:/usr/sbin:/bin/false\n\
+    alice:x:1000:1000:Alice:/home/alice:/bin/sh\n\
+    bob:x:1001:100:Bob:/home/bob:/bin/sh\n";
+pub const GROUP: &str = "root:x:0:\n\
+    daemon:x:1:\n\
+    wheel:x:10:alice\n\
+    users:x:100:bob\n\
+    alice:x:1000:\n\
+    docker:x:999:alice,bob\n";
+
+/// A busybox rootfs as the lower layer plus an overlay upper/work, all in one temp dir.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub executor: Executor,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lower = dir.path().join("lower");
+        build_busybox_rootfs(&lower);
+        for d in ["upper", "work", "state"] {
+            fs::create_dir(dir.path().join(d)).expect("mkdir");
+        }
+        let executor = Executor::new(ExecutorConfig {
+            init_binary: PathBuf::from(env!("CARGO_BIN_EXE_kiln-executor-init")),
+            state_dir: dir.path().join("state"),
+        })
+        .expect("executor");
+        Fixture { dir, executor }
+    }
+
+    pub fn lower(&self) -> PathBuf {
+        self.dir.path().join("lower")
+    }
+
+    pub fn upper(&self) -> PathBuf {
+        self.dir.path().join("upper")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn rootfs(&self) -> RootFs {
+        RootFs::Mounts(vec![RootMount {
+            fstype: "overlay".into(),
+            source: "overlay".into(),
+            options: vec![format!(
+                "lowerdir={},upperdir={},workdir={}",
+                self.lower().display(),
+                self.upper().display(),
+                self.dir.path().join("work").display()
+            )],
+        }])
+    }
+
+    /// Runs `sh -c script` with `spec` as the base, collecting output.
+    pub fn sh(&self, script: &str, spec: ProcessSpec, mounts: &[MountSpec]) -> Output {
+        let spec = ProcessSpec {
+            args: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            ..spec
+        };
+        self.run(&spec, mounts)
+    }
+
+    pub fn run(&self, spec: &ProcessSpec, mounts: &[MountSpec]) -> Output {
+        let mut out = Output::default();
+        let status = self
+            .executor
+            .run(
+                spec,
+                &self.rootfs(),
+                mounts,
+                &mut |stream, line| match stream {
+                    Stream::Stdout => out.stdout.push_str(&String::from_utf8_lossy(line)),
+                    Stream::Stderr => out.stderr.push_str(&String::from_utf8_lossy(line)),
+                },
+                &CancelToken::new(),
+            )
+            .unwrap_or_else(|e| panic!("run {:?}: {e}", spec.args));
+        out.status = Some(status);
+        out
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Output {
+    pub stdout: String,
+    pub stderr: String,
+    pub status: Option<ExitStatus>,
+}
+
+impl Output {
+    pub fn code(&self) -> i32 {
+        self.status.as_ref().map_or(-1, ExitStatus::code)
+    }
+
+    /// Asserts success and returns stdout.
+    pub fn ok(&self) -> &str {
+        assert_eq!(
+            self.code(),
+            0,
+            "stdout: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
+        &self.stdout
+    }
+}
+
+/// Copies the system busybox into `root` with a symlink per applet and minimal /etc files.
+pub fn build_busybox_rootfs(root: &Path) {
+    for d in [
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "etc",
+        "tmp",
+        "root",
+        "home/alice",
+        "var",
+    ] {
+        fs::create_dir_all(root.join(d)).expect("mkdir rootfs");
+    }
+    fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).expect("chmod");
+    fs::copy(BUSYBOX, root.join("bin/busybox")).expect("copy busybox");
+    let list = Command::new(BUSYBOX)
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let link = root.join("bin").join(applet);
+        if applet != "busybox" && !link.exists() {
+            symlink("busybox", &link).expect("applet symlink");
+        }
+    }
+    fs::write(root.join("etc/passwd"), PASSWD).expect("passwd");
+    fs::write(root.join("etc/group"), GROUP).expect("group");
+}
+
+/// Every path under `dir`, relative, sorted.
+pub fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(base).unwrap().display().to_string());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(base, &p, out);
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
