@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use kiln_solver::progress::Progress;
 
-use crate::options::BuildOptions;
+use crate::options::{BuildOptions, Dockerfile};
 
 /// What can go wrong in a build, as seen through the facade.
 #[derive(Debug, thiserror::Error)]
@@ -31,9 +31,24 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The Dockerfile is not valid; the error names the line.
+    #[error("{0}")]
+    Parse(#[source] kiln_parser::Error),
     /// The build ran and failed (a parse error, a failing step, a registry error...).
     #[error("{0}")]
     Build(String),
+}
+
+impl Error {
+    /// The Dockerfile line (1-based, first and last) the error points at, when it is known.
+    pub fn dockerfile_lines(&self) -> Option<(usize, usize)> {
+        match self {
+            Error::Parse(kiln_parser::Error::Syntax { line, end_line, .. }) => {
+                Some((*line, *end_line))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Credentials for one registry, used to pull base images and push results.
@@ -114,9 +129,29 @@ impl Builder {
         options: &BuildOptions,
         progress: &dyn Progress,
     ) -> Result<BuildResult, Error> {
-        let _ = (options, progress, self.jobs, &self.credentials);
+        let (name, text) = read_dockerfile(options)?;
+        // Parse up front: a syntax error is reported with its line before any work starts.
+        kiln_parser::parse(text.as_bytes()).map_err(|e| Error::Parse(e.with_file(&name)))?;
+        let _ = (progress, self.jobs, &self.credentials);
         Err(Error::Build(
             "the solver is not wired into the facade yet".into(),
         ))
     }
+}
+
+/// The Dockerfile's display name and text.
+fn read_dockerfile(options: &BuildOptions) -> Result<(String, String), Error> {
+    let path = match &options.dockerfile {
+        Dockerfile::Text(text) => return Ok(("Dockerfile".into(), text.clone())),
+        Dockerfile::InContext => options.context.join("Dockerfile"),
+        Dockerfile::Path(p) => p.clone(),
+    };
+    let text = std::fs::read_to_string(&path).map_err(|source| Error::ReadDockerfile {
+        path: path.clone(),
+        source,
+    })?;
+    let name = path
+        .file_name()
+        .map_or_else(|| "Dockerfile".into(), |n| n.to_string_lossy().into_owned());
+    Ok((name, text))
 }

@@ -13,6 +13,7 @@ mod digest;
 mod error;
 mod export;
 mod image;
+mod import;
 mod json;
 mod reference;
 mod registry;
@@ -28,6 +29,7 @@ pub use export::{
     write_oci_tar, write_rootfs_tar,
 };
 pub use image::{Image, PulledImage, WriteOptions, write_image, write_image_with};
+pub use import::{LoadedImage, load_archive, load_tar};
 pub use json::to_canonical_json;
 pub use reference::{DOCKER_HUB, Reference};
 pub use registry::{

@@ -3,6 +3,7 @@
 
 mod build;
 mod debug;
+mod images;
 mod progress;
 
 use std::process::ExitCode;
@@ -43,6 +44,8 @@ pub(crate) enum Command {
     /// Tools to inspect how kiln reads a Dockerfile.
     #[command(subcommand)]
     Debug(debug::DebugCommand),
+    #[command(flatten)]
+    Images(images::ImageCommand),
 }
 
 /// Shells `kiln completion` writes scripts for.
@@ -96,6 +99,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Build(args) => build::run(cli.root, *args),
         Command::Completion { shell } => Ok(completion(shell)),
         Command::Debug(cmd) => debug::run(cmd),
+        Command::Images(cmd) => images::run(cli.root, cmd),
     };
     match result {
         Ok(code) => code,

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use kiln::{Progress, ProgressEvent};
 
-use super::report::{DockerfileSource, error_line, step_report};
+use super::report::{DockerfileSource, build_error_report, step_report};
 use super::{Clock, Renderer, Sink, StepStatus, StepTable, lock, secs};
 
 struct State {
@@ -137,7 +137,7 @@ fn print_failure(
             };
             step_report(step, msg, source, false, false)
         }
-        None => error_line(&format!("{error}"), false),
+        None => build_error_report(error, source, false),
     };
     out.emit(&text);
 }

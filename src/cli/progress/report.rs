@@ -35,7 +35,20 @@ pub(crate) fn excerpt(source: &DockerfileSource, line: usize) -> Option<String> 
     if line < 1 || line > lines.len() {
         return None;
     }
-    let (first, last) = (line, instruction_end(&lines, line));
+    excerpt_lines(source, line, instruction_end(&lines, line))
+}
+
+/// The excerpt around lines `first..=last` (1-based), all of them marked.
+pub(crate) fn excerpt_lines(
+    source: &DockerfileSource,
+    first: usize,
+    last: usize,
+) -> Option<String> {
+    let lines: Vec<&str> = source.text.split('\n').collect();
+    if first < 1 || first > lines.len() {
+        return None;
+    }
+    let last = last.clamp(first, lines.len());
     let pad = if first == last { 4 } else { 2 };
     let (mut start, mut end, mut p) = (first, last, 0);
     while p < pad {
@@ -101,6 +114,23 @@ pub(crate) fn step_report(
     out
 }
 
+/// The report of an error no step reported (a parse error, a missing stage, a registry
+/// error): the excerpt when the error names Dockerfile lines, then the error.
+pub(crate) fn build_error_report(
+    error: &kiln::Error,
+    source: Option<&DockerfileSource>,
+    color: bool,
+) -> String {
+    let mut out = String::new();
+    if let (Some((first, last)), Some(source)) = (error.dockerfile_lines(), source)
+        && let Some(ex) = excerpt_lines(source, first, last)
+    {
+        out.push_str(&ex);
+    }
+    out.push_str(&error_line(&error.to_string(), color));
+    out
+}
+
 /// `error: ...`, red on a color terminal.
 pub(crate) fn error_line(error: &str, color: bool) -> String {
     if color {
@@ -147,6 +177,20 @@ mod tests {
         assert_eq!(
             excerpt(&src(DOCKERFILE), 3).unwrap(),
             "Dockerfile:3\n--------------------\n   2 |     COPY hello.txt /\n   3 | >>> RUN echo hi && \\\n   4 | >>>     false\n   5 |     CMD [\"/hello\"]\n--------------------\n"
+        );
+    }
+
+    #[test]
+    fn parse_errors_show_the_excerpt() {
+        let e = kiln::Error::Parse(kiln_parser::parse(b"FROM a\nRUNN x\n").unwrap_err());
+        assert_eq!(
+            build_error_report(&e, Some(&src("FROM a\nRUNN x\n")), false),
+            "Dockerfile:2\n--------------------\n   1 |     FROM a\n   2 | >>> RUNN x\n--------------------\nerror: Dockerfile:2: unknown instruction: RUNN (did you mean RUN?)\n"
+        );
+        let e = kiln::Error::Build("registry `r` refused".into());
+        assert_eq!(
+            build_error_report(&e, Some(&src("FROM a\n")), false),
+            "error: registry `r` refused\n"
         );
     }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use kiln::{Progress, ProgressEvent};
 
-use super::report::{DockerfileSource, error_line, step_report};
+use super::report::{DockerfileSource, build_error_report, step_report};
 use super::{Clock, Renderer, Sink, StepInfo, StepStatus, StepTable, lock, secs};
 
 /// How often the display refreshes on its own (spinner, elapsed times).
@@ -323,7 +323,10 @@ impl Renderer for Tty {
         }
         let mut guard = lock(&self.state);
         let st = &mut *guard;
-        frame(st, self.clock.now(), (self.size)(), self.color, true);
+        // An error before the first event (a syntax error) gets no empty progress frame.
+        if !st.table.steps.is_empty() || st.table.finished.is_some() {
+            frame(st, self.clock.now(), (self.size)(), self.color, true);
+        }
         let mut tail = String::new();
         for w in &st.table.warnings {
             if self.color {
@@ -349,7 +352,7 @@ impl Renderer for Tty {
                         self.color,
                     ));
                 }
-                _ => tail.push_str(&error_line(&e.to_string(), self.color)),
+                _ => tail.push_str(&build_error_report(e, self.source.as_deref(), self.color)),
             }
         }
         st.out.emit(&tail);

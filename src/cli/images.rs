@@ -1,0 +1,327 @@
+//! `kiln pull|push|images|inspect|tag|rmi|save|load`: the image commands, thin wrappers over
+//! kiln-image's store, registry client and archive code.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use kiln_image::{ContentStore, Image, Platform, Reference, RegistryClient, RegistryOptions};
+
+/// The image subcommands (flattened into kiln's top-level commands).
+#[derive(Subcommand, Debug)]
+pub(crate) enum ImageCommand {
+    /// Pull an image from a registry into the local store.
+    Pull {
+        /// The image (`busybox`, `registry:5000/app:v1`, `app@sha256:...`).
+        reference: String,
+        /// Platform to pull from a multi-platform image (os/arch[/variant]).
+        #[arg(long)]
+        platform: Option<String>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Push an image from the local store to its registry.
+    Push {
+        /// The image, as tagged locally.
+        reference: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// List the images in the local store.
+    Images {
+        /// Only print image ids.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Print an image's config as JSON.
+    Inspect {
+        /// The image.
+        reference: String,
+    },
+    /// Give an image another name.
+    Tag {
+        /// The existing image.
+        source: String,
+        /// The new name.
+        target: String,
+    },
+    /// Remove image tags.
+    Rmi {
+        /// The images.
+        #[arg(required = true)]
+        references: Vec<String>,
+    },
+    /// Write images to a docker-archive tar (what `docker load` reads).
+    Save {
+        /// Output file (`-` for stdout).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The images.
+        #[arg(required = true)]
+        references: Vec<String>,
+    },
+    /// Load images from a docker-archive or OCI archive.
+    Load {
+        /// Input file (default stdin).
+        #[arg(short, long)]
+        input: Option<PathBuf>,
+    },
+}
+
+/// Registry connection flags.
+#[derive(Args, Debug)]
+pub(crate) struct RegistryArgs {
+    /// Talk plain HTTP to this registry (host[:port]); repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    insecure: Vec<String>,
+}
+
+fn client(args: &RegistryArgs) -> RegistryClient {
+    RegistryClient::new(RegistryOptions {
+        insecure_registries: args.insecure.clone(),
+        ..Default::default()
+    })
+}
+
+fn parse_ref(s: &str) -> anyhow::Result<Reference> {
+    Ok(Reference::parse(s)?)
+}
+
+/// Runs one image command against the store under `root` (or the default state dir).
+pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<ExitCode> {
+    let root = root.unwrap_or_else(kiln_image::default_state_dir);
+    let store = ContentStore::open(&root)
+        .with_context(|| format!("opening the image store in {}", root.display()))?;
+    let platform = Platform::host();
+    match cmd {
+        ImageCommand::Pull {
+            reference,
+            platform: p,
+            registry,
+        } => {
+            let r = parse_ref(&reference)?;
+            let p = p
+                .as_deref()
+                .map(Platform::parse)
+                .transpose()?
+                .unwrap_or(platform);
+            let image = client(&registry).pull(&store, &r, &p)?;
+            println!("{}: pulled", r.familiar());
+            println!(
+                "Digest: {}",
+                image
+                    .index_digest
+                    .as_ref()
+                    .unwrap_or(&image.manifest_digest)
+            );
+        }
+        ImageCommand::Push {
+            reference,
+            registry,
+        } => {
+            let r = parse_ref(&reference)?;
+            let image = Image::resolve(&store, &r, &platform)?;
+            let report = client(&registry).push(&store, &image, &r)?;
+            println!(
+                "{}: pushed ({} blobs uploaded, {} already present) digest: {} size: {}",
+                r.familiar(),
+                report.uploaded.len(),
+                report.skipped.len(),
+                report.manifest_digest,
+                image.manifest_size
+            );
+        }
+        ImageCommand::Images { quiet } => list(&store, &platform, quiet)?,
+        ImageCommand::Inspect { reference } => {
+            let image = Image::resolve(&store, &parse_ref(&reference)?, &platform)?;
+            let mut out = std::io::stdout().lock();
+            serde_json::to_writer_pretty(&mut out, &image.config)?;
+            writeln!(out)?;
+        }
+        ImageCommand::Tag { source, target } => {
+            let image = Image::resolve(&store, &parse_ref(&source)?, &platform)?;
+            let target = parse_ref(&target)?;
+            if target.tag().is_none() {
+                bail!("`{}` has no tag to set", target.familiar());
+            }
+            store.set_tag(&target, &image.manifest_digest)?;
+        }
+        ImageCommand::Rmi { references } => {
+            let mut failed = false;
+            for s in references {
+                let r = parse_ref(&s)?;
+                if store.remove_tag(&r)?.is_some() {
+                    println!("Untagged: {}", r.familiar());
+                } else {
+                    eprintln!("error: no such image: {}", r.familiar());
+                    failed = true;
+                }
+            }
+            if failed {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        ImageCommand::Save { output, references } => {
+            let mut images = Vec::new();
+            for s in references {
+                let r = parse_ref(&s)?;
+                images.push((Image::resolve(&store, &r, &platform)?, vec![r]));
+            }
+            if output.as_os_str() == "-" {
+                let mut out = std::io::stdout().lock();
+                kiln_image::write_docker_archive(&store, &images, None, &mut out)?;
+            } else {
+                kiln_image::export_docker(&store, &images, None, &output)?;
+            }
+        }
+        ImageCommand::Load { input } => {
+            let loaded = match &input {
+                Some(p) => kiln_image::load_archive(&store, p, &platform)?,
+                None => kiln_image::load_tar(
+                    &store,
+                    std::io::stdin().lock(),
+                    "stdin".as_ref(),
+                    &platform,
+                )?,
+            };
+            for l in loaded {
+                if l.names.is_empty() {
+                    println!("Loaded image ID: {}", l.image.config_digest);
+                }
+                for n in l.names {
+                    println!("Loaded image: {}", n.familiar());
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(store: &ContentStore, platform: &Platform, quiet: bool) -> anyhow::Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut rows = Vec::new();
+    for (r, digest) in store.list_tags()? {
+        let image = match Image::load(store, &digest, platform) {
+            Ok(i) => i,
+            Err(e) => {
+                eprintln!("warning: {}: {e}", r.familiar());
+                continue;
+            }
+        };
+        let created = image
+            .config
+            .created
+            .as_deref()
+            .and_then(kiln_image::spec::parse_rfc3339)
+            .map_or_else(|| "N/A".to_owned(), |t| human_ago(now - t));
+        let familiar = r.familiar();
+        let repo = familiar
+            .rsplit_once(':')
+            .map_or(familiar.as_str(), |(n, _)| n)
+            .to_owned();
+        rows.push([
+            repo,
+            r.tag().unwrap_or("<none>").to_owned(),
+            image.config_digest.short().to_owned(),
+            created,
+            human_size(image.content_size()),
+        ]);
+    }
+    let mut out = std::io::stdout().lock();
+    if quiet {
+        for row in rows {
+            writeln!(out, "{}", row[2])?;
+        }
+        return Ok(());
+    }
+    let header = ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: [&str; 5]| {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i == 4 {
+                s.push_str(c);
+            } else {
+                let _ = write!(s, "{c:<w$}   ", w = widths[i]);
+            }
+        }
+        s
+    };
+    writeln!(out, "{}", line(header))?;
+    for row in &rows {
+        writeln!(
+            out,
+            "{}",
+            line([&row[0], &row[1], &row[2], &row[3], &row[4]])
+        )?;
+    }
+    Ok(())
+}
+
+/// Docker's `units.HumanDuration` wording ("5 minutes ago").
+fn human_ago(secs: i64) -> String {
+    let s = secs.max(0);
+    let text = match s {
+        0 => "Less than a second".to_owned(),
+        1 => "1 second".to_owned(),
+        2..60 => format!("{s} seconds"),
+        60..120 => "About a minute".to_owned(),
+        120..3600 => format!("{} minutes", s / 60),
+        3600..7200 => "About an hour".to_owned(),
+        7200..172_800 => format!("{} hours", s / 3600),
+        172_800..1_209_600 => format!("{} days", s / 86_400),
+        1_209_600..5_184_000 => format!("{} weeks", s / 604_800),
+        5_184_000..63_072_000 => format!("{} months", s / 2_592_000),
+        _ => format!("{} years", s / 31_536_000),
+    };
+    format!("{text} ago")
+}
+
+/// Docker's `units.HumanSize`: decimal units, 3 significant digits ("4.26MB").
+fn human_size(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < units.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    let digits = if v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let s = format!("{v:.digits$}");
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s
+    };
+    format!("{s}{}", units[i])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_units_match_docker() {
+        assert_eq!(human_size(4_261_000), "4.26MB");
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(12_300), "12.3kB");
+        assert_eq!(human_ago(30), "30 seconds ago");
+        assert_eq!(human_ago(7300), "2 hours ago");
+    }
+}

@@ -1,0 +1,79 @@
+//! Helpers shared by the tests that drive the `kiln` binary: a command with its own state
+//! directory and a predictable environment, and the skip-or-fail rule for missing tools.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// `kiln` with a fresh state directory (kept alive by the returned guard), no colors, and no
+/// inherited progress setting.
+pub fn kiln(state: &tempfile::TempDir) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.env("KILN_ROOT", state.path())
+        .env("NO_COLOR", "1")
+        .env_remove("KILN_PROGRESS")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+/// A temporary directory.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("kiln-cli-test-")
+        .tempdir()
+        .expect("temporary directory")
+}
+
+/// stdout and stderr as text.
+pub fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Prints `skipped: why` and returns true, or panics when `CI` is set (CI must run every test).
+pub fn skip(why: &str) -> bool {
+    assert!(std::env::var_os("CI").is_none(), "required under CI: {why}");
+    eprintln!("skipped: {why}");
+    true
+}
+
+/// Whether we are root (RUN steps need namespaces and mounts).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Writes `files` (path, contents) under `dir`.
+pub fn write_files(dir: &Path, files: &[(&str, &str)]) {
+    for (name, contents) in files {
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, contents).expect("write");
+    }
+}
+
+/// The repository's `examples/hello` context.
+pub fn hello_context() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello")
+}
+
+/// A context holding the static busybox binary as `/busybox`, so a `FROM scratch` image can
+/// `RUN ["/busybox", "sh", "-c", ...]` without any registry. None (after a skip message) when
+/// busybox-static is not installed.
+pub fn busybox_context(dockerfile: &str) -> Option<tempfile::TempDir> {
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists());
+    let Some(busybox) = busybox else {
+        skip("busybox-static is not installed");
+        return None;
+    };
+    let dir = tempdir();
+    std::fs::copy(busybox, dir.path().join("busybox")).expect("copy busybox");
+    std::fs::write(dir.path().join("Dockerfile"), dockerfile).expect("write Dockerfile");
+    Some(dir)
+}
