@@ -210,48 +210,55 @@ pub fn write_rootfs_tar(root: &Path, w: &mut dyn Write) -> Result<()> {
         .and_then(|v| v.trim().parse::<u64>().ok());
     let mut b = tar::Builder::new(w);
     b.follow_symlinks(false);
-    b.mode(tar::HeaderMode::Complete);
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let dir = root.join(&rel);
-        let mut names: Vec<_> = fs::read_dir(&dir)
-            .at(&dir)?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<io::Result<_>>()
-            .at(&dir)?;
-        names.sort();
-        // Push in reverse so the walk emits in sorted, depth-first order.
-        let mut subdirs = Vec::new();
-        for name in names {
-            let rel_child = rel.join(&name);
-            let full = root.join(&rel_child);
-            let meta = fs::symlink_metadata(&full).at(&full)?;
-            let mut header = tar::Header::new_gnu();
-            header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
-            if let Some(e) = epoch {
-                header.set_mtime(header.mtime().unwrap_or(0).min(e));
-            }
-            if meta.is_dir() {
-                b.append_data(&mut header, &rel_child, io::empty())
-                    .at(&full)?;
-                subdirs.push(rel_child);
-            } else if meta.file_type().is_symlink() {
-                let target = fs::read_link(&full).at(&full)?;
-                header.set_size(0);
-                b.append_link(&mut header, &rel_child, &target).at(&full)?;
-            } else if meta.is_file() {
-                let f = File::open(&full).at(&full)?;
-                b.append_data(&mut header, &rel_child, f).at(&full)?;
-            } else {
-                // Devices, fifos, sockets: header only.
-                header.set_size(0);
-                b.append_data(&mut header, &rel_child, io::empty())
-                    .at(&full)?;
-            }
-        }
-        stack.extend(subdirs.into_iter().rev());
-    }
+    append_tree(&mut b, root, Path::new(""), epoch)?;
     b.finish().at(root)
+}
+
+/// Appends the children of `root/rel` in name order, descending into each directory right after
+/// its own entry (the order Go's filepath.Walk gives BuildKit).
+fn append_tree(
+    b: &mut tar::Builder<&mut dyn Write>,
+    root: &Path,
+    rel: &Path,
+    epoch: Option<u64>,
+) -> Result<()> {
+    let dir = root.join(rel);
+    let mut names: Vec<_> = fs::read_dir(&dir)
+        .at(&dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<_>>()
+        .at(&dir)?;
+    names.sort();
+    for name in names {
+        let rel_child = rel.join(&name);
+        let full = root.join(&rel_child);
+        let meta = fs::symlink_metadata(&full).at(&full)?;
+        let mut header = tar::Header::new_gnu();
+        header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+        // Permission and setuid/setgid/sticky bits only, as Go's archive/tar writes them.
+        header.set_mode(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777);
+        if let Some(e) = epoch {
+            header.set_mtime(header.mtime().unwrap_or(0).min(e));
+        }
+        if meta.is_dir() {
+            b.append_data(&mut header, &rel_child, io::empty())
+                .at(&full)?;
+            append_tree(b, root, &rel_child, epoch)?;
+        } else if meta.file_type().is_symlink() {
+            let target = fs::read_link(&full).at(&full)?;
+            header.set_size(0);
+            b.append_link(&mut header, &rel_child, &target).at(&full)?;
+        } else if meta.is_file() {
+            let f = File::open(&full).at(&full)?;
+            b.append_data(&mut header, &rel_child, f).at(&full)?;
+        } else {
+            // Devices, fifos, sockets: header only.
+            header.set_size(0);
+            b.append_data(&mut header, &rel_child, io::empty())
+                .at(&full)?;
+        }
+    }
+    Ok(())
 }
 
 fn write_file_atomically(dest: &Path, f: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
