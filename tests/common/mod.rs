@@ -77,3 +77,6 @@ pub fn busybox_context(dockerfile: &str) -> Option<tempfile::TempDir> {
     std::fs::write(dir.path().join("Dockerfile"), dockerfile).expect("write Dockerfile");
     Some(dir)
 }
+
+pub mod oci;
+pub mod screen;

@@ -110,6 +110,8 @@ pub(crate) fn step_report(
     if let Some(ex) = source.and_then(|s| excerpt(s, step.line)) {
         out.push_str(&ex);
     }
+    // The solver's message may end with the output's last lines; they are shown above already.
+    let error = if step.logs.is_empty() { error } else { error.lines().next().unwrap_or(error) };
     out.push_str(&error_line(error, color));
     out
 }
@@ -226,6 +228,8 @@ mod tests {
             r,
             "------\n > [build 3/3] RUN echo hi && false:\n[2 earlier lines not shown]\n0.030 out 3\n0.040 out 4\n0.050 out 5\n0.060 out 6\n0.070 out 7\n0.080 out 8\n0.090 out 9\n0.100 out 10\n0.110 out 11\n0.120 out 12\n------\nDockerfile:3\n--------------------\n   2 |     COPY hello.txt /\n   3 | >>> RUN echo hi && \\\n   4 | >>>     false\n   5 |     CMD [\"/hello\"]\n--------------------\nerror: process \"/bin/sh -c echo hi && false\" did not complete successfully: exit code: 1\n"
         );
+        let with_tail = step_report(&step, "exit code: 1\nout 11\nout 12", None, false, false);
+        assert!(with_tail.ends_with("------\nerror: exit code: 1\n"), "{with_tail}");
         let full = step_report(&step, "e", None, true, true);
         assert!(full.contains("0.010 out 1\n"), "{full}");
         assert!(full.ends_with("\x1b[31merror:\x1b[0m e\n"), "{full}");
