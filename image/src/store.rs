@@ -225,6 +225,33 @@ impl ContentStore {
         Ok(removed)
     }
 
+    /// Remembers that `digest` was pulled from `repository` on `registry`, so a later push to
+    /// another repository of that registry can mount it instead of uploading it.
+    pub fn record_source(&self, digest: &Digest, registry: &str, repository: &str) -> Result<()> {
+        let dir = self.state_dir.join("content/sources");
+        fs::create_dir_all(&dir).at(&dir)?;
+        let line = format!("{registry}/{repository}");
+        if self.sources(digest).contains(&line) {
+            return Ok(());
+        }
+        let p = dir.join(digest.hex());
+        // One short O_APPEND write per line: concurrent writers do not interleave.
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .at(&p)?;
+        f.write_all(format!("{line}\n").as_bytes()).at(&p)
+    }
+
+    /// The `registry/repository` names `digest` is known to be in (see [`record_source`](Self::record_source)).
+    pub fn sources(&self, digest: &Digest) -> Vec<String> {
+        let p = self.state_dir.join("content/sources").join(digest.hex());
+        fs::read_to_string(p)
+            .map(|t| t.lines().map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
     fn tags_file(&self) -> PathBuf {
         self.refs.join("tags.json")
     }

@@ -98,6 +98,12 @@ fn chunked_upload_and_cross_repo_mount() {
     let (_d2, dst) = store();
     let pulled = client().pull(&dst, &b, &Platform::linux_amd64()).unwrap();
     assert_eq!(pulled.manifest_digest, image.manifest_digest);
+    // Blobs remember where they were pulled from: pushing them to a third repository of the
+    // same registry mounts them without any option.
+    let c = Reference::parse(&format!("{}/kiln/c:1", reg.addr)).unwrap();
+    let report = client().push(&dst, &pulled, &c).unwrap();
+    assert!(report.uploaded.is_empty(), "{report:?}");
+    assert_eq!(report.skipped.len(), 3);
 }
 
 #[test]
@@ -356,4 +362,43 @@ fn unknown_media_type_is_rejected_before_download() {
         "nothing downloaded: {:?}",
         dst.list_blobs()
     );
+}
+
+#[test]
+fn transient_connection_failures_are_retried() {
+    let Some(mut reg) = Registry::start(None) else {
+        return;
+    };
+    let (_d, src) = store();
+    let image = test_image(&src, "retry", [Compression::Gzip, Compression::Gzip]);
+    let r = Reference::parse(&format!("{}/kiln/retry:1", reg.addr)).unwrap();
+    client().push(&src, &image, &r).unwrap();
+    reg.stop();
+    // While the registry is down, a client with no retries fails with a network error naming it.
+    let once = RegistryClient::new(RegistryOptions {
+        docker_config_dir: "/nonexistent".into(),
+        attempts: 1,
+        ..Default::default()
+    });
+    let (_d2, dst) = store();
+    let err = once.pull(&dst, &r, &Platform::linux_amd64()).unwrap_err();
+    assert!(matches!(err, Error::Network { .. }), "{err}");
+    assert!(err.to_string().contains(&reg.addr), "{err}");
+    // The registry comes back while a retrying client waits.
+    let patient = RegistryClient::new(RegistryOptions {
+        docker_config_dir: "/nonexistent".into(),
+        attempts: 8,
+        backoff: std::time::Duration::from_millis(100),
+        ..Default::default()
+    });
+    let started = std::time::Instant::now();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        reg.restart();
+        reg
+    });
+    let pulled = patient.pull(&dst, &r, &Platform::linux_amd64()).unwrap();
+    let _reg = t.join().unwrap();
+    assert_eq!(pulled.manifest_digest, image.manifest_digest);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
 }

@@ -89,6 +89,29 @@ fn parse_ref(s: &str) -> anyhow::Result<Reference> {
     Ok(Reference::parse(s)?)
 }
 
+/// Finds a local image by name, or by an image id prefix (`5a254e344c43`, `sha256:5a25...`)
+/// as `docker inspect` accepts.
+fn resolve(store: &ContentStore, s: &str, platform: &Platform) -> anyhow::Result<Image> {
+    let by_name = Reference::parse(s)
+        .map_err(anyhow::Error::from)
+        .and_then(|r| Ok(Image::resolve(store, &r, platform)?));
+    if by_name.is_ok() {
+        return by_name;
+    }
+    let hex = s.strip_prefix("sha256:").unwrap_or(s);
+    if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        for (_, digest) in store.list_tags()? {
+            if let Ok(image) = Image::load(store, &digest, platform)
+                && (image.config_digest.hex().starts_with(hex)
+                    || image.manifest_digest.hex().starts_with(hex))
+            {
+                return Ok(image);
+            }
+        }
+    }
+    by_name
+}
+
 /// Runs one image command against the store under `root` (or the default state dir).
 pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<ExitCode> {
     let root = root.unwrap_or_else(kiln_image::default_state_dir);
@@ -122,7 +145,20 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<Ex
             registry,
         } => {
             let r = parse_ref(&reference)?;
-            let image = Image::resolve(&store, &r, &platform)?;
+            let mut image = Image::resolve(&store, &r, &platform)?;
+            // Registries and Docker expect compressed layers; builds may store them plain.
+            if image.layers.iter().any(|l| {
+                kiln_image::Compression::from_layer_media_type(&l.media_type)
+                    == Some(kiln_image::Compression::Uncompressed)
+            }) {
+                let docker = image.manifest_media_type == kiln_image::media_type::DOCKER_MANIFEST;
+                image = kiln_image::convert_image(
+                    &store,
+                    &image,
+                    kiln_image::CompressionOptions::default(),
+                    docker,
+                )?;
+            }
             let report = client(&registry).push(&store, &image, &r)?;
             println!(
                 "{}: pushed ({} blobs uploaded, {} already present) digest: {} size: {}",
@@ -135,13 +171,18 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<Ex
         }
         ImageCommand::Images { quiet } => list(&store, &platform, quiet)?,
         ImageCommand::Inspect { reference } => {
-            let image = Image::resolve(&store, &parse_ref(&reference)?, &platform)?;
-            let mut out = std::io::stdout().lock();
-            serde_json::to_writer_pretty(&mut out, &image.config)?;
-            writeln!(out)?;
+            let image = resolve(&store, &reference, &platform)?;
+            let mut text = serde_json::to_vec_pretty(&image.config)?;
+            text.push(b'\n');
+            // A closed pipe (`kiln inspect x | head`) is not an error.
+            if let Err(e) = std::io::stdout().lock().write_all(&text)
+                && e.kind() != std::io::ErrorKind::BrokenPipe
+            {
+                return Err(e.into());
+            }
         }
         ImageCommand::Tag { source, target } => {
-            let image = Image::resolve(&store, &parse_ref(&source)?, &platform)?;
+            let image = resolve(&store, &source, &platform)?;
             let target = parse_ref(&target)?;
             if target.tag().is_none() {
                 bail!("`{}` has no tag to set", target.familiar());

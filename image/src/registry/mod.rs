@@ -515,6 +515,9 @@ impl RegistryClient {
             .collect();
         self.for_each_parallel(&missing, |d| self.fetch_blob(store, reference, d))?;
 
+        for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
+            store.record_source(&d.digest, reference.registry(), reference.repository())?;
+        }
         // Manifests last: a store never holds a manifest whose blobs are missing.
         store.put_bytes(&manifest_bytes)?;
         if let Some((bytes, _)) = &index {
@@ -646,7 +649,17 @@ impl RegistryClient {
         let base = self.base_url(reference);
         let what = format!("upload of blob {}", desc.digest);
         let mut start = format!("{base}/blobs/uploads/");
-        if let Some(from) = &self.opts.mount_from {
+        // Mount from the configured repository, else from one this blob was pulled from.
+        let prefix = format!("{}/", reference.registry());
+        let from = self.opts.mount_from.clone().or_else(|| {
+            store
+                .sources(&desc.digest)
+                .iter()
+                .filter_map(|s| s.strip_prefix(&prefix))
+                .find(|repo| *repo != reference.repository())
+                .map(str::to_owned)
+        });
+        if let Some(from) = &from {
             start = format!("{start}?mount={}&from={}", desc.digest, url_encode(from));
         }
         let resp = self.send(reference, "pull,push", "POST", &start, &[], &Body::Empty)?;

@@ -75,25 +75,33 @@ impl Registry {
         );
         let cfg = dir.path().join("config.yml");
         std::fs::write(&cfg, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&cfg)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = spawn(dir.path());
         let reg = Self { child, addr, dir };
+        reg.wait_ready();
+        Some(reg)
+    }
+
+    fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(&reg.addr).is_err() {
+        while std::net::TcpStream::connect(&self.addr).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "registry did not start: {}",
-                reg.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Some(reg)
+    }
+
+    /// Stops the registry (its storage stays).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and storage, without waiting.
+    pub fn restart(&mut self) {
+        self.child = spawn(self.dir.path());
     }
 
     pub fn log(&self) -> String {
@@ -108,6 +116,21 @@ impl Registry {
             &hex[..2]
         ))
     }
+}
+
+fn spawn(dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("registry.log"))
+        .unwrap();
+    Command::new("docker-registry")
+        .arg("serve")
+        .arg(dir.join("config.yml"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
 }
 
 impl Drop for Registry {
