@@ -111,22 +111,55 @@ impl Fixture {
         }])
     }
 
+    /// An overlay over the same lower with its own upper (`layers/<name>/{upper,work}`), for
+    /// runs that happen at the same time: an upper dir serves one mount at a time.
+    pub fn other_rootfs(&self, name: &str) -> RootFs {
+        let base = self.dir.path().join("layers").join(name);
+        fs::create_dir_all(base.join("upper")).expect("mkdir upper");
+        fs::create_dir_all(base.join("work")).expect("mkdir work");
+        RootFs::Mounts(vec![RootMount {
+            fstype: "overlay".into(),
+            source: "overlay".into(),
+            options: vec![format!(
+                "lowerdir={},upperdir={},workdir={}",
+                self.lower().display(),
+                base.join("upper").display(),
+                base.join("work").display()
+            )],
+        }])
+    }
+
     /// Runs `sh -c script` with `spec` as the base, collecting output.
     pub fn sh(&self, script: &str, spec: ProcessSpec, mounts: &[MountSpec]) -> Output {
+        self.sh_in(&self.rootfs(), script, spec, mounts)
+    }
+
+    /// [`Fixture::sh`] on another rootfs.
+    pub fn sh_in(
+        &self,
+        rootfs: &RootFs,
+        script: &str,
+        spec: ProcessSpec,
+        mounts: &[MountSpec],
+    ) -> Output {
         let spec = ProcessSpec {
             args: vec!["/bin/sh".into(), "-c".into(), script.into()],
             ..spec
         };
-        self.run(&spec, mounts)
+        self.run_in(rootfs, &spec, mounts)
     }
 
     pub fn run(&self, spec: &ProcessSpec, mounts: &[MountSpec]) -> Output {
+        self.run_in(&self.rootfs(), spec, mounts)
+    }
+
+    pub fn run_in(&self, rootfs: &RootFs, spec: &ProcessSpec, mounts: &[MountSpec]) -> Output {
         let mut out = Output::default();
         let status = self
             .executor
             .run(
                 spec,
-                &self.rootfs(),
+                rootfs,
                 mounts,
                 &mut |stream, line| match stream {
                     Stream::Stdout => out.stdout.push_str(&String::from_utf8_lossy(line)),
