@@ -274,10 +274,11 @@ impl RegistryClient {
                 }
                 // Ask for what we need; the challenge's scope may be narrower (pull only).
                 params.push(format!("scope={}", url_encode(scope)));
-                if let Some(cs) = challenge_scope
-                    && cs != scope
-                {
-                    params.push(format!("scope={}", url_encode(&cs)));
+                // A challenge may name several scopes (a mount needs pull on the source too).
+                for cs in challenge_scope.iter().flat_map(|c| c.split_whitespace()) {
+                    if cs != scope {
+                        params.push(format!("scope={}", url_encode(cs)));
+                    }
                 }
                 url.push(if url.contains('?') { '&' } else { '?' });
                 url.push_str(&params.join("&"));

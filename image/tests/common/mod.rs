@@ -42,6 +42,11 @@ impl Registry {
     /// Starts `docker-registry` on 127.0.0.1:<free port>; with `htpasswd`, basic auth for
     /// that user. `None` if the tool is missing (outside CI).
     pub fn start(htpasswd: Option<(&str, &str)>) -> Option<Self> {
+        Self::start_with(htpasswd, "")
+    }
+
+    /// Like [`start`](Self::start) with an extra `auth:` YAML section (token auth).
+    pub fn start_with(htpasswd: Option<(&str, &str)>, extra_auth: &str) -> Option<Self> {
         if !have_tool("docker-registry") {
             return None;
         }
@@ -52,7 +57,7 @@ impl Registry {
             .unwrap()
             .port();
         let addr = format!("127.0.0.1:{port}");
-        let mut auth = String::new();
+        let mut auth = extra_auth.to_owned();
         if let Some((user, pass)) = htpasswd {
             if !have_tool("htpasswd") {
                 return None;
