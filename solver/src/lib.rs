@@ -1,5 +1,4 @@
 //! Turns a parsed Dockerfile into a DAG of content-addressed steps, and runs it with a cache.
-#![allow(dead_code)] // temporary: the modules are wired into the solver in the next commits
 
 pub mod cache;
 mod context;
@@ -14,3 +13,11 @@ mod users;
 
 pub use error::{Error, Result};
 pub use progress::{LogStream, NoProgress, Progress, ProgressEvent, StepId};
+mod plan;
+mod request;
+pub use request::{
+    BuildOutcome, BuildRequest, DockerfileSource, NetworkMode, OutputSpec, SecretSource,
+    SecretSpec, SolverConfig, SshSpec,
+};
+mod build;
+pub use build::Solver;

@@ -25,7 +25,7 @@ pub(crate) fn run_dag<N, R, F>(
 where
     N: Sync,
     R: Send + Sync,
-    F: Fn(NodeIndex, &N, Vec<Arc<R>>) -> Result<R> + Sync,
+    F: Fn(NodeIndex, &N, Vec<(NodeIndex, Arc<R>)>) -> Result<R> + Sync,
 {
     let n = graph.node_count();
     let pool = rayon::ThreadPoolBuilder::new()
@@ -53,9 +53,11 @@ where
         loop {
             if first_err.is_none() {
                 for idx in ready.drain(..) {
-                    let inputs: Vec<Arc<R>> = graph
+                    let inputs: Vec<(NodeIndex, Arc<R>)> = graph
                         .edges_directed(idx, Direction::Incoming)
-                        .filter_map(|e| results[e.source().index()].clone())
+                        .filter_map(|e| {
+                            results[e.source().index()].clone().map(|r| (e.source(), r))
+                        })
                         .collect();
                     let tx = tx.clone();
                     let work = &work;
@@ -185,13 +187,18 @@ mod tests {
         let live = AtomicUsize::new(0);
         let peak = AtomicUsize::new(0);
         let cancel = AtomicBool::new(false);
-        let out = run_dag(&g, 2, &cancel, |_, n, inputs: Vec<Arc<u32>>| {
-            let l = live.fetch_add(1, Ordering::SeqCst) + 1;
-            peak.fetch_max(l, Ordering::SeqCst);
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            live.fetch_sub(1, Ordering::SeqCst);
-            Ok(*n + inputs.iter().map(|x| **x).sum::<u32>())
-        })
+        let out = run_dag(
+            &g,
+            2,
+            &cancel,
+            |_, n, inputs: Vec<(NodeIndex, Arc<u32>)>| {
+                let l = live.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(l, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                live.fetch_sub(1, Ordering::SeqCst);
+                Ok(*n + inputs.iter().map(|x| *x.1).sum::<u32>())
+            },
+        )
         .expect("run");
         assert_eq!(*out[d.index()], 4 + (2 + 1) + (3 + 1));
         assert!(peak.load(Ordering::SeqCst) <= 2);
@@ -205,7 +212,7 @@ mod tests {
         g.add_edge(a, b, ());
         let ran_b = AtomicBool::new(false);
         let cancel = AtomicBool::new(false);
-        let r = run_dag(&g, 2, &cancel, |i, _, _: Vec<Arc<u32>>| {
+        let r = run_dag(&g, 2, &cancel, |i, _, _: Vec<(NodeIndex, Arc<u32>)>| {
             if i == a {
                 Err(Error::Cancelled)
             } else {

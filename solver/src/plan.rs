@@ -1,0 +1,1349 @@
+//! Planning: a parsed Dockerfile + build args + target → the stages the target needs, each as a
+//! chain of filesystem steps (RUN, COPY/ADD, WORKDIR's mkdir) and a folded image config, with
+//! BuildKit's dockerfile2llb semantics: meta ARGs only in FROM unless re-declared, ARG/ENV
+//! scoping and expansion, ONBUILD triggers, `COPY --from` by name, index or image, RUN mount
+//! sources, history entries in BuildKit's wording.
+//!
+//! Stages are planned on demand from the target (recursively through bases and `--from`
+//! sources), so a stage nothing needs is never planned, resolved or run. Base images are
+//! resolved through a caller-supplied function (the build pulls them).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use kiln_image::{HealthConfig, History, ImageConfig, Platform};
+use kiln_parser::shell::Lexer;
+use kiln_parser::{Command, Healthcheck, Instruction, Located, MountType, RunMount};
+
+use crate::dockerignore::clean;
+use crate::error::{Error, Result};
+use crate::request::NetworkMode;
+
+/// The default shell of Linux images.
+pub(crate) fn default_shell() -> Vec<String> {
+    vec!["/bin/sh".into(), "-c".into()]
+}
+
+/// The default PATH BuildKit puts in images without one.
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+const PROXY_ARGS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// An ordered environment where setting a key replaces it in place (llb's `AddEnv`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct EnvList(pub(crate) Vec<(String, String)>);
+
+impl EnvList {
+    pub(crate) fn set(&mut self, k: &str, v: &str) {
+        if let Some(e) = self.0.iter_mut().find(|(key, _)| key == k) {
+            e.1 = v.to_string();
+        } else {
+            self.0.push((k.to_string(), v.to_string()));
+        }
+    }
+
+    pub(crate) fn get(&self, k: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn to_strings(&self) -> Vec<String> {
+        self.0.iter().map(|(k, v)| format!("{k}={v}")).collect()
+    }
+
+    fn from_strings(list: &[String]) -> Self {
+        let mut e = Self::default();
+        for s in list {
+            let (k, v) = s.split_once('=').unwrap_or((s.as_str(), ""));
+            e.set(k, v);
+        }
+        e
+    }
+}
+
+/// Where a stage starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BaseRef {
+    Scratch,
+    /// Index into [`Plan::images`].
+    Image(usize),
+    /// File index of an earlier stage.
+    Stage(usize),
+}
+
+/// Where COPY takes files from, or what a RUN mount shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SourceRef {
+    Context,
+    Stage(usize),
+    Image(usize),
+}
+
+/// One RUN mount and where its files come from.
+#[derive(Debug, Clone)]
+pub(crate) struct MountPlan {
+    pub(crate) mount: RunMount,
+    /// For bind mounts and seeded cache mounts.
+    pub(crate) source: Option<SourceRef>,
+}
+
+/// A RUN step.
+#[derive(Debug, Clone)]
+pub(crate) struct RunOp {
+    pub(crate) args: Vec<String>,
+    /// The environment the command sees (part of the cache key).
+    pub(crate) env: Vec<String>,
+    /// Proxy variables from build args: passed to the process, kept out of the key and image.
+    pub(crate) proxy_env: Vec<String>,
+    pub(crate) user: String,
+    pub(crate) cwd: String,
+    pub(crate) network: NetworkMode,
+    pub(crate) mounts: Vec<MountPlan>,
+    /// A heredoc script shown at `/dev/pipes/NAME` (shebang heredocs).
+    pub(crate) script: Option<(String, Vec<u8>)>,
+}
+
+/// A COPY or ADD step.
+#[derive(Debug, Clone)]
+pub(crate) struct CopyOp {
+    pub(crate) add: bool,
+    pub(crate) from: SourceRef,
+    pub(crate) sources: Vec<String>,
+    pub(crate) inline: Vec<(String, Vec<u8>)>,
+    pub(crate) dest: String,
+    pub(crate) chown: Option<String>,
+    pub(crate) chmod: Option<String>,
+    pub(crate) parents: bool,
+    pub(crate) exclude: Vec<String>,
+    pub(crate) link: bool,
+    pub(crate) unpack: bool,
+}
+
+/// What a filesystem step does.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    Run(RunOp),
+    Copy(CopyOp),
+    /// WORKDIR: create the directory (owned by `user`).
+    Mkdir {
+        path: String,
+        user: String,
+    },
+}
+
+/// One filesystem step.
+#[derive(Debug, Clone)]
+pub(crate) struct StepPlan {
+    /// File index of the stage.
+    pub(crate) stage: usize,
+    pub(crate) line: usize,
+    /// The instruction as written, for progress and errors.
+    pub(crate) instruction: String,
+    pub(crate) op: Op,
+    /// `--no-cache` / `--no-cache-filter` applies.
+    pub(crate) no_cache: bool,
+}
+
+/// A planned stage.
+#[derive(Debug, Clone)]
+pub(crate) struct StagePlan {
+    pub(crate) name: String,
+    pub(crate) base: BaseRef,
+    /// Indices into [`Plan::steps`], in order.
+    pub(crate) steps: Vec<usize>,
+    /// The image config after every instruction.
+    pub(crate) config: ImageConfig,
+    /// For each history entry, the step that made it (None: base image or config-only).
+    pub(crate) history_steps: Vec<Option<usize>>,
+}
+
+/// The whole plan.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    /// Indexed by file stage index; `None` for stages the target does not need.
+    pub(crate) stages: Vec<Option<StagePlan>>,
+    pub(crate) target: usize,
+    pub(crate) steps: Vec<StepPlan>,
+    /// Image references resolved for FROM and `--from`, with their configs.
+    pub(crate) images: Vec<(String, ImageConfig)>,
+    pub(crate) warnings: Vec<String>,
+}
+
+/// Resolves an image reference (pulling it) to its config.
+pub(crate) type ImageResolver<'a> = dyn FnMut(&str) -> Result<ImageConfig> + 'a;
+
+/// Inputs of planning besides the Dockerfile.
+pub(crate) struct PlanInput<'a> {
+    pub(crate) build_args: &'a [(String, String)],
+    pub(crate) target: Option<&'a str>,
+    pub(crate) no_cache: bool,
+    pub(crate) no_cache_filter: &'a [String],
+    pub(crate) network: NetworkMode,
+    pub(crate) labels: &'a [(String, String)],
+}
+
+#[derive(Debug, Clone)]
+struct StageState {
+    env: EnvList,
+    config: ImageConfig,
+    history_steps: Vec<Option<usize>>,
+    build_args: Vec<(String, Option<String>)>,
+    steps: Vec<usize>,
+}
+
+struct Planner<'a, 'r> {
+    _r: std::marker::PhantomData<&'r ()>,
+    df: &'a kiln_parser::Dockerfile,
+    lex: Lexer,
+    input: &'a PlanInput<'a>,
+    resolve: &'a mut ImageResolver<'a>,
+    global: EnvList,
+    used_args: BTreeSet<String>,
+    plan: Plan,
+    finals: Vec<Option<StageState>>,
+    in_progress: Vec<bool>,
+}
+
+fn platform() -> Platform {
+    Platform::linux_amd64()
+}
+
+/// Normalises a destination against the working directory, keeping a trailing `/` (BuildKit's
+/// `pathRelativeToWorkingDir`).
+pub(crate) fn dest_path(workdir: &str, p: &str) -> String {
+    let keep = p.ends_with('/') || p.ends_with("/.") || p == "." || p.is_empty();
+    let joined = if p.starts_with('/') {
+        clean(p)
+    } else {
+        clean(&format!(
+            "{}/{}",
+            if workdir.is_empty() { "/" } else { workdir },
+            p
+        ))
+    };
+    if keep && joined != "/" {
+        format!("{joined}/")
+    } else {
+        joined
+    }
+}
+
+fn go_duration_ns(s: &str) -> i64 {
+    let mut total: f64 = 0.0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let num: f64 = rest[..n].parse().unwrap_or(0.0);
+        rest = &rest[n..];
+        let u = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = &rest[..u];
+        rest = &rest[u..];
+        let mult = match unit {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => 0.0,
+        };
+        total += num * mult;
+    }
+    total as i64
+}
+
+/// Go's `%q` for a string slice: `["a" "b"]`.
+fn go_q(args: &[String]) -> String {
+    let parts: Vec<String> = args
+        .iter()
+        .map(|a| serde_json::to_string(a).unwrap_or_default())
+        .collect();
+    format!("[{}]", parts.join(" "))
+}
+
+fn ports(spec: &str) -> Vec<String> {
+    let (range, proto) = match spec.split_once('/') {
+        Some((r, p)) => (r, p.to_lowercase()),
+        None => (spec, "tcp".to_string()),
+    };
+    if let Some((a, b)) = range.split_once('-')
+        && let (Ok(a), Ok(b)) = (a.parse::<u32>(), b.parse::<u32>())
+        && a <= b
+    {
+        return (a..=b).map(|p| format!("{p}/{proto}")).collect();
+    }
+    vec![format!("{range}/{proto}")]
+}
+
+impl Planner<'_, '_> {
+    fn word(&self, w: &str, env: &EnvList, line: usize) -> Result<String> {
+        self.lex.process_word(w, &env.0).map_err(|e| Error::Plan {
+            line,
+            message: e.message().to_string(),
+        })
+    }
+
+    fn words(&self, w: &str, env: &EnvList, line: usize) -> Result<Vec<String>> {
+        self.lex.process_words(w, &env.0).map_err(|e| Error::Plan {
+            line,
+            message: e.message().to_string(),
+        })
+    }
+
+    fn stage_index(&self, name: &str) -> Option<usize> {
+        let lower = name.to_lowercase();
+        self.df
+            .stages
+            .iter()
+            .position(|s| s.name.as_deref() == Some(lower.as_str()))
+    }
+
+    fn resolve_image(&mut self, reference: &str) -> Result<(usize, ImageConfig)> {
+        if let Some(i) = self.plan.images.iter().position(|(r, _)| r == reference) {
+            return Ok((i, self.plan.images[i].1.clone()));
+        }
+        let cfg = (self.resolve)(reference)?;
+        self.plan.images.push((reference.to_string(), cfg.clone()));
+        Ok((self.plan.images.len() - 1, cfg))
+    }
+
+    /// Plans stage `i` (and, first, everything it needs).
+    fn stage(&mut self, i: usize) -> Result<()> {
+        if self.finals[i].is_some() {
+            return Ok(());
+        }
+        if self.in_progress[i] {
+            return Err(Error::Plan {
+                line: self.df.stages[i].start_line,
+                message: "circular dependency between stages".into(),
+            });
+        }
+        self.in_progress[i] = true;
+        let st = &self.df.stages[i];
+        let line = st.start_line;
+        let base_name = self.word(&st.base, &self.global.clone(), line)?;
+        if base_name.is_empty() {
+            return Err(Error::Plan {
+                line,
+                message: format!("base name ({}) should not be blank", st.base),
+            });
+        }
+        let name = st.name.clone().unwrap_or_else(|| i.to_string());
+        let stage_no_cache = self.input.no_cache
+            || self
+                .input
+                .no_cache_filter
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case(&name));
+        let base_stage = self.stage_index(&base_name).filter(|&b| b < i);
+        let (base, mut state) = if let Some(b) = base_stage {
+            self.stage(b)?;
+            let mut s = self.finals[b].clone().ok_or_else(|| Error::Plan {
+                line,
+                message: "base stage not planned".into(),
+            })?;
+            s.steps = Vec::new();
+            (BaseRef::Stage(b), s)
+        } else if base_name.eq_ignore_ascii_case("scratch") {
+            let mut cfg = ImageConfig::new(&platform());
+            cfg.config.working_dir = Some("/".into());
+            cfg.config.env = Some(vec![format!("PATH={DEFAULT_PATH}")]);
+            let env = EnvList::from_strings(cfg.config.env.as_deref().unwrap_or(&[]));
+            (
+                BaseRef::Scratch,
+                StageState {
+                    env,
+                    config: cfg,
+                    history_steps: Vec::new(),
+                    build_args: Vec::new(),
+                    steps: Vec::new(),
+                },
+            )
+        } else {
+            let (idx, mut cfg) = self.resolve_image(&base_name).map_err(|e| Error::Plan {
+                line,
+                message: format!("{base_name}: {e}"),
+            })?;
+            cfg.created = None;
+            let hist = cfg.history.len();
+            let env = EnvList::from_strings(cfg.config.env.as_deref().unwrap_or(&[]));
+            (
+                BaseRef::Image(idx),
+                StageState {
+                    env,
+                    config: cfg,
+                    history_steps: vec![None; hist],
+                    build_args: Vec::new(),
+                    steps: Vec::new(),
+                },
+            )
+        };
+        // PATH is always set.
+        if state.env.get("PATH").is_none() {
+            state.env.set("PATH", DEFAULT_PATH);
+            let mut e = state.config.config.env.clone().unwrap_or_default();
+            e.push(format!("PATH={DEFAULT_PATH}"));
+            state.config.config.env = Some(e);
+        }
+        // ONBUILD triggers of the base run first, and do not carry over.
+        let triggers = state.config.config.on_build.take().unwrap_or_default();
+        let mut instructions: Vec<(Located, bool)> = Vec::new();
+        for t in &triggers {
+            let mut loc =
+                kiln_parser::parse_instruction(t, self.df.escape).map_err(|e| Error::Plan {
+                    line,
+                    message: format!("onbuild trigger `{t}`: {}", e.message()),
+                })?;
+            loc.start_line = line;
+            loc.end_line = line;
+            instructions.push((loc, true));
+        }
+        instructions.extend(
+            self.df.stages[i]
+                .instructions
+                .iter()
+                .cloned()
+                .map(|l| (l, false)),
+        );
+        let mut cmd_set = false;
+        for (loc, onbuild) in &instructions {
+            self.instruction(
+                i,
+                &name,
+                loc,
+                *onbuild,
+                &mut state,
+                &mut cmd_set,
+                stage_no_cache,
+            )?;
+        }
+        self.plan.stages[i] = Some(StagePlan {
+            name,
+            base,
+            steps: state.steps.clone(),
+            config: state.config.clone(),
+            history_steps: state.history_steps.clone(),
+        });
+        self.finals[i] = Some(state);
+        self.in_progress[i] = false;
+        Ok(())
+    }
+
+    fn history(state: &mut StageState, created_by: String, step: Option<usize>) {
+        let mut by = created_by;
+        if step.is_some() {
+            by.push_str(" # buildkit");
+        }
+        state.config.history.push(History {
+            created: None,
+            created_by: Some(by),
+            author: None,
+            comment: Some("buildkit.dockerfile.v0".into()),
+            empty_layer: step.is_none(),
+        });
+        state.history_steps.push(step);
+    }
+
+    fn add_step(
+        &mut self,
+        state: &mut StageState,
+        stage: usize,
+        loc: &Located,
+        onbuild: bool,
+        op: Op,
+        no_cache: bool,
+    ) -> usize {
+        let instruction = if onbuild {
+            format!("ONBUILD {}", loc.original)
+        } else {
+            loc.original.clone()
+        };
+        self.plan.steps.push(StepPlan {
+            stage,
+            line: loc.start_line,
+            instruction,
+            op,
+            no_cache,
+        });
+        let idx = self.plan.steps.len() - 1;
+        state.steps.push(idx);
+        idx
+    }
+
+    fn source_ref(&mut self, from: &str, stage: usize, line: usize) -> Result<SourceRef> {
+        let by_name = self.stage_index(from);
+        let by_index = from.parse::<usize>().ok();
+        let target = by_name.or(by_index.filter(|_| by_name.is_none()));
+        if let Some(t) = target {
+            if t >= self.df.stages.len() {
+                return Err(Error::Plan {
+                    line,
+                    message: format!("invalid stage index {t}"),
+                });
+            }
+            if t >= stage {
+                return Err(Error::Plan {
+                    line,
+                    message: format!(
+                        "cannot copy from stage {from:?}, it needs to be defined before current stage"
+                    ),
+                });
+            }
+            self.stage(t)?;
+            return Ok(SourceRef::Stage(t));
+        }
+        let (idx, _) = self.resolve_image(from).map_err(|e| Error::Plan {
+            line,
+            message: format!("{from}: {e}"),
+        })?;
+        Ok(SourceRef::Image(idx))
+    }
+
+    fn workdir(state: &StageState) -> String {
+        state
+            .config
+            .config
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into())
+    }
+
+    fn shell(state: &StageState) -> Vec<String> {
+        state
+            .config
+            .config
+            .shell
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(default_shell)
+    }
+
+    fn build_arg(&self, key: &str) -> Option<&str> {
+        self.input
+            .build_args
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn instruction(
+        &mut self,
+        stage: usize,
+        _name: &str,
+        loc: &Located,
+        onbuild: bool,
+        state: &mut StageState,
+        cmd_set: &mut bool,
+        no_cache: bool,
+    ) -> Result<()> {
+        let line = loc.start_line;
+        let env = state.env.clone();
+        match &loc.instruction {
+            Instruction::From(_) => {}
+            Instruction::Maintainer(m) => {
+                state.config.author = Some(m.clone());
+                Self::history(state, format!("MAINTAINER {m}"), None);
+            }
+            Instruction::Env(kvs) => {
+                let mut msg = String::from("ENV");
+                let mut pairs = Vec::new();
+                for kv in kvs {
+                    pairs.push((
+                        self.word(&kv.key, &env, line)?,
+                        self.word(&kv.value, &env, line)?,
+                    ));
+                }
+                for (k, v) in pairs {
+                    let _ = write!(msg, " {k}={v}");
+                    state.env.set(&k, &v);
+                    let mut list = state.config.config.env.clone().unwrap_or_default();
+                    match list
+                        .iter_mut()
+                        .find(|e| e.split_once('=').map_or(e.as_str(), |(a, _)| a) == k)
+                    {
+                        Some(e) => *e = format!("{k}={v}"),
+                        None => list.push(format!("{k}={v}")),
+                    }
+                    state.config.config.env = Some(list);
+                }
+                Self::history(state, msg, None);
+            }
+            Instruction::Label(kvs) => {
+                let mut msg = String::from("LABEL");
+                let mut labels = state.config.config.labels.clone().unwrap_or_default();
+                for kv in kvs {
+                    let k = self.word(&kv.key, &env, line)?;
+                    let v = self.word(&kv.value, &env, line)?;
+                    let _ = write!(msg, " {k}={v}");
+                    labels.insert(k, v);
+                }
+                state.config.config.labels = Some(labels);
+                Self::history(state, msg, None);
+            }
+            Instruction::Arg(decls) => {
+                let mut strs = Vec::new();
+                for d in decls {
+                    let key = d.name.clone();
+                    let has_value = self.build_arg(&key).is_some();
+                    let mut value: Option<String> = None;
+                    if d.default.is_none() && !has_value {
+                        value = self.global.get(&key).map(String::from);
+                    }
+                    if let Some(v) = self.build_arg(&key) {
+                        value = Some(v.to_string());
+                    } else if let Some(def) = &d.default {
+                        value = Some(self.word(def, &state.env, line)?);
+                    }
+                    if let Some(v) = &value {
+                        state.env.set(&key, v);
+                    }
+                    self.used_args.insert(key.clone());
+                    strs.push(match &value {
+                        Some(v) => format!("{key}={v}"),
+                        None => key.clone(),
+                    });
+                    state.build_args.push((key, value));
+                }
+                Self::history(state, format!("ARG {}", strs.join(" ")), None);
+            }
+            Instruction::Workdir(p) => {
+                let p = self.word(p, &env, line)?;
+                let wd = if p.starts_with('/') {
+                    clean(&p)
+                } else {
+                    clean(&format!("{}/{p}", Self::workdir(state)))
+                };
+                state.config.config.working_dir = Some(wd.clone());
+                if wd == "/" {
+                    Self::history(state, format!("WORKDIR {wd}"), None);
+                } else {
+                    let user = state.config.config.user.clone().unwrap_or_default();
+                    let idx = self.add_step(
+                        state,
+                        stage,
+                        loc,
+                        onbuild,
+                        Op::Mkdir {
+                            path: wd.clone(),
+                            user,
+                        },
+                        no_cache,
+                    );
+                    Self::history(state, format!("WORKDIR {wd}"), Some(idx));
+                    // BuildKit's WORKDIR history carries no `# buildkit` suffix.
+                    if let Some(h) = state.config.history.last_mut() {
+                        h.created_by = Some(format!("WORKDIR {wd}"));
+                    }
+                }
+            }
+            Instruction::User(u) => {
+                let u = self.word(u, &env, line)?;
+                state.config.config.user = Some(u.clone());
+                Self::history(state, format!("USER {u}"), None);
+            }
+            Instruction::Volume(vols) => {
+                let mut set = state.config.config.volumes.clone().unwrap_or_default();
+                let mut list = Vec::new();
+                for v in vols {
+                    let v = self.word(v, &env, line)?;
+                    if v.is_empty() {
+                        return Err(Error::Plan {
+                            line,
+                            message: "VOLUME specified can not be an empty string".into(),
+                        });
+                    }
+                    set.insert(v.clone());
+                    list.push(v);
+                }
+                state.config.config.volumes = Some(set);
+                Self::history(state, format!("VOLUME [{}]", list.join(" ")), None);
+            }
+            Instruction::Expose(specs) => {
+                let mut set = state
+                    .config
+                    .config
+                    .exposed_ports
+                    .clone()
+                    .unwrap_or_default();
+                let mut all = Vec::new();
+                for s in specs {
+                    for w in self.words(s, &env, line)? {
+                        for p in ports(&w) {
+                            all.push(p.clone());
+                            set.insert(p);
+                        }
+                    }
+                }
+                state.config.config.exposed_ports = Some(set);
+                let m: Vec<String> = all.iter().map(|p| format!("{p}:{{}}")).collect();
+                Self::history(state, format!("EXPOSE map[{}]", m.join(" ")), None);
+            }
+            Instruction::StopSignal(s) => {
+                let s = self.word(s, &env, line)?;
+                state.config.config.stop_signal = Some(s.clone());
+                Self::history(state, format!("STOPSIGNAL {s}"), None);
+            }
+            Instruction::Healthcheck(h) => {
+                let hc = match h {
+                    Healthcheck::None => HealthConfig {
+                        test: vec!["NONE".into()],
+                        ..HealthConfig::default()
+                    },
+                    Healthcheck::Check {
+                        command,
+                        interval,
+                        timeout,
+                        start_period,
+                        start_interval,
+                        retries,
+                    } => {
+                        let test = match command {
+                            Command::Shell(s) => vec!["CMD-SHELL".to_string(), s.clone()],
+                            Command::Exec(a) => std::iter::once("CMD".to_string())
+                                .chain(a.iter().cloned())
+                                .collect(),
+                        };
+                        let d = |o: &Option<String>| o.as_deref().map_or(0, go_duration_ns);
+                        HealthConfig {
+                            test,
+                            interval: d(interval),
+                            timeout: d(timeout),
+                            start_period: d(start_period),
+                            start_interval: d(start_interval),
+                            retries: retries.unwrap_or(0) as i32,
+                        }
+                    }
+                };
+                let msg = format!("HEALTHCHECK &{{{} {:?}}}", go_q(&hc.test), hc.interval);
+                state.config.config.healthcheck = Some(hc);
+                Self::history(state, msg, None);
+            }
+            Instruction::Shell(s) => {
+                state.config.config.shell = Some(s.clone());
+                Self::history(state, format!("SHELL [{}]", s.join(" ")), None);
+            }
+            Instruction::Cmd(c) | Instruction::Entrypoint(c) => {
+                let args = match c {
+                    Command::Exec(a) => a.clone(),
+                    Command::Shell(s) => {
+                        let mut sh = Self::shell(state);
+                        sh.push(s.clone());
+                        sh
+                    }
+                };
+                if matches!(loc.instruction, Instruction::Cmd(_)) {
+                    state.config.config.cmd = Some(args.clone());
+                    state.config.config.args_escaped = true;
+                    *cmd_set = true;
+                    Self::history(state, format!("CMD {}", go_q(&args)), None);
+                } else {
+                    state.config.config.entrypoint = Some(args.clone());
+                    if !*cmd_set {
+                        state.config.config.cmd = None;
+                    }
+                    Self::history(state, format!("ENTRYPOINT {}", go_q(&args)), None);
+                }
+            }
+            Instruction::Onbuild(o) => {
+                let mut list = state.config.config.on_build.clone().unwrap_or_default();
+                list.push(o.expression.clone());
+                state.config.config.on_build = Some(list);
+            }
+            Instruction::Run(r) => {
+                let idx = self.plan_run(stage, loc, onbuild, r, state, no_cache)?;
+                let args = match &self.plan.steps[idx].op {
+                    Op::Run(op) => op.args.clone(),
+                    _ => Vec::new(),
+                };
+                let mut pre: Vec<String> = Vec::new();
+                let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+                for (k, v) in &state.build_args {
+                    let val = state
+                        .env
+                        .get(k)
+                        .map(String::from)
+                        .or_else(|| v.clone())
+                        .unwrap_or_default();
+                    if let Some(&i) = seen.get(k) {
+                        pre[i] = format!("{k}={val}");
+                    } else {
+                        seen.insert(k.clone(), pre.len());
+                        pre.push(format!("{k}={val}"));
+                    }
+                }
+                if !pre.is_empty() {
+                    pre.insert(0, format!("|{}", pre.len()));
+                }
+                pre.extend(args);
+                Self::history(state, format!("RUN {}", pre.join(" ")), Some(idx));
+            }
+            Instruction::Copy(c) => {
+                let from = match &c.from {
+                    Some(f) => {
+                        let expanded = self.word(f, &EnvList::default(), line)?;
+                        if &expanded != f {
+                            return Err(Error::Plan {
+                                line,
+                                message: "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround".into(),
+                            });
+                        }
+                        self.source_ref(f, stage, line)?
+                    }
+                    None => SourceRef::Context,
+                };
+                let op = self.copy_op(
+                    false,
+                    from,
+                    &c.sources,
+                    &c.source_contents,
+                    &c.dest,
+                    c.chown.as_deref(),
+                    c.chmod.as_deref(),
+                    c.parents,
+                    &c.exclude,
+                    c.link,
+                    None,
+                    state,
+                    line,
+                )?;
+                let msg = copy_message("COPY", &op, &c.sources, &c.source_contents, &c.dest);
+                let idx = self.add_step(state, stage, loc, onbuild, Op::Copy(op), no_cache);
+                Self::history(state, msg, Some(idx));
+            }
+            Instruction::Add(a) => {
+                if a.sources.iter().any(|s| {
+                    s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@")
+                }) {
+                    return Err(Error::Plan {
+                        line,
+                        message: "ADD from a URL or git repository is not supported yet".into(),
+                    });
+                }
+                let op = self.copy_op(
+                    true,
+                    SourceRef::Context,
+                    &a.sources,
+                    &a.source_contents,
+                    &a.dest,
+                    a.chown.as_deref(),
+                    a.chmod.as_deref(),
+                    false,
+                    &a.exclude,
+                    a.link,
+                    a.unpack,
+                    state,
+                    line,
+                )?;
+                let msg = copy_message("ADD", &op, &a.sources, &a.source_contents, &a.dest);
+                let idx = self.add_step(state, stage, loc, onbuild, Op::Copy(op), no_cache);
+                Self::history(state, msg, Some(idx));
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy_op(
+        &mut self,
+        add: bool,
+        from: SourceRef,
+        sources: &[String],
+        contents: &[kiln_parser::SourceContent],
+        dest: &str,
+        chown: Option<&str>,
+        chmod: Option<&str>,
+        parents: bool,
+        exclude: &[String],
+        link: bool,
+        unpack: Option<bool>,
+        state: &StageState,
+        line: usize,
+    ) -> Result<CopyOp> {
+        let env = &state.env;
+        let mut srcs = Vec::new();
+        for s in sources {
+            srcs.push(self.word(s, env, line)?);
+        }
+        let mut inline = Vec::new();
+        for c in contents {
+            let data = if c.expand {
+                let mut l = Lexer::new(self.df.escape);
+                l.skip_process_quotes = true;
+                l.process_word(&c.data, &env.0).map_err(|e| Error::Plan {
+                    line,
+                    message: e.message().to_string(),
+                })?
+            } else {
+                c.data.clone()
+            };
+            inline.push((c.path.clone(), data.into_bytes()));
+        }
+        let dest_raw = self.word(dest, env, line)?;
+        if srcs.len() + inline.len() > 1 && !dest_raw.ends_with('/') {
+            return Err(Error::Plan {
+                line,
+                message: "When using COPY with more than one source file, the destination must be a directory and end with a /".into(),
+            });
+        }
+        let dest = dest_path(&Self::workdir(state), &dest_raw);
+        let chown = chown.map(|c| self.word(c, env, line)).transpose()?;
+        let chmod = chmod.map(|c| self.word(c, env, line)).transpose()?;
+        if let Some(m) = &chmod
+            && crate::copy::Chmod::parse(m).is_none()
+        {
+            return Err(Error::Plan {
+                line,
+                message: format!(
+                    "invalid chmod parameter: '{m}'. it should be octal string and between 0 and 07777"
+                ),
+            });
+        }
+        let mut ex = Vec::new();
+        for e in exclude {
+            ex.push(self.word(e, env, line)?);
+        }
+        Ok(CopyOp {
+            add,
+            from,
+            sources: srcs,
+            inline,
+            dest,
+            chown,
+            chmod,
+            parents,
+            exclude: ex,
+            link,
+            unpack: unpack.unwrap_or(add),
+        })
+    }
+
+    fn plan_run(
+        &mut self,
+        stage: usize,
+        loc: &Located,
+        onbuild: bool,
+        r: &kiln_parser::Run,
+        state: &mut StageState,
+        no_cache: bool,
+    ) -> Result<usize> {
+        let line = loc.start_line;
+        let mut script = None;
+        let args = match &r.command {
+            Command::Exec(a) => a.clone(),
+            Command::Shell(cmdline) => {
+                let body = if r.heredocs.is_empty() {
+                    cmdline.clone()
+                } else if let Ok(Some(_)) = kiln_parser::ast::parse_heredoc(cmdline) {
+                    let h = &r.heredocs[0];
+                    let data = h.chomped();
+                    if data.starts_with("#!") {
+                        script = Some((h.name.clone(), data.into_bytes()));
+                        format!("/dev/pipes/{}", h.name)
+                    } else {
+                        data
+                    }
+                } else {
+                    let mut b = cmdline.clone();
+                    for h in &r.heredocs {
+                        b.push('\n');
+                        b.push_str(&h.content);
+                        b.push_str(&h.name);
+                    }
+                    b
+                };
+                let mut sh = Self::shell(state);
+                sh.push(body);
+                sh
+            }
+        };
+        let mut mounts = Vec::new();
+        for raw in &r.mounts {
+            let expanded = self.word(raw, &state.env, line)?;
+            let m = RunMount::parse(&expanded).map_err(|e| Error::Plan {
+                line,
+                message: e.message().to_string(),
+            })?;
+            let source = match (m.kind, &m.from) {
+                (MountType::Bind, None) => Some(SourceRef::Context),
+                (MountType::Bind | MountType::Cache, Some(f)) => {
+                    Some(self.source_ref(f, stage, line)?)
+                }
+                _ => None,
+            };
+            mounts.push(MountPlan { mount: m, source });
+        }
+        let network = match r.network.as_deref() {
+            Some("none") => NetworkMode::None,
+            Some("host") => NetworkMode::Host,
+            _ => self.input.network,
+        };
+        let mut proxy_env = Vec::new();
+        for (k, v) in self.input.build_args {
+            if PROXY_ARGS.contains(&k.as_str()) && state.env.get(k).is_none() {
+                proxy_env.push(format!("{k}={v}"));
+            }
+        }
+        let op = RunOp {
+            args,
+            env: state.env.to_strings(),
+            proxy_env,
+            user: state.config.config.user.clone().unwrap_or_default(),
+            cwd: Self::workdir(state),
+            network,
+            mounts,
+            script,
+        };
+        Ok(self.add_step(state, stage, loc, onbuild, Op::Run(op), no_cache))
+    }
+}
+
+fn copy_message(
+    cmd: &str,
+    op: &CopyOp,
+    sources: &[String],
+    contents: &[kiln_parser::SourceContent],
+    dest: &str,
+) -> String {
+    let mut m = String::from(cmd);
+    if op.parents {
+        m.push_str(" --parents");
+    }
+    if let Some(c) = &op.chown {
+        let _ = write!(m, " --chown={c}");
+    }
+    if let Some(c) = &op.chmod {
+        let _ = write!(m, " --chmod={c}");
+    }
+    for s in sources {
+        m.push(' ');
+        m.push_str(s);
+    }
+    for c in contents {
+        m.push_str(" <<");
+        m.push_str(&c.path);
+    }
+    m.push(' ');
+    m.push_str(dest);
+    m
+}
+
+/// Plans a build. `resolve` pulls an image and returns its config.
+pub(crate) fn plan<'a>(
+    df: &'a kiln_parser::Dockerfile,
+    input: &'a PlanInput<'a>,
+    resolve: &'a mut ImageResolver<'a>,
+) -> Result<Plan> {
+    if df.stages.is_empty() {
+        return Err(Error::Plan {
+            line: 0,
+            message: "dockerfile contains no stages to build".into(),
+        });
+    }
+    let lex = Lexer::new(df.escape);
+    let target = match input.target {
+        Some(t) if !t.is_empty() => {
+            let lower = t.to_lowercase();
+            df.stages
+                .iter()
+                .position(|s| s.name.as_deref() == Some(lower.as_str()))
+                .ok_or_else(|| Error::Plan {
+                    line: 0,
+                    message: format!("target stage {t:?} could not be found"),
+                })?
+        }
+        _ => df.stages.len() - 1,
+    };
+    // Builtin platform args, then the meta ARGs (build args override their defaults).
+    let mut global = EnvList::default();
+    for (k, v) in [
+        ("BUILDPLATFORM", "linux/amd64"),
+        ("BUILDOS", "linux"),
+        ("BUILDARCH", "amd64"),
+        ("BUILDVARIANT", ""),
+        ("TARGETPLATFORM", "linux/amd64"),
+        ("TARGETOS", "linux"),
+        ("TARGETARCH", "amd64"),
+        ("TARGETVARIANT", ""),
+    ] {
+        global.set(k, v);
+    }
+    let mut used_args = BTreeSet::new();
+    for g in &df.global {
+        if let Instruction::Arg(decls) = &g.instruction {
+            for d in decls {
+                let v = match input.build_args.iter().rev().find(|(k, _)| *k == d.name) {
+                    Some((_, v)) => Some(v.clone()),
+                    None => match &d.default {
+                        Some(def) => {
+                            Some(lex.process_word(def, &global.0).map_err(|e| Error::Plan {
+                                line: g.start_line,
+                                message: e.message().to_string(),
+                            })?)
+                        }
+                        None => None,
+                    },
+                };
+                if let Some(v) = v {
+                    global.set(&d.name, &v);
+                }
+                used_args.insert(d.name.clone());
+            }
+        }
+    }
+    let n = df.stages.len();
+    let mut p = Planner {
+        _r: std::marker::PhantomData,
+        df,
+        lex,
+        input,
+        resolve,
+        global,
+        used_args,
+        plan: Plan {
+            stages: vec![None; n],
+            target,
+            steps: Vec::new(),
+            images: Vec::new(),
+            warnings: Vec::new(),
+        },
+        finals: vec![None; n],
+        in_progress: vec![false; n],
+    };
+    p.stage(target)?;
+    let mut unused: Vec<String> = input
+        .build_args
+        .iter()
+        .map(|(k, _)| k.clone())
+        .filter(|k| {
+            !p.used_args.contains(k)
+                && !PROXY_ARGS.contains(&k.as_str())
+                && p.global.get(k).is_none()
+        })
+        .collect();
+    unused.sort();
+    unused.dedup();
+    if !unused.is_empty() {
+        p.plan.warnings.push(format!(
+            "[Warning] One or more build-args [{}] were not consumed",
+            unused.join(" ")
+        ));
+    }
+    let mut plan = p.plan;
+    if let Some(Some(t)) = plan.stages.get_mut(target)
+        && !input.labels.is_empty()
+    {
+        let mut labels = t.config.config.labels.clone().unwrap_or_default();
+        for (k, v) in input.labels {
+            labels.insert(k.clone(), v.clone());
+        }
+        t.config.config.labels = Some(labels);
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base_config() -> ImageConfig {
+        let mut c = ImageConfig::new(&Platform::linux_amd64());
+        c.config.env = Some(vec!["PATH=/bin".into()]);
+        c.config.cmd = Some(vec!["sh".into()]);
+        c.config.on_build = Some(vec!["RUN echo trig".into()]);
+        c
+    }
+
+    fn plan_of(src: &str, args: &[(&str, &str)], target: Option<&str>) -> Result<Plan> {
+        let df = kiln_parser::parse(src.as_bytes()).map_err(|e| Error::Parse(e.to_string()))?;
+        let args: Vec<(String, String)> = args
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let input = PlanInput {
+            build_args: &args,
+            target,
+            no_cache: false,
+            no_cache_filter: &[],
+            network: NetworkMode::Default,
+            labels: &[],
+        };
+        let mut resolver = |r: &str| -> Result<ImageConfig> {
+            if r.contains("missing") {
+                return Err(Error::Image {
+                    what: r.into(),
+                    message: "not found".into(),
+                });
+            }
+            let mut c = base_config();
+            if !r.contains("onbuild") {
+                c.config.on_build = None;
+            }
+            Ok(c)
+        };
+        plan(&df, &input, &mut resolver)
+    }
+
+    fn run_env(p: &Plan, step: usize) -> Vec<String> {
+        match &p.steps[step].op {
+            Op::Run(r) => r.env.clone(),
+            other => panic!("not a run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn arg_env_precedence_and_scope() {
+        let p = plan_of(
+            "ARG TAG=latest\nARG GLOBAL=g1\nFROM img:${TAG}\nARG GLOBAL\nARG LOCAL=l1\nARG X=arg\nENV X=env\nARG Y\nRUN echo\n",
+            &[("X", "cli"), ("UNUSED", "1")],
+            None,
+        )
+        .expect("plan");
+        let env = run_env(&p, 0);
+        assert!(env.contains(&"GLOBAL=g1".to_string()), "{env:?}");
+        assert!(env.contains(&"LOCAL=l1".to_string()));
+        assert!(env.contains(&"X=env".to_string()));
+        assert!(
+            !env.iter()
+                .any(|e| e.starts_with("TAG=") || e.starts_with("Y="))
+        );
+        assert_eq!(p.images[0].0, "img:latest");
+        assert_eq!(
+            p.warnings,
+            vec!["[Warning] One or more build-args [UNUSED] were not consumed".to_string()]
+        );
+    }
+
+    #[test]
+    fn env_same_line_sees_old_value_and_config_folds() {
+        let p = plan_of(
+            "FROM img\nENV X=old\nENV X=new Y=$X\nLABEL a=$Y\nENTRYPOINT [\"/bin/cat\"]\n",
+            &[],
+            None,
+        )
+        .expect("plan");
+        let cfg = &p.stages[0].as_ref().expect("stage").config;
+        assert_eq!(
+            cfg.config
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("a"))
+                .map(String::as_str),
+            Some("old")
+        );
+        assert!(
+            cfg.config
+                .env
+                .as_ref()
+                .expect("env")
+                .contains(&"Y=old".to_string())
+        );
+        assert_eq!(cfg.config.cmd, None, "ENTRYPOINT clears the base CMD");
+        assert!(cfg.history.iter().all(|h| h.empty_layer));
+    }
+
+    #[test]
+    fn only_needed_stages_and_target() {
+        let src = "FROM img AS broken\nRUN exit 7\nFROM img AS a\nRUN echo a\nFROM a AS b\nRUN echo b\nFROM img\nCOPY --from=b /x /x\n";
+        let p = plan_of(src, &[], None).expect("plan");
+        assert!(p.stages[0].is_none(), "unused stage not planned");
+        assert!(p.stages[1].is_some() && p.stages[2].is_some());
+        let p = plan_of(src, &[], Some("a")).expect("plan");
+        assert_eq!(p.target, 1);
+        assert!(p.stages[2].is_none() && p.stages[3].is_none());
+        assert!(
+            plan_of(src, &[], Some("nope"))
+                .expect_err("unknown target")
+                .to_string()
+                .contains("could not be found")
+        );
+    }
+
+    #[test]
+    fn workdir_and_copy_dest_paths() {
+        let p = plan_of("FROM img\nWORKDIR /a\nWORKDIR b\nWORKDIR ../c\nCOPY x rel.txt\nCOPY x .\nCOPY x y /multi/\n", &[], None).expect("plan");
+        let cfg = &p.stages[0].as_ref().expect("stage").config;
+        assert_eq!(cfg.config.working_dir.as_deref(), Some("/a/c"));
+        let dests: Vec<String> = p
+            .steps
+            .iter()
+            .filter_map(|s| match &s.op {
+                Op::Copy(c) => Some(c.dest.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dests, vec!["/a/c/rel.txt", "/a/c/", "/multi/"]);
+        let err = plan_of("FROM img\nCOPY a b /notdir\n", &[], None).expect_err("multi to file");
+        assert!(err.to_string().contains("Dockerfile:2"), "{err}");
+    }
+
+    #[test]
+    fn onbuild_triggers_run_first() {
+        let p = plan_of("FROM img-onbuild\nRUN echo mine\n", &[], None).expect("plan");
+        assert_eq!(p.steps.len(), 2);
+        assert!(p.steps[0].instruction.starts_with("ONBUILD RUN echo trig"));
+        assert!(
+            p.stages[0]
+                .as_ref()
+                .expect("stage")
+                .config
+                .config
+                .on_build
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn shell_form_uses_shell_and_heredocs() {
+        let p = plan_of(
+            "FROM img\nSHELL [\"/bin/sh\", \"-ec\"]\nRUN echo $0\nRUN <<EOF\necho hi\nEOF\n",
+            &[],
+            None,
+        )
+        .expect("plan");
+        match &p.steps[0].op {
+            Op::Run(r) => assert_eq!(r.args, vec!["/bin/sh", "-ec", "echo $0"]),
+            _ => panic!("run"),
+        }
+        match &p.steps[1].op {
+            Op::Run(r) => assert_eq!(r.args, vec!["/bin/sh", "-ec", "echo hi\n"]),
+            _ => panic!("run"),
+        }
+    }
+
+    #[test]
+    fn expose_ranges_and_healthcheck() {
+        let p = plan_of("FROM img\nEXPOSE 80 53/udp 8000-8001\nHEALTHCHECK --interval=5s --retries=2 CMD true\n", &[], None).expect("plan");
+        let cfg = &p.stages[0].as_ref().expect("stage").config.config;
+        let ports: Vec<&str> = cfg
+            .exposed_ports
+            .as_ref()
+            .expect("ports")
+            .iter()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(ports, vec!["53/udp", "80/tcp", "8000/tcp", "8001/tcp"]);
+        let hc = cfg.healthcheck.as_ref().expect("hc");
+        assert_eq!(hc.test, vec!["CMD-SHELL", "true"]);
+        assert_eq!((hc.interval, hc.retries), (5_000_000_000, 2));
+    }
+}
