@@ -1,5 +1,34 @@
-//! Turns a parsed Dockerfile into a DAG of content-addressed steps, and runs it with a cache.
+//! The kiln solver: turns a Dockerfile into a DAG of content-addressed steps and runs it with a
+//! persistent cache, the way BuildKit's dockerfile frontend and solver do, without a daemon.
+//!
+//! A build goes: parse (kiln-parser) → [plan](Solver::build) the stages the target needs (ARG/ENV
+//! scoping, ONBUILD, `--from` edges, config-only instructions folded into the image config) →
+//! a petgraph DAG of base-image and filesystem steps → each step's [cache key](key::CacheKey)
+//! (its definition, its inputs' keys, and the digest of exactly the files it reads from the
+//! context or another stage) → the scheduler runs every step whose inputs are ready, in
+//! parallel (bounded by [`SolverConfig::jobs`]), reusing [cached](cache::CacheStore) results →
+//! the final image is written to the content store and to the requested outputs.
+//!
+//! ```no_run
+//! use kiln_solver::{BuildRequest, NoProgress, OutputSpec, Solver, SolverConfig};
+//!
+//! # fn main() -> kiln_solver::Result<()> {
+//! // A binary that runs RUN steps must call `kiln_executor::init_main_if_requested()` first
+//! // thing in `main` (the executor re-executes it as the container init).
+//! let solver = Solver::new(SolverConfig::new("/var/lib/kiln"))?;
+//! let mut req = BuildRequest::new("./app");
+//! req.build_args.push(("VERSION".into(), "1.2".into()));
+//! req.tags.push("app:latest".into());
+//! req.outputs.push(OutputSpec::parse("type=oci,dest=app.tar")?);
+//! let outcome = solver.build(&req, &NoProgress)?;
+//! println!("{} ({} cached steps)", outcome.config_digest, outcome.steps_cached);
+//! # Ok(()) }
+//! ```
+//!
+//! Progress arrives as [`ProgressEvent`]s through the [`Progress`] trait: `StepStarted` carries
+//! the `Step N/M` numbering and the instruction, `StepCached` marks a cache hit.
 
+mod build;
 pub mod cache;
 mod context;
 mod copy;
@@ -7,17 +36,16 @@ pub mod dockerignore;
 mod error;
 mod fsutil;
 pub mod key;
+mod plan;
 pub mod progress;
+mod request;
 mod scheduler;
 mod users;
 
+pub use build::Solver;
 pub use error::{Error, Result};
 pub use progress::{LogStream, NoProgress, Progress, ProgressEvent, StepId};
-mod plan;
-mod request;
 pub use request::{
     BuildOutcome, BuildRequest, DockerfileSource, NetworkMode, OutputSpec, SecretSource,
     SecretSpec, SolverConfig, SshSpec,
 };
-mod build;
-pub use build::Solver;

@@ -1,0 +1,215 @@
+//! Cache correctness through the public API: which changes to a build's inputs invalidate a
+//! step and which must not. The builds use `FROM scratch` and COPY only, so they need neither a
+//! registry nor containers, but they mount real overlay snapshots: root is required.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Mutex;
+
+use kiln_solver::{BuildRequest, Progress, ProgressEvent, Solver, SolverConfig, StepId};
+
+/// Records, per instruction, whether its step was cached.
+#[derive(Default)]
+struct Recorder {
+    names: Mutex<BTreeMap<StepId, String>>,
+    cached: Mutex<Vec<String>>,
+    ran: Mutex<Vec<String>>,
+}
+
+impl Progress for Recorder {
+    fn event(&self, e: &ProgressEvent) {
+        match e {
+            ProgressEvent::StepStarted {
+                step, instruction, ..
+            } => {
+                self.names
+                    .lock()
+                    .expect("lock")
+                    .insert(*step, instruction.clone());
+            }
+            ProgressEvent::StepCached { step } => {
+                let n = self
+                    .names
+                    .lock()
+                    .expect("lock")
+                    .get(step)
+                    .cloned()
+                    .unwrap_or_default();
+                self.cached.lock().expect("lock").push(n);
+            }
+            ProgressEvent::StepDone { step, .. } => {
+                let n = self
+                    .names
+                    .lock()
+                    .expect("lock")
+                    .get(step)
+                    .cloned()
+                    .unwrap_or_default();
+                self.ran.lock().expect("lock").push(n);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn root_or_skip() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "cache tests need root (overlay mounts) and CI is set"
+    );
+    println!("skipped: cache tests need root (overlay mounts)");
+    false
+}
+
+struct Fixture {
+    state: tempfile::TempDir,
+    ctx: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new(dockerfile: &str) -> Self {
+        let f = Self {
+            state: tempfile::tempdir().expect("state"),
+            ctx: tempfile::tempdir().expect("ctx"),
+        };
+        f.write("Dockerfile", dockerfile);
+        f
+    }
+
+    fn write(&self, name: &str, data: &str) {
+        let p = self.ctx.path().join(name);
+        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        fs::write(p, data).expect("write");
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.ctx.path().join(name)
+    }
+
+    /// Builds and returns (cached instructions, executed instructions).
+    fn build(&self) -> (Vec<String>, Vec<String>) {
+        let solver = Solver::new(SolverConfig::new(self.state.path())).expect("solver");
+        let rec = Recorder::default();
+        solver
+            .build(&BuildRequest::new(self.ctx.path()), &rec)
+            .expect("build");
+        (
+            rec.cached.into_inner().expect("lock"),
+            rec.ran.into_inner().expect("lock"),
+        )
+    }
+}
+
+fn set_mtime(p: &Path, secs: i64) {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("path");
+    let ts = [
+        libc::timespec {
+            tv_sec: secs,
+            tv_nsec: 0,
+        },
+        libc::timespec {
+            tv_sec: secs,
+            tv_nsec: 0,
+        },
+    ];
+    // SAFETY: valid path and two timespecs.
+    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), 0) };
+    assert_eq!(r, 0, "utimensat");
+}
+
+const COPY_ONE: &str = "FROM scratch\nCOPY f.txt /f.txt\n";
+
+#[test]
+fn content_change_with_same_size_and_mtime_invalidates() {
+    if !root_or_skip() {
+        return;
+    }
+    let f = Fixture::new(COPY_ONE);
+    f.write("f.txt", "aaaa");
+    set_mtime(&f.path("f.txt"), 1_600_000_000);
+    let (_, ran) = f.build();
+    assert_eq!(ran, vec!["COPY f.txt /f.txt"]);
+    let (cached, _) = f.build();
+    assert_eq!(cached, vec!["COPY f.txt /f.txt"], "unchanged context hits");
+    f.write("f.txt", "bbbb");
+    set_mtime(&f.path("f.txt"), 1_600_000_000);
+    let (cached, ran) = f.build();
+    assert!(
+        cached.is_empty(),
+        "content change must invalidate: cached {cached:?}"
+    );
+    assert_eq!(ran, vec!["COPY f.txt /f.txt"]);
+}
+
+#[test]
+fn mode_change_invalidates_and_touch_hits() {
+    if !root_or_skip() {
+        return;
+    }
+    let f = Fixture::new(COPY_ONE);
+    f.write("f.txt", "data");
+    f.build();
+    set_mtime(&f.path("f.txt"), 1_700_000_123);
+    let (cached, ran) = f.build();
+    assert_eq!(cached, vec!["COPY f.txt /f.txt"], "mtime-only change hits");
+    assert!(ran.is_empty());
+    fs::set_permissions(f.path("f.txt"), fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (cached, ran) = f.build();
+    assert!(
+        cached.is_empty(),
+        "mode change must invalidate: cached {cached:?}"
+    );
+    assert_eq!(ran, vec!["COPY f.txt /f.txt"]);
+}
+
+#[test]
+fn change_to_dockerignored_file_hits() {
+    if !root_or_skip() {
+        return;
+    }
+    let f = Fixture::new("FROM scratch\nCOPY . /ctx/\n");
+    f.write(".dockerignore", "*.log\n");
+    f.write("keep.txt", "keep");
+    f.write("debug.log", "one");
+    f.build();
+    f.write("debug.log", "two, longer");
+    let (cached, ran) = f.build();
+    assert_eq!(cached, vec!["COPY . /ctx/"], "ignored file must not count");
+    assert!(ran.is_empty());
+    f.write("keep.txt", "changed");
+    let (cached, _) = f.build();
+    assert!(cached.is_empty(), "a kept file does count");
+}
+
+#[test]
+fn unrelated_stage_change_does_not_invalidate_another_stage() {
+    if !root_or_skip() {
+        return;
+    }
+    let f = Fixture::new(
+        "FROM scratch AS a\nCOPY a.txt /a\nFROM scratch AS b\nCOPY b.txt /b\nFROM scratch\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n",
+    );
+    f.write("a.txt", "a");
+    f.write("b.txt", "b");
+    let (_, ran) = f.build();
+    assert_eq!(ran.len(), 4);
+    f.write("b.txt", "b2");
+    let (cached, ran) = f.build();
+    assert!(
+        cached.contains(&"COPY a.txt /a".to_string()),
+        "stage a untouched: {cached:?}"
+    );
+    assert!(
+        cached.contains(&"COPY --from=a /a /a".to_string()),
+        "copy from a still hits: {cached:?}"
+    );
+    assert!(ran.contains(&"COPY b.txt /b".to_string()));
+    assert!(ran.contains(&"COPY --from=b /b /b".to_string()));
+    assert_eq!(ran.len(), 2, "{ran:?}");
+}
