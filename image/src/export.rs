@@ -317,12 +317,23 @@ impl<'a> TarOut<'a> {
 
     fn blob(&mut self, store: &ContentStore, digest: &Digest) -> Result<()> {
         let size = store.blob_size(digest)?;
-        let f = store.open_blob(digest)?;
+        let mut f = crate::digest::HashingReader::new(store.open_blob(digest)?);
         let mut h = Self::header(tar::EntryType::Regular, size, 0o644);
         let name = format!("blobs/sha256/{}", digest.hex());
         self.b
-            .append_data(&mut h, &name, f)
-            .at(store.blob_path(digest))
+            .append_data(&mut h, &name, &mut f)
+            .at(store.blob_path(digest))?;
+        // Verified while streaming: a blob corrupted in the store fails the export (whose temp
+        // file is then discarded) instead of producing an archive that lies.
+        let actual = f.digest();
+        if &actual != digest {
+            return Err(Error::DigestMismatch {
+                what: format!("stored blob {}", store.blob_path(digest).display()),
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        Ok(())
     }
 
     fn finish(self) -> Result<()> {

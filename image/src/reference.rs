@@ -164,9 +164,14 @@ impl Reference {
     /// Whether Docker talks plain HTTP to this registry without being told: `localhost` and the
     /// IPv4/IPv6 loopback addresses.
     pub fn is_loopback(&self) -> bool {
-        let host = host_of(&self.registry);
-        host == "localhost" || host.starts_with("127.") || host == "[::1]" || host == "::1"
+        is_loopback_registry(&self.registry)
     }
+}
+
+/// Whether a registry (`host[:port]`) is on the loopback interface.
+pub(crate) fn is_loopback_registry(registry: &str) -> bool {
+    let host = host_of(registry);
+    host == "localhost" || host.starts_with("127.") || host == "[::1]" || host == "::1"
 }
 
 /// The host part of `host:port` (keeps IPv6 brackets).

@@ -411,3 +411,28 @@ fn rootfs_tar_is_sorted_and_keeps_modes() {
     }
     assert_eq!(seen, ["a", "b", "b/sub", "b/sub/f", "c"]);
 }
+
+#[test]
+fn export_refuses_a_blob_corrupted_in_the_store() {
+    let (_d, s) = store();
+    let image = test_image(&s, "cor", [Compression::Gzip, Compression::Gzip]);
+    let p = s.blob_path(&image.layers[0].digest);
+    let mut data = std::fs::read(&p).unwrap();
+    data[10] ^= 0x55;
+    std::fs::write(&p, &data).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let tar = out.path().join("x.tar");
+    let err = export_oci(&s, &image, &[], &tar, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("digest mismatch") && err.contains(image.layers[0].digest.as_str()),
+        "{err}"
+    );
+    assert!(!tar.exists(), "no half-written archive");
+    assert_eq!(
+        std::fs::read_dir(out.path()).unwrap().count(),
+        0,
+        "temp file removed"
+    );
+}

@@ -58,6 +58,9 @@ pub struct RegistryOptions {
     pub chunk_size: Option<u64>,
     /// A repository on the same registry to try mounting blobs from when pushing.
     pub mount_from: Option<String>,
+    /// Per-registry CA certificates, Docker's layout: `<certs_dir>/<host[:port]>/*.crt`
+    /// (default `/etc/docker/certs.d`).
+    pub certs_dir: PathBuf,
 }
 
 impl Default for RegistryOptions {
@@ -71,6 +74,7 @@ impl Default for RegistryOptions {
             parallelism: 4,
             chunk_size: None,
             mount_from: None,
+            certs_dir: PathBuf::from("/etc/docker/certs.d"),
         }
     }
 }
@@ -79,6 +83,10 @@ impl Default for RegistryOptions {
 pub struct RegistryClient {
     agent: ureq::Agent,
     opts: RegistryOptions,
+    /// Agents trusting a registry's own CA (certs.d), by registry.
+    agents: Mutex<HashMap<String, ureq::Agent>>,
+    /// `http` or `https` per insecure registry, decided by probing once.
+    schemes: Mutex<HashMap<String, &'static str>>,
     /// Authorization header per (registry, scope), so a token is fetched once per scope.
     tokens: Mutex<HashMap<(String, String), String>>,
 }
@@ -116,19 +124,91 @@ enum Body<'a> {
 impl RegistryClient {
     /// A client with `opts`.
     pub fn new(opts: RegistryOptions) -> Self {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(30)))
-            .timeout_recv_response(Some(Duration::from_secs(120)))
-            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
-            .accept_encoding(ureq::config::AutoHeaderValue::None)
-            .build()
-            .into();
         Self {
-            agent,
+            agent: make_agent(None, false),
             opts,
+            agents: Mutex::new(HashMap::new()),
+            schemes: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The agent for `registry`: one trusting `<certs_dir>/<registry>/*.crt` when such files
+    /// exist, else the shared one (Mozilla roots).
+    fn agent_for(&self, registry: &str) -> ureq::Agent {
+        if let Ok(map) = self.agents.lock()
+            && let Some(a) = map.get(registry)
+        {
+            return a.clone();
+        }
+        let dir = self.opts.certs_dir.join(registry);
+        let mut certs = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            let mut paths: Vec<PathBuf> =
+                entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            paths.sort();
+            for p in paths
+                .iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "crt"))
+            {
+                let Ok(pem) = std::fs::read(p) else { continue };
+                for item in ureq::tls::parse_pem(&pem).flatten() {
+                    if let ureq::tls::PemItem::Certificate(c) = item {
+                        certs.push(c);
+                    }
+                }
+            }
+        }
+        let agent = if !certs.is_empty() {
+            make_agent(Some(certs), false)
+        } else if self.is_insecure_registry(registry) {
+            // Docker's insecure registries: TLS without verification, else plain HTTP.
+            make_agent(None, true)
+        } else {
+            self.agent.clone()
+        };
+        if let Ok(mut map) = self.agents.lock() {
+            map.insert(registry.to_owned(), agent.clone());
+        }
+        agent
+    }
+
+    /// Whether Docker would accept plain HTTP from this registry: loopback ones and those
+    /// given with `--insecure-registry`.
+    fn is_insecure(&self, reference: &Reference) -> bool {
+        self.is_insecure_registry(reference.registry())
+    }
+
+    fn is_insecure_registry(&self, registry: &str) -> bool {
+        crate::reference::is_loopback_registry(registry)
+            || self.opts.insecure_registries.iter().any(|r| r == registry)
+    }
+
+    /// `https`, or for an insecure registry whatever answers: Docker tries HTTPS first and
+    /// falls back to plain HTTP; the answer is remembered for the client's lifetime.
+    fn scheme(&self, reference: &Reference) -> &'static str {
+        if !self.is_insecure(reference) {
+            return "https";
+        }
+        let registry = reference.registry();
+        if let Ok(map) = self.schemes.lock()
+            && let Some(s) = map.get(registry)
+        {
+            return s;
+        }
+        let agent = self.agent_for(registry);
+        let probe = agent
+            .get(format!("https://{}/v2/", reference.api_host()))
+            .config()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .call();
+        let scheme = if probe.is_ok() { "https" } else { "http" };
+        tracing::debug!("registry {registry}: using {scheme}");
+        if let Ok(mut map) = self.schemes.lock() {
+            map.insert(registry.to_owned(), scheme);
+        }
+        scheme
     }
 
     /// The options in use.
@@ -137,16 +217,10 @@ impl RegistryClient {
     }
 
     fn base_url(&self, reference: &Reference) -> String {
-        let host = reference.api_host();
-        let plain = reference.is_loopback()
-            || self
-                .opts
-                .insecure_registries
-                .iter()
-                .any(|r| r == reference.registry());
         format!(
-            "{}://{host}/v2/{}",
-            if plain { "http" } else { "https" },
+            "{}://{}/v2/{}",
+            self.scheme(reference),
+            reference.api_host(),
             reference.repository()
         )
     }
@@ -173,10 +247,11 @@ impl RegistryClient {
         let key = (registry.clone(), scope.clone());
         let mut challenged = false;
         let mut attempt = 0;
+        let agent = self.agent_for(&registry);
         loop {
             attempt += 1;
             let auth = self.tokens.lock().ok().and_then(|t| t.get(&key).cloned());
-            let result = self.send_once(method, url, headers, auth.as_deref(), body);
+            let result = Self::send_once(&agent, method, url, headers, auth.as_deref(), body);
             let transient = match &result {
                 Ok(resp) => matches!(resp.status().as_u16(), 429 | 500 | 502 | 503 | 504),
                 Err(e) => is_transient(e),
@@ -212,7 +287,7 @@ impl RegistryClient {
     }
 
     fn send_once(
-        &self,
+        agent: &ureq::Agent,
         method: &str,
         url: &str,
         headers: &[(&str, &str)],
@@ -232,11 +307,11 @@ impl RegistryClient {
                     .header("Content-Length", "0")
                     .body(())
                     .map_err(ureq::Error::Http)?;
-                self.agent.run(req)
+                agent.run(req)
             }
             Body::Bytes(b) => {
                 let req = req.body(b.to_vec()).map_err(ureq::Error::Http)?;
-                self.agent.run(req)
+                agent.run(req)
             }
             Body::FileRange { path, offset, len } => {
                 let mut f = File::open(path)?;
@@ -246,7 +321,7 @@ impl RegistryClient {
                     .header("Content-Length", len.to_string())
                     .body(ureq::SendBody::from_owned_reader(reader))
                     .map_err(ureq::Error::Http)?;
-                self.agent.run(req)
+                agent.run(req)
             }
         }
     }
@@ -282,7 +357,15 @@ impl RegistryClient {
                 }
                 url.push(if url.contains('?') { '&' } else { '?' });
                 url.push_str(&params.join("&"));
-                let mut req = self.agent.get(&url);
+                // A token service on the registry's own host trusts the same CA.
+                let same_host = realm.split("://").nth(1).and_then(|r| r.split('/').next())
+                    == Some(reference.registry());
+                let agent = if same_host {
+                    self.agent_for(reference.registry())
+                } else {
+                    self.agent.clone()
+                };
+                let mut req = agent.get(&url);
                 if let Some(c) = &creds {
                     req = req.header("Authorization", c.basic_header());
                 }
@@ -343,7 +426,12 @@ impl RegistryClient {
             .limit(64 * 1024)
             .read_to_string()
             .unwrap_or_default();
+        let plain = text.lines().next().unwrap_or_default().trim();
         let detail = registry_message(&text)
+            .or_else(|| {
+                (!plain.is_empty() && !plain.starts_with('{'))
+                    .then(|| plain.chars().take(200).collect())
+            })
             .map(|m| format!(": {m}"))
             .unwrap_or_default();
         let registry = reference.registry().to_owned();
@@ -723,6 +811,32 @@ impl RegistryClient {
         }
         Ok(true)
     }
+}
+
+fn make_agent(
+    roots: Option<Vec<ureq::tls::Certificate<'static>>>,
+    skip_verify: bool,
+) -> ureq::Agent {
+    let mut cfg = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_recv_response(Some(Duration::from_secs(120)))
+        .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+        .accept_encoding(ureq::config::AutoHeaderValue::None);
+    if let Some(roots) = roots {
+        cfg = cfg.tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+                .build(),
+        );
+    } else if skip_verify {
+        cfg = cfg.tls_config(
+            ureq::tls::TlsConfig::builder()
+                .disable_verification(true)
+                .build(),
+        );
+    }
+    cfg.build().into()
 }
 
 /// Pulls with default options (config.json credentials, loopback over HTTP).
