@@ -26,6 +26,7 @@ fn push_then_pull_round_trips_an_image() {
     let c = client();
     let report = c.push(&src, &image, &r).unwrap();
     assert_eq!(report.manifest_digest, image.manifest_digest);
+    assert_eq!(report.manifest_size, image.manifest_size);
     assert_eq!(report.uploaded.len(), 3, "config + 2 layers: {report:?}");
     // A second push finds every blob with HEAD and uploads nothing.
     let again = c.push(&src, &image, &r).unwrap();
@@ -81,6 +82,7 @@ fn chunked_upload_and_cross_repo_mount() {
         docker_config_dir: "/nonexistent".into(),
         chunk_size: Some(100),
         parallelism: 1,
+        push_compression: None,
         ..Default::default()
     });
     chunked.push(&src, &image, &a).unwrap();
@@ -88,6 +90,7 @@ fn chunked_upload_and_cross_repo_mount() {
     let mounting = RegistryClient::new(RegistryOptions {
         docker_config_dir: "/nonexistent".into(),
         mount_from: Some("kiln/a".into()),
+        push_compression: None,
         ..Default::default()
     });
     let report = mounting.push(&src, &image, &b).unwrap();
@@ -101,7 +104,7 @@ fn chunked_upload_and_cross_repo_mount() {
     // Blobs remember where they were pulled from: pushing them to a third repository of the
     // same registry mounts them without any option.
     let c = Reference::parse(&format!("{}/kiln/c:1", reg.addr)).unwrap();
-    let report = client().push(&dst, &pulled, &c).unwrap();
+    let report = mounting_free(&dst, &pulled, &c);
     assert!(report.uploaded.is_empty(), "{report:?}");
     assert_eq!(report.skipped.len(), 3);
 }
@@ -173,6 +176,21 @@ fn pulls_indexes_and_docker_media_types() {
     assert_eq!(got.config, image.config);
     let loaded = Image::resolve(&dst, &dref, &Platform::linux_amd64()).unwrap();
     assert_eq!(loaded.manifest_digest, docker.manifest_digest);
+}
+
+/// Pushes without recompressing plain layers and without a configured mount source.
+fn mounting_free(
+    store: &kiln_image::ContentStore,
+    image: &Image,
+    r: &Reference,
+) -> kiln_image::PushReport {
+    RegistryClient::new(RegistryOptions {
+        docker_config_dir: "/nonexistent".into(),
+        push_compression: None,
+        ..Default::default()
+    })
+    .push(store, image, r)
+    .unwrap()
 }
 
 fn put_raw_manifest(reg: &Registry, repo: &str, tag: &str, mt: &str, body: &[u8]) {
@@ -401,4 +419,34 @@ fn transient_connection_failures_are_retried() {
     let _reg = t.join().unwrap();
     assert_eq!(pulled.manifest_digest, image.manifest_digest);
     assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+}
+
+#[test]
+fn plain_layers_are_compressed_for_push() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let (_d, src) = store();
+    let image = test_image(
+        &src,
+        "plain",
+        [Compression::Uncompressed, Compression::Uncompressed],
+    );
+    let r = Reference::parse(&format!("{}/kiln/plain:1", reg.addr)).unwrap();
+    let report = client().push(&src, &image, &r).unwrap();
+    assert_ne!(report.manifest_digest, image.manifest_digest);
+    let (_d2, dst) = store();
+    let pulled = client().pull(&dst, &r, &Platform::linux_amd64()).unwrap();
+    assert_eq!(pulled.manifest_digest, report.manifest_digest);
+    assert_eq!(
+        pulled.config_digest, image.config_digest,
+        "same config, same diff_ids"
+    );
+    for l in &pulled.layers {
+        assert_eq!(l.media_type, media_type::OCI_LAYER_GZIP);
+        assert_eq!(
+            Compression::detect(&dst.read_blob(&l.digest).unwrap()),
+            Compression::Gzip
+        );
+    }
 }

@@ -145,20 +145,7 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<Ex
             registry,
         } => {
             let r = parse_ref(&reference)?;
-            let mut image = Image::resolve(&store, &r, &platform)?;
-            // Registries and Docker expect compressed layers; builds may store them plain.
-            if image.layers.iter().any(|l| {
-                kiln_image::Compression::from_layer_media_type(&l.media_type)
-                    == Some(kiln_image::Compression::Uncompressed)
-            }) {
-                let docker = image.manifest_media_type == kiln_image::media_type::DOCKER_MANIFEST;
-                image = kiln_image::convert_image(
-                    &store,
-                    &image,
-                    kiln_image::CompressionOptions::default(),
-                    docker,
-                )?;
-            }
+            let image = Image::resolve(&store, &r, &platform)?;
             let report = client(&registry).push(&store, &image, &r)?;
             println!(
                 "{}: pushed ({} blobs uploaded, {} already present) digest: {} size: {}",
@@ -166,7 +153,7 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<Ex
                 report.uploaded.len(),
                 report.skipped.len(),
                 report.manifest_digest,
-                image.manifest_size
+                report.manifest_size
             );
         }
         ImageCommand::Images { quiet } => list(&store, &platform, quiet)?,

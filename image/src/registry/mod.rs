@@ -28,6 +28,7 @@ use ureq::http::Response;
 use auth::{Challenge, parse_challenge};
 pub use auth::{Credentials, docker_config_dir, lookup_credentials};
 
+use crate::compression::{Compression, CompressionOptions};
 use crate::error::{Error, Result};
 use crate::image::{Image, media_type_of, parse_manifest, select_platform};
 use crate::spec::{self, Descriptor, Index, Platform};
@@ -58,6 +59,9 @@ pub struct RegistryOptions {
     pub chunk_size: Option<u64>,
     /// A repository on the same registry to try mounting blobs from when pushing.
     pub mount_from: Option<String>,
+    /// Compression for layers an image holds uncompressed when it is pushed (`None`: push
+    /// them as they are). Default gzip.
+    pub push_compression: Option<CompressionOptions>,
     /// Per-registry CA certificates, Docker's layout: `<certs_dir>/<host[:port]>/*.crt`
     /// (default `/etc/docker/certs.d`).
     pub certs_dir: PathBuf,
@@ -75,6 +79,7 @@ impl Default for RegistryOptions {
             chunk_size: None,
             mount_from: None,
             certs_dir: PathBuf::from("/etc/docker/certs.d"),
+            push_compression: Some(CompressionOptions::default()),
         }
     }
 }
@@ -102,8 +107,11 @@ impl std::fmt::Debug for RegistryClient {
 /// Result of a push.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PushReport {
-    /// The manifest digest now in the registry.
+    /// The manifest digest now in the registry (differs from the local one when layers were
+    /// compressed for the push).
     pub manifest_digest: Digest,
+    /// The manifest size in bytes.
+    pub manifest_size: u64,
     /// Blobs that were uploaded.
     pub uploaded: Vec<Digest>,
     /// Blobs already in the repository (HEAD said so) or mounted from another repository.
@@ -678,6 +686,22 @@ impl RegistryClient {
         image: &Image,
         reference: &Reference,
     ) -> Result<PushReport> {
+        // Builds may keep layers uncompressed (cheap for `build -t`); registries get them
+        // compressed, as BuildKit pushes them.
+        let converted;
+        let image = match self.opts.push_compression {
+            Some(c)
+                if image.layers.iter().any(|l| {
+                    Compression::from_layer_media_type(&l.media_type)
+                        == Some(Compression::Uncompressed)
+                }) =>
+            {
+                let docker = image.manifest_media_type == crate::media_type::DOCKER_MANIFEST;
+                converted = crate::convert_image(store, image, c, docker)?;
+                &converted
+            }
+            _ => image,
+        };
         let mut blobs: Vec<Descriptor> = vec![image.manifest.config.clone()];
         blobs.extend(image.layers.iter().cloned());
         for d in &blobs {
@@ -723,6 +747,7 @@ impl RegistryClient {
         skipped.sort();
         Ok(PushReport {
             manifest_digest: image.manifest_digest.clone(),
+            manifest_size: image.manifest_size,
             uploaded,
             skipped,
         })
