@@ -2,11 +2,16 @@
 //! (state directory, parallelism, registry credentials) and turns [`BuildOptions`] into a solver
 //! request; the solver does the work and reports through the caller's [`Progress`].
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use kiln_solver::progress::Progress;
+use kiln_image::{Image, Platform, Reference, RegistryClient, RegistryOptions};
+use kiln_solver::progress::{Progress, ProgressEvent};
+use kiln_solver::{self as solver, BuildRequest, DockerfileSource, Solver, SolverConfig};
 
-use crate::options::{BuildOptions, Dockerfile};
+use crate::options::{
+    BuildOptions, Compression, Destination, Dockerfile, NetworkMode, OutputSpec, SecretSource,
+};
 
 /// What can go wrong in a build, as seen through the facade.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +39,26 @@ pub enum Error {
     /// The Dockerfile is not valid; the error names the line.
     #[error("{0}")]
     Parse(#[source] kiln_parser::Error),
-    /// The build ran and failed (a parse error, a failing step, a registry error...).
+    /// The build ran and failed: a failing step, a missing file, a registry error...
+    #[error("{0}")]
+    Solve(#[source] kiln_solver::Error),
+    /// Pushing the built image failed.
+    #[error("cannot push `{name}`: {message}")]
+    Push {
+        /// The name pushed to.
+        name: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A local file operation of the facade failed.
+    #[error("cannot {what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Any other failure, described.
     #[error("{0}")]
     Build(String),
 }
@@ -46,6 +70,13 @@ impl Error {
             Error::Parse(kiln_parser::Error::Syntax { line, end_line, .. }) => {
                 Some((*line, *end_line))
             }
+            Error::Solve(
+                kiln_solver::Error::Plan { line, .. }
+                | kiln_solver::Error::SourceNotFound { line, .. }
+                | kiln_solver::Error::StepFailed { line, .. }
+                | kiln_solver::Error::ProcessFailed { line, .. }
+                | kiln_solver::Error::Exec { line, .. },
+            ) if *line > 0 => Some((*line, *line)),
             _ => None,
         }
     }
@@ -87,34 +118,46 @@ pub struct BuildResult {
 
 /// Builds images. Cheap to create; one per state directory is enough, and it may be shared
 /// between threads.
+///
+/// `RUN` steps run in a child process that re-executes a binary whose `main` starts with
+/// [`crate::init_main_if_requested`]: the current executable by default (so call it first thing
+/// in your `main`), or the one given to [`Builder::init_binary`].
 #[derive(Debug, Clone)]
 pub struct Builder {
     state_dir: PathBuf,
     jobs: usize,
     credentials: Vec<Credentials>,
+    init_binary: Option<PathBuf>,
 }
 
 impl Builder {
     /// A builder keeping its content store, snapshots and cache in `state_dir`, running as many
     /// steps at once as there are cores.
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
-        let jobs = std::thread::available_parallelism().map_or(1, usize::from);
         Self {
             state_dir: state_dir.into(),
-            jobs,
+            jobs: 0,
             credentials: Vec::new(),
+            init_binary: None,
         }
     }
 
-    /// Runs at most `jobs` steps at once (at least 1).
+    /// Runs at most `jobs` steps at once (0: one per core).
     pub fn jobs(mut self, jobs: usize) -> Self {
-        self.jobs = jobs.max(1);
+        self.jobs = jobs;
         self
     }
 
-    /// Adds credentials for a registry (used before `~/.docker/config.json`).
+    /// Adds credentials for a registry, used to push (before `~/.docker/config.json`).
     pub fn credentials(mut self, credentials: Credentials) -> Self {
         self.credentials.push(credentials);
+        self
+    }
+
+    /// The binary `RUN` steps re-execute as their container init (default: the current
+    /// executable). Its `main` must call [`crate::init_main_if_requested`] first.
+    pub fn init_binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.init_binary = Some(path.into());
         self
     }
 
@@ -132,10 +175,261 @@ impl Builder {
         let (name, text) = read_dockerfile(options)?;
         // Parse up front: a syntax error is reported with its line before any work starts.
         kiln_parser::parse(text.as_bytes()).map_err(|e| Error::Parse(e.with_file(&name)))?;
-        let _ = (progress, self.jobs, &self.credentials);
-        Err(Error::Build(
-            "the solver is not wired into the facade yet".into(),
-        ))
+        for (flag, used) in [
+            ("--cache-from", !options.cache_from.is_empty()),
+            ("--cache-to", !options.cache_to.is_empty()),
+        ] {
+            if used {
+                progress.event(&ProgressEvent::Warning {
+                    message: format!("`{flag}` is not supported yet; kiln uses its local cache in the state directory"),
+                });
+            }
+        }
+        let staging = tempfile::Builder::new()
+            .prefix("kiln-out-")
+            .tempdir()
+            .map_err(|source| Error::Io {
+                what: "create a temporary directory".into(),
+                source,
+            })?;
+        let plan = OutputPlan::new(options, staging.path())?;
+        let request = Self::request(options, text, &name, &plan);
+
+        let mut config = SolverConfig::new(&self.state_dir);
+        config.jobs = self.jobs;
+        config.executor_init_binary.clone_from(&self.init_binary);
+        let solver = Solver::new(config).map_err(Error::Solve)?;
+        let outcome = solver.build(&request, progress).map_err(Error::Solve)?;
+
+        if let Some(staged) = &plan.to_stdout {
+            let mut f = std::fs::File::open(staged).map_err(|source| Error::Io {
+                what: format!("open `{}`", staged.display()),
+                source,
+            })?;
+            let mut stdout = std::io::stdout().lock();
+            std::io::copy(&mut f, &mut stdout)
+                .and_then(|_| stdout.flush())
+                .map_err(|source| Error::Io {
+                    what: "write the output to stdout".into(),
+                    source,
+                })?;
+        }
+        for name in &plan.push {
+            self.push(&solver, name)?;
+        }
+        let config = serde_json::to_vec(&outcome.config)
+            .map_err(|e| Error::Build(format!("cannot encode the image config: {e}")))?;
+        Ok(BuildResult {
+            manifest_digest: outcome.manifest_digest,
+            config_digest: outcome.config_digest,
+            config,
+            names: request.tags,
+        })
+    }
+
+    fn request(
+        options: &BuildOptions,
+        text: String,
+        name: &str,
+        plan: &OutputPlan,
+    ) -> BuildRequest {
+        let mut req = BuildRequest::new(&options.context);
+        req.dockerfile = match &options.dockerfile {
+            Dockerfile::InContext => DockerfileSource::Default,
+            Dockerfile::Path(p) => DockerfileSource::Path(p.clone()),
+            Dockerfile::Text(_) => DockerfileSource::Bytes {
+                name: name.to_owned(),
+                content: text.into_bytes(),
+            },
+        };
+        req.build_args = options
+            .build_args
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        req.target.clone_from(&options.target);
+        req.no_cache = options.no_cache;
+        req.no_cache_filter.clone_from(&options.no_cache_filter);
+        req.pull = options.pull;
+        req.labels = options
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        req.secrets = options
+            .secrets
+            .iter()
+            .map(|s| solver::SecretSpec {
+                id: s.id.clone(),
+                source: match &s.source {
+                    SecretSource::File(p) => solver::SecretSource::File(p.clone()),
+                    SecretSource::Env(v) => solver::SecretSource::Env(v.clone()),
+                },
+            })
+            .collect();
+        req.ssh = options
+            .ssh
+            .iter()
+            .map(|s| solver::SshSpec {
+                id: s.id.clone(),
+                paths: if s.paths.is_empty() {
+                    std::env::var_os("SSH_AUTH_SOCK")
+                        .map(PathBuf::from)
+                        .into_iter()
+                        .collect()
+                } else {
+                    s.paths.clone()
+                },
+            })
+            .collect();
+        req.network = match options.network {
+            NetworkMode::Default => solver::NetworkMode::Default,
+            NetworkMode::None => solver::NetworkMode::None,
+            NetworkMode::Host => solver::NetworkMode::Host,
+        };
+        let mut tags = options.tags.clone();
+        for n in &plan.names {
+            if !tags.contains(n) {
+                tags.push(n.clone());
+            }
+        }
+        req.tags = tags;
+        req.outputs.clone_from(&plan.outputs);
+        if !req.tags.is_empty()
+            && !req
+                .outputs
+                .iter()
+                .any(|o| matches!(o, solver::OutputSpec::Image { .. }))
+        {
+            // `-t` always tags in kiln's store, whatever else is exported.
+            req.outputs
+                .push(solver::OutputSpec::Image { names: Vec::new() });
+        }
+        req
+    }
+
+    fn push(&self, solver: &Solver, name: &str) -> Result<(), Error> {
+        let reference = Reference::parse(name).map_err(|e| Error::Push {
+            name: name.to_owned(),
+            message: e.to_string(),
+        })?;
+        let store = solver.content_store();
+        let image = Image::resolve(store, &reference, &Platform::linux_amd64()).map_err(|e| {
+            Error::Push {
+                name: name.to_owned(),
+                message: e.to_string(),
+            }
+        })?;
+        let mut opts = RegistryOptions::default();
+        let host = reference.registry().to_owned();
+        opts.credentials = self
+            .credentials
+            .iter()
+            .find(|c| c.registry == host)
+            .map(|c| kiln_image::Credentials {
+                username: c.username.clone(),
+                password: c.password.clone(),
+            });
+        RegistryClient::new(opts)
+            .push(store, &image, &reference)
+            .map_err(|e| Error::Push {
+                name: name.to_owned(),
+                message: e.to_string(),
+            })?;
+        Ok(())
+    }
+}
+
+/// The facade's outputs turned into the solver's: stdout destinations staged in a temporary
+/// file, `name=`s gathered, pushes remembered for after the build.
+struct OutputPlan {
+    outputs: Vec<solver::OutputSpec>,
+    names: Vec<String>,
+    push: Vec<String>,
+    to_stdout: Option<PathBuf>,
+}
+
+impl OutputPlan {
+    fn new(options: &BuildOptions, staging: &Path) -> Result<Self, Error> {
+        let mut plan = Self {
+            outputs: Vec::new(),
+            names: Vec::new(),
+            push: Vec::new(),
+            to_stdout: None,
+        };
+        let mut dest = |d: &Destination| -> PathBuf {
+            match d {
+                Destination::Path(p) => p.clone(),
+                Destination::Stdout => {
+                    let p = staging.join("stdout");
+                    plan.to_stdout = Some(p.clone());
+                    p
+                }
+            }
+        };
+        let check = |c: Compression| {
+            if c == Compression::Gzip {
+                Ok(())
+            } else {
+                Err(Error::InvalidOption {
+                    option: "--output",
+                    message: "only `compression=gzip` is supported for now".into(),
+                })
+            }
+        };
+        let mut outputs = Vec::new();
+        let mut names = Vec::new();
+        let mut push = Vec::new();
+        for o in &options.outputs {
+            outputs.push(match o {
+                OutputSpec::Oci {
+                    dest: d,
+                    tar,
+                    names: n,
+                    compression,
+                } => {
+                    check(*compression)?;
+                    names.extend(n.iter().cloned());
+                    solver::OutputSpec::Oci {
+                        dest: dest(d),
+                        tar: *tar,
+                    }
+                }
+                OutputSpec::Docker {
+                    dest: d,
+                    names: n,
+                    compression,
+                } => {
+                    check(*compression)?;
+                    names.extend(n.iter().cloned());
+                    solver::OutputSpec::Docker { dest: dest(d) }
+                }
+                OutputSpec::Local { dest: d } => solver::OutputSpec::Local { dest: d.clone() },
+                OutputSpec::Tar { dest: d } => solver::OutputSpec::Tar { dest: dest(d) },
+                OutputSpec::Image {
+                    names: n,
+                    push: p,
+                    compression,
+                } => {
+                    check(*compression)?;
+                    if *p {
+                        let targets = if n.is_empty() { &options.tags } else { n };
+                        if targets.is_empty() {
+                            return Err(Error::InvalidOption {
+                                option: "--push",
+                                message: "nothing to push: name the image with `-t`".into(),
+                            });
+                        }
+                        push.extend(targets.iter().cloned());
+                    }
+                    solver::OutputSpec::Image { names: n.clone() }
+                }
+            });
+        }
+        plan.outputs = outputs;
+        plan.names = names;
+        plan.push = push;
+        Ok(plan)
     }
 }
 

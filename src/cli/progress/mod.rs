@@ -73,6 +73,15 @@ impl Clock for WallClock {
     }
 }
 
+/// A name as docker shows it: `hello:latest` rather than `docker.io/library/hello:latest`.
+pub(crate) fn familiar(name: &str) -> &str {
+    let short = name.strip_prefix("docker.io/").unwrap_or(name);
+    short
+        .strip_prefix("library/")
+        .filter(|s| !s.contains('/'))
+        .unwrap_or(short)
+}
+
 /// Formats a duration as BuildKit does: seconds with one decimal.
 pub(crate) fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
@@ -341,5 +350,21 @@ pub(crate) mod testing {
             step: StepId(id),
             elapsed: Duration::from_millis(ms),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn familiar_names() {
+        assert_eq!(
+            super::familiar("docker.io/library/hello:latest"),
+            "hello:latest"
+        );
+        assert_eq!(super::familiar("docker.io/me/app:1"), "me/app:1");
+        assert_eq!(
+            super::familiar("127.0.0.1:5000/app:1"),
+            "127.0.0.1:5000/app:1"
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use kiln::{Progress, ProgressEvent};
 
 use super::report::{DockerfileSource, build_error_report, step_report};
-use super::{Clock, Renderer, Sink, StepStatus, StepTable, lock, secs};
+use super::{Clock, Renderer, Sink, StepStatus, StepTable, familiar, lock, secs};
 
 struct State {
     table: StepTable,
@@ -99,7 +99,7 @@ impl Progress for Plain {
                     .unwrap_or(config_digest);
                 let mut t = format!("Successfully built {}\n", &short[..short.len().min(12)]);
                 for n in names {
-                    let _ = writeln!(t, "Successfully tagged {n}");
+                    let _ = writeln!(t, "Successfully tagged {}", familiar(n));
                 }
                 t
             }
@@ -235,7 +235,7 @@ mod tests {
         p.event(&ProgressEvent::ImageWritten {
             manifest_digest: "sha256:aaaa".into(),
             config_digest: "sha256:0123456789abcdef0123".into(),
-            names: vec!["hello:latest".into()],
+            names: vec!["docker.io/library/hello:latest".into()],
         });
         p.event(&ProgressEvent::BuildFinished {
             success: true,

@@ -111,7 +111,11 @@ pub(crate) fn step_report(
         out.push_str(&ex);
     }
     // The solver's message may end with the output's last lines; they are shown above already.
-    let error = if step.logs.is_empty() { error } else { error.lines().next().unwrap_or(error) };
+    let error = if step.logs.is_empty() {
+        error
+    } else {
+        error.lines().next().unwrap_or(error)
+    };
     out.push_str(&error_line(error, color));
     out
 }
@@ -133,13 +137,53 @@ pub(crate) fn build_error_report(
     out
 }
 
-/// `error: ...`, red on a color terminal.
+/// `error: ...`, red on a color terminal, and a `hint: ...` line when the error is one the user
+/// can fix.
 pub(crate) fn error_line(error: &str, color: bool) -> String {
-    if color {
+    // An error tied to no line carries a meaningless `Dockerfile:0: ` prefix.
+    let error = error.strip_prefix("Dockerfile:0: ").unwrap_or(error);
+    let mut out = if color {
         format!("\x1b[31merror:\x1b[0m {error}\n")
     } else {
         format!("error: {error}\n")
+    };
+    if let Some(h) = hint(error, rustix::process::geteuid().is_root()) {
+        let _ = writeln!(out, "hint: {h}");
     }
+    out
+}
+
+/// What to do about a failure the user can fix (registry access, permissions, names).
+fn hint(error: &str, root: bool) -> Option<&'static str> {
+    let e = error.to_ascii_lowercase();
+    let has = |s: &str| e.contains(s);
+    if !root && (has("operation not permitted") || has("permission denied") || has("os error 1)")) {
+        return Some(
+            "kiln mounts filesystems and runs steps in namespaces: run it as root (`sudo kiln build ...`)",
+        );
+    }
+    if has("cannot reach registry") {
+        return Some(
+            "check the registry address and that it is up; `kiln images` lists the images kiln already has",
+        );
+    }
+    if has("unauthorized") || has("http 401") || has("http 403") || has("denied:") {
+        return Some(
+            "log in with `docker login REGISTRY` (kiln reads ~/.docker/config.json) and check the image name",
+        );
+    }
+    if has("image pull") && (has("not found") || has("http 404") || has("does not exist")) {
+        return Some(
+            "check the image name and tag; `kiln images` lists the images kiln already has",
+        );
+    }
+    if has("target stage") && has("could not be found") {
+        return Some("`--target` names a stage declared with `FROM ... AS NAME`");
+    }
+    if has("no space left on device") {
+        return Some("free disk space in the state directory (`--root`), e.g. with `kiln prune`");
+    }
+    None
 }
 
 #[cfg(test)]
@@ -197,6 +241,62 @@ mod tests {
     }
 
     #[test]
+    fn hints_for_what_users_can_fix() {
+        assert!(
+            hint(
+                "bind mount `/x`: Operation not permitted (os error 1)",
+                false
+            )
+            .unwrap()
+            .contains("run it as root")
+        );
+        assert_eq!(
+            hint(
+                "bind mount `/x`: Operation not permitted (os error 1)",
+                true
+            ),
+            None
+        );
+        assert!(
+            hint(
+                "image pull r/x:1: cannot reach registry r: io: refused",
+                true
+            )
+            .unwrap()
+            .contains("registry address")
+        );
+        assert!(
+            hint(
+                "image pull r/x:1: unauthorized: authentication required",
+                true
+            )
+            .unwrap()
+            .contains("docker login")
+        );
+        assert!(
+            hint(
+                "image pull r/x:1: not found: manifest `1` does not exist",
+                true
+            )
+            .unwrap()
+            .contains("image name and tag")
+        );
+        assert!(
+            hint("target stage \"foo\" could not be found", true)
+                .unwrap()
+                .contains("FROM ... AS NAME")
+        );
+        assert_eq!(hint("exit code: 1", false), None);
+        assert_eq!(
+            error_line(
+                "Dockerfile:0: target stage \"foo\" could not be found",
+                false
+            ),
+            "error: target stage \"foo\" could not be found\nhint: `--target` names a stage declared with `FROM ... AS NAME`\n"
+        );
+    }
+
+    #[test]
     fn excerpt_out_of_range_is_none() {
         assert!(excerpt(&src("FROM a\n"), 7).is_none());
         assert!(excerpt(&src("FROM a\n"), 0).is_none());
@@ -229,7 +329,10 @@ mod tests {
             "------\n > [build 3/3] RUN echo hi && false:\n[2 earlier lines not shown]\n0.030 out 3\n0.040 out 4\n0.050 out 5\n0.060 out 6\n0.070 out 7\n0.080 out 8\n0.090 out 9\n0.100 out 10\n0.110 out 11\n0.120 out 12\n------\nDockerfile:3\n--------------------\n   2 |     COPY hello.txt /\n   3 | >>> RUN echo hi && \\\n   4 | >>>     false\n   5 |     CMD [\"/hello\"]\n--------------------\nerror: process \"/bin/sh -c echo hi && false\" did not complete successfully: exit code: 1\n"
         );
         let with_tail = step_report(&step, "exit code: 1\nout 11\nout 12", None, false, false);
-        assert!(with_tail.ends_with("------\nerror: exit code: 1\n"), "{with_tail}");
+        assert!(
+            with_tail.ends_with("------\nerror: exit code: 1\n"),
+            "{with_tail}"
+        );
         let full = step_report(&step, "e", None, true, true);
         assert!(full.contains("0.010 out 1\n"), "{full}");
         assert!(full.ends_with("\x1b[31merror:\x1b[0m e\n"), "{full}");

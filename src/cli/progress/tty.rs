@@ -240,7 +240,11 @@ fn frame(st: &mut State, now: Duration, (cols, rows): (usize, usize), color: boo
         for n in names {
             emit(
                 &mut buf,
-                &paint(cut(&format!(" => naming to {n}"), width), "34", color),
+                &paint(
+                    cut(&format!(" => naming to {}", super::familiar(n)), width),
+                    "34",
+                    color,
+                ),
             );
         }
     }
@@ -544,7 +548,7 @@ pub(crate) mod tests {
         t.event(&ProgressEvent::ImageWritten {
             manifest_digest: "sha256:m".into(),
             config_digest: "sha256:c0ffee".into(),
-            names: vec!["hello:latest".into()],
+            names: vec!["docker.io/library/hello:latest".into()],
         });
         t.event(&ProgressEvent::BuildFinished {
             success: true,
