@@ -612,38 +612,63 @@ fn ssh_flag_is_accepted() {
 }
 
 #[test]
-fn push_to_a_local_registry() {
-    let registry = "127.0.0.1:5000";
-    let up = std::process::Command::new("curl")
-        .args(["-fsS", &format!("http://{registry}/v2/")])
-        .output();
-    if !up.is_ok_and(|o| o.status.success()) {
-        skip("no registry on 127.0.0.1:5000 (start it with ../shared/registry-up.sh)");
+fn push_to_a_registry() {
+    let Some(registry) = common::registry::Registry::start(None) else {
         return;
-    }
+    };
     let state = tempdir();
-    let name = format!("{registry}/kiln-cli-test/hello:{}", std::process::id());
+    let name = format!("{}/kiln-cli-test/hello:1", registry.addr);
     let (_, stderr) = ok(&build(
         &state,
         &["--progress=plain", "-t", &name, "--push"],
         &hello_context(),
     ));
-    let manifest = std::process::Command::new("curl")
-        .args([
-            "-fsS",
-            "-H",
-            "Accept: application/vnd.oci.image.manifest.v1+json",
-        ])
-        .arg(format!(
-            "http://{registry}/v2/kiln-cli-test/hello/manifests/{}",
-            std::process::id()
-        ))
+    let manifest = registry.get("/v2/kiln-cli-test/hello/manifests/1", None);
+    let manifest = manifest.unwrap_or_else(|| panic!("pushed manifest is served:\n{stderr}"));
+    let m: Value = serde_json::from_slice(&manifest).unwrap();
+    assert!(m["layers"].as_array().is_some_and(|l| !l.is_empty()), "{m}");
+    // `type=registry` is the same as --push.
+    let out = format!("type=registry,name={}/kiln-cli-test/hello:2", registry.addr);
+    ok(&build(&state, &["-q", "-o", &out], &hello_context()));
+    assert!(
+        registry
+            .get("/v2/kiln-cli-test/hello/manifests/2", None)
+            .is_some()
+    );
+}
+
+#[test]
+fn dockerfile_from_another_path() {
+    let state = tempdir();
+    let ctx = tempdir();
+    let elsewhere = tempdir();
+    write_files(ctx.path(), &[("hello.txt", "hi\n")]);
+    let df = elsewhere.path().join("Dockerfile.dev");
+    std::fs::write(&df, "FROM scratch\nCOPY hello.txt /x\nCOPY nope /\n").unwrap();
+    let out = kiln(&state)
+        .args(["build", "--progress=plain", "-f"])
+        .arg(&df)
+        .arg(ctx.path())
         .output()
         .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out).1;
     assert!(
-        manifest.status.success(),
-        "pushed manifest is served:\n{stderr}"
+        stderr.contains("Dockerfile.dev:3\n--------------------\n"),
+        "{stderr}"
     );
-    let m: Value = serde_json::from_slice(&manifest.stdout).unwrap();
-    assert!(m["layers"].as_array().is_some_and(|l| !l.is_empty()), "{m}");
+    assert!(stderr.contains("   3 | >>> COPY nope /\n"), "{stderr}");
+    std::fs::write(&df, "FROM scratch\nCOPY hello.txt /x\n").unwrap();
+    let dest = format!("type=local,dest={}/out", elsewhere.path().display());
+    let out = kiln(&state)
+        .args(["build", "-q", "-o", &dest, "--file"])
+        .arg(&df)
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    ok(&out);
+    assert_eq!(
+        std::fs::read_to_string(elsewhere.path().join("out/x")).unwrap(),
+        "hi\n"
+    );
 }

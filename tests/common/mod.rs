@@ -79,4 +79,5 @@ pub fn busybox_context(dockerfile: &str) -> Option<tempfile::TempDir> {
 }
 
 pub mod oci;
+pub mod registry;
 pub mod screen;

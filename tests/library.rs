@@ -1,0 +1,164 @@
+//! The embeddable facade: `Builder` + `BuildOptions` + an embedder's own `Progress`, without the
+//! command line. Checks the events an embedder receives, the result against the exported image,
+//! spec parsing through `FromStr`, and pushing with `Credentials`.
+
+mod common;
+
+use std::sync::Mutex;
+
+use common::oci::oci_image;
+use common::registry::Registry;
+use common::{hello_context, tempdir};
+use kiln::{
+    BuildOptions, Builder, Credentials, Destination, Dockerfile, OutputSpec, Progress,
+    ProgressEvent,
+};
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<ProgressEvent>>);
+
+impl Progress for Recorder {
+    fn event(&self, event: &ProgressEvent) {
+        self.0.lock().unwrap().push(event.clone());
+    }
+}
+
+#[test]
+fn build_through_the_facade_reports_events_and_returns_the_image() {
+    let state = tempdir();
+    let out = tempdir();
+    let builder = Builder::new(state.path()).jobs(2);
+    let mut options = BuildOptions::new(hello_context());
+    options
+        .build_args
+        .insert("GREETING".into(), "from-the-library".into());
+    options.tags.push("lib/hello:1".into());
+    options.outputs.push(OutputSpec::Oci {
+        dest: Destination::Path(out.path().join("layout")),
+        tar: false,
+        names: Vec::new(),
+        compression: kiln::Compression::Gzip,
+    });
+    let progress = Recorder::default();
+    let image = builder.build(&options, &progress).expect("build");
+
+    let events = progress.0.into_inner().unwrap();
+    assert!(
+        matches!(events.first(), Some(ProgressEvent::BuildStarted { .. })),
+        "{events:?}"
+    );
+    assert!(
+        matches!(
+            events.last(),
+            Some(ProgressEvent::BuildFinished { success: true, .. })
+        ),
+        "{events:?}"
+    );
+    let started = events
+        .iter()
+        .filter(|e| matches!(e, ProgressEvent::StepStarted { .. }))
+        .count();
+    let done = events
+        .iter()
+        .filter(|e| matches!(e, ProgressEvent::StepDone { .. }))
+        .count();
+    assert!(started >= 2 && started == done, "{events:?}");
+    let Some(ProgressEvent::ImageWritten {
+        config_digest,
+        manifest_digest,
+        ..
+    }) = events
+        .iter()
+        .find(|e| matches!(e, ProgressEvent::ImageWritten { .. }))
+    else {
+        panic!("no ImageWritten in {events:?}")
+    };
+    assert_eq!(config_digest, &image.config_digest);
+    assert_eq!(manifest_digest, &image.manifest_digest);
+    assert_eq!(image.names, vec!["lib/hello:1".to_owned()]);
+
+    // The returned config is the exported one.
+    let (config, files) = oci_image(&out.path().join("layout"));
+    let returned: serde_json::Value = serde_json::from_slice(&image.config).unwrap();
+    assert_eq!(returned["config"], config["config"]);
+    assert!(
+        returned["config"]["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "GREETING=from-the-library")
+    );
+    assert_eq!(files["hello.txt"], b"hello from kiln\n");
+}
+
+#[test]
+fn dockerfile_text_and_parsed_specs() {
+    let state = tempdir();
+    let out = tempdir();
+    let mut options = BuildOptions::new(hello_context());
+    options.dockerfile = Dockerfile::Text("FROM scratch\nCOPY hello.txt /greeting\n".into());
+    let dest = format!("type=local,dest={}", out.path().display());
+    options.outputs.push(dest.parse().expect("buildx syntax"));
+    Builder::new(state.path())
+        .build(&options, &kiln::NoProgress)
+        .expect("build");
+    assert_eq!(
+        std::fs::read(out.path().join("greeting")).unwrap(),
+        b"hello from kiln\n"
+    );
+
+    // A syntax error names its line, before anything runs.
+    options.dockerfile = Dockerfile::Text("FROM scratch\nCOPPY a /\n".into());
+    let err = Builder::new(state.path())
+        .build(&options, &kiln::NoProgress)
+        .unwrap_err();
+    assert_eq!(err.dockerfile_lines(), Some((2, 2)));
+    assert!(
+        err.to_string()
+            .starts_with("Dockerfile:2: unknown instruction: COPPY"),
+        "{err}"
+    );
+}
+
+#[test]
+fn push_with_credentials() {
+    let Some(registry) = Registry::start(Some(("kiln", "s3cret"))) else {
+        return;
+    };
+    let state = tempdir();
+    let name = format!("{}/lib/pushed:1", registry.addr);
+    let mut options = BuildOptions::new(hello_context());
+    options.tags.push(name.clone());
+    options.outputs.push(OutputSpec::Image {
+        names: Vec::new(),
+        push: true,
+        compression: kiln::Compression::Gzip,
+    });
+
+    // Wrong password: the error names the image.
+    let wrong = Builder::new(state.path()).credentials(Credentials {
+        registry: registry.addr.clone(),
+        username: "kiln".into(),
+        password: "nope".into(),
+    });
+    let err = wrong.build(&options, &kiln::NoProgress).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with(&format!("cannot push `{name}`: ")),
+        "{err}"
+    );
+
+    let right = Builder::new(state.path()).credentials(Credentials {
+        registry: registry.addr.clone(),
+        username: "kiln".into(),
+        password: "s3cret".into(),
+    });
+    right.build(&options, &kiln::NoProgress).expect("push");
+    assert!(
+        registry
+            .get("/v2/lib/pushed/manifests/1", Some(("kiln", "s3cret")))
+            .is_some()
+    );
+    // Credentials never show in Debug output.
+    assert!(!format!("{right:?}").contains("s3cret"));
+}
