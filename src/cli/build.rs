@@ -93,7 +93,7 @@ pub(crate) struct BuildArgs {
     #[arg(long = "ssh", value_name = "SPEC", value_parser = parse_spec::<SshSpec>)]
     pub(crate) ssh: Vec<SshSpec>,
 
-    /// Network mode of RUN steps.
+    /// Network of RUN steps: `default`, `none` or `host`.
     #[arg(long, value_name = "MODE", default_value = "default", value_parser = parse_spec::<NetworkMode>)]
     pub(crate) network: NetworkMode,
 
@@ -113,11 +113,13 @@ pub(crate) struct BuildArgs {
     #[arg(long = "metadata-file", value_name = "FILE")]
     pub(crate) metadata_file: Option<PathBuf>,
 
-    /// Import cache: `type=local,src=DIR`, `type=registry,ref=REF` or `REF`; repeatable.
+    /// Import cache: `type=local,src=DIR`, `type=registry,ref=REF` or `REF` (accepted; not
+    /// supported yet, kiln warns and uses its local cache).
     #[arg(long = "cache-from", value_name = "SPEC", value_parser = parse_spec::<CacheSpec>)]
     pub(crate) cache_from: Vec<CacheSpec>,
 
-    /// Export cache: `type=local,dest=DIR`, `type=registry,ref=REF`, `type=inline`; repeatable.
+    /// Export cache: `type=local,dest=DIR`, `type=registry,ref=REF`, `type=inline` (accepted;
+    /// not supported yet, kiln warns).
     #[arg(long = "cache-to", value_name = "SPEC", value_parser = parse_spec::<CacheSpec>)]
     pub(crate) cache_to: Vec<CacheSpec>,
 
