@@ -9,7 +9,7 @@ mod plain;
 mod report;
 mod tty;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -114,7 +114,7 @@ pub(crate) struct StepInfo {
     pub(crate) started: Duration,
     pub(crate) status: StepStatus,
     /// (time since the step started, line)
-    pub(crate) logs: Vec<(Duration, String)>,
+    pub(crate) logs: VecDeque<(Duration, String)>,
     pub(crate) dropped_logs: usize,
 }
 
@@ -179,7 +179,7 @@ impl StepTable {
                     line: *line,
                     started: now,
                     status: StepStatus::Running,
-                    logs: Vec::new(),
+                    logs: VecDeque::new(),
                     dropped_logs: 0,
                 });
                 self.by_id.insert(*step, pos);
@@ -190,11 +190,11 @@ impl StepTable {
                 let pos = *self.by_id.get(step)?;
                 let s = &mut self.steps[pos];
                 if s.logs.len() >= MAX_KEPT_LINES {
-                    s.logs.remove(0);
+                    s.logs.pop_front();
                     s.dropped_logs += 1;
                 }
                 let at = now.saturating_sub(s.started);
-                s.logs.push((at, line.clone()));
+                s.logs.push_back((at, line.clone()));
                 Some(pos)
             }
             ProgressEvent::StepCached { step } => {

@@ -75,7 +75,7 @@ impl Progress for Plain {
             }
             (ProgressEvent::StepLog { .. }, Some(p)) => {
                 let s = &st.table.steps[p];
-                let (at, line) = s.logs.last().cloned().unwrap_or_default();
+                let (at, line) = s.logs.back().cloned().unwrap_or_default();
                 format!("#{} {:.3} {line}\n", s.index, at.as_secs_f64())
             }
             (ProgressEvent::StepCached { .. }, Some(p)) => {

@@ -103,7 +103,7 @@ pub(crate) fn step_report(
             step.dropped_logs + skip
         );
     }
-    for (at, line) in &step.logs[skip..] {
+    for (at, line) in step.logs.iter().skip(skip) {
         let _ = writeln!(out, "{:.3} {line}", at.as_secs_f64());
     }
     out.push_str("------\n");

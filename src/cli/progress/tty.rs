@@ -256,7 +256,7 @@ fn frame(st: &mut State, now: Duration, (cols, rows): (usize, usize), color: boo
         for s in &live {
             lines.push(step_line(s, now, width, color));
             if s.status == StepStatus::Running {
-                for (_, l) in &s.logs[s.logs.len().saturating_sub(tail)..] {
+                for (_, l) in s.logs.iter().skip(s.logs.len().saturating_sub(tail)) {
                     lines.push(paint(
                         cut(&format!("   {}", printable(l)), width),
                         "2",
