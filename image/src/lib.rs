@@ -33,8 +33,8 @@ pub use import::{LoadedImage, load_archive, load_tar};
 pub use json::to_canonical_json;
 pub use reference::{DOCKER_HUB, Reference};
 pub use registry::{
-    Credentials, PushReport, RegistryClient, RegistryOptions, docker_config_dir,
-    lookup_credentials, pull,
+    Credentials, ProgressFn, PushReport, RegistryClient, RegistryOptions, TransferEvent,
+    docker_config_dir, lookup_credentials, pull,
 };
 pub use spec::{
     ContainerConfig, Descriptor, HealthConfig, History, ImageConfig, Index, Manifest, Platform,

@@ -450,3 +450,44 @@ fn plain_layers_are_compressed_for_push() {
         );
     }
 }
+
+#[test]
+fn transfers_report_progress() {
+    use kiln_image::TransferEvent;
+    use std::sync::{Arc, Mutex};
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let (_d, src) = store();
+    let image = test_image(&src, "prog", [Compression::Gzip, Compression::Gzip]);
+    let r = Reference::parse(&format!("{}/kiln/prog:1", reg.addr)).unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let c = RegistryClient::new(RegistryOptions {
+        docker_config_dir: "/nonexistent".into(),
+        ..Default::default()
+    })
+    .with_progress(move |e| sink.lock().unwrap().push(e.clone()));
+    c.push(&src, &image, &r).unwrap();
+    let (_d2, dst) = store();
+    c.pull(&dst, &r, &Platform::linux_amd64()).unwrap();
+    c.pull(&dst, &r, &Platform::linux_amd64()).unwrap();
+    let ev = events.lock().unwrap();
+    let blobs = |present: bool| {
+        ev.iter()
+            .filter(|e| matches!(e, TransferEvent::Blob { present: p, .. } if *p == present))
+            .count()
+    };
+    let done = ev
+        .iter()
+        .filter(|e| matches!(e, TransferEvent::Done { .. }))
+        .count();
+    // push: 3 uploaded; first pull: 3 downloaded; second pull: 3 present.
+    assert_eq!((blobs(false), blobs(true), done), (6, 3, 6), "{ev:?}");
+    let last_progress = ev.iter().rev().find_map(|e| match e {
+        TransferEvent::Progress { done, total, .. } => Some((*done, *total)),
+        _ => None,
+    });
+    let (d, t) = last_progress.expect("downloads report progress");
+    assert_eq!(d, t);
+}

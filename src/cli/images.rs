@@ -4,10 +4,14 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use kiln_image::{ContentStore, Image, Platform, Reference, RegistryClient, RegistryOptions};
+use kiln_image::{
+    ContentStore, Image, Platform, Reference, RegistryClient, RegistryOptions, TransferEvent,
+};
 
 /// The image subcommands (flattened into kiln's top-level commands).
 #[derive(Subcommand, Debug)]
@@ -78,10 +82,28 @@ pub(crate) struct RegistryArgs {
     insecure: Vec<String>,
 }
 
-fn client(args: &RegistryArgs) -> RegistryClient {
+/// A client printing Docker-style per-layer lines.
+fn client(args: &RegistryArgs, pushing: bool, moved: Arc<AtomicBool>) -> RegistryClient {
+    let (done, present) = if pushing {
+        ("Pushed", "Layer already exists")
+    } else {
+        ("Pull complete", "Already exists")
+    };
     RegistryClient::new(RegistryOptions {
         insecure_registries: args.insecure.clone(),
         ..Default::default()
+    })
+    .with_progress(move |e| match e {
+        TransferEvent::Blob {
+            digest,
+            present: true,
+            ..
+        } => println!("{}: {present}", digest.short()),
+        TransferEvent::Done { digest } => {
+            moved.store(true, Ordering::Relaxed);
+            println!("{}: {done}", digest.short());
+        }
+        _ => {}
     })
 }
 
@@ -130,8 +152,13 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<Ex
                 .map(Platform::parse)
                 .transpose()?
                 .unwrap_or(platform);
-            let image = client(&registry).pull(&store, &r, &p)?;
-            println!("{}: pulled", r.familiar());
+            println!(
+                "{}: Pulling from {}",
+                r.tag().unwrap_or("latest"),
+                r.repository()
+            );
+            let moved = Arc::new(AtomicBool::new(false));
+            let image = client(&registry, false, moved.clone()).pull(&store, &r, &p)?;
             println!(
                 "Digest: {}",
                 image
@@ -139,6 +166,11 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<Ex
                     .as_ref()
                     .unwrap_or(&image.manifest_digest)
             );
+            if moved.load(Ordering::Relaxed) {
+                println!("Status: Downloaded newer image for {}", r.familiar());
+            } else {
+                println!("Status: Image is up to date for {}", r.familiar());
+            }
         }
         ImageCommand::Push {
             reference,
@@ -146,12 +178,11 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<Ex
         } => {
             let r = parse_ref(&reference)?;
             let image = Image::resolve(&store, &r, &platform)?;
-            let report = client(&registry).push(&store, &image, &r)?;
+            println!("The push refers to repository [{}]", r.name());
+            let report = client(&registry, true, Arc::default()).push(&store, &image, &r)?;
             println!(
-                "{}: pushed ({} blobs uploaded, {} already present) digest: {} size: {}",
-                r.familiar(),
-                report.uploaded.len(),
-                report.skipped.len(),
+                "{}: digest: {} size: {}",
+                r.tag().unwrap_or("latest"),
                 report.manifest_digest,
                 report.manifest_size
             );

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ureq::http::Response;
@@ -92,6 +92,8 @@ pub struct RegistryClient {
     agents: Mutex<HashMap<String, ureq::Agent>>,
     /// `http` or `https` per insecure registry, decided by probing once.
     schemes: Mutex<HashMap<String, &'static str>>,
+    /// Where transfer events go.
+    progress: Option<ProgressFn>,
     /// Authorization header per (registry, scope), so a token is fetched once per scope.
     tokens: Mutex<HashMap<(String, String), String>>,
 }
@@ -118,6 +120,64 @@ pub struct PushReport {
     pub skipped: Vec<Digest>,
 }
 
+/// What a pull or push reports while it runs, per blob (config and layers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransferEvent {
+    /// A blob of the image: `present` when it need not move (already in the store for a pull,
+    /// already in the repository for a push).
+    Blob {
+        /// The blob.
+        digest: Digest,
+        /// Its size.
+        size: u64,
+        /// Whether it is already where it is going.
+        present: bool,
+    },
+    /// Bytes moved so far (reported about every 512 KiB for downloads, per chunk for uploads).
+    Progress {
+        /// The blob.
+        digest: Digest,
+        /// Bytes done.
+        done: u64,
+        /// Bytes in all.
+        total: u64,
+    },
+    /// The blob is stored (pull) or in the repository (push; uploaded or mounted).
+    Done {
+        /// The blob.
+        digest: Digest,
+    },
+}
+
+/// A progress callback shared by the transfer threads.
+pub type ProgressFn = Arc<dyn Fn(&TransferEvent) + Send + Sync>;
+
+/// Counts bytes read and reports them.
+struct ProgressReader<'a, R> {
+    inner: R,
+    client: &'a RegistryClient,
+    digest: &'a Digest,
+    done: u64,
+    reported: u64,
+    total: u64,
+}
+
+impl<R: Read> Read for ProgressReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        if self.done - self.reported >= 512 * 1024 || (n == 0 && self.done != self.reported) {
+            self.reported = self.done;
+            self.client.emit(&TransferEvent::Progress {
+                digest: self.digest.clone(),
+                done: self.done,
+                total: self.total,
+            });
+        }
+        Ok(n)
+    }
+}
+
 /// A request body that can be sent again after an auth challenge or a transient failure.
 enum Body<'a> {
     Empty,
@@ -138,6 +198,19 @@ impl RegistryClient {
             agents: Mutex::new(HashMap::new()),
             schemes: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
+            progress: None,
+        }
+    }
+
+    /// Sends [`TransferEvent`]s to `f` during pulls and pushes (from several threads).
+    pub fn with_progress(mut self, f: impl Fn(&TransferEvent) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Arc::new(f));
+        self
+    }
+
+    fn emit(&self, e: &TransferEvent) {
+        if let Some(f) = &self.progress {
+            f(e);
         }
     }
 
@@ -550,7 +623,14 @@ impl RegistryClient {
                     resp,
                 ));
             }
-            let reader = resp.into_body().into_reader();
+            let reader = ProgressReader {
+                inner: resp.into_body().into_reader(),
+                client: self,
+                digest: &desc.digest,
+                done: 0,
+                reported: 0,
+                total: desc.size,
+            };
             match store.put_verified(reader, desc, &what) {
                 Err(Error::Io { source, .. })
                     if attempt < self.opts.attempts && is_transient_io(&source) =>
@@ -610,7 +690,21 @@ impl RegistryClient {
             .into_iter()
             .filter(|d| !store.has_blob(&d.digest))
             .collect();
-        self.for_each_parallel(&missing, |d| self.fetch_blob(store, reference, d))?;
+        for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
+            let present = !missing.iter().any(|m| m.digest == d.digest);
+            self.emit(&TransferEvent::Blob {
+                digest: d.digest.clone(),
+                size: d.size,
+                present,
+            });
+        }
+        self.for_each_parallel(&missing, |d| {
+            self.fetch_blob(store, reference, d)?;
+            self.emit(&TransferEvent::Done {
+                digest: d.digest.clone(),
+            });
+            Ok(())
+        })?;
 
         for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
             store.record_source(&d.digest, reference.registry(), reference.repository())?;
@@ -714,11 +808,22 @@ impl RegistryClient {
         let uploaded = Mutex::new(Vec::new());
         let skipped = Mutex::new(Vec::new());
         self.for_each_parallel(&blobs, |d| {
-            let done = if self.blob_exists(reference, &d.digest)? {
+            let present = self.blob_exists(reference, &d.digest)?;
+            self.emit(&TransferEvent::Blob {
+                digest: d.digest.clone(),
+                size: d.size,
+                present,
+            });
+            let done = if present {
                 false
             } else {
                 self.upload_blob(store, reference, d)?
             };
+            if !present {
+                self.emit(&TransferEvent::Done {
+                    digest: d.digest.clone(),
+                });
+            }
             let list = if done { &uploaded } else { &skipped };
             if let Ok(mut l) = list.lock() {
                 l.push(d.digest.clone());
@@ -812,6 +917,11 @@ impl RegistryClient {
                 }
                 location = location_of(&resp, &base, reference)?;
                 offset += len;
+                self.emit(&TransferEvent::Progress {
+                    digest: desc.digest.clone(),
+                    done: offset,
+                    total: size,
+                });
             }
             Body::Empty
         } else {
