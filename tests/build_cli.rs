@@ -39,6 +39,9 @@ fn need_root() -> bool {
 
 #[test]
 fn plain_progress_and_using_cache_on_the_second_build() {
+    if common::not_root() {
+        return;
+    }
     let state = tempdir();
     let (stdout, first) = ok(&build(
         &state,
@@ -145,6 +148,9 @@ fn check_event_order(events: &[Value]) -> Vec<(u64, String)> {
 
 #[test]
 fn json_progress_event_order_and_cached_markers() {
+    if common::not_root() {
+        return;
+    }
     let state = tempdir();
     let out = build(
         &state,
@@ -205,6 +211,9 @@ fn json_progress_event_order_and_cached_markers() {
 
 #[test]
 fn quiet_iidfile_and_metadata_file() {
+    if common::not_root() {
+        return;
+    }
     let state = tempdir();
     let dir = tempdir();
     let iid = dir.path().join("iid");
@@ -245,6 +254,9 @@ fn quiet_iidfile_and_metadata_file() {
 
 #[test]
 fn outputs_oci_docker_local_tar() {
+    if common::not_root() {
+        return;
+    }
     let state = tempdir();
     let dir = tempdir();
     let d = dir.path();
@@ -292,6 +304,9 @@ fn outputs_oci_docker_local_tar() {
 
 #[test]
 fn output_tar_to_stdout() {
+    if common::not_root() {
+        return;
+    }
     let state = tempdir();
     let out = build(&state, &["--progress=plain", "-o", "-"], &hello_context());
     assert!(out.status.success(), "{}", text(&out).1);
@@ -301,6 +316,9 @@ fn output_tar_to_stdout() {
 
 #[test]
 fn build_args_from_flag_and_environment_and_labels() {
+    if common::not_root() {
+        return;
+    }
     let state = tempdir();
     let dir = tempdir();
     let dest = format!("type=oci,dest={}/o,tar=false", dir.path().display());
@@ -352,6 +370,9 @@ const MULTI: &str = "FROM scratch AS base\nCOPY a.txt /a.txt\n\nFROM base AS fin
 
 #[test]
 fn target_selects_a_stage_and_unused_stages_do_not_fail() {
+    if common::not_root() {
+        return;
+    }
     let state = tempdir();
     let ctx = tempdir();
     write_files(
@@ -385,6 +406,9 @@ fn target_selects_a_stage_and_unused_stages_do_not_fail() {
 
 #[test]
 fn no_cache_and_no_cache_filter() {
+    if common::not_root() {
+        return;
+    }
     let state = tempdir();
     let ctx = tempdir();
     write_files(
@@ -430,6 +454,9 @@ fn no_cache_and_no_cache_filter() {
 
 #[test]
 fn tar_context_on_stdin_and_dockerfile_on_stdin() {
+    if common::not_root() {
+        return;
+    }
     let state = tempdir();
     let mut archive = tar::Builder::new(Vec::new());
     archive.append_dir_all(".", hello_context()).unwrap();
@@ -475,6 +502,9 @@ fn tar_context_on_stdin_and_dockerfile_on_stdin() {
 
 #[test]
 fn platform_jobs_pull_and_root_flags() {
+    if common::not_root() {
+        return;
+    }
     let state = tempdir();
     let other_root = tempdir();
     let out = kiln(&state)
@@ -509,6 +539,9 @@ fn platform_jobs_pull_and_root_flags() {
 
 #[test]
 fn unsupported_cache_import_export_warns() {
+    if common::not_root() {
+        return;
+    }
     let state = tempdir();
     let dir = tempdir();
     let to = format!("type=local,dest={}", dir.path().display());
@@ -603,6 +636,9 @@ fn network_none_and_secrets() {
 
 #[test]
 fn ssh_flag_is_accepted() {
+    if common::not_root() {
+        return;
+    }
     let state = tempdir();
     let sock_dir = tempdir();
     let sock = sock_dir.path().join("agent.sock");
@@ -613,6 +649,9 @@ fn ssh_flag_is_accepted() {
 
 #[test]
 fn push_to_a_registry() {
+    if common::not_root() {
+        return;
+    }
     let Some(registry) = common::registry::Registry::start(None) else {
         return;
     };
@@ -639,6 +678,9 @@ fn push_to_a_registry() {
 
 #[test]
 fn dockerfile_from_another_path() {
+    if common::not_root() {
+        return;
+    }
     let state = tempdir();
     let ctx = tempdir();
     let elsewhere = tempdir();

@@ -72,6 +72,9 @@ fn run_on_pty(mut cmd: Command, cols: u16, rows: u16) -> (Option<i32>, String, V
 
 #[test]
 fn auto_progress_on_a_terminal_is_the_live_display() {
+    if common::not_root() {
+        return;
+    }
     let state = tempdir();
     let mut cmd = kiln(&state);
     cmd.args(["build", "-t", "hello:tty"]).arg(hello_context());
@@ -147,6 +150,9 @@ fn auto_progress_on_a_terminal_is_the_live_display() {
 
 #[test]
 fn a_narrow_terminal_keeps_every_line_within_its_width() {
+    if common::not_root() {
+        return;
+    }
     let state = tempdir();
     let mut cmd = kiln(&state);
     cmd.args(["build", "-t", "hello:narrow"])
@@ -205,6 +211,9 @@ fn a_failing_build_on_a_terminal_prints_everything() {
 
 #[test]
 fn final_screen_in_tmux() {
+    if common::not_root() {
+        return;
+    }
     if Command::new("tmux").arg("-V").output().is_err() {
         skip("tmux is not installed");
         return;

@@ -46,6 +46,12 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Builds mount snapshots and create namespaces, so they need root: true (after a skip
+/// message; a panic under CI) when we are not.
+pub fn not_root() -> bool {
+    !is_root() && skip("kiln builds need root (mounts, namespaces)")
+}
+
 /// Writes `files` (path, contents) under `dir`.
 pub fn write_files(dir: &Path, files: &[(&str, &str)]) {
     for (name, contents) in files {
