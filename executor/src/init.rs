@@ -187,7 +187,9 @@ fn run(spec: &InitSpec, events: &Events, state: &mut Mounted) -> Result<()> {
         state.stubs.ensure(&root, &path, StubKind::Dir)?;
     }
     for (index, mount) in spec.mounts.iter().enumerate() {
-        apply_mount(&root, &scratch, index, mount, state)?;
+        if !under_dev(mount.target()) {
+            apply_mount(&root, &scratch, index, mount, state)?;
+        }
     }
 
     let mut env = spec.env.clone();
@@ -203,7 +205,12 @@ fn run(spec: &InitSpec, events: &Events, state: &mut Mounted) -> Result<()> {
     if pid == 0 {
         sys::default_sigterm();
         let _ = sys::unblock_sigterm();
-        let err = match container_pid1(&root, cwd, &spec.args[0], &user, &argv, &envp) {
+        let dev_mounts = DevMounts {
+            scratch: &scratch,
+            mounts: &spec.mounts,
+        };
+        let err = match container_pid1(&root, &dev_mounts, cwd, &spec.args[0], &user, &argv, &envp)
+        {
             Err(e) => e,
             Ok(never) => match never {},
         };
@@ -305,28 +312,91 @@ fn mount_rootfs(plan: &RootPlan, root: &Path) -> Result<()> {
             } in mounts
             {
                 let (flags, data, is_bind) = parse_options(options);
-                if fstype == "bind" || is_bind.is_some() {
-                    bind(
-                        Path::new(source),
-                        is_bind.unwrap_or(true),
-                        flags & libc::MS_RDONLY != 0,
-                    )?;
+                if fstype == "bind" || fstype == "rbind" || is_bind.is_some() {
+                    let recursive = fstype == "rbind" || is_bind == Some(true);
+                    bind(Path::new(source), recursive, flags & libc::MS_RDONLY != 0)?;
                     continue;
                 }
-                let data = (!data.is_empty()).then_some(data.as_str());
-                sys::mount(Some(OsStr::new(source)), root, Some(fstype), flags, data).map_err(
-                    |e| {
-                        Error::sys(
-                            "mount",
-                            format!("{fstype} rootfs from {source} (options {options:?})"),
-                            e,
-                        )
-                    },
-                )?;
+                mount_fs(source, root, fstype, flags, &data).map_err(|e| {
+                    Error::sys(
+                        "mount",
+                        format!("{fstype} rootfs from {source} (options {options:?})"),
+                        e,
+                    )
+                })?;
             }
             Ok(())
         }
     }
+}
+
+/// The most mount data the kernel copies (one page).
+const MAX_MOUNT_DATA: usize = 4095;
+
+/// `mount(2)` of a filesystem; overlay options longer than a page are shortened by making the
+/// lower dirs relative to their common parent and mounting from there (as containerd does).
+/// The init is single-threaded, so changing its working directory is safe.
+fn mount_fs(
+    source: &str,
+    target: &Path,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> std::io::Result<()> {
+    let opt = (!data.is_empty()).then_some(data);
+    if fstype != "overlay" || data.len() <= MAX_MOUNT_DATA {
+        return sys::mount(Some(OsStr::new(source)), target, Some(fstype), flags, opt);
+    }
+    let too_long = || std::io::Error::from_raw_os_error(libc::E2BIG);
+    let (dir, compact) = compact_lowerdirs(data).ok_or_else(too_long)?;
+    if compact.len() > MAX_MOUNT_DATA {
+        return Err(too_long());
+    }
+    std::env::set_current_dir(&dir)?;
+    let result = sys::mount(
+        Some(OsStr::new(source)),
+        target,
+        Some(fstype),
+        flags,
+        Some(&compact),
+    );
+    std::env::set_current_dir("/")?;
+    result
+}
+
+/// `lowerdir=` entries rewritten relative to their longest common parent directory.
+fn compact_lowerdirs(data: &str) -> Option<(PathBuf, String)> {
+    let options: Vec<&str> = data.split(',').collect();
+    let lower = options.iter().find_map(|o| o.strip_prefix("lowerdir="))?;
+    let dirs: Vec<&Path> = lower.split(':').map(Path::new).collect();
+    let mut common: PathBuf = dirs.first()?.parent()?.to_path_buf();
+    while !dirs.iter().all(|d| d.starts_with(&common)) {
+        if !common.pop() {
+            return None;
+        }
+    }
+    // Relative to `/` would not be shorter.
+    common.parent()?;
+    let relative: Option<Vec<String>> = dirs
+        .iter()
+        .map(|d| {
+            d.strip_prefix(&common)
+                .ok()
+                .map(|r| r.display().to_string())
+        })
+        .collect();
+    let relative = relative?.join(":");
+    let rewritten: Vec<String> = options
+        .iter()
+        .map(|o| {
+            if o.starts_with("lowerdir=") {
+                format!("lowerdir={relative}")
+            } else {
+                (*o).to_owned()
+            }
+        })
+        .collect();
+    Some((common, rewritten.join(",")))
 }
 
 fn apply_mount(
@@ -462,9 +532,25 @@ fn overlay_bind(source: &Path, work: &Path, target: &Path) -> Result<()> {
     .map_err(|e| Error::sys("mount", format!("overlay over {}", source.display()), e))
 }
 
+/// Whether a mount goes inside the container's fresh /dev tmpfs, so PID 1 mounts it after
+/// creating /dev (BuildKit puts heredoc scripts at /dev/pipes/NAME). Nothing it creates there
+/// outlives the container, so it needs no stub cleanup.
+fn under_dev(target: &str) -> bool {
+    Path::new(target)
+        .strip_prefix("/dev")
+        .is_ok_and(|rest| rest.components().next().is_some())
+}
+
+/// The mounts PID 1 applies after /dev exists.
+struct DevMounts<'a> {
+    scratch: &'a Path,
+    mounts: &'a [PlannedMount],
+}
+
 /// PID 1 of the container: returns only on failure.
 fn container_pid1(
     root: &Path,
+    dev_mounts: &DevMounts<'_>,
     cwd: &str,
     arg0: &str,
     user: &ExecUser,
@@ -473,6 +559,12 @@ fn container_pid1(
 ) -> Result<Infallible> {
     sys::unshare(libc::CLONE_NEWNS).map_err(|e| Error::sys("unshare", "mount namespace", e))?;
     mount_special(root)?;
+    let mut on_tmpfs = Mounted::default();
+    for (index, mount) in dev_mounts.mounts.iter().enumerate() {
+        if under_dev(mount.target()) {
+            apply_mount(root, dev_mounts.scratch, index, mount, &mut on_tmpfs)?;
+        }
+    }
     enter_root(root)?;
     std::env::set_current_dir(cwd).map_err(|e| Error::io("chdir", cwd, e))?;
     let program = find_executable(arg0, envp)?;
@@ -639,4 +731,30 @@ fn enter_root(root: &Path) -> Result<()> {
         .map_err(|e| Error::sys("umount", "old root", e))?;
     std::env::set_current_dir("/").map_err(|e| Error::io("chdir", "/", e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_overlay_options_become_relative_to_the_common_parent() {
+        let data = "lowerdir=/s/snapshots/3/fs:/s/snapshots/2/fs:/s/snapshots/1/fs,\
+                    upperdir=/s/snapshots/4/fs,workdir=/s/snapshots/4/work";
+        let (dir, compact) = compact_lowerdirs(data).unwrap();
+        assert_eq!(dir, Path::new("/s/snapshots"));
+        assert_eq!(
+            compact,
+            "lowerdir=3/fs:2/fs:1/fs,upperdir=/s/snapshots/4/fs,workdir=/s/snapshots/4/work"
+        );
+        assert!(compact_lowerdirs("lowerdir=/a:/b,upperdir=/u").is_none());
+    }
+
+    #[test]
+    fn only_paths_below_dev_are_late_mounts() {
+        assert!(under_dev("/dev/pipes/x"));
+        assert!(!under_dev("/dev"));
+        assert!(!under_dev("/devices/x"));
+        assert!(!under_dev("/etc/hosts"));
+    }
 }

@@ -15,10 +15,13 @@
 //!    ([`RootFs::Mounts`], e.g. overlay, or a bind of [`RootFs::Dir`]) on a private run
 //!    directory; resolve `USER` through the rootfs /etc/passwd and /etc/group; create a missing
 //!    working directory (0755, owned by the user; it stays in the snapshot); mount the /etc
-//!    files and every [`MountSpec`], creating missing mount points as *stubs*.
+//!    files and every [`MountSpec`], creating missing mount points as *stubs*. Overlay options
+//!    longer than a page are shortened (lower dirs relative to their common parent). `type=ssh`
+//!    mounts get a per-run proxy socket with the mount's uid/gid/mode relaying to the agent.
 //! 4. **PID 1**: the init forks the container's PID 1, which mounts /proc, a /dev tmpfs (null,
 //!    zero, full, random, urandom, tty, devpts + ptmx, shm, mqueue), a read-only /sys, masks the
-//!    usual /proc paths, pivot_roots, changes to the user and groups, keeps only Docker's default
+//!    usual /proc paths, applies the mounts whose target is below /dev (e.g. BuildKit's heredoc
+//!    scripts at /dev/pipes/NAME) inside that fresh /dev, pivot_roots, changes to the user and groups, keeps only Docker's default
 //!    capabilities (CapEff `00000000a80425fb` for root), sets no_new_privs and execs the command,
 //!    which is thus PID 1 of its namespace. Its stdin is /dev/null.
 //! 5. **Stream**: stdout and stderr are delivered line by line to `on_output` while the
@@ -64,6 +67,7 @@ mod init;
 mod proto;
 mod run;
 mod spec;
+mod ssh_proxy;
 mod stubs;
 mod sys;
 mod user;

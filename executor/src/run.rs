@@ -21,6 +21,7 @@ use crate::spec::{
     CancelToken, DEFAULT_HOSTNAME, DEFAULT_PATH, ExitStatus, LAST_LINES, MountSpec, Network,
     ProcessSpec, RootFs, Stream,
 };
+use crate::ssh_proxy::SshProxy;
 use crate::sys;
 
 /// Where the executor finds its init binary and keeps its state.
@@ -108,7 +109,7 @@ impl Executor {
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.push(format!("PATH={DEFAULT_PATH}"));
         }
-        let mut planned = vec![
+        let planned = vec![
             PlannedMount::File {
                 contents: etc_files::hosts(&hostname, &process.extra_hosts),
                 target: "/etc/hosts".into(),
@@ -131,7 +132,31 @@ impl Executor {
                 gid: 0,
             },
         ];
-        let mut leases: Vec<CacheLease> = Vec::new();
+        let run_dir = self.make_run_dir()?;
+        let mut held = Held::default();
+        let result = self.plan_and_run(
+            process, rootfs, mounts, on_output, cancel, &run_dir, cwd, hostname, env, planned,
+            &mut held,
+        );
+        drop(held);
+        remove_run_dir(&run_dir);
+        result
+    }
+
+    fn plan_and_run(
+        &self,
+        process: &ProcessSpec,
+        rootfs: &RootFs,
+        mounts: &[MountSpec],
+        on_output: &mut dyn FnMut(Stream, &[u8]),
+        cancel: &CancelToken,
+        run_dir: &Path,
+        cwd: String,
+        hostname: String,
+        mut env: Vec<String>,
+        mut planned: Vec<PlannedMount>,
+        held: &mut Held,
+    ) -> Result<ExitStatus> {
         let mut ssh_count = 0;
         for mount in mounts {
             match mount {
@@ -150,7 +175,7 @@ impl Executor {
                         readonly: c.readonly,
                         discard_writes: false,
                     });
-                    leases.push(lease);
+                    held.leases.push(lease);
                 }
                 MountSpec::Tmpfs(t) => planned.push(PlannedMount::Tmpfs {
                     target: target_of(&cwd, &t.target)?,
@@ -195,23 +220,30 @@ impl Executor {
                     if ssh_count == 0 && !env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
                         env.push(format!("SSH_AUTH_SOCK={target}"));
                     }
+                    let proxy = SshProxy::start(
+                        socket,
+                        run_dir.join(format!("ssh-{ssh_count}.sock")),
+                        s.uid,
+                        s.gid,
+                        s.mode,
+                    )?;
                     ssh_count += 1;
                     planned.push(PlannedMount::Bind {
-                        source: socket.clone(),
+                        source: proxy.path().to_path_buf(),
                         target,
                         readonly: false,
                         discard_writes: false,
                     });
+                    held.ssh.push(proxy);
                 }
             }
         }
         // Parents before children, otherwise in the given order (containerd's sortMounts).
         planned.sort_by_key(|m| Path::new(m.target()).components().count());
 
-        let run_dir = self.make_run_dir()?;
         let spec = InitSpec {
             parent_pid: std::process::id() as i32,
-            run_dir: run_dir.clone(),
+            run_dir: run_dir.to_path_buf(),
             rootfs: match rootfs {
                 RootFs::Mounts(m) => RootPlan::Mounts(m.clone()),
                 RootFs::Dir(d) => RootPlan::Dir(d.clone()),
@@ -224,10 +256,7 @@ impl Executor {
             new_network: process.network == Network::None,
             mounts: planned,
         };
-        let result = self.spawn_and_watch(&spec, on_output, cancel);
-        remove_run_dir(&run_dir);
-        drop(leases);
-        result
+        self.spawn_and_watch(&spec, on_output, cancel)
     }
 
     fn make_run_dir(&self) -> Result<PathBuf> {
@@ -315,6 +344,13 @@ impl Executor {
             ))),
         }
     }
+}
+
+/// What a run holds on the host until it ends: cache locks and ssh proxies.
+#[derive(Debug, Default)]
+struct Held {
+    leases: Vec<CacheLease>,
+    ssh: Vec<SshProxy>,
 }
 
 /// The joined absolute form of a mount target; `/` itself is refused like BuildKit does.

@@ -412,3 +412,54 @@ fn assert_no_changes(f: &Fixture) {
         assert_eq!(upper.mode(), lower.mode(), "{path} mode");
     }
 }
+
+#[test]
+fn overlay_options_longer_than_a_page_still_mount() {
+    require_env!();
+    let f = Fixture::new();
+    // 40 lower layers under a long state path, as a snapshotter lays them out: far more than
+    // the 4096 bytes of mount data when absolute, well under when relative to their parent.
+    let layers = f
+        .dir
+        .path()
+        .join("a-state-directory-with-a-rather-long-name/and-more-nesting/snapshots");
+    let mut lowers = Vec::new();
+    for i in 0..40 {
+        let dir = layers.join(format!("{i:03}-{}", "x".repeat(20))).join("fs");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(format!("layer-{i}")), "").unwrap();
+        lowers.push(dir.display().to_string());
+    }
+    lowers.reverse();
+    let base = layers.join("busybox/fs");
+    fs::create_dir_all(base.parent().unwrap()).unwrap();
+    fs::rename(f.lower(), &base).unwrap();
+    lowers.push(base.display().to_string());
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lowers.join(":"),
+        f.upper().display(),
+        f.dir.path().join("work").display()
+    );
+    assert!(options.len() > 4096);
+    let rootfs = kiln_executor::RootFs::Mounts(vec![kiln_executor::RootMount {
+        fstype: "overlay".into(),
+        source: "overlay".into(),
+        options: vec![options],
+    }]);
+    let out = f.executor.run(
+        &ProcessSpec {
+            args: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "ls / | grep -c layer-".into(),
+            ],
+            ..ProcessSpec::default()
+        },
+        &rootfs,
+        &[],
+        &mut |_, line| assert_eq!(line, b"40\n"),
+        &CancelToken::new(),
+    );
+    assert!(out.expect("run").success());
+}

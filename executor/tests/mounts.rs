@@ -374,6 +374,26 @@ fn ssh_agent_socket_is_forwarded() {
         })],
     );
     assert_eq!(out.ok(), "/run/buildkit/ssh_agent.0\nsocket\n");
+    // A proxy socket with the mount's owner and mode, not the host socket's.
+    let out = f.sh(
+        "stat -c '%a %u %g' /tmp/agent; test -w /tmp/agent && echo writable; echo $SSH_AUTH_SOCK",
+        ProcessSpec {
+            user: "alice".into(),
+            env: vec!["SSH_AUTH_SOCK=/custom".into()],
+            ..ProcessSpec::default()
+        },
+        &[MountSpec::Ssh(SshMount {
+            socket: Some(sock.clone()),
+            target: Some("/tmp/agent".into()),
+            uid: 1000,
+            gid: 1000,
+            mode: 0o600,
+            ..SshMount::default()
+        })],
+    );
+    assert_eq!(out.ok(), "600 1000 1000\nwritable\n/custom\n");
+    let host = fs::metadata(&sock).unwrap();
+    assert_eq!(host.uid(), 0);
     assert!(!f.upper().join("run").exists());
     let err = f
         .executor
@@ -395,4 +415,22 @@ fn ssh_agent_socket_is_forwarded() {
         err.to_string(),
         "ssh agent default is required but not provided"
     );
+}
+
+#[test]
+fn mounts_below_dev_land_in_the_fresh_dev() {
+    require_env!();
+    let f = Fixture::new();
+    let script = f.dir.path().join("script");
+    fs::write(&script, "#!/bin/sh\necho \"running $0\"\n").unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = f.run(
+        &ProcessSpec {
+            args: vec!["/dev/pipes/script".into()],
+            ..ProcessSpec::default()
+        },
+        &[bind(&script, "/dev/pipes/script", false)],
+    );
+    assert_eq!(out.ok(), "running /dev/pipes/script\n");
+    assert_snapshot_clean(&f);
 }
