@@ -159,7 +159,7 @@ fn hint(error: &str, root: bool) -> Option<&'static str> {
     let has = |s: &str| e.contains(s);
     if !root && (has("operation not permitted") || has("permission denied") || has("os error 1)")) {
         return Some(
-            "kiln mounts filesystems and runs steps in namespaces: run it as root (`sudo kiln build ...`)",
+            "kiln mounts filesystems and runs steps in namespaces: run it as root (e.g. with sudo)",
         );
     }
     if has("cannot reach registry") {
