@@ -82,7 +82,8 @@ pub(crate) fn detect(head: &[u8]) -> Detected {
 /// A writer that hashes (sha256) and counts everything passing through to `inner`.
 pub(crate) struct HashWriter<W: Write> {
     pub(crate) inner: W,
-    hasher: Sha256,
+    /// `None` when only counting (an uncompressed blob's digest is its diff_id).
+    hasher: Option<Sha256>,
     pub(crate) count: u64,
 }
 
@@ -90,15 +91,26 @@ impl<W: Write> HashWriter<W> {
     pub(crate) fn new(inner: W) -> Self {
         Self {
             inner,
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
             count: 0,
         }
     }
 
-    /// `sha256:<hex>` of the bytes written, the byte count, and the inner writer.
-    pub(crate) fn finish(self) -> (String, u64, W) {
+    /// A writer that only counts bytes.
+    pub(crate) fn counting(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: None,
+            count: 0,
+        }
+    }
+
+    /// `sha256:<hex>` of the bytes written (`None` when only counting), the byte count, and the
+    /// inner writer.
+    pub(crate) fn finish(self) -> (Option<String>, u64, W) {
         (
-            format!("sha256:{}", hex::encode(self.hasher.finalize())),
+            self.hasher
+                .map(|h| format!("sha256:{}", hex::encode(h.finalize()))),
             self.count,
             self.inner,
         )
@@ -108,7 +120,9 @@ impl<W: Write> HashWriter<W> {
 impl<W: Write> Write for HashWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         self.count += n as u64;
         Ok(n)
     }

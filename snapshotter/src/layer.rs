@@ -71,14 +71,20 @@ fn stream_layer<W: Write>(
     out: W,
     body: impl FnOnce(&mut Tar<'_, W>) -> Result<()>,
 ) -> Result<LayerInfo> {
-    let blob = HashWriter::new(out);
+    let blob = if options.compression == Compression::None {
+        HashWriter::counting(out)
+    } else {
+        HashWriter::new(out)
+    };
     let comp = Compressor::new(options.compression, blob).map_err(stream("start compressor"))?;
     let mut tar = TarWriter::new(HashWriter::new(comp), options.source_date_epoch);
     body(&mut tar)?;
     let raw = tar.finish()?;
     let (diff_id, uncompressed_size, comp) = raw.finish();
+    let diff_id = diff_id.unwrap_or_default();
     let blob = comp.finish().map_err(stream("finish compressor"))?;
     let (digest, size, mut out) = blob.finish();
+    let digest = digest.unwrap_or_else(|| diff_id.clone());
     out.flush().map_err(stream("flush layer"))?;
     Ok(LayerInfo {
         diff_id,

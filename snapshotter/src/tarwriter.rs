@@ -137,12 +137,7 @@ impl<W: Write> TarWriter<W> {
             h.size = meta.len();
             self.append_header(&h)?;
             let f = fs::File::open(disk).ctx("open", disk)?;
-            let copied =
-                io::copy(&mut f.take(h.size), &mut CountingRef(self)).map_err(|e| Error::Io {
-                    op: "read",
-                    path: disk.to_path_buf(),
-                    source: e,
-                })?;
+            let copied = self.copy_data(f.take(h.size)).ctx("read", disk)?;
             if copied != h.size {
                 return Err(Error::Unrepresentable {
                     path: disk.to_path_buf(),
@@ -174,6 +169,23 @@ impl<W: Write> TarWriter<W> {
             });
         }
         self.append_header(&h)
+    }
+
+    /// Copies file data in large chunks (fewer, bigger writes into hashers and compressors).
+    fn copy_data(&mut self, mut from: impl Read) -> io::Result<u64> {
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.out.write_all(&buf[..n])?;
+            self.written += n as u64;
+            total += n as u64;
+        }
     }
 
     /// Writes an empty regular file entry (used for `.wh.` whiteouts), mtime 0, mode 0.
@@ -328,20 +340,6 @@ impl<W: Write> TarWriter<W> {
     }
 }
 
-/// Lets `io::copy` write file data through the writer's byte counter.
-struct CountingRef<'a, W: Write>(&'a mut TarWriter<W>);
-
-impl<W: Write> Write for CountingRef<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.0.out.write(buf)?;
-        self.0.written += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.out.flush()
-    }
-}
-
 /// Zero-padded octal with a trailing NUL, as ustar wants.
 fn octal(field: &mut [u8], value: u64) {
     let width = field.len() - 1;
@@ -381,6 +379,29 @@ mod tests {
         assert_eq!(p.len(), 120);
         assert_eq!(n.len(), 50);
         assert!(split_ustar(&[b'z'; 101]).is_none());
+    }
+
+    #[test]
+    fn large_sizes_go_to_pax() {
+        let mut w = TarWriter::new(Vec::new(), None);
+        let size = 9 * (1u64 << 30);
+        w.append_header(&EntryHeader {
+            name: b"huge".to_vec(),
+            kind: EntryKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size,
+            mtime: 1,
+            link: Vec::new(),
+            dev: (0, 0),
+            xattrs: Vec::new(),
+        })
+        .unwrap();
+        let mut a = tar::Archive::new(&w.out[..]);
+        let e = a.entries().unwrap().next().unwrap().unwrap();
+        assert_eq!(e.size(), size);
+        assert_eq!(&*e.path_bytes(), b"huge");
     }
 
     #[test]

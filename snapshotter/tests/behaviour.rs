@@ -44,8 +44,14 @@ fn sh(dir: &Path, script: &str) {
 }
 
 fn build(driver: DriverChoice, steps: &[Step]) -> Built {
+    // A long state path, so that deep overlay chains exceed the one-page mount option limit and
+    // exercise the relative-lowerdir mount.
     let state = tempfile::tempdir().unwrap();
-    let store = open(state.path(), driver).unwrap();
+    let store = open(
+        &state.path().join(format!("state-{}", "x".repeat(120))),
+        driver,
+    )
+    .unwrap();
     let want = if driver == DriverChoice::Native {
         Driver::Native
     } else {
@@ -330,6 +336,13 @@ fn deep_chain(driver: DriverChoice) {
         return;
     };
     let view = b.store.view("deep", Some(&b.top)).unwrap();
+    if b.store.driver() == Driver::Overlay {
+        let len: usize = view[0].options.iter().map(|o| o.len() + 1).sum();
+        assert!(
+            len > 4096,
+            "options only {len} bytes: the long-option path is not exercised"
+        );
+    }
     let m = MountedSnapshot::new(&view).unwrap();
     assert_eq!(
         fs::read_to_string(m.path().join("counter")).unwrap(),
