@@ -35,7 +35,7 @@ use crate::user::{ExecUser, resolve};
 pub(crate) const DEFAULT_CAPS: u64 = 0xa804_25fb;
 
 /// /proc and /sys paths hidden from the container (containerd's default spec).
-const MASKED_PATHS: &[&str] = &[
+pub(crate) const MASKED_PATHS: &[&str] = &[
     "proc/asound",
     "proc/acpi",
     "proc/interrupts",
@@ -51,7 +51,7 @@ const MASKED_PATHS: &[&str] = &[
 ];
 
 /// /proc paths made read-only (containerd's default spec).
-const READONLY_PATHS: &[&str] = &[
+pub(crate) const READONLY_PATHS: &[&str] = &[
     "proc/bus",
     "proc/fs",
     "proc/irq",
@@ -139,8 +139,11 @@ struct Mounted {
 
 fn run(spec: &InitSpec, events: &Events, state: &mut Mounted) -> Result<()> {
     sys::umask(0o022);
-    let mut flags =
-        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    // With an OCI runtime, the runtime makes the PID, IPC and UTS namespaces itself.
+    let mut flags = libc::CLONE_NEWNS;
+    if spec.oci_runtime.is_none() {
+        flags |= libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    }
     if spec.new_network {
         flags |= libc::CLONE_NEWNET;
     }
@@ -156,7 +159,10 @@ fn run(spec: &InitSpec, events: &Events, state: &mut Mounted) -> Result<()> {
     if spec.new_network {
         sys::loopback_up().map_err(|e| Error::sys("ioctl", "bring lo up", e))?;
     }
-    sys::sethostname(&spec.hostname).map_err(|e| Error::sys("sethostname", &spec.hostname, e))?;
+    if spec.oci_runtime.is_none() {
+        sys::sethostname(&spec.hostname)
+            .map_err(|e| Error::sys("sethostname", &spec.hostname, e))?;
+    }
 
     let root = spec.run_dir.join("rootfs");
     let scratch = spec.run_dir.join("scratch");
@@ -195,6 +201,15 @@ fn run(spec: &InitSpec, events: &Events, state: &mut Mounted) -> Result<()> {
     let mut env = spec.env.clone();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", user.home));
+    }
+    if let Some(runtime) = &spec.oci_runtime {
+        let config = crate::oci::runtime_spec(spec, &root, &scratch, &user, &env, cwd)?;
+        let status = crate::oci::run(runtime, spec, &config)?;
+        events.send(&match status {
+            sys::WaitStatus::Exited(code) => InitEvent::Exited { code },
+            sys::WaitStatus::Signaled(signal) => InitEvent::Signaled { signal },
+        });
+        return Ok(());
     }
     let argv = to_cstrings(&spec.args)?;
     let envp = to_cstrings(&env)?;
@@ -535,7 +550,7 @@ fn overlay_bind(source: &Path, work: &Path, target: &Path) -> Result<()> {
 /// Whether a mount goes inside the container's fresh /dev tmpfs, so PID 1 mounts it after
 /// creating /dev (BuildKit puts heredoc scripts at /dev/pipes/NAME). Nothing it creates there
 /// outlives the container, so it needs no stub cleanup.
-fn under_dev(target: &str) -> bool {
+pub(crate) fn under_dev(target: &str) -> bool {
     Path::new(target)
         .strip_prefix("/dev")
         .is_ok_and(|rest| rest.components().next().is_some())
@@ -685,6 +700,10 @@ fn mount_special(root: &Path) -> Result<()> {
         ("stderr", "/proc/self/fd/2"),
         ("core", "/proc/kcore"),
     ] {
+        // Like runc: /dev/core only when the kernel has a /proc/kcore.
+        if link == "core" && !Path::new("/proc/kcore").exists() {
+            continue;
+        }
         let path = dev.join(link);
         symlink(target, &path).map_err(|e| Error::io("create symlink", &path, e))?;
     }

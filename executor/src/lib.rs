@@ -34,6 +34,9 @@
 //!    clean up, and `run` returns [`Error::Cancelled`]. If the caller's thread dies, the
 //!    parent-death signal takes the init and the container down too.
 //!
+//! **Second backend**: [`Executor::with_oci_runtime`] runs the same step from an OCI runtime
+//! spec with runc or crun (steps 1–3, 5–7 unchanged; the runtime does step 4).
+//!
 //! ```no_run
 //! use kiln_executor::*;
 //! # fn main() -> Result<()> {
@@ -64,6 +67,7 @@ mod copy;
 mod error;
 mod etc_files;
 mod init;
+mod oci;
 mod proto;
 mod run;
 mod spec;
@@ -74,6 +78,7 @@ mod user;
 
 pub use error::{Error, Result};
 pub use init::init_main_if_requested;
+pub use oci::find_oci_runtime;
 pub use run::{Executor, ExecutorConfig};
 pub use spec::{
     BindMount, CacheMount, CacheSharing, CancelToken, DEFAULT_HOSTNAME, DEFAULT_PATH, ExitStatus,

@@ -28,6 +28,9 @@ pub(crate) struct InitSpec {
     pub(crate) new_network: bool,
     /// Sorted parents first.
     pub(crate) mounts: Vec<PlannedMount>,
+    /// Run through this OCI runtime (runc, crun) instead of the built-in container.
+    #[serde(default)]
+    pub(crate) oci_runtime: Option<PathBuf>,
 }
 
 /// How to mount the rootfs.

@@ -446,6 +446,56 @@ pub(crate) fn forward_sigterm_as_kill(child: libc::pid_t) -> io::Result<()> {
     Ok(())
 }
 
+static SIGTERM_SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn note_sigterm(_signal: libc::c_int) {
+    SIGTERM_SEEN.store(true, Ordering::SeqCst);
+}
+
+/// Makes SIGTERM only set a flag (read with [`sigterm_received`]) and interrupt a blocking
+/// wait, so the caller can stop a child its own way. Unblocks SIGTERM.
+pub(crate) fn sigterm_sets_flag() -> io::Result<()> {
+    // SAFETY: installing a handler that only stores to an atomic; no SA_RESTART, so waits
+    // return EINTR.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = note_sigterm as *const () as libc::sighandler_t;
+        libc::sigemptyset(&raw mut action.sa_mask);
+        if libc::sigaction(libc::SIGTERM, &raw const action, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    unblock_sigterm()
+}
+
+/// Whether a SIGTERM arrived since [`sigterm_sets_flag`].
+pub(crate) fn sigterm_received() -> bool {
+    SIGTERM_SEEN.load(Ordering::SeqCst)
+}
+
+/// Waits until `pid` has exited, without reaping it; `Ok(false)` when a signal interrupted.
+pub(crate) fn wait_exited_or_interrupted(pid: libc::pid_t) -> io::Result<bool> {
+    // SAFETY: zeroed siginfo is a valid out-parameter.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out pointer.
+    let ret = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &raw mut info,
+            libc::WEXITED | libc::WNOWAIT,
+        )
+    };
+    if ret == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    if err.kind() == io::ErrorKind::Interrupted {
+        return Ok(false);
+    }
+    Err(err)
+}
+
 /// Restores the default SIGTERM disposition (in the forked container PID 1).
 pub(crate) fn default_sigterm() {
     // SAFETY: resetting a disposition.
