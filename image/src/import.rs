@@ -43,7 +43,7 @@ pub fn load_archive(
     platform: &Platform,
 ) -> Result<Vec<LoadedImage>> {
     if path.is_dir() {
-        return load_dir(store, path, path, platform);
+        return load_dir(store, path, path, platform, false);
     }
     let f = File::open(path).at(path)?;
     load_tar(store, f, path, platform)
@@ -68,7 +68,7 @@ pub fn load_tar(
             .unpack_in(tmp.path())
             .map_err(|e| bad(path, &e.to_string()))?;
     }
-    load_dir(store, tmp.path(), path, platform)
+    load_dir(store, tmp.path(), path, platform, true)
 }
 
 fn bad(path: &Path, reason: &str) -> Error {
@@ -78,12 +78,15 @@ fn bad(path: &Path, reason: &str) -> Error {
     }
 }
 
+/// `owned`: `dir` is our own unpacked copy, so blobs may be moved out of it.
 fn load_dir(
     store: &ContentStore,
     dir: &Path,
     origin: &Path,
     platform: &Platform,
+    owned: bool,
 ) -> Result<Vec<LoadedImage>> {
+    let src = Source { dir, origin, owned };
     let manifest_json = dir.join("manifest.json");
     let repo_tags = if manifest_json.is_file() {
         let data = fs::read(&manifest_json).at(&manifest_json)?;
@@ -106,7 +109,7 @@ fn load_dir(
         }
         let mut out: Vec<LoadedImage> = Vec::new();
         for desc in &index.manifests {
-            let image = import_manifest(store, dir, origin, desc, platform)?;
+            let image = import_manifest(store, &src, desc, platform)?;
             let mut names = Vec::new();
             if let Some(n) = desc.annotations.get(ANNOTATION_IMAGE_NAME)
                 && let Ok(r) = Reference::parse(n)
@@ -148,7 +151,7 @@ fn load_dir(
     };
     let mut out = Vec::new();
     for e in entries {
-        let image = import_legacy(store, dir, origin, &e)?;
+        let image = import_legacy(store, &src, &e)?;
         let names = e
             .repo_tags
             .unwrap_or_default()
@@ -171,42 +174,64 @@ fn tag_all(store: &ContentStore, images: Vec<LoadedImage>) -> Result<Vec<LoadedI
     Ok(images)
 }
 
-/// Safe path of a blob inside the unpacked layout.
-fn blob_file(dir: &Path, digest: &Digest) -> PathBuf {
-    dir.join("blobs/sha256").join(digest.hex())
+/// Where an archive's files are, and whether they may be moved into the store.
+struct Source<'a> {
+    dir: &'a Path,
+    origin: &'a Path,
+    owned: bool,
 }
 
-fn copy_blob(store: &ContentStore, dir: &Path, origin: &Path, desc: &Descriptor) -> Result<()> {
+impl Source<'_> {
+    /// `rel` inside the archive, refusing paths (or symlinks) that lead outside it.
+    fn path(&self, rel: &str, what: &str) -> Result<PathBuf> {
+        let root = self.dir.canonicalize().at(self.dir)?;
+        let p = self
+            .dir
+            .join(rel)
+            .canonicalize()
+            .map_err(|_| bad(self.origin, &format!("{what} `{rel}` is missing")))?;
+        if !p.starts_with(&root) {
+            return Err(bad(
+                self.origin,
+                &format!("{what} `{rel}` points outside the archive"),
+            ));
+        }
+        Ok(p)
+    }
+
+    fn blob(&self, digest: &Digest) -> Result<PathBuf> {
+        self.path(&format!("blobs/sha256/{}", digest.hex()), "blob")
+    }
+
+    fn what(&self, digest: &Digest) -> String {
+        format!("blob {digest} in {}", self.origin.display())
+    }
+}
+
+fn copy_blob(store: &ContentStore, src: &Source<'_>, desc: &Descriptor) -> Result<()> {
     if store.has_blob(&desc.digest) {
         return Ok(());
     }
-    let p = blob_file(dir, &desc.digest);
-    let f = File::open(&p).map_err(|_| {
-        bad(
-            origin,
-            &format!("blob {} is missing from the archive", desc.digest),
-        )
-    })?;
-    store.put_verified(
-        f,
-        desc,
-        &format!("blob {} in {}", desc.digest, origin.display()),
-    )
+    let p = src.blob(&desc.digest)?;
+    if src.owned {
+        return store.adopt_file(&p, desc, &src.what(&desc.digest));
+    }
+    let f = File::open(&p).at(&p)?;
+    store.put_verified(f, desc, &src.what(&desc.digest))
 }
 
 fn import_manifest(
     store: &ContentStore,
-    dir: &Path,
-    origin: &Path,
+    src: &Source<'_>,
     desc: &Descriptor,
     platform: &Platform,
 ) -> Result<Image> {
-    let what = format!("manifest {} in {}", desc.digest, origin.display());
+    let what = format!("manifest {} in {}", desc.digest, src.origin.display());
     if spec::is_index(&desc.media_type) {
-        let bytes = read_verified(dir, origin, desc)?;
+        let bytes = read_verified(src, desc)?;
         let index: Index = parse_json(&bytes, &what)?;
         let child = crate::image::select_platform(&index, platform, &what)?.clone();
-        let mut image = import_manifest(store, dir, origin, &child, platform)?;
+        let mut image = import_manifest(store, src, &child, platform)?;
         store.put_bytes(&bytes)?;
         image.index_digest = Some(desc.digest.clone());
         return Ok(image);
@@ -217,28 +242,24 @@ fn import_manifest(
             what,
         });
     }
-    let bytes = read_verified(dir, origin, desc)?;
+    let bytes = read_verified(src, desc)?;
     let manifest = crate::image::parse_manifest(&bytes, &what)?;
-    copy_blob(store, dir, origin, &manifest.config)?;
+    copy_blob(store, src, &manifest.config)?;
     for l in &manifest.layers {
-        copy_blob(store, dir, origin, l)?;
+        copy_blob(store, src, l)?;
     }
+    // The manifest last, so the store never holds one whose blobs are missing.
     store.put_bytes(&bytes)?;
     Image::load(store, &desc.digest, platform)
 }
 
-fn read_verified(dir: &Path, origin: &Path, desc: &Descriptor) -> Result<Vec<u8>> {
-    let p = blob_file(dir, &desc.digest);
-    let bytes = fs::read(&p).map_err(|_| {
-        bad(
-            origin,
-            &format!("blob {} is missing from the archive", desc.digest),
-        )
-    })?;
+fn read_verified(src: &Source<'_>, desc: &Descriptor) -> Result<Vec<u8>> {
+    let p = src.blob(&desc.digest)?;
+    let bytes = fs::read(&p).at(&p)?;
     let actual = Digest::of_bytes(&bytes);
     if actual != desc.digest {
         return Err(Error::DigestMismatch {
-            what: format!("blob {} in {}", desc.digest, origin.display()),
+            what: src.what(&desc.digest),
             expected: desc.digest.clone(),
             actual,
         });
@@ -248,25 +269,13 @@ fn read_verified(dir: &Path, origin: &Path, desc: &Descriptor) -> Result<Vec<u8>
 
 /// A docker-archive without index.json (Docker before 25): `<id>/layer.tar` files and a config
 /// JSON named in manifest.json. A manifest is written for it (Docker media types).
-fn import_legacy(
-    store: &ContentStore,
-    dir: &Path,
-    origin: &Path,
-    e: &DockerManifestEntry,
-) -> Result<Image> {
-    let inside = |rel: &str| -> Result<PathBuf> {
-        if rel.starts_with('/') || rel.split('/').any(|c| c == "..") {
-            return Err(bad(origin, &format!("path `{rel}` escapes the archive")));
-        }
-        Ok(dir.join(rel))
-    };
-    let config_path = inside(&e.config)?;
-    let config_bytes = fs::read(&config_path)
-        .map_err(|_| bad(origin, &format!("config `{}` is missing", e.config)))?;
+fn import_legacy(store: &ContentStore, src: &Source<'_>, e: &DockerManifestEntry) -> Result<Image> {
+    let config_path = src.path(&e.config, "config")?;
+    let config_bytes = fs::read(&config_path).at(&config_path)?;
     let config = ImageConfig::from_json(&config_bytes)?;
     if config.rootfs.diff_ids.len() != e.layers.len() {
         return Err(bad(
-            origin,
+            src.origin,
             &format!(
                 "{} layers listed but the config has {} diff_ids",
                 e.layers.len(),
@@ -276,9 +285,8 @@ fn import_legacy(
     }
     let mut layers = Vec::new();
     for (rel, diff_id) in e.layers.iter().zip(&config.rootfs.diff_ids) {
-        let p = inside(rel)?;
-        let mut f =
-            File::open(&p).map_err(|_| bad(origin, &format!("layer `{rel}` is missing")))?;
+        let p = src.path(rel, "layer")?;
+        let mut f = File::open(&p).at(&p)?;
         let mut head = [0u8; 4];
         let n = f.read(&mut head).at(&p)?;
         let compression = Compression::detect(&head[..n]);
@@ -288,7 +296,7 @@ fn import_legacy(
             Error::DigestMismatch {
                 expected, actual, ..
             } => Error::DigestMismatch {
-                what: format!("layer `{rel}` in {} (its diff_id)", origin.display()),
+                what: format!("layer `{rel}` in {} (its diff_id)", src.origin.display()),
                 expected,
                 actual,
             },

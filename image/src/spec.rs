@@ -565,7 +565,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let days = era * 146_097 + doe - 719_468;
     let mut t = days * 86_400 + h * 3600 + mi * 60 + se;
     // Offset suffix: Z or ±hh:mm after the optional fraction.
-    let rest = &s[19..];
+    let rest = s.get(19..)?;
     let rest = rest.trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
     if let Some(off) = rest.strip_prefix(['+', '-']) {
         let sign = if rest.starts_with('-') { -1 } else { 1 };

@@ -43,6 +43,7 @@ impl ContentStore {
         for d in [&blobs, &ingest, &refs] {
             fs::create_dir_all(d).at(d)?;
         }
+        clean_ingest(&ingest);
         Ok(Self {
             state_dir,
             blobs,
@@ -146,6 +147,44 @@ impl ContentStore {
             source,
         })?;
         w.commit(Some(&desc.digest)).map(|_| ())
+    }
+
+    /// Moves a file (on the store's filesystem, e.g. unpacked under `content/ingest/`) into the
+    /// store after checking it against `desc`; falls back to copying across filesystems.
+    pub(crate) fn adopt_file(&self, path: &Path, desc: &Descriptor, what: &str) -> Result<()> {
+        let dest = self.blob_path(&desc.digest);
+        if dest.is_file() {
+            return Ok(());
+        }
+        let mut f = File::open(path).at(path)?;
+        let mut hasher = HashingWriter::new(io::sink());
+        io::copy(&mut f, &mut hasher).at(path)?;
+        let (_, digest, size) = hasher.finish();
+        if size != desc.size {
+            return Err(Error::SizeMismatch {
+                what: what.to_owned(),
+                expected: desc.size,
+                actual: size,
+            });
+        }
+        if digest != desc.digest {
+            return Err(Error::DigestMismatch {
+                what: what.to_owned(),
+                expected: desc.digest.clone(),
+                actual: digest,
+            });
+        }
+        f.sync_all().at(path)?;
+        match fs::rename(path, &dest) {
+            Ok(()) => sync_dir(&self.blobs),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
+                self.put_verified(File::open(path).at(path)?, desc, what)
+            }
+            Err(e) => Err(Error::Io {
+                path: dest,
+                source: e,
+            }),
+        }
     }
 
     /// A writer for a new blob whose digest is computed as bytes arrive.
@@ -320,6 +359,31 @@ fn tag_key(reference: &Reference) -> Result<String> {
     }
 }
 
+/// Removes what crashed writers left in `content/ingest/` (temp blobs, unpacked archives) once
+/// it is a day old, so no live writer of another process loses its file.
+fn clean_ingest(ingest: &Path) {
+    let Ok(entries) = fs::read_dir(ingest) else {
+        return;
+    };
+    let day = std::time::Duration::from_secs(86_400);
+    for e in entries.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > day);
+        if old {
+            let p = e.path();
+            let _ = if p.is_dir() {
+                fs::remove_dir_all(&p)
+            } else {
+                fs::remove_file(&p)
+            };
+        }
+    }
+}
+
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).at(dir)
 }
@@ -485,6 +549,28 @@ mod tests {
             Err(Error::BlobNotFound { .. })
         ));
         assert_eq!(store.list_blobs().unwrap(), vec![d]);
+    }
+
+    #[test]
+    fn open_cleans_day_old_ingest_leftovers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let ingest = dir.path().join("content/ingest");
+        let old = ingest.join("blob-crashed");
+        fs::write(&old, b"partial").unwrap();
+        let two_days = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86_400);
+        File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(two_days)
+            .unwrap();
+        let fresh = ingest.join("blob-live");
+        fs::write(&fresh, b"being written").unwrap();
+        drop(store);
+        let _store = ContentStore::open(dir.path()).unwrap();
+        assert!(!old.exists());
+        assert!(fresh.exists(), "a live writer's file is kept");
     }
 
     #[test]

@@ -436,3 +436,39 @@ fn export_refuses_a_blob_corrupted_in_the_store() {
         "temp file removed"
     );
 }
+
+#[test]
+fn load_refuses_paths_leaving_the_archive() {
+    let out = tempfile::tempdir().unwrap();
+    let tar_path = out.path().join("evil.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&tar_path).unwrap());
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    b.append_link(&mut h, "cfg.json", "/etc/passwd").unwrap();
+    let manifest = br#"[{"Config":"cfg.json","RepoTags":["evil:1"],"Layers":[]}]"#;
+    let mut h = tar::Header::new_ustar();
+    h.set_size(manifest.len() as u64);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "manifest.json", &manifest[..])
+        .unwrap();
+    b.finish().unwrap();
+    drop(b);
+    let (_d, s) = store();
+    let err = load_archive(&s, &tar_path, &Platform::linux_amd64())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`cfg.json` points outside the archive"),
+        "{err}"
+    );
+    assert!(s.list_tags().unwrap().is_empty());
+    // Nothing of the unpacked archive stays behind.
+    assert_eq!(
+        std::fs::read_dir(s.state_dir().join("content/ingest"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
