@@ -551,6 +551,15 @@ fn split_command(line: &str) -> (String, Vec<String>, String) {
     }
 }
 
+/// `&line[pos..]`, moved forward to a character boundary (the byte-wise flag scanner can stop
+/// inside a multi-byte character that contains a Latin-1 space byte).
+fn tail(line: &str, mut pos: usize) -> &str {
+    while pos < line.len() && !line.is_char_boundary(pos) {
+        pos += 1;
+    }
+    line.get(pos..).unwrap_or("")
+}
+
 /// BuildKit `extractBuilderFlags`. Works byte-wise like upstream (a non-ASCII byte inside a
 /// flag becomes the Latin-1 character of that value, as Go's `rune(line[pos])` does).
 fn extract_builder_flags(line: &str) -> (&str, Vec<String>) {
@@ -578,7 +587,7 @@ fn extract_builder_flags(line: &str) -> (&str, Vec<String>) {
                 continue;
             }
             if ch != b'-' || pos + 1 == b.len() || b[pos + 1] != b'-' {
-                return (&line[pos..], words);
+                return (tail(line, pos), words);
             }
             phase = Phase::Word;
         }
@@ -592,7 +601,7 @@ fn extract_builder_flags(line: &str) -> (&str, Vec<String>) {
             if is_space(char::from(ch)) {
                 phase = Phase::Spaces;
                 if word == "--" {
-                    return (line.get(pos..).unwrap_or(""), words);
+                    return (tail(line, pos), words);
                 }
                 if blank_ok || !word.is_empty() {
                     words.push(std::mem::take(&mut word));

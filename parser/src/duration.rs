@@ -61,11 +61,14 @@ pub(crate) fn parse_go_duration(s: &str) -> Result<i128, String> {
         let int: i128 = if int_part.is_empty() {
             0
         } else {
-            int_part.parse().map_err(|_| err())?
+            int_part.parse::<i128>().map_err(|_| err())?
         };
-        total += int * scale;
+        total = int
+            .checked_mul(scale)
+            .and_then(|v| v.checked_add(total))
+            .ok_or_else(err)?;
         if !frac_part.is_empty() {
-            let digits = frac_part.len().min(30) as u32;
+            let digits = frac_part.len().min(20) as u32;
             let frac: i128 = frac_part[..digits as usize].parse().map_err(|_| err())?;
             total += frac * scale / 10i128.pow(digits);
         }

@@ -70,31 +70,19 @@ impl Pattern {
 
     /// The byte range of the first (leftmost-first) match in `s`.
     pub(crate) fn find(&self, s: &str) -> Option<(usize, usize)> {
-        self.find_from(s, 0)
-    }
-
-    fn find_from(&self, s: &str, from: usize) -> Option<(usize, usize)> {
-        let idx: Vec<usize> = s.char_indices().map(|(i, _)| i).chain([s.len()]).collect();
-        let chars: Vec<char> = s.chars().collect();
-        let first = idx.iter().position(|&b| b >= from).unwrap_or(idx.len() - 1);
-        let mut m = Matcher::new(&self.toks, &chars, self.greedy);
-        let last_start = if self.anchored { first } else { chars.len() };
-        for start in first..=last_start {
-            if let Some(end) = m.match_at(0, start) {
-                return Some((idx[start], idx[end]));
-            }
-        }
-        None
+        let m = Matches::new(self, s);
+        m.first_from(0, self.anchored)
     }
 
     /// Go's `Regexp.ReplaceAllString`: every non-overlapping match replaced by `repl`, where
     /// `$0`/`${0}` is the match, `$$` a dollar, and any other `$name` empty.
     pub(crate) fn replace_all(&self, s: &str, repl: &str) -> String {
+        let m = Matches::new(self, s);
         let mut out = String::new();
         let mut last_end = 0;
         let mut search = 0;
         while search <= s.len() {
-            let Some((a, b)) = self.find_from(s, search) else {
+            let Some((a, b)) = m.first_from(search, self.anchored) else {
                 break;
             };
             out.push_str(&s[last_end..a]);
@@ -151,76 +139,71 @@ fn expand_template(out: &mut String, template: &str, whole: &str) {
     out.push_str(t);
 }
 
-struct Matcher<'a> {
-    toks: &'a [Tok],
-    s: &'a [char],
-    greedy: bool,
-    memo: Vec<u32>,
-    width: usize,
+/// For every start position, the end of the match Go's backtracker would report there.
+///
+/// Computed by dynamic programming over the tokens from last to first: a literal or `?` at
+/// `j` continues at `j + 1`; a greedy star takes the largest (lazy: smallest) count, up to the
+/// next newline, after which the rest matches, which is exactly the backtracker's first
+/// success. O(tokens x chars) time, O(chars) memory, no recursion.
+struct Matches {
+    /// Byte offset of every char index (plus the end).
+    offsets: Vec<usize>,
+    /// `ends[i]`: char index where the match starting at char `i` ends.
+    ends: Vec<Option<usize>>,
 }
 
-const UNKNOWN: u32 = u32::MAX;
-const FAIL: u32 = u32::MAX - 1;
-
-impl<'a> Matcher<'a> {
-    fn new(toks: &'a [Tok], s: &'a [char], greedy: bool) -> Self {
-        let width = s.len() + 1;
-        let cells = (toks.len() + 1).saturating_mul(width);
-        Matcher {
-            toks,
-            s,
-            greedy,
-            memo: if cells <= 1 << 22 {
-                vec![UNKNOWN; cells]
-            } else {
-                Vec::new()
-            },
-            width,
+impl Matches {
+    fn new(p: &Pattern, s: &str) -> Matches {
+        let chars: Vec<char> = s.chars().collect();
+        let n = chars.len();
+        let offsets: Vec<usize> = s.char_indices().map(|(i, _)| i).chain([s.len()]).collect();
+        let mut next: Vec<Option<usize>> = (0..=n).map(Some).collect();
+        let mut cur: Vec<Option<usize>> = vec![None; n + 1];
+        for tok in p.toks.iter().rev() {
+            match *tok {
+                Tok::Lit(c) => {
+                    for j in 0..=n {
+                        cur[j] = if chars.get(j) == Some(&c) {
+                            next[j + 1]
+                        } else {
+                            None
+                        };
+                    }
+                }
+                Tok::Any => {
+                    for j in 0..=n {
+                        cur[j] = match chars.get(j) {
+                            Some(&c) if c != '\n' => next[j + 1],
+                            _ => None,
+                        };
+                    }
+                }
+                Tok::Star => {
+                    let mut best: Option<usize> = None;
+                    for j in (0..=n).rev() {
+                        if chars.get(j) == Some(&'\n') {
+                            best = None;
+                        }
+                        if next[j].is_some() && (best.is_none() || !p.greedy) {
+                            best = Some(j);
+                        }
+                        cur[j] = best.and_then(|b| next[b]);
+                    }
+                }
+            }
+            std::mem::swap(&mut next, &mut cur);
+        }
+        Matches {
+            offsets,
+            ends: next,
         }
     }
 
-    fn match_at(&mut self, ti: usize, si: usize) -> Option<usize> {
-        let cell = ti * self.width + si;
-        if let Some(&v) = self.memo.get(cell) {
-            if v == FAIL {
-                return None;
-            }
-            if v != UNKNOWN {
-                return Some(v as usize);
-            }
-        }
-        let r = self.compute(ti, si);
-        if let Some(slot) = self.memo.get_mut(cell) {
-            *slot = r.map_or(FAIL, |e| e as u32);
-        }
-        r
-    }
-
-    fn compute(&mut self, ti: usize, si: usize) -> Option<usize> {
-        let Some(&tok) = self.toks.get(ti) else {
-            return Some(si);
-        };
-        match tok {
-            Tok::Lit(c) => {
-                if self.s.get(si) == Some(&c) {
-                    self.match_at(ti + 1, si + 1)
-                } else {
-                    None
-                }
-            }
-            Tok::Any => match self.s.get(si) {
-                Some(&c) if c != '\n' => self.match_at(ti + 1, si + 1),
-                _ => None,
-            },
-            Tok::Star => {
-                let max = self.s[si..].iter().take_while(|&&c| c != '\n').count();
-                if self.greedy {
-                    (0..=max).rev().find_map(|k| self.match_at(ti + 1, si + k))
-                } else {
-                    (0..=max).find_map(|k| self.match_at(ti + 1, si + k))
-                }
-            }
-        }
+    /// The leftmost match starting at or after byte `from` (only at `from` when anchored).
+    fn first_from(&self, from: usize, anchored: bool) -> Option<(usize, usize)> {
+        let first = self.offsets.iter().position(|&b| b >= from)?;
+        let last = if anchored { first } else { self.ends.len() - 1 };
+        (first..=last).find_map(|i| self.ends[i].map(|e| (self.offsets[i], self.offsets[e])))
     }
 }
 
@@ -237,6 +220,24 @@ mod tests {
         let p = Pattern::compile("a*b", true, true).unwrap();
         assert_eq!(p.find("axbxb"), Some((0, 5)));
         assert!(Pattern::compile("\\x", true, true).is_err());
+        let p = Pattern::compile("*a?", false, true).unwrap();
+        assert_eq!(p.find("xxaya"), Some((0, 4)));
+        assert_eq!(
+            Pattern::compile("a*", true, true).unwrap().find("ab\nc"),
+            Some((0, 2))
+        );
+    }
+
+    #[test]
+    fn long_patterns_stay_fast() {
+        let lit = "a".repeat(3_000);
+        let p = Pattern::compile(&lit, true, true).unwrap();
+        assert_eq!(p.find(&lit), Some((0, 3_000)));
+        let pat = "a*".repeat(2_000);
+        let p = Pattern::compile(&format!("{pat}b"), false, true).unwrap();
+        assert_eq!(p.find(&"a".repeat(3_000)), None);
+        let p = Pattern::compile(&pat, true, true).unwrap();
+        assert_eq!(p.find(&"a".repeat(3_000)), Some((0, 3_000)));
     }
 
     #[test]
