@@ -122,10 +122,18 @@ fn ensure_created(
     if dir.is_dir() {
         return Ok(dir);
     }
-    let tmp = base.join(format!("{instance}.tmp-{}", std::process::id()));
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(|e| Error::io("remove stale cache", &tmp, e))?;
+    // Holding the init lock, every `<instance>.tmp-*` is a leftover of a crashed creator.
+    let prefix = format!("{instance}.tmp-");
+    if let Ok(entries) = fs::read_dir(base) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let stale = entry.path();
+                fs::remove_dir_all(&stale)
+                    .map_err(|e| Error::io("remove stale cache", &stale, e))?;
+            }
+        }
     }
+    let tmp = base.join(format!("{prefix}{}", std::process::id()));
     match &mount.seed {
         Some(seed) => copy_tree(seed, &tmp)?,
         None => fs::create_dir(&tmp).map_err(|e| Error::io("create cache", &tmp, e))?,

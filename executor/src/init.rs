@@ -59,7 +59,7 @@ pub(crate) const READONLY_PATHS: &[&str] = &[
     "proc/sysrq-trigger",
 ];
 
-/// If this process was started as the container init (argv[1] is the sentinel), runs the
+/// If this process was started as the container init (`argv[1]` is the sentinel), runs the
 /// container and exits; otherwise returns at once. Call it first thing in `main`, before any
 /// thread is started.
 pub fn init_main_if_requested() {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::RootMount;
 
-/// The argv[1] sentinel that turns the kiln binary into the container init.
+/// The `argv[1]` sentinel that turns the kiln binary into the container init.
 pub(crate) const INIT_ARG: &str = "__kiln_executor_init";
 
 /// Everything the init needs, fully resolved on the host side (paths, bytes, env).

@@ -64,6 +64,7 @@ impl Executor {
         }
         let runs = config.state_dir.join("executor");
         fs::create_dir_all(&runs).map_err(|e| Error::io("create run directory", &runs, e))?;
+        reap_stale_runs(&runs);
         Ok(Executor {
             host_resolv_conf: fs::read_to_string("/etc/resolv.conf").ok(),
             config,
@@ -353,7 +354,9 @@ impl Executor {
                 last_lines: tail.into(),
             }),
             None => Err(Error::Protocol(format!(
-                "exited ({status}) without reporting the command's status"
+                "`{}` exited ({status}) without reporting the command's status; does its `main` \
+                 call `kiln_executor::init_main_if_requested()` first?",
+                self.config.init_binary.display()
             ))),
         }
     }
@@ -395,6 +398,46 @@ fn absolute(base: &str, path: &str) -> String {
         }
     }
     format!("/{}", parts.join("/"))
+}
+
+/// Removes run directories left by kiln processes that died mid-run (`run-<pid>-...` whose pid
+/// is gone). Their mounts died with their namespaces; only empty directories, the OCI bundle
+/// and proxy sockets can remain, and nothing else is deleted.
+fn reap_stale_runs(runs: &Path) {
+    let Ok(entries) = fs::read_dir(runs) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("run-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        let dir = entry.path();
+        let _ = fs::remove_file(dir.join("bundle").join("config.json"));
+        for sub in ["bundle", "oci-state", "rootfs", "scratch"] {
+            let _ = fs::remove_dir(dir.join(sub));
+        }
+        if let Ok(files) = fs::read_dir(&dir) {
+            for file in files.flatten() {
+                if file
+                    .file_type()
+                    .is_ok_and(|t| std::os::unix::fs::FileTypeExt::is_socket(&t))
+                {
+                    let _ = fs::remove_file(file.path());
+                }
+            }
+        }
+        if let Err(e) = fs::remove_dir(&dir) {
+            tracing::warn!("leaving stale run directory `{}`: {e}", dir.display());
+        }
+    }
 }
 
 fn remove_run_dir(dir: &Path) {
@@ -548,6 +591,25 @@ fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_run_dirs_of_dead_processes_are_reaped_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = dir.path().join("run-999999999-0-ab");
+        let alive = dir.path().join(format!("run-{}-0-cd", std::process::id()));
+        let busy = dir.path().join("run-999999998-1-ef");
+        for d in [&dead, &alive, &busy] {
+            fs::create_dir_all(d.join("rootfs")).unwrap();
+            fs::create_dir_all(d.join("scratch")).unwrap();
+        }
+        fs::create_dir_all(dead.join("bundle")).unwrap();
+        fs::write(dead.join("bundle/config.json"), "{}").unwrap();
+        fs::write(busy.join("rootfs/data"), "not ours to delete").unwrap();
+        reap_stale_runs(dir.path());
+        assert!(!dead.exists());
+        assert!(alive.join("rootfs").exists());
+        assert!(busy.join("rootfs/data").exists());
+    }
 
     #[test]
     fn targets_are_joined_and_cleaned() {
