@@ -78,7 +78,10 @@ pub(crate) fn acquire(
                     return Ok(CacheLease { _lock: lock, dir });
                 }
             }
-            unreachable!("u32 instances exhausted")
+            Err(Error::InvalidSpec(format!(
+                "no free private instance of cache `{}`",
+                mount.id
+            )))
         }
     }
 }

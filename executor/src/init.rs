@@ -5,20 +5,20 @@
 //! - the **init** reads the [`InitSpec`], unshares the mount, PID, IPC, UTS (and, for
 //!   `--network=none`, network) namespaces, mounts the rootfs and every RUN --mount under a
 //!   private run directory (creating and recording mount-point stubs), then forks;
-//! - its child, **PID 1** of the new PID namespace, takes one more private mount namespace,
-//!   mounts /proc, /dev, /sys, pivots into the rootfs, switches user, limits capabilities and
-//!   execs the command.
+//! - its child, **PID 1** of the new PID namespace (see `pid1.rs`), takes one more private
+//!   mount namespace, mounts /proc, /dev, /sys, pivots into the rootfs, switches user, limits
+//!   capabilities and execs the command.
 //!
 //! The init waits for PID 1 (whose exit kills every other process of the namespace), reports
 //! the status, unmounts the RUN mounts and removes the stubs that are still empty. A SIGTERM to
-//! the init (cancellation) kills PID 1 with SIGKILL.
+//! the init (cancellation) kills PID 1 with SIGKILL. With an OCI runtime (`oci.rs`) the init
+//! runs the runtime instead of forking PID 1 itself.
 
-use std::convert::Infallible;
 use std::ffi::{CString, OsStr};
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -28,36 +28,7 @@ use crate::proto::{INIT_ARG, InitEvent, InitSpec, PlannedMount, RootPlan};
 use crate::spec::RootMount;
 use crate::stubs::{StubKind, Stubs, mkdir_all_owned, resolve_in_root};
 use crate::sys;
-use crate::user::{ExecUser, resolve};
-
-/// Docker's default capability set: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID,
-/// SETPCAP, NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP.
-pub(crate) const DEFAULT_CAPS: u64 = 0xa804_25fb;
-
-/// /proc and /sys paths hidden from the container (containerd's default spec).
-pub(crate) const MASKED_PATHS: &[&str] = &[
-    "proc/asound",
-    "proc/acpi",
-    "proc/interrupts",
-    "proc/kcore",
-    "proc/keys",
-    "proc/latency_stats",
-    "proc/timer_list",
-    "proc/timer_stats",
-    "proc/sched_debug",
-    "proc/scsi",
-    "sys/firmware",
-    "sys/devices/virtual/powercap",
-];
-
-/// /proc paths made read-only (containerd's default spec).
-pub(crate) const READONLY_PATHS: &[&str] = &[
-    "proc/bus",
-    "proc/fs",
-    "proc/irq",
-    "proc/sys",
-    "proc/sysrq-trigger",
-];
+use crate::user::resolve;
 
 /// If this process was started as the container init (`argv[1]` is the sentinel), runs the
 /// container and exits; otherwise returns at once. Call it first thing in `main`, before any
@@ -132,7 +103,7 @@ fn init_main() -> i32 {
 
 /// What the init mounted and created on the rootfs, undone after the run.
 #[derive(Default)]
-struct Mounted {
+pub(crate) struct Mounted {
     stubs: Stubs,
     mounts: Vec<PathBuf>,
 }
@@ -224,8 +195,15 @@ fn run(spec: &InitSpec, events: &Events, state: &mut Mounted) -> Result<()> {
             scratch: &scratch,
             mounts: &spec.mounts,
         };
-        let err = match container_pid1(&root, &dev_mounts, cwd, &spec.args[0], &user, &argv, &envp)
-        {
+        let err = match crate::pid1::container_pid1(
+            &root,
+            &dev_mounts,
+            cwd,
+            &spec.args[0],
+            &user,
+            &argv,
+            &envp,
+        ) {
             Err(e) => e,
             Ok(never) => match never {},
         };
@@ -414,7 +392,7 @@ fn compact_lowerdirs(data: &str) -> Option<(PathBuf, String)> {
     Some((common, rewritten.join(",")))
 }
 
-fn apply_mount(
+pub(crate) fn apply_mount(
     root: &Path,
     scratch: &Path,
     index: usize,
@@ -483,7 +461,7 @@ fn apply_mount(
     Ok(())
 }
 
-fn bind_at(source: &Path, target: &Path, readonly: bool) -> Result<()> {
+pub(crate) fn bind_at(source: &Path, target: &Path, readonly: bool) -> Result<()> {
     sys::mount(
         Some(source.as_os_str()),
         target,
@@ -557,199 +535,9 @@ pub(crate) fn under_dev(target: &str) -> bool {
 }
 
 /// The mounts PID 1 applies after /dev exists.
-struct DevMounts<'a> {
-    scratch: &'a Path,
-    mounts: &'a [PlannedMount],
-}
-
-/// PID 1 of the container: returns only on failure.
-fn container_pid1(
-    root: &Path,
-    dev_mounts: &DevMounts<'_>,
-    cwd: &str,
-    arg0: &str,
-    user: &ExecUser,
-    argv: &[CString],
-    envp: &[CString],
-) -> Result<Infallible> {
-    sys::unshare(libc::CLONE_NEWNS).map_err(|e| Error::sys("unshare", "mount namespace", e))?;
-    mount_special(root)?;
-    let mut on_tmpfs = Mounted::default();
-    for (index, mount) in dev_mounts.mounts.iter().enumerate() {
-        if under_dev(mount.target()) {
-            apply_mount(root, dev_mounts.scratch, index, mount, &mut on_tmpfs)?;
-        }
-    }
-    enter_root(root)?;
-    std::env::set_current_dir(cwd).map_err(|e| Error::io("chdir", cwd, e))?;
-    let program = find_executable(arg0, envp)?;
-
-    sys::limit_bounding_set(DEFAULT_CAPS).map_err(|e| Error::sys("prctl", "PR_CAPBSET_DROP", e))?;
-    sys::set_keep_caps(true).map_err(|e| Error::sys("prctl", "PR_SET_KEEPCAPS", e))?;
-    sys::set_ids(user.uid, user.gid, &user.groups)
-        .map_err(|e| Error::sys("setuid", format!("{}:{}", user.uid, user.gid), e))?;
-    sys::set_keep_caps(false).map_err(|e| Error::sys("prctl", "PR_SET_KEEPCAPS", e))?;
-    sys::capset(DEFAULT_CAPS, DEFAULT_CAPS, 0).map_err(|e| Error::sys("capset", "", e))?;
-    let _ = sys::clear_ambient();
-    sys::set_no_new_privs().map_err(|e| Error::sys("prctl", "PR_SET_NO_NEW_PRIVS", e))?;
-    // After the credential change, which clears it.
-    sys::set_parent_death_signal(libc::SIGKILL)
-        .map_err(|e| Error::sys("prctl", "PR_SET_PDEATHSIG", e))?;
-    let err = sys::execve(&program, argv, envp);
-    Err(Error::Setup(format!("exec: \"{arg0}\": {err}")))
-}
-
-/// Looks `arg0` up in the container's PATH like Go's `exec.LookPath`, as runc does.
-fn find_executable(arg0: &str, envp: &[CString]) -> Result<CString> {
-    let not_found = || {
-        Error::Setup(format!(
-            "exec: \"{arg0}\": executable file not found in $PATH"
-        ))
-    };
-    if arg0.contains('/') {
-        return CString::new(arg0).map_err(|_| not_found());
-    }
-    let path = envp
-        .iter()
-        .rev()
-        .find_map(|e| e.to_bytes().strip_prefix(b"PATH="))
-        .map(|p| String::from_utf8_lossy(p).into_owned())
-        .unwrap_or_default();
-    for dir in path.split(':') {
-        let dir = if dir.is_empty() { "." } else { dir };
-        let candidate = Path::new(dir).join(arg0);
-        if let Ok(meta) = fs::metadata(&candidate)
-            && meta.is_file()
-            && meta.mode() & 0o111 != 0
-        {
-            return CString::new(candidate.as_os_str().as_encoded_bytes()).map_err(|_| not_found());
-        }
-    }
-    Err(not_found())
-}
-
-fn mount_special(root: &Path) -> Result<()> {
-    let m =
-        |source: &str, target: &Path, fstype: &str, flags: libc::c_ulong, data: Option<&str>| {
-            sys::mount(Some(OsStr::new(source)), target, Some(fstype), flags, data)
-                .map_err(|e| Error::sys("mount", format!("{fstype} on {}", target.display()), e))
-        };
-    let nosuid_noexec_nodev = libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_NODEV;
-    m(
-        "proc",
-        &root.join("proc"),
-        "proc",
-        nosuid_noexec_nodev,
-        None,
-    )?;
-
-    let dev = root.join("dev");
-    m(
-        "tmpfs",
-        &dev,
-        "tmpfs",
-        libc::MS_NOSUID | libc::MS_STRICTATIME,
-        Some("mode=755,size=65536k"),
-    )?;
-    for (name, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
-        let path = dev.join(name);
-        sys::mknod_char(&path, 0o666, major, minor)
-            .map_err(|e| Error::sys("mknod", path.display().to_string(), e))?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o666))
-            .map_err(|e| Error::io("chmod", &path, e))?;
-    }
-    for (name, mode) in [("pts", 0o755), ("shm", 0o1777), ("mqueue", 0o1777)] {
-        let path = dev.join(name);
-        fs::create_dir(&path).map_err(|e| Error::io("create directory", &path, e))?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-            .map_err(|e| Error::io("chmod", &path, e))?;
-    }
-    m(
-        "devpts",
-        &dev.join("pts"),
-        "devpts",
-        libc::MS_NOSUID | libc::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
-    )?;
-    m(
-        "shm",
-        &dev.join("shm"),
-        "tmpfs",
-        nosuid_noexec_nodev,
-        Some("mode=1777,size=65536k"),
-    )?;
-    m(
-        "mqueue",
-        &dev.join("mqueue"),
-        "mqueue",
-        nosuid_noexec_nodev,
-        None,
-    )?;
-    for (link, target) in [
-        ("ptmx", "pts/ptmx"),
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-        ("core", "/proc/kcore"),
-    ] {
-        // Like runc: /dev/core only when the kernel has a /proc/kcore.
-        if link == "core" && !Path::new("/proc/kcore").exists() {
-            continue;
-        }
-        let path = dev.join(link);
-        symlink(target, &path).map_err(|e| Error::io("create symlink", &path, e))?;
-    }
-
-    let sys_dir = root.join("sys");
-    if m(
-        "sysfs",
-        &sys_dir,
-        "sysfs",
-        nosuid_noexec_nodev | libc::MS_RDONLY,
-        None,
-    )
-    .is_err()
-    {
-        bind_at(Path::new("/sys"), &sys_dir, true)?;
-    }
-
-    let null = dev.join("null");
-    for path in MASKED_PATHS {
-        let target = root.join(path);
-        let Ok(meta) = fs::metadata(&target) else {
-            continue;
-        };
-        if meta.is_dir() {
-            m("tmpfs", &target, "tmpfs", libc::MS_RDONLY, None)?;
-        } else {
-            bind_at(&null, &target, false)?;
-        }
-    }
-    for path in READONLY_PATHS {
-        let target = root.join(path);
-        if target.exists() {
-            bind_at(&target, &target, true)?;
-        }
-    }
-    Ok(())
-}
-
-fn enter_root(root: &Path) -> Result<()> {
-    std::env::set_current_dir(root).map_err(|e| Error::io("chdir", root, e))?;
-    sys::pivot_root(Path::new("."), Path::new("."))
-        .map_err(|e| Error::sys("pivot_root", root.display().to_string(), e))?;
-    sys::umount2(Path::new("."), libc::MNT_DETACH)
-        .map_err(|e| Error::sys("umount", "old root", e))?;
-    std::env::set_current_dir("/").map_err(|e| Error::io("chdir", "/", e))?;
-    Ok(())
+pub(crate) struct DevMounts<'a> {
+    pub(crate) scratch: &'a Path,
+    pub(crate) mounts: &'a [PlannedMount],
 }
 
 #[cfg(test)]

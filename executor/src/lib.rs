@@ -68,6 +68,7 @@ mod error;
 mod etc_files;
 mod init;
 mod oci;
+mod pid1;
 mod proto;
 mod run;
 mod spec;

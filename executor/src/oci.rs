@@ -13,7 +13,8 @@ use oci_spec::runtime::Spec;
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::init::{DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS, under_dev};
+use crate::init::under_dev;
+use crate::pid1::{DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS};
 use crate::proto::{InitSpec, PlannedMount};
 use crate::sys;
 use crate::user::ExecUser;

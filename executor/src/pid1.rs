@@ -1,0 +1,234 @@
+//! PID 1 of the container, forked by the init inside the new PID namespace: one more private
+//! mount namespace, /proc, a fresh /dev (with the RUN mounts below it), a read-only /sys,
+//! masked /proc paths, pivot_root, then credentials, Docker's default capabilities,
+//! no_new_privs and the exec of the command, which thereby is PID 1.
+
+use std::convert::Infallible;
+use std::ffi::{CString, OsStr};
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::init::{DevMounts, Mounted, apply_mount, bind_at, under_dev};
+use crate::sys;
+use crate::user::ExecUser;
+
+/// Docker's default capability set: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID,
+/// SETPCAP, NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP.
+pub(crate) const DEFAULT_CAPS: u64 = 0xa804_25fb;
+
+/// /proc and /sys paths hidden from the container (containerd's default spec).
+pub(crate) const MASKED_PATHS: &[&str] = &[
+    "proc/asound",
+    "proc/acpi",
+    "proc/interrupts",
+    "proc/kcore",
+    "proc/keys",
+    "proc/latency_stats",
+    "proc/timer_list",
+    "proc/timer_stats",
+    "proc/sched_debug",
+    "proc/scsi",
+    "sys/firmware",
+    "sys/devices/virtual/powercap",
+];
+
+/// /proc paths made read-only (containerd's default spec).
+pub(crate) const READONLY_PATHS: &[&str] = &[
+    "proc/bus",
+    "proc/fs",
+    "proc/irq",
+    "proc/sys",
+    "proc/sysrq-trigger",
+];
+
+/// PID 1 of the container: returns only on failure.
+pub(crate) fn container_pid1(
+    root: &Path,
+    dev_mounts: &DevMounts<'_>,
+    cwd: &str,
+    arg0: &str,
+    user: &ExecUser,
+    argv: &[CString],
+    envp: &[CString],
+) -> Result<Infallible> {
+    sys::unshare(libc::CLONE_NEWNS).map_err(|e| Error::sys("unshare", "mount namespace", e))?;
+    mount_special(root)?;
+    let mut on_tmpfs = Mounted::default();
+    for (index, mount) in dev_mounts.mounts.iter().enumerate() {
+        if under_dev(mount.target()) {
+            apply_mount(root, dev_mounts.scratch, index, mount, &mut on_tmpfs)?;
+        }
+    }
+    enter_root(root)?;
+    std::env::set_current_dir(cwd).map_err(|e| Error::io("chdir", cwd, e))?;
+    let program = find_executable(arg0, envp)?;
+
+    sys::limit_bounding_set(DEFAULT_CAPS).map_err(|e| Error::sys("prctl", "PR_CAPBSET_DROP", e))?;
+    sys::set_keep_caps(true).map_err(|e| Error::sys("prctl", "PR_SET_KEEPCAPS", e))?;
+    sys::set_ids(user.uid, user.gid, &user.groups)
+        .map_err(|e| Error::sys("setuid", format!("{}:{}", user.uid, user.gid), e))?;
+    sys::set_keep_caps(false).map_err(|e| Error::sys("prctl", "PR_SET_KEEPCAPS", e))?;
+    sys::capset(DEFAULT_CAPS, DEFAULT_CAPS, 0).map_err(|e| Error::sys("capset", "", e))?;
+    let _ = sys::clear_ambient();
+    sys::set_no_new_privs().map_err(|e| Error::sys("prctl", "PR_SET_NO_NEW_PRIVS", e))?;
+    // After the credential change, which clears it.
+    sys::set_parent_death_signal(libc::SIGKILL)
+        .map_err(|e| Error::sys("prctl", "PR_SET_PDEATHSIG", e))?;
+    let err = sys::execve(&program, argv, envp);
+    Err(Error::Setup(format!("exec: \"{arg0}\": {err}")))
+}
+
+/// Looks `arg0` up in the container's PATH like Go's `exec.LookPath`, as runc does.
+fn find_executable(arg0: &str, envp: &[CString]) -> Result<CString> {
+    let not_found = || {
+        Error::Setup(format!(
+            "exec: \"{arg0}\": executable file not found in $PATH"
+        ))
+    };
+    if arg0.contains('/') {
+        return CString::new(arg0).map_err(|_| not_found());
+    }
+    let path = envp
+        .iter()
+        .rev()
+        .find_map(|e| e.to_bytes().strip_prefix(b"PATH="))
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_default();
+    for dir in path.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let candidate = Path::new(dir).join(arg0);
+        if let Ok(meta) = fs::metadata(&candidate)
+            && meta.is_file()
+            && meta.mode() & 0o111 != 0
+        {
+            return CString::new(candidate.as_os_str().as_encoded_bytes()).map_err(|_| not_found());
+        }
+    }
+    Err(not_found())
+}
+
+fn mount_special(root: &Path) -> Result<()> {
+    let m =
+        |source: &str, target: &Path, fstype: &str, flags: libc::c_ulong, data: Option<&str>| {
+            sys::mount(Some(OsStr::new(source)), target, Some(fstype), flags, data)
+                .map_err(|e| Error::sys("mount", format!("{fstype} on {}", target.display()), e))
+        };
+    let nosuid_noexec_nodev = libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_NODEV;
+    m(
+        "proc",
+        &root.join("proc"),
+        "proc",
+        nosuid_noexec_nodev,
+        None,
+    )?;
+
+    let dev = root.join("dev");
+    m(
+        "tmpfs",
+        &dev,
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )?;
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        let path = dev.join(name);
+        sys::mknod_char(&path, 0o666, major, minor)
+            .map_err(|e| Error::sys("mknod", path.display().to_string(), e))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o666))
+            .map_err(|e| Error::io("chmod", &path, e))?;
+    }
+    for (name, mode) in [("pts", 0o755), ("shm", 0o1777), ("mqueue", 0o1777)] {
+        let path = dev.join(name);
+        fs::create_dir(&path).map_err(|e| Error::io("create directory", &path, e))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io("chmod", &path, e))?;
+    }
+    m(
+        "devpts",
+        &dev.join("pts"),
+        "devpts",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )?;
+    m(
+        "shm",
+        &dev.join("shm"),
+        "tmpfs",
+        nosuid_noexec_nodev,
+        Some("mode=1777,size=65536k"),
+    )?;
+    m(
+        "mqueue",
+        &dev.join("mqueue"),
+        "mqueue",
+        nosuid_noexec_nodev,
+        None,
+    )?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("core", "/proc/kcore"),
+    ] {
+        // Like runc: /dev/core only when the kernel has a /proc/kcore.
+        if link == "core" && !Path::new("/proc/kcore").exists() {
+            continue;
+        }
+        let path = dev.join(link);
+        symlink(target, &path).map_err(|e| Error::io("create symlink", &path, e))?;
+    }
+
+    let sys_dir = root.join("sys");
+    if m(
+        "sysfs",
+        &sys_dir,
+        "sysfs",
+        nosuid_noexec_nodev | libc::MS_RDONLY,
+        None,
+    )
+    .is_err()
+    {
+        bind_at(Path::new("/sys"), &sys_dir, true)?;
+    }
+
+    let null = dev.join("null");
+    for path in MASKED_PATHS {
+        let target = root.join(path);
+        let Ok(meta) = fs::metadata(&target) else {
+            continue;
+        };
+        if meta.is_dir() {
+            m("tmpfs", &target, "tmpfs", libc::MS_RDONLY, None)?;
+        } else {
+            bind_at(&null, &target, false)?;
+        }
+    }
+    for path in READONLY_PATHS {
+        let target = root.join(path);
+        if target.exists() {
+            bind_at(&target, &target, true)?;
+        }
+    }
+    Ok(())
+}
+
+fn enter_root(root: &Path) -> Result<()> {
+    std::env::set_current_dir(root).map_err(|e| Error::io("chdir", root, e))?;
+    sys::pivot_root(Path::new("."), Path::new("."))
+        .map_err(|e| Error::sys("pivot_root", root.display().to_string(), e))?;
+    sys::umount2(Path::new("."), libc::MNT_DETACH)
+        .map_err(|e| Error::sys("umount", "old root", e))?;
+    std::env::set_current_dir("/").map_err(|e| Error::io("chdir", "/", e))?;
+    Ok(())
+}
