@@ -53,6 +53,7 @@ impl Events {
 }
 
 fn init_main() -> i32 {
+    sys::reset_signals();
     // The socket arrives as stdin; move it out of the way (close-on-exec) and give stdin
     // /dev/null, which the command inherits.
     let Ok(sock) = sys::dup_cloexec(0) else {

@@ -496,6 +496,65 @@ pub(crate) fn wait_exited_or_interrupted(pid: libc::pid_t) -> io::Result<bool> {
     Err(err)
 }
 
+/// Resets every ignored signal to its default action and empties the signal mask, so the
+/// command starts like a fresh process (Rust ignores SIGPIPE; ignored signals survive exec).
+/// Uses the raw syscall: libc's wrapper refuses its reserved real-time signals.
+pub(crate) fn reset_signals() {
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    for signal in 1..=64 {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        let mut old = KernelSigaction {
+            handler: 0,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        // SAFETY: reading the current action into a struct laid out as the kernel's.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                std::ptr::null::<KernelSigaction>(),
+                &raw mut old,
+                8,
+            )
+        };
+        if ret != 0 || old.handler != libc::SIG_IGN {
+            continue;
+        }
+        let default = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        // SAFETY: SIG_DFL with an empty mask; no handler code involved.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                &raw const default,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8,
+            );
+        }
+    }
+    // SAFETY: an empty set on the stack.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&raw mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &raw const set, std::ptr::null_mut());
+    }
+}
+
 /// Restores the default SIGTERM disposition (in the forked container PID 1).
 pub(crate) fn default_sigterm() {
     // SAFETY: resetting a disposition.

@@ -471,3 +471,28 @@ fn overlay_options_longer_than_a_page_still_mount() {
     );
     assert!(out.expect("run").success());
 }
+
+#[test]
+fn signals_start_with_default_dispositions() {
+    require_env!();
+    let f = Fixture::new();
+    // Rust ignores SIGPIPE in its own processes; the command must not inherit that.
+    let out = f.run(
+        &ProcessSpec {
+            args: vec![
+                "grep".into(),
+                "-E".into(),
+                "^Sig(Ign|Blk)".into(),
+                "/proc/self/status".into(),
+            ],
+            ..ProcessSpec::default()
+        },
+        &[],
+    );
+    assert_eq!(
+        out.ok(),
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+    );
+    let out = f.sh("yes | head -n1", ProcessSpec::default(), &[]);
+    assert_eq!((out.ok(), out.stderr.as_str()), ("y\n", ""));
+}
