@@ -21,6 +21,7 @@ use kiln_image::{
 
 const ISSUER: &str = "kiln-test-issuer";
 const SERVICE: &str = "kiln-test-registry";
+const IDENTITY_TOKEN: &str = "refresh-me-0123";
 
 struct TokenServer {
     url: String,
@@ -110,17 +111,32 @@ impl TokenServer {
                 reader.read_line(&mut request_line).unwrap();
                 let mut authed = false;
                 let mut bad_auth = false;
+                let mut content_length = 0usize;
                 loop {
                     let mut line = String::new();
                     if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
                         break;
                     }
-                    if let Some((k, v)) = line.split_once(':')
-                        && k.eq_ignore_ascii_case("authorization")
-                    {
-                        authed = v.trim() == expected_auth;
-                        bad_auth = !authed;
+                    if let Some((k, v)) = line.split_once(':') {
+                        if k.eq_ignore_ascii_case("authorization") {
+                            authed = v.trim() == expected_auth;
+                            bad_auth = !authed;
+                        } else if k.eq_ignore_ascii_case("content-length") {
+                            content_length = v.trim().parse().unwrap_or(0);
+                        }
                     }
+                }
+                // The OAuth2 form (identity tokens): POST grant_type=refresh_token.
+                let mut form = String::new();
+                if content_length > 0 {
+                    let mut body = vec![0u8; content_length];
+                    std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+                    form = String::from_utf8(body).unwrap();
+                    let refresh = form
+                        .split('&')
+                        .find_map(|p| p.strip_prefix("refresh_token="));
+                    authed = refresh.map(percent_decode).as_deref() == Some(IDENTITY_TOKEN);
+                    bad_auth = !authed;
                 }
                 if bad_auth {
                     let _ = conn.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
@@ -131,19 +147,30 @@ impl TokenServer {
                     .nth(1)
                     .unwrap_or("/")
                     .to_owned();
-                let query = target.split_once('?').map_or("", |(_, q)| q);
+                let query = if form.is_empty() {
+                    target.split_once('?').map_or("", |(_, q)| q).to_owned()
+                } else {
+                    form
+                };
                 let mut access = Vec::new();
-                for pair in query.split('&') {
-                    if let Some(v) = pair.strip_prefix("scope=") {
-                        let scope = percent_decode(v);
-                        let parts: Vec<&str> = scope.split(':').collect();
-                        if parts.len() == 3 {
-                            let actions: Vec<&str> = parts[2]
-                                .split(',')
-                                .filter(|a| authed || *a == "pull")
-                                .collect();
-                            access.push(serde_json::json!({"type": parts[0], "name": parts[1], "actions": actions}));
-                        }
+                let scopes: Vec<String> = query
+                    .split('&')
+                    .filter_map(|p| p.strip_prefix("scope="))
+                    .flat_map(|v| {
+                        percent_decode(v)
+                            .split(' ')
+                            .map(str::to_owned)
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                for scope in scopes {
+                    let parts: Vec<&str> = scope.split(':').collect();
+                    if parts.len() == 3 {
+                        let actions: Vec<&str> = parts[2]
+                            .split(',')
+                            .filter(|a| authed || *a == "pull")
+                            .collect();
+                        access.push(serde_json::json!({"type": parts[0], "name": parts[1], "actions": actions}));
                     }
                 }
                 let now = std::time::SystemTime::now()

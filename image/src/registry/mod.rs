@@ -446,11 +446,36 @@ impl RegistryClient {
                 } else {
                     self.agent.clone()
                 };
-                let mut req = agent.get(&url);
-                if let Some(c) = &creds {
-                    req = req.header("Authorization", c.basic_header());
+                let mut resp = match &creds {
+                    // An identity token (`docker login` with OAuth) is exchanged with a POST, as
+                    // the distribution token spec's OAuth2 flow says.
+                    Some(c) if c.username == "<token>" => {
+                        let mut form = vec![
+                            ("grant_type", "refresh_token".to_owned()),
+                            ("refresh_token", c.password.clone()),
+                            ("client_id", "kiln".to_owned()),
+                            ("scope", scope.to_owned()),
+                        ];
+                        if let Some(s) = &service {
+                            form.push(("service", s.clone()));
+                        }
+                        let body = form
+                            .iter()
+                            .map(|(k, v)| format!("{k}={}", url_encode(v)))
+                            .collect::<Vec<_>>()
+                            .join("&");
+                        agent
+                            .post(&realm)
+                            .header("Content-Type", "application/x-www-form-urlencoded")
+                            .send(body.as_bytes())
+                    }
+                    Some(c) => agent
+                        .get(&url)
+                        .header("Authorization", c.basic_header())
+                        .call(),
+                    None => agent.get(&url).call(),
                 }
-                let mut resp = req.call().map_err(|e| Error::Network {
+                .map_err(|e| Error::Network {
                     registry: realm.clone(),
                     message: e.to_string(),
                 })?;
