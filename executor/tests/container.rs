@@ -496,3 +496,39 @@ fn signals_start_with_default_dispositions() {
     let out = f.sh("yes | head -n1", ProcessSpec::default(), &[]);
     assert_eq!((out.ok(), out.stderr.as_str()), ("y\n", ""));
 }
+
+#[test]
+fn bind_rootfs_mounts_like_the_native_snapshotter() {
+    require_env!();
+    let f = Fixture::new();
+    for (fstype, options) in [
+        ("bind", vec!["rbind".to_owned(), "rw".to_owned()]),
+        ("rbind", vec![]),
+    ] {
+        let rootfs = kiln_executor::RootFs::Mounts(vec![kiln_executor::RootMount {
+            fstype: fstype.into(),
+            source: f.lower().display().to_string(),
+            options,
+        }]);
+        let out = f.executor.run(
+            &ProcessSpec {
+                args: vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    format!("echo {fstype} > /via-{fstype}"),
+                ],
+                ..ProcessSpec::default()
+            },
+            &rootfs,
+            &[],
+            &mut |_, _| {},
+            &CancelToken::new(),
+        );
+        assert!(out.expect("run").success());
+        assert_eq!(
+            fs::read_to_string(f.lower().join(format!("via-{fstype}"))).expect("written"),
+            format!("{fstype}\n")
+        );
+    }
+    assert!(!f.lower().join("proc").exists() && !f.lower().join("etc/hosts").exists());
+}
