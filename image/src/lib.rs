@@ -6,6 +6,18 @@
 //! directory; [`Image`] (a stored manifest + config) and [`write_image`]; exporters (OCI
 //! layout, docker-archive, archive load); and a synchronous registry client for pull and push.
 //! Nothing here is async.
+//!
+//! ```no_run
+//! use kiln_image::{ContentStore, Platform, Reference, RegistryClient, RegistryOptions, export_oci};
+//!
+//! let store = ContentStore::open(kiln_image::default_state_dir())?;
+//! let busybox = Reference::parse("busybox")?; // docker.io/library/busybox:latest
+//! let client = RegistryClient::new(RegistryOptions::default());
+//! let image = client.pull(&store, &busybox, &Platform::host())?;
+//! println!("{} {:?}", image.manifest_digest, image.config.config.cmd);
+//! export_oci(&store, &image, &[busybox], "busybox-oci.tar".as_ref(), true)?;
+//! # Ok::<(), kiln_image::Error>(())
+//! ```
 
 mod compression;
 mod convert;
