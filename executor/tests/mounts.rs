@@ -434,3 +434,51 @@ fn mounts_below_dev_land_in_the_fresh_dev() {
     assert_eq!(out.ok(), "running /dev/pipes/script\n");
     assert_snapshot_clean(&f);
 }
+
+#[test]
+fn cache_locks_hold_across_processes() {
+    require_env!();
+    let f = Fixture::new();
+    let base = f.state().join("mounts/cache");
+    fs::create_dir_all(&base).unwrap();
+    // Another process (util-linux flock(1)) holds the cache's lock as a `locked` user would.
+    let mut holder = std::process::Command::new("flock")
+        .arg("-o")
+        .arg(base.join("xproc.lock"))
+        .args(["-c", "sleep 0.6"])
+        .spawn()
+        .expect("flock(1) from util-linux");
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let started = std::time::Instant::now();
+    f.sh(
+        "true",
+        ProcessSpec::default(),
+        &[cache("xproc", "/c", CacheSharing::Shared)],
+    )
+    .ok();
+    let waited = started.elapsed();
+    holder.wait().unwrap();
+    assert!(
+        waited >= std::time::Duration::from_millis(300),
+        "did not wait: {waited:?}"
+    );
+
+    // A shared holder elsewhere does not stop a shared user.
+    let mut holder = std::process::Command::new("flock")
+        .args(["--shared", "-o"])
+        .arg(base.join("xproc.lock"))
+        .args(["-c", "sleep 2"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let started = std::time::Instant::now();
+    f.sh(
+        "true",
+        ProcessSpec::default(),
+        &[cache("xproc", "/c", CacheSharing::Shared)],
+    )
+    .ok();
+    assert!(started.elapsed() < std::time::Duration::from_millis(1500));
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+}
