@@ -290,11 +290,16 @@ impl Applier {
                         return Err(invalid(entry, "parent directory does not exist"));
                     }
                     let up = self.root.join(&rel);
-                    // A whiteout (overlay mode) or nothing: make a plain directory.
+                    // A whiteout (overlay mode) or nothing: make a plain directory, opaque when
+                    // it replaces a whiteout so the deleted lower directory stays hidden.
+                    let was_whiteout = self.overlay && fs::symlink_metadata(&up).is_ok();
                     fsutil::remove_any(&up)?;
                     fs::DirBuilder::new().create(&up).ctx("mkdir", &up)?;
                     fs::set_permissions(&up, fs::Permissions::from_mode(0o755))
                         .ctx("chmod", &up)?;
+                    if was_whiteout {
+                        fsutil::set_xattr(&up, "trusted.overlay.opaque", b"y")?;
+                    }
                     stack.push(c);
                 }
             }
@@ -308,18 +313,24 @@ impl Applier {
             // The root itself ("./"): nothing to create.
             return Ok(());
         };
-        let prel = self.resolve_dir(name, parents, true)?;
-        let pdir = self.root.join(&prel);
         let last_b = last.as_bytes();
         if let Some(target) = last_b.strip_prefix(b".wh.") {
+            if target != b".wh..opq" && (target.is_empty() || target == b"." || target == b"..") {
+                return Err(hostile(name, "whiteout of `.` or `..`"));
+            }
+            // A whiteout under a path that is not a directory hides nothing.
+            let prel = match self.resolve_dir(name, parents, false) {
+                Ok(p) => p,
+                Err(Error::InvalidLayer { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            };
             if target == b".wh..opq" {
                 return self.opaque(&prel);
             }
-            if target.is_empty() || target == b"." || target == b".." {
-                return Err(hostile(name, "whiteout of `.` or `..`"));
-            }
             return self.whiteout(&prel, OsStr::from_bytes(target));
         }
+        let prel = self.resolve_dir(name, parents, true)?;
+        let pdir = self.root.join(&prel);
         let rel = prel.join(last);
         let dest = pdir.join(last);
         let existing = match fs::symlink_metadata(&dest) {

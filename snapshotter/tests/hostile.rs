@@ -7,43 +7,8 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::need_root;
+use common::{E, need_root, raw_tar};
 use kiln_snapshotter::{DriverChoice, Error, apply_layer, apply_layer_to_snapshot, open};
-
-/// A tar entry written with raw header bytes, so no library sanitises the name.
-enum E<'a> {
-    File(&'a str, &'a [u8]),
-    Dir(&'a str),
-    Symlink(&'a str, &'a str),
-    Hardlink(&'a str, &'a str),
-}
-
-fn raw_tar(entries: &[E<'_>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for e in entries {
-        let (name, flag, link, data): (&str, u8, &str, &[u8]) = match e {
-            E::File(n, d) => (n, b'0', "", d),
-            E::Dir(n) => (n, b'5', "", b""),
-            E::Symlink(n, l) => (n, b'2', l, b""),
-            E::Hardlink(n, l) => (n, b'1', l, b""),
-        };
-        let mut h = tar::Header::new_ustar();
-        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-        h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
-        h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(1_700_000_000);
-        h.set_size(data.len() as u64);
-        h.as_old_mut().linkflag = [flag];
-        h.set_cksum();
-        out.extend_from_slice(h.as_bytes());
-        out.extend_from_slice(data);
-        out.resize(out.len().div_ceil(512) * 512, 0);
-    }
-    out.resize(out.len() + 1024, 0);
-    out
-}
 
 /// An outer directory holding `target/` and a `victim` file, with a fingerprint of its state.
 struct Jail {
@@ -282,4 +247,55 @@ fn hostile_layers_into_snapshots() {
         assert_eq!(names, ["target", "victim"]);
         assert_eq!(fs::read(j.outer().join("victim")).unwrap(), b"original");
     }
+}
+
+#[test]
+fn whiteout_under_missing_or_file_parent_is_a_no_op() {
+    let j = Jail::new();
+    fs::write(j.target().join("file"), b"f").unwrap();
+    apply_layer(
+        &raw_tar(&[
+            E::File("x/y/.wh.z", b""),
+            E::File("file/.wh.q", b""),
+            E::File("m/.wh..wh..opq", b""),
+        ])[..],
+        &j.target(),
+    )
+    .unwrap();
+    assert!(
+        !j.target().join("x").exists(),
+        "a whiteout created its parent"
+    );
+    assert!(!j.target().join("m").exists());
+    assert_eq!(fs::read(j.target().join("file")).unwrap(), b"f");
+    j.assert_untouched();
+}
+
+#[test]
+fn directory_recreated_over_overlay_whiteout_hides_lower_contents() {
+    if !need_root("overlay whiteout then directory") {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let s = open(state.path(), DriverChoice::Overlay).unwrap();
+    let layers = [
+        raw_tar(&[E::Dir("d/"), E::File("d/old", b"old")]),
+        raw_tar(&[E::File(".wh.d", b"")]),
+        // `d/` itself is not in the layer: the applier makes it, over the whiteout.
+        raw_tar(&[E::File("d/new", b"new")]),
+    ];
+    let mut parent: Option<String> = None;
+    for (i, l) in layers.iter().enumerate() {
+        s.prepare(&format!("k{i}"), parent.as_deref()).unwrap();
+        apply_layer_to_snapshot(s.as_ref(), &format!("k{i}"), &l[..]).unwrap();
+        s.commit(&format!("c{i}"), &format!("k{i}")).unwrap();
+        parent = Some(format!("c{i}"));
+    }
+    let v = kiln_snapshotter::MountedSnapshot::new(&s.mounts("c2").unwrap()).unwrap();
+    let mut names: Vec<String> = fs::read_dir(v.path().join("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["new"]);
 }

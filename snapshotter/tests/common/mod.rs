@@ -156,3 +156,38 @@ pub fn list_layer(blob: &[u8]) -> Vec<(String, char)> {
         })
         .collect()
 }
+
+/// A tar entry written with raw header bytes, so no library sanitises the name.
+pub enum E<'a> {
+    File(&'a str, &'a [u8]),
+    Dir(&'a str),
+    Symlink(&'a str, &'a str),
+    Hardlink(&'a str, &'a str),
+}
+
+pub fn raw_tar(entries: &[E<'_>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in entries {
+        let (name, flag, link, data): (&str, u8, &str, &[u8]) = match e {
+            E::File(n, d) => (n, b'0', "", d),
+            E::Dir(n) => (n, b'5', "", b""),
+            E::Symlink(n, l) => (n, b'2', l, b""),
+            E::Hardlink(n, l) => (n, b'1', l, b""),
+        };
+        let mut h = tar::Header::new_ustar();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_size(data.len() as u64);
+        h.as_old_mut().linkflag = [flag];
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
