@@ -59,9 +59,9 @@ pub(crate) enum ImageCommand {
     },
     /// Write images to a docker-archive tar (what `docker load` reads).
     Save {
-        /// Output file (`-` for stdout).
+        /// Output file (`-` or none: stdout, unless it is a terminal).
         #[arg(short, long)]
-        output: PathBuf,
+        output: Option<PathBuf>,
         /// The images.
         #[arg(required = true)]
         references: Vec<String>,
@@ -223,16 +223,32 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<Ex
             }
         }
         ImageCommand::Save { output, references } => {
-            let mut images = Vec::new();
+            // One entry per image, with every name it was asked under (as `docker save`).
+            let mut images: Vec<(Image, Vec<Reference>)> = Vec::new();
             for s in references {
                 let r = parse_ref(&s)?;
-                images.push((Image::resolve(&store, &r, &platform)?, vec![r]));
+                let image = Image::resolve(&store, &r, &platform)?;
+                match images
+                    .iter_mut()
+                    .find(|(i, _)| i.manifest_digest == image.manifest_digest)
+                {
+                    Some((_, names)) => names.push(r),
+                    None => images.push((image, vec![r])),
+                }
             }
-            if output.as_os_str() == "-" {
-                let mut out = std::io::stdout().lock();
-                kiln_image::write_docker_archive(&store, &images, None, &mut out)?;
-            } else {
-                kiln_image::export_docker(&store, &images, None, &output)?;
+            match output.filter(|o| o.as_os_str() != "-") {
+                Some(path) => kiln_image::export_docker(&store, &images, None, &path)?,
+                None => {
+                    use std::io::IsTerminal as _;
+                    if std::io::stdout().is_terminal() {
+                        bail!(
+                            "refusing to write an archive to a terminal: use `-o FILE` or redirect stdout"
+                        );
+                    }
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    kiln_image::write_docker_archive(&store, &images, None, &mut out)?;
+                    out.flush()?;
+                }
             }
         }
         ImageCommand::Load { input } => {
