@@ -54,6 +54,11 @@ impl Events {
 
 fn init_main() -> i32 {
     sys::reset_signals();
+    // A cancellation during setup is noted and acted on before the fork, after which it kills
+    // PID 1; either way the stubs are cleaned up.
+    if sys::forward_sigterm_as_kill(0).is_err() {
+        return 124;
+    }
     // The socket arrives as stdin; move it out of the way (close-on-exec) and give stdin
     // /dev/null, which the command inherits.
     let Ok(sock) = sys::dup_cloexec(0) else {
@@ -188,6 +193,9 @@ fn run(spec: &InitSpec, events: &Events, state: &mut Mounted) -> Result<()> {
 
     sys::block_sigterm().map_err(|e| Error::sys("sigprocmask", "", e))?;
     sys::forward_sigterm_as_kill(0).map_err(|e| Error::sys("sigaction", "SIGTERM", e))?;
+    if sys::sigterm_received() {
+        return Err(Error::Cancelled);
+    }
     let pid = sys::fork().map_err(|e| Error::sys("fork", "", e))?;
     if pid == 0 {
         sys::default_sigterm();

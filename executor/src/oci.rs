@@ -190,6 +190,9 @@ pub(crate) fn run(runtime: &Path, spec: &InitSpec, config: &Spec) -> Result<sys:
     )?];
 
     sys::sigterm_sets_flag().map_err(|e| Error::sys("sigaction", "SIGTERM", e))?;
+    if sys::sigterm_received() {
+        return Err(Error::Cancelled);
+    }
     let pid = spawn(&program, &run_args, &env)?;
     let mut killed = false;
     loop {

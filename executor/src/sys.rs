@@ -400,6 +400,7 @@ pub(crate) fn loopback_up() -> io::Result<()> {
 static CHILD_PID: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn kill_child_on_term(_signal: libc::c_int) {
+    SIGTERM_SEEN.store(true, Ordering::SeqCst);
     let pid = CHILD_PID.load(Ordering::SeqCst);
     if pid > 0 {
         // SAFETY: kill is async-signal-safe.
@@ -431,7 +432,7 @@ pub(crate) fn unblock_sigterm() -> io::Result<()> {
     sigterm_mask(libc::SIG_UNBLOCK)
 }
 
-/// Makes SIGTERM kill `child` with SIGKILL (0: do nothing); installs the handler the first time.
+/// Makes SIGTERM kill `child` with SIGKILL (0: only note it for [`sigterm_received`]).
 pub(crate) fn forward_sigterm_as_kill(child: libc::pid_t) -> io::Result<()> {
     CHILD_PID.store(child, Ordering::SeqCst);
     // SAFETY: installing a handler that only calls async-signal-safe functions.
