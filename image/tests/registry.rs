@@ -170,6 +170,30 @@ fn pulls_indexes_and_docker_media_types() {
         "{err}"
     );
 
+    // A Docker manifest list over the Docker-typed image.
+    let list = kiln_image::Index {
+        schema_version: 2,
+        media_type: Some(media_type::DOCKER_MANIFEST_LIST.into()),
+        manifests: vec![docker.descriptor()],
+        annotations: std::collections::BTreeMap::default(),
+    };
+    let list_bytes = kiln_image::to_canonical_json(&list).unwrap();
+    put_raw_manifest(
+        &reg,
+        "kiln/img",
+        "list",
+        media_type::DOCKER_MANIFEST_LIST,
+        &list_bytes,
+    );
+    let lref = Reference::parse(&format!("{}/kiln/img:list", reg.addr)).unwrap();
+    let (_d3, dst3) = store();
+    let got = c.pull(&dst3, &lref, &Platform::linux_amd64()).unwrap();
+    assert_eq!(got.manifest_digest, docker.manifest_digest);
+    assert_eq!(
+        got.index_digest,
+        Some(kiln_image::Digest::of_bytes(&list_bytes))
+    );
+
     let got = c.pull(&dst, &dref, &Platform::linux_amd64()).unwrap();
     assert_eq!(got.manifest_media_type, media_type::DOCKER_MANIFEST);
     assert_eq!(got.layers[0].media_type, media_type::DOCKER_LAYER_GZIP);
@@ -490,4 +514,57 @@ fn transfers_report_progress() {
     });
     let (d, t) = last_progress.expect("downloads report progress");
     assert_eq!(d, t);
+}
+
+#[test]
+fn blob_and_manifest_primitives_for_other_content() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let (_d, src) = store();
+    let data = b"{\"cache\":\"record\"}".repeat(100);
+    let digest = src.put_bytes(&data).unwrap();
+    let desc = kiln_image::Descriptor::new(
+        "application/vnd.kiln.cache.v1+json",
+        digest.clone(),
+        data.len() as u64,
+    );
+    let r = Reference::parse(&format!("{}/kiln/cache:buildcache", reg.addr)).unwrap();
+    let c = client();
+    assert!(
+        c.push_blob(&src, &r, &desc).unwrap(),
+        "uploaded the first time"
+    );
+    assert!(
+        !c.push_blob(&src, &r, &desc).unwrap(),
+        "found by HEAD the second time"
+    );
+    let (_d2, dst) = store();
+    c.pull_blob(&dst, &r, &desc).unwrap();
+    assert_eq!(dst.read_blob(&digest).unwrap(), data);
+    let mut bad = desc.clone();
+    bad.digest = kiln_image::Digest::of_bytes(b"absent");
+    let err = c.pull_blob(&dst, &r, &bad).unwrap_err();
+    assert!(matches!(err, Error::RegistryNotFound { .. }), "{err}");
+    // A hand-made index goes up with push_manifest and comes back byte for byte.
+    let image = test_image(&src, "prim", [Compression::Gzip, Compression::Gzip]);
+    c.push(&src, &image, &r.with_tag("img").unwrap()).unwrap();
+    let index = kiln_image::Index {
+        schema_version: 2,
+        media_type: Some(media_type::OCI_INDEX.into()),
+        manifests: vec![image.descriptor()],
+        annotations: std::collections::BTreeMap::default(),
+    };
+    let bytes = kiln_image::to_canonical_json(&index).unwrap();
+    c.push_manifest(&r, "buildcache", media_type::OCI_INDEX, &bytes)
+        .unwrap();
+    let (got, mt, d) = c.fetch_manifest(&r, "buildcache").unwrap();
+    assert_eq!(
+        (got, mt.as_str(), d),
+        (
+            bytes.clone(),
+            media_type::OCI_INDEX,
+            kiln_image::Digest::of_bytes(&bytes)
+        )
+    );
 }

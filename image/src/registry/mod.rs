@@ -859,18 +859,12 @@ impl RegistryClient {
         let target = reference
             .tag()
             .map_or_else(|| image.manifest_digest.to_string(), str::to_owned);
-        let url = format!("{}/manifests/{target}", self.base_url(reference));
-        let resp = self.send(
+        self.push_manifest(
             reference,
-            "pull,push",
-            "PUT",
-            &url,
-            &[("Content-Type", image.manifest_media_type.as_str())],
-            &Body::Bytes(&manifest_bytes),
+            &target,
+            &image.manifest_media_type,
+            &manifest_bytes,
         )?;
-        if resp.status().as_u16() != 201 && resp.status().as_u16() != 200 {
-            return Err(Self::status_error(reference, "push", "manifest", resp));
-        }
         let mut uploaded = uploaded.into_inner().unwrap_or_default();
         let mut skipped = skipped.into_inner().unwrap_or_default();
         uploaded.sort();
@@ -881,6 +875,64 @@ impl RegistryClient {
             uploaded,
             skipped,
         })
+    }
+
+    /// Puts a manifest or index (`bytes` of type `media_type`) under `target` (a tag or the
+    /// digest) in the repository of `reference`. Its blobs must already be there.
+    pub fn push_manifest(
+        &self,
+        reference: &Reference,
+        target: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<()> {
+        let url = format!("{}/manifests/{target}", self.base_url(reference));
+        let resp = self.send(
+            reference,
+            "pull,push",
+            "PUT",
+            &url,
+            &[("Content-Type", media_type)],
+            &Body::Bytes(bytes),
+        )?;
+        if resp.status().as_u16() != 201 && resp.status().as_u16() != 200 {
+            return Err(Self::status_error(
+                reference,
+                "push",
+                &format!("manifest `{target}`"),
+                resp,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Makes sure the repository of `reference` has a stored blob: nothing if HEAD finds it,
+    /// else a mount or an upload. Returns true when bytes were uploaded. (For callers that
+    /// push other content than images, like a build cache.)
+    pub fn push_blob(
+        &self,
+        store: &ContentStore,
+        reference: &Reference,
+        desc: &Descriptor,
+    ) -> Result<bool> {
+        if self.blob_exists(reference, &desc.digest)? {
+            return Ok(false);
+        }
+        self.upload_blob(store, reference, desc)
+    }
+
+    /// Downloads a blob of the repository of `reference` into the store (verified), unless it
+    /// is already there.
+    pub fn pull_blob(
+        &self,
+        store: &ContentStore,
+        reference: &Reference,
+        desc: &Descriptor,
+    ) -> Result<()> {
+        if store.has_blob(&desc.digest) {
+            return Ok(());
+        }
+        self.fetch_blob(store, reference, desc)
     }
 
     /// Uploads one blob. Returns false when a cross-repository mount made the upload unneeded.
