@@ -568,3 +568,137 @@ fn blob_and_manifest_primitives_for_other_content() {
         )
     );
 }
+
+/// A TCP proxy in front of the registry that cuts the first plain-HTTP connection after
+/// `cut_after` bytes from the server, like a network dropping mid-download.
+fn cutting_proxy(
+    upstream: String,
+    cut_after: usize,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let connections = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = connections.clone();
+    let cut_done = std::sync::Arc::new(AtomicBool::new(false));
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            count.fetch_add(1, Ordering::SeqCst);
+            let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let cut_done = cut_done.clone();
+            std::thread::spawn(move || {
+                let mut c_in = client.try_clone().unwrap();
+                let mut s_out = server.try_clone().unwrap();
+                let mut first = [0u8; 1];
+                if c_in.peek(&mut first).is_err() {
+                    return;
+                }
+                // Plain HTTP (not the TLS probe) and no cut yet: this connection gets cut.
+                let cut = first[0] == b'G' && !cut_done.swap(true, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_in, &mut s_out);
+                });
+                let mut s_in = server;
+                let mut c_out = client;
+                let mut sent = 0;
+                let mut buf = [0u8; 8192];
+                loop {
+                    let n = match s_in.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let n = if cut { n.min(cut_after - sent) } else { n };
+                    if c_out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    sent += n;
+                    if cut && sent >= cut_after {
+                        let _ = c_out.shutdown(std::net::Shutdown::Both);
+                        let _ = s_in.shutdown(std::net::Shutdown::Both);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, connections)
+}
+
+#[test]
+fn a_download_cut_mid_body_is_retried_or_reported() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let (_d, src) = store();
+    // One big incompressible layer (1 MiB) so the cut lands inside it.
+    let mut noise = vec![0u8; 1 << 20];
+    let mut x: u32 = 0x1234_5678;
+    for b in &mut noise {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = x as u8;
+    }
+    let tar = common::layer_tar(&[("noise.bin", &noise, 0o644)]);
+    let mut w = src
+        .layer_writer(kiln_image::CompressionOptions::default())
+        .unwrap();
+    std::io::Write::write_all(&mut w, &tar).unwrap();
+    let layer = w.finish().unwrap();
+    let mut config = kiln_image::ImageConfig::new(&Platform::linux_amd64());
+    config.rootfs.diff_ids.push(layer.diff_id.clone());
+    let image =
+        kiln_image::write_image(&src, &config, std::slice::from_ref(&layer.descriptor)).unwrap();
+    let direct = Reference::parse(&format!("{}/kiln/cut:1", reg.addr)).unwrap();
+    client().push(&src, &image, &direct).unwrap();
+
+    let sequential = |attempts| {
+        RegistryClient::new(RegistryOptions {
+            docker_config_dir: "/nonexistent".into(),
+            parallelism: 1,
+            attempts,
+            backoff: std::time::Duration::from_millis(50),
+            ..Default::default()
+        })
+    };
+    // Without retries: a network error naming the blob, and nothing half-stored.
+    let (addr, _) = cutting_proxy(reg.addr.clone(), 300_000);
+    let via = Reference::parse(&format!("{addr}/kiln/cut:1")).unwrap();
+    let (_d2, dst) = store();
+    let err = sequential(1)
+        .pull(&dst, &via, &Platform::linux_amd64())
+        .unwrap_err();
+    assert!(matches!(err, Error::Network { .. }), "{err}");
+    assert!(
+        err.to_string().contains(layer.descriptor.digest.as_str()),
+        "{err}"
+    );
+    assert!(!dst.has_blob(&layer.descriptor.digest));
+    assert!(dst.list_tags().unwrap().is_empty());
+    assert_eq!(
+        std::fs::read_dir(dst.state_dir().join("content/ingest"))
+            .unwrap()
+            .count(),
+        0
+    );
+
+    // With retries: the blob is fetched again on a new connection.
+    let (addr, connections) = cutting_proxy(reg.addr.clone(), 300_000);
+    let via = Reference::parse(&format!("{addr}/kiln/cut:1")).unwrap();
+    let pulled = sequential(3)
+        .pull(&dst, &via, &Platform::linux_amd64())
+        .unwrap();
+    assert_eq!(pulled.manifest_digest, image.manifest_digest);
+    assert!(
+        connections.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+        "probe, cut connection, retry"
+    );
+    assert_eq!(
+        dst.read_blob(&layer.descriptor.digest).unwrap(),
+        src.read_blob(&layer.descriptor.digest).unwrap()
+    );
+}

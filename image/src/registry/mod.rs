@@ -657,13 +657,13 @@ impl RegistryClient {
                 total: desc.size,
             };
             match store.put_verified(reader, desc, &what) {
-                Err(Error::Io { source, .. })
-                    if attempt < self.opts.attempts && is_transient_io(&source) =>
-                {
+                // The body broke off (connection reset or closed before Content-Length bytes):
+                // start the blob again on a fresh connection.
+                Err(Error::Io { source, .. }) if attempt < self.opts.attempts => {
+                    tracing::debug!("downloading {what}: {source}; retrying");
                     std::thread::sleep(self.opts.backoff * 2u32.pow(attempt - 1));
                 }
                 Err(Error::Io { source, .. }) => {
-                    // A connection closed before Content-Length bytes: a truncated download.
                     return Err(Error::Network {
                         registry: reference.registry().to_owned(),
                         message: format!("downloading {what}: {source}"),
