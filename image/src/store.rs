@@ -10,6 +10,14 @@
 //! Tags (`docker.io/library/busybox:latest` → manifest digest) live in one JSON file replaced
 //! atomically (temp + rename) while holding an exclusive `flock` on `refs/tags.lock`, so several
 //! kiln processes can tag at once without losing updates. Readers take the shared lock.
+//!
+//! Layout under the state directory:
+//! - `content/blobs/sha256/<hex>`: blobs (layers, configs, manifests, indexes);
+//! - `content/ingest/`: temp files of writers in flight (leftovers older than a day are
+//!   removed on open, so a crash at any point leaves nothing that grows forever);
+//! - `content/converted/<hex>.<compression>.<level>`: "this layer recompressed is that blob";
+//! - `content/sources/<hex>`: `registry/repository` lines a blob was pulled from (for mounts);
+//! - `refs/tags.json` + `refs/tags.lock`: the tag table.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
