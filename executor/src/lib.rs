@@ -22,7 +22,9 @@
 //!    zero, full, random, urandom, tty, devpts + ptmx, shm, mqueue), a read-only /sys, masks the
 //!    usual /proc paths, applies the mounts whose target is below /dev (e.g. BuildKit's heredoc
 //!    scripts at /dev/pipes/NAME) inside that fresh /dev, pivot_roots, changes to the user and groups, keeps only Docker's default
-//!    capabilities (CapEff `00000000a80425fb` for root), sets no_new_privs and execs the command,
+//!    capabilities (CapEff `00000000a80425fb` for root), sets no_new_privs, installs a seccomp
+//!    filter refusing what Docker's default profile refuses (keyctl, bpf, perf_event_open,
+//!    userfaultfd, io_uring, mount, ...) and execs the command,
 //!    which is thus PID 1 of its namespace. Its stdin is /dev/null.
 //! 5. **Stream**: stdout and stderr are delivered line by line to `on_output` while the
 //!    command runs.
@@ -71,6 +73,7 @@ mod oci;
 mod pid1;
 mod proto;
 mod run;
+mod seccomp;
 mod spec;
 mod ssh_proxy;
 mod stubs;

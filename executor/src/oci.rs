@@ -142,6 +142,15 @@ pub(crate) fn runtime_spec(
             "namespaces": namespaces,
             "maskedPaths": MASKED_PATHS.iter().map(|p| format!("/{p}")).collect::<Vec<_>>(),
             "readonlyPaths": READONLY_PATHS.iter().map(|p| format!("/{p}")).collect::<Vec<_>>(),
+            "seccomp": {
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "architectures": [crate::seccomp::OCI_ARCH],
+                "syscalls": [{
+                    "names": crate::seccomp::DENIED.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
+                    "action": "SCMP_ACT_ERRNO",
+                    "errnoRet": libc::EPERM,
+                }],
+            },
         },
     });
     serde_json::from_value(value).map_err(|e| Error::InvalidSpec(format!("OCI runtime spec: {e}")))

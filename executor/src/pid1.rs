@@ -76,6 +76,8 @@ pub(crate) fn container_pid1(
     // After the credential change, which clears it.
     sys::set_parent_death_signal(libc::SIGKILL)
         .map_err(|e| Error::sys("prctl", "PR_SET_PDEATHSIG", e))?;
+    let filter = crate::seccomp::program();
+    sys::install_seccomp(&filter).map_err(|e| Error::sys("prctl", "PR_SET_SECCOMP", e))?;
     let err = sys::execve(&program, argv, envp);
     Err(Error::Setup(format!("exec: \"{arg0}\": {err}")))
 }

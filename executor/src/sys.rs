@@ -235,6 +235,28 @@ pub(crate) fn limit_bounding_set(keep: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// Installs a seccomp filter program on this thread (no_new_privs must be set).
+pub(crate) fn install_seccomp(program: &[libc::sock_filter]) -> io::Result<()> {
+    if program.is_empty() {
+        return Ok(());
+    }
+    let fprog = libc::sock_fprog {
+        len: program.len() as libc::c_ushort,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: a valid program that outlives the call; the kernel copies it.
+    check(unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+            &raw const fprog,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    })?;
+    Ok(())
+}
+
 /// Clears the ambient set.
 pub(crate) fn clear_ambient() -> io::Result<()> {
     // SAFETY: integer-only prctl.
