@@ -11,10 +11,17 @@
 //! stored before the manifests and the tag, so a failed pull leaves no tag to a broken image);
 //! push (HEAD each blob first, cross-repository mount, monolithic or chunked upload, manifest
 //! last); auth (anonymous, Basic, Bearer challenge with token cache, docker config.json
-//! credentials); plain HTTP for loopback and `--insecure-registry` hosts; retries with
-//! exponential backoff for transient failures; 401/403/404 mapped to errors naming the image.
+//! credentials, identity tokens through the OAuth2 POST); HTTPS with per-registry CAs from
+//! `certs.d`, and for loopback and `--insecure-registry` hosts Docker's fallback (unverified
+//! TLS, then plain HTTP); retries with exponential backoff for transient failures; 401/403/404
+//! mapped to errors naming the image.
+//!
+//! This file holds the client, its options and the request plumbing (agents, auth, retries);
+//! `pull.rs` and `push.rs` the two directions; `auth.rs` challenges and credentials.
 
 mod auth;
+mod pull;
+mod push;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -27,12 +34,11 @@ use ureq::http::Response;
 
 use auth::{Challenge, parse_challenge};
 pub use auth::{Credentials, docker_config_dir, lookup_credentials};
+pub use pull::pull;
 
-use crate::compression::{Compression, CompressionOptions};
+use crate::compression::CompressionOptions;
 use crate::error::{Error, Result};
-use crate::image::{Image, media_type_of, parse_manifest, select_platform};
-use crate::spec::{self, Descriptor, Index, Platform};
-use crate::{ContentStore, Digest, Reference};
+use crate::{Digest, Reference};
 
 /// Largest manifest or index accepted (the distribution spec suggests 4 MiB).
 const MAX_MANIFEST: u64 = 4 * 1024 * 1024;
@@ -151,32 +157,6 @@ pub enum TransferEvent {
 
 /// A progress callback shared by the transfer threads.
 pub type ProgressFn = Arc<dyn Fn(&TransferEvent) + Send + Sync>;
-
-/// Counts bytes read and reports them.
-struct ProgressReader<'a, R> {
-    inner: R,
-    client: &'a RegistryClient,
-    digest: &'a Digest,
-    done: u64,
-    reported: u64,
-    total: u64,
-}
-
-impl<R: Read> Read for ProgressReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.done += n as u64;
-        if self.done - self.reported >= 512 * 1024 || (n == 0 && self.done != self.reported) {
-            self.reported = self.done;
-            self.client.emit(&TransferEvent::Progress {
-                digest: self.digest.clone(),
-                done: self.done,
-                total: self.total,
-            });
-        }
-        Ok(n)
-    }
-}
 
 /// A request body that can be sent again after an auth challenge or a transient failure.
 enum Body<'a> {
@@ -567,186 +547,6 @@ impl RegistryClient {
         }
     }
 
-    /// Fetches a manifest or index by tag or digest: its bytes, media type and digest
-    /// (verified against the reference's digest when it has one).
-    pub fn fetch_manifest(
-        &self,
-        reference: &Reference,
-        target: &str,
-    ) -> Result<(Vec<u8>, String, Digest)> {
-        let url = format!("{}/manifests/{target}", self.base_url(reference));
-        let resp = self.send(
-            reference,
-            "pull",
-            "GET",
-            &url,
-            &[("Accept", MANIFEST_ACCEPT)],
-            &Body::Empty,
-        )?;
-        if resp.status().as_u16() != 200 {
-            return Err(Self::status_error(
-                reference,
-                "pull",
-                &format!("manifest `{target}`"),
-                resp,
-            ));
-        }
-        let header_digest = resp
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| Digest::parse(v).ok());
-        let mut resp = resp;
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_MANIFEST)
-            .read_to_vec()
-            .map_err(|e| Error::Network {
-                registry: reference.registry().to_owned(),
-                message: format!(
-                    "reading manifest `{target}` of `{}`: {e}",
-                    reference.familiar()
-                ),
-            })?;
-        let digest = Digest::of_bytes(&bytes);
-        let expected = Digest::parse(target).ok().or(header_digest);
-        if let Some(exp) = expected
-            && exp != digest
-        {
-            return Err(Error::DigestMismatch {
-                what: format!("manifest `{target}` of `{}`", reference.familiar()),
-                expected: exp,
-                actual: digest,
-            });
-        }
-        let mt = media_type_of(
-            &bytes,
-            &format!("manifest `{target}` of `{}`", reference.familiar()),
-        )?;
-        Ok((bytes, mt, digest))
-    }
-
-    /// Downloads a blob into the store, verifying size and digest (retried on network errors).
-    fn fetch_blob(
-        &self,
-        store: &ContentStore,
-        reference: &Reference,
-        desc: &Descriptor,
-    ) -> Result<()> {
-        let url = format!("{}/blobs/{}", self.base_url(reference), desc.digest);
-        let what = format!("blob {} of `{}`", desc.digest, reference.familiar());
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let resp = self.send(reference, "pull", "GET", &url, &[], &Body::Empty)?;
-            if resp.status().as_u16() != 200 {
-                return Err(Self::status_error(
-                    reference,
-                    "pull",
-                    &format!("blob {}", desc.digest),
-                    resp,
-                ));
-            }
-            let reader = ProgressReader {
-                inner: resp.into_body().into_reader(),
-                client: self,
-                digest: &desc.digest,
-                done: 0,
-                reported: 0,
-                total: desc.size,
-            };
-            match store.put_verified(reader, desc, &what) {
-                // The body broke off (connection reset or closed before Content-Length bytes):
-                // start the blob again on a fresh connection.
-                Err(Error::Io { source, .. }) if attempt < self.opts.attempts => {
-                    tracing::debug!("downloading {what}: {source}; retrying");
-                    std::thread::sleep(self.opts.backoff * 2u32.pow(attempt - 1));
-                }
-                Err(Error::Io { source, .. }) => {
-                    return Err(Error::Network {
-                        registry: reference.registry().to_owned(),
-                        message: format!("downloading {what}: {source}"),
-                    });
-                }
-                other => return other,
-            }
-        }
-    }
-
-    /// Pulls `reference` for `platform` into `store` and tags it there (when the reference has a
-    /// tag). Blobs already in the store are not downloaded again.
-    pub fn pull(
-        &self,
-        store: &ContentStore,
-        reference: &Reference,
-        platform: &Platform,
-    ) -> Result<Image> {
-        let target = reference.digest().map_or_else(
-            || reference.tag().unwrap_or("latest").to_owned(),
-            ToString::to_string,
-        );
-        let (top_bytes, top_type, top_digest) = self.fetch_manifest(reference, &target)?;
-        let name = reference.familiar();
-        let (manifest_bytes, manifest_digest, index) = if spec::is_index(&top_type) {
-            let index: Index = crate::image::parse_json(&top_bytes, &format!("index of `{name}`"))?;
-            let desc = select_platform(&index, platform, &name)?.clone();
-            let (bytes, mt, digest) = self.fetch_manifest(reference, desc.digest.as_str())?;
-            if !spec::is_manifest(&mt) {
-                return Err(Error::UnsupportedMediaType {
-                    media_type: mt,
-                    what: format!("manifest of `{name}`"),
-                });
-            }
-            (bytes, digest, Some((top_bytes, top_digest)))
-        } else if spec::is_manifest(&top_type) {
-            (top_bytes, top_digest, None)
-        } else {
-            return Err(Error::UnsupportedMediaType {
-                media_type: top_type,
-                what: format!("manifest of `{name}`"),
-            });
-        };
-        let manifest = parse_manifest(&manifest_bytes, &format!("manifest of `{name}`"))?;
-
-        let mut blobs: Vec<&Descriptor> = vec![&manifest.config];
-        blobs.extend(manifest.layers.iter());
-        let missing: Vec<&Descriptor> = blobs
-            .into_iter()
-            .filter(|d| !store.has_blob(&d.digest))
-            .collect();
-        for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
-            let present = !missing.iter().any(|m| m.digest == d.digest);
-            self.emit(&TransferEvent::Blob {
-                digest: d.digest.clone(),
-                size: d.size,
-                present,
-            });
-        }
-        self.for_each_parallel(&missing, |d| {
-            self.fetch_blob(store, reference, d)?;
-            self.emit(&TransferEvent::Done {
-                digest: d.digest.clone(),
-            });
-            Ok(())
-        })?;
-
-        for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
-            store.record_source(&d.digest, reference.registry(), reference.repository())?;
-        }
-        // Manifests last: a store never holds a manifest whose blobs are missing.
-        store.put_bytes(&manifest_bytes)?;
-        if let Some((bytes, _)) = &index {
-            store.put_bytes(bytes)?;
-        }
-        let mut image = Image::load(store, &manifest_digest, platform)?;
-        image.index_digest = index.map(|(_, d)| d);
-        if reference.tag().is_some() {
-            store.set_tag(reference, &image.manifest_digest)?;
-        }
-        Ok(image)
-    }
-
     fn for_each_parallel<T: Sync>(
         &self,
         items: &[T],
@@ -780,249 +580,6 @@ impl RegistryClient {
             _ => Ok(()),
         }
     }
-
-    /// Whether the repository of `reference` has the blob (HEAD).
-    pub fn blob_exists(&self, reference: &Reference, digest: &Digest) -> Result<bool> {
-        let url = format!("{}/blobs/{digest}", self.base_url(reference));
-        let resp = self.send(reference, "pull,push", "HEAD", &url, &[], &Body::Empty)?;
-        match resp.status().as_u16() {
-            200 => Ok(true),
-            404 => Ok(false),
-            _ => Err(Self::status_error(
-                reference,
-                "push",
-                &format!("blob {digest}"),
-                resp,
-            )),
-        }
-    }
-
-    /// Pushes a stored image to `reference` (tag or digest): blobs first (skipping the ones the
-    /// registry has, mounting from `mount_from` when possible), then the manifest.
-    pub fn push(
-        &self,
-        store: &ContentStore,
-        image: &Image,
-        reference: &Reference,
-    ) -> Result<PushReport> {
-        // Builds may keep layers uncompressed (cheap for `build -t`); registries get them
-        // compressed, as BuildKit pushes them.
-        let converted;
-        let image = match self.opts.push_compression {
-            Some(c)
-                if image.layers.iter().any(|l| {
-                    Compression::from_layer_media_type(&l.media_type)
-                        == Some(Compression::Uncompressed)
-                }) =>
-            {
-                let docker = image.manifest_media_type == crate::media_type::DOCKER_MANIFEST;
-                converted = crate::convert_image(store, image, c, docker)?;
-                &converted
-            }
-            _ => image,
-        };
-        let mut blobs: Vec<Descriptor> = vec![image.manifest.config.clone()];
-        blobs.extend(image.layers.iter().cloned());
-        for d in &blobs {
-            if !store.has_blob(&d.digest) {
-                return Err(Error::BlobNotFound {
-                    digest: d.digest.clone(),
-                });
-            }
-        }
-        let uploaded = Mutex::new(Vec::new());
-        let skipped = Mutex::new(Vec::new());
-        self.for_each_parallel(&blobs, |d| {
-            let present = self.blob_exists(reference, &d.digest)?;
-            self.emit(&TransferEvent::Blob {
-                digest: d.digest.clone(),
-                size: d.size,
-                present,
-            });
-            let done = if present {
-                false
-            } else {
-                self.upload_blob(store, reference, d)?
-            };
-            if !present {
-                self.emit(&TransferEvent::Done {
-                    digest: d.digest.clone(),
-                });
-            }
-            let list = if done { &uploaded } else { &skipped };
-            if let Ok(mut l) = list.lock() {
-                l.push(d.digest.clone());
-            }
-            Ok(())
-        })?;
-        let manifest_bytes = store.read_blob(&image.manifest_digest)?;
-        let target = reference
-            .tag()
-            .map_or_else(|| image.manifest_digest.to_string(), str::to_owned);
-        self.push_manifest(
-            reference,
-            &target,
-            &image.manifest_media_type,
-            &manifest_bytes,
-        )?;
-        let mut uploaded = uploaded.into_inner().unwrap_or_default();
-        let mut skipped = skipped.into_inner().unwrap_or_default();
-        uploaded.sort();
-        skipped.sort();
-        Ok(PushReport {
-            manifest_digest: image.manifest_digest.clone(),
-            manifest_size: image.manifest_size,
-            uploaded,
-            skipped,
-        })
-    }
-
-    /// Puts a manifest or index (`bytes` of type `media_type`) under `target` (a tag or the
-    /// digest) in the repository of `reference`. Its blobs must already be there.
-    pub fn push_manifest(
-        &self,
-        reference: &Reference,
-        target: &str,
-        media_type: &str,
-        bytes: &[u8],
-    ) -> Result<()> {
-        let url = format!("{}/manifests/{target}", self.base_url(reference));
-        let resp = self.send(
-            reference,
-            "pull,push",
-            "PUT",
-            &url,
-            &[("Content-Type", media_type)],
-            &Body::Bytes(bytes),
-        )?;
-        if resp.status().as_u16() != 201 && resp.status().as_u16() != 200 {
-            return Err(Self::status_error(
-                reference,
-                "push",
-                &format!("manifest `{target}`"),
-                resp,
-            ));
-        }
-        Ok(())
-    }
-
-    /// Makes sure the repository of `reference` has a stored blob: nothing if HEAD finds it,
-    /// else a mount or an upload. Returns true when bytes were uploaded. (For callers that
-    /// push other content than images, like a build cache.)
-    pub fn push_blob(
-        &self,
-        store: &ContentStore,
-        reference: &Reference,
-        desc: &Descriptor,
-    ) -> Result<bool> {
-        if self.blob_exists(reference, &desc.digest)? {
-            return Ok(false);
-        }
-        self.upload_blob(store, reference, desc)
-    }
-
-    /// Downloads a blob of the repository of `reference` into the store (verified), unless it
-    /// is already there.
-    pub fn pull_blob(
-        &self,
-        store: &ContentStore,
-        reference: &Reference,
-        desc: &Descriptor,
-    ) -> Result<()> {
-        if store.has_blob(&desc.digest) {
-            return Ok(());
-        }
-        self.fetch_blob(store, reference, desc)
-    }
-
-    /// Uploads one blob. Returns false when a cross-repository mount made the upload unneeded.
-    fn upload_blob(
-        &self,
-        store: &ContentStore,
-        reference: &Reference,
-        desc: &Descriptor,
-    ) -> Result<bool> {
-        let base = self.base_url(reference);
-        let what = format!("upload of blob {}", desc.digest);
-        let mut start = format!("{base}/blobs/uploads/");
-        // Mount from the configured repository, else from one this blob was pulled from.
-        let prefix = format!("{}/", reference.registry());
-        let from = self.opts.mount_from.clone().or_else(|| {
-            store
-                .sources(&desc.digest)
-                .iter()
-                .filter_map(|s| s.strip_prefix(&prefix))
-                .find(|repo| *repo != reference.repository())
-                .map(str::to_owned)
-        });
-        if let Some(from) = &from {
-            start = format!("{start}?mount={}&from={}", desc.digest, url_encode(from));
-        }
-        let resp = self.send(reference, "pull,push", "POST", &start, &[], &Body::Empty)?;
-        match resp.status().as_u16() {
-            201 => return Ok(false),
-            202 => {}
-            _ => return Err(Self::status_error(reference, "push", &what, resp)),
-        }
-        let mut location = location_of(&resp, &base, reference)?;
-        let path = store.blob_path(&desc.digest);
-        let size = desc.size;
-        let chunk = self.opts.chunk_size.filter(|c| *c > 0 && *c < size);
-        let final_body = if let Some(chunk) = chunk {
-            let mut offset = 0;
-            while offset < size {
-                let len = chunk.min(size - offset);
-                let range = format!("{offset}-{}", offset + len - 1);
-                let body = Body::FileRange {
-                    path: path.clone(),
-                    offset,
-                    len,
-                };
-                let resp = self.send(
-                    reference,
-                    "pull,push",
-                    "PATCH",
-                    &location,
-                    &[
-                        ("Content-Type", "application/octet-stream"),
-                        ("Content-Range", &range),
-                    ],
-                    &body,
-                )?;
-                if resp.status().as_u16() != 202 {
-                    return Err(Self::status_error(reference, "push", &what, resp));
-                }
-                location = location_of(&resp, &base, reference)?;
-                offset += len;
-                self.emit(&TransferEvent::Progress {
-                    digest: desc.digest.clone(),
-                    done: offset,
-                    total: size,
-                });
-            }
-            Body::Empty
-        } else {
-            Body::FileRange {
-                path,
-                offset: 0,
-                len: size,
-            }
-        };
-        let sep = if location.contains('?') { '&' } else { '?' };
-        let url = format!("{location}{sep}digest={}", url_encode(desc.digest.as_str()));
-        let resp = self.send(
-            reference,
-            "pull,push",
-            "PUT",
-            &url,
-            &[("Content-Type", "application/octet-stream")],
-            &final_body,
-        )?;
-        if resp.status().as_u16() != 201 {
-            return Err(Self::status_error(reference, "push", &what, resp));
-        }
-        Ok(true)
-    }
 }
 
 fn make_agent(
@@ -1049,35 +606,6 @@ fn make_agent(
         );
     }
     cfg.build().into()
-}
-
-/// Pulls with default options (config.json credentials, loopback over HTTP).
-pub fn pull(store: &ContentStore, reference: &Reference, platform: &Platform) -> Result<Image> {
-    RegistryClient::new(RegistryOptions::default()).pull(store, reference, platform)
-}
-
-fn location_of(resp: &Response<ureq::Body>, base: &str, reference: &Reference) -> Result<String> {
-    let loc = resp
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| Error::Registry {
-            registry: reference.registry().to_owned(),
-            message: "upload answer without a Location header".into(),
-        })?;
-    if loc.starts_with("http://") || loc.starts_with("https://") {
-        return Ok(loc.to_owned());
-    }
-    // Relative: resolve against scheme://host of the base URL.
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let host_end = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |i| scheme_end + i);
-    Ok(format!(
-        "{}{}{loc}",
-        &base[..host_end],
-        if loc.starts_with('/') { "" } else { "/" }
-    ))
 }
 
 /// The `errors[].message` texts of a distribution error body.
@@ -1143,6 +671,7 @@ fn url_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::media_type_of;
 
     #[test]
     fn urls_and_messages() {
