@@ -4,6 +4,7 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use kiln_image::{Image, Platform, Reference, RegistryClient, RegistryOptions};
 use kiln_solver::progress::{Progress, ProgressEvent};
@@ -148,7 +149,8 @@ impl Builder {
         self
     }
 
-    /// Adds credentials for a registry, used to push (before `~/.docker/config.json`).
+    /// Adds credentials for a registry, used to push (instead of `~/.docker/config.json`;
+    /// base images are pulled with the credentials of `~/.docker/config.json`).
     pub fn credentials(mut self, credentials: Credentials) -> Self {
         self.credentials.push(credentials);
         self
@@ -175,31 +177,69 @@ impl Builder {
         let (name, text) = read_dockerfile(options)?;
         // Parse up front: a syntax error is reported with its line before any work starts.
         kiln_parser::parse(text.as_bytes()).map_err(|e| Error::Parse(e.with_file(&name)))?;
+        let mut warnings = Vec::new();
         for (flag, used) in [
             ("--cache-from", !options.cache_from.is_empty()),
             ("--cache-to", !options.cache_to.is_empty()),
         ] {
             if used {
-                progress.event(&ProgressEvent::Warning {
-                    message: format!("`{flag}` is not supported yet; kiln uses its local cache in the state directory"),
-                });
+                warnings.push(format!(
+                    "`{flag}` is not supported yet; kiln uses its local cache in the state directory"
+                ));
             }
         }
-        let staging = tempfile::Builder::new()
-            .prefix("kiln-out-")
-            .tempdir()
-            .map_err(|source| Error::Io {
-                what: "create a temporary directory".into(),
-                source,
-            })?;
-        let plan = OutputPlan::new(options, staging.path())?;
+        let progress = &WarnAfterStart {
+            inner: progress,
+            pending: Mutex::new(warnings),
+        };
+        // An output to stdout is written to a file in the state directory first, then copied.
+        let to_stdout = options.outputs.iter().any(|o| {
+            matches!(
+                o,
+                OutputSpec::Oci {
+                    dest: Destination::Stdout,
+                    ..
+                } | OutputSpec::Docker {
+                    dest: Destination::Stdout,
+                    ..
+                } | OutputSpec::Tar {
+                    dest: Destination::Stdout
+                }
+            )
+        });
+        let staging = if to_stdout {
+            std::fs::create_dir_all(&self.state_dir)
+                .and_then(|()| {
+                    tempfile::Builder::new()
+                        .prefix(".out-")
+                        .tempdir_in(&self.state_dir)
+                })
+                .map(Some)
+                .map_err(|source| Error::Io {
+                    what: format!(
+                        "create a temporary directory in `{}`",
+                        self.state_dir.display()
+                    ),
+                    source,
+                })?
+        } else {
+            None
+        };
+        let plan = OutputPlan::new(
+            options,
+            staging
+                .as_ref()
+                .map_or(Path::new("/nonexistent"), |d| d.path()),
+        )?;
         let request = Self::request(options, text, &name, &plan);
 
         let mut config = SolverConfig::new(&self.state_dir);
         config.jobs = self.jobs;
         config.executor_init_binary.clone_from(&self.init_binary);
         let solver = Solver::new(config).map_err(Error::Solve)?;
-        let outcome = solver.build(&request, progress).map_err(Error::Solve)?;
+        let outcome = solver.build(&request, progress);
+        progress.flush();
+        let outcome = outcome.map_err(Error::Solve)?;
 
         if let Some(staged) = &plan.to_stdout {
             let mut f = std::fs::File::open(staged).map_err(|source| Error::Io {
@@ -337,6 +377,33 @@ impl Builder {
                 message: e.to_string(),
             })?;
         Ok(())
+    }
+}
+
+/// Forwards events, and sends the facade's own warnings right after `BuildStarted` so that
+/// event streams always begin with it.
+struct WarnAfterStart<'a> {
+    inner: &'a dyn Progress,
+    pending: Mutex<Vec<String>>,
+}
+
+impl WarnAfterStart<'_> {
+    /// Sends warnings not sent yet (the build ended before it started).
+    fn flush(&self) {
+        let pending =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        for message in pending {
+            self.inner.event(&ProgressEvent::Warning { message });
+        }
+    }
+}
+
+impl Progress for WarnAfterStart<'_> {
+    fn event(&self, event: &ProgressEvent) {
+        self.inner.event(event);
+        if matches!(event, ProgressEvent::BuildStarted { .. }) {
+            self.flush();
+        }
     }
 }
 

@@ -565,6 +565,21 @@ fn unsupported_cache_import_export_warns() {
         stderr.contains("warning: `--cache-to` is not supported yet"),
         "{stderr}"
     );
+    // In JSON the warnings follow build_started, which stays the first event.
+    let out = build(
+        &state,
+        &["--progress=json", "--cache-to", &to],
+        &hello_context(),
+    );
+    let events = json_events(&ok(&out).1);
+    check_event_order(&events);
+    assert_eq!(events[1]["type"], "warning", "{events:?}");
+    assert!(
+        events[1]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("`--cache-to` is not supported yet")
+    );
 }
 
 #[test]
