@@ -54,6 +54,7 @@ impl Events {
 
 fn init_main() -> i32 {
     sys::reset_signals();
+    sys::cloexec_from_3();
     // A cancellation during setup is noted and acted on before the fork, after which it kills
     // PID 1; either way the stubs are cleaned up.
     if sys::forward_sigterm_as_kill(0).is_err() {

@@ -334,6 +334,30 @@ pub(crate) fn execve(path: &CString, argv: &[CString], envp: &[CString]) -> io::
     io::Error::last_os_error()
 }
 
+/// Marks every descriptor from 3 up close-on-exec, so nothing the caller leaked (descriptors a
+/// C library opened without `O_CLOEXEC`, a jobserver pipe) reaches the command.
+pub(crate) fn cloexec_from_3() {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: only changes descriptor flags.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    if ret == 0 {
+        return;
+    }
+    // Kernels before 5.11: one by one.
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<RawFd> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: setting a flag on a descriptor number; a stale one just fails with EBADF.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+}
+
 /// `dup2(2)`.
 pub(crate) fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
     // SAFETY: plain syscall on fds the caller controls.

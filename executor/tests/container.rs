@@ -587,3 +587,26 @@ fn seccomp_refuses_what_dockers_profile_refuses() {
     // The library stubs (/lib64, /lib/x86_64-linux-gnu/...) are gone again.
     assert_no_changes(&f);
 }
+
+#[test]
+fn no_descriptor_of_the_caller_leaks_into_the_container() {
+    require_env!();
+    let f = Fixture::new();
+    // A descriptor without close-on-exec, as a careless C library in the caller might hold.
+    let path = std::ffi::CString::new(f.dir.path().join("leak").to_string_lossy().as_bytes())
+        .expect("path");
+    // SAFETY: plain open(2) of a fresh file; closed below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o600) };
+    assert!(fd > 2);
+    let out = f.run(
+        &ProcessSpec {
+            args: vec!["ls".into(), "/proc/self/fd".into()],
+            ..ProcessSpec::default()
+        },
+        &[],
+    );
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(fd) };
+    // 0-2 and the directory `ls` is reading.
+    assert_eq!(out.ok(), "0\n1\n2\n3\n");
+}
