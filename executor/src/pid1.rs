@@ -53,6 +53,9 @@ pub(crate) fn container_pid1(
     argv: &[CString],
     envp: &[CString],
 ) -> Result<Infallible> {
+    // Like runc: its own session, so the caller's terminal (if kiln runs in one) is not the
+    // command's controlling terminal.
+    sys::setsid().map_err(|e| Error::sys("setsid", "", e))?;
     sys::unshare(libc::CLONE_NEWNS).map_err(|e| Error::sys("unshare", "mount namespace", e))?;
     mount_special(root)?;
     let mut on_tmpfs = Mounted::default();

@@ -175,6 +175,13 @@ pub(crate) fn kill(pid: libc::pid_t, signal: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
+/// `setsid(2)`: a new session without a controlling terminal.
+pub(crate) fn setsid() -> io::Result<()> {
+    // SAFETY: plain syscall.
+    check(unsafe { libc::setsid() })?;
+    Ok(())
+}
+
 /// `getppid(2)`.
 pub(crate) fn getppid() -> libc::pid_t {
     // SAFETY: plain syscall.

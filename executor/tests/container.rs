@@ -610,3 +610,16 @@ fn no_descriptor_of_the_caller_leaks_into_the_container() {
     // 0-2 and the directory `ls` is reading.
     assert_eq!(out.ok(), "0\n1\n2\n3\n");
 }
+
+#[test]
+fn command_leads_its_own_session_without_a_terminal() {
+    require_env!();
+    let f = Fixture::new();
+    // Fields 6 and 7 of /proc/PID/stat: session id and controlling terminal.
+    let out = f.sh(
+        "cut -d' ' -f6,7 /proc/$$/stat; echo x > /dev/tty 2>/dev/null || echo no-tty",
+        ProcessSpec::default(),
+        &[],
+    );
+    assert_eq!(out.ok(), "1 0\nno-tty\n");
+}
