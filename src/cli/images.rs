@@ -38,6 +38,8 @@ pub(crate) enum ImageCommand {
         /// Only print image ids.
         #[arg(short, long)]
         quiet: bool,
+        /// Only images of this repository (`busybox`, `registry:5000/app`), optionally `:tag`.
+        repository: Option<String>,
     },
     /// Print an image's config as JSON.
     Inspect {
@@ -187,7 +189,21 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<Ex
                 report.manifest_size
             );
         }
-        ImageCommand::Images { quiet } => list(&store, &platform, quiet)?,
+        ImageCommand::Images { quiet, repository } => {
+            // `busybox` means the repository (every tag); `busybox:1` one tag.
+            let filter = repository
+                .map(|r| {
+                    let has_tag = r.rsplit('/').next().is_some_and(|last| last.contains(':'));
+                    parse_ref(&r).map(|p| {
+                        (
+                            p.name(),
+                            has_tag.then(|| p.tag().unwrap_or("latest").to_owned()),
+                        )
+                    })
+                })
+                .transpose()?;
+            list(&store, &platform, quiet, filter.as_ref())?;
+        }
         ImageCommand::Inspect { reference } => {
             let image = resolve(&store, &reference, &platform)?;
             let mut text = serde_json::to_vec_pretty(&image.config)?;
@@ -274,12 +290,22 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-fn list(store: &ContentStore, platform: &Platform, quiet: bool) -> anyhow::Result<()> {
+fn list(
+    store: &ContentStore,
+    platform: &Platform,
+    quiet: bool,
+    filter: Option<&(String, Option<String>)>,
+) -> anyhow::Result<()> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     let mut rows = Vec::new();
     for (r, digest) in store.list_tags()? {
+        if let Some((name, tag)) = filter
+            && (r.name() != *name || tag.as_deref().is_some_and(|t| r.tag() != Some(t)))
+        {
+            continue;
+        }
         let image = match Image::load(store, &digest, platform) {
             Ok(i) => i,
             Err(e) => {
