@@ -101,6 +101,8 @@ struct Applier {
     created: HashSet<PathBuf>,
     /// Directories whose mtime is set once all entries are in.
     dir_times: Vec<(PathBuf, i64)>,
+    /// Copy buffer for file contents, allocated on first use.
+    buf: Vec<u8>,
 }
 
 /// Facts from one tar header (PAX applied).
@@ -153,6 +155,7 @@ impl Applier {
             overlay,
             created: HashSet::new(),
             dir_times: Vec::new(),
+            buf: Vec::new(),
         }
     }
 
@@ -363,7 +366,10 @@ impl Applier {
                     .mode(0o600)
                     .open(&dest)
                     .ctx("create", &dest)?;
-                io::copy(data, &mut file).ctx("write", &dest)?;
+                if self.buf.is_empty() {
+                    self.buf = vec![0u8; 1 << 20];
+                }
+                copy_large(data, &mut file, &mut self.buf).ctx("write", &dest)?;
                 drop(file);
                 Self::set_meta(&dest, f, true)?;
             }
@@ -480,6 +486,22 @@ impl Applier {
             fsutil::set_xattr(&dir, "trusted.overlay.opaque", b"y")?;
         }
         Ok(())
+    }
+}
+
+/// `io::copy` with a 1 MiB buffer: fewer, larger reads through the decompressor and hasher.
+fn copy_large(from: &mut impl Read, to: &mut fs::File, buf: &mut [u8]) -> io::Result<u64> {
+    use std::io::Write;
+    let mut total = 0;
+    loop {
+        let n = match from.read(buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..n])?;
+        total += n as u64;
     }
 }
 
