@@ -487,11 +487,13 @@ pub(crate) fn bind_at(source: &Path, target: &Path, readonly: bool) -> Result<()
         )
     })?;
     if readonly {
+        // Without repeating the mount's own flags the remount would drop them (or fail).
+        let keep = sys::locked_mount_flags(target).unwrap_or(0);
         sys::mount(
             None,
             target,
             None,
-            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | keep,
             None,
         )
         .map_err(|e| {

@@ -207,6 +207,13 @@ fn mount_special(root: &Path) -> Result<()> {
         bind_at(Path::new("/sys"), &sys_dir, true)?;
     }
 
+    // Read-only paths first, then masks, in runc's order.
+    for path in READONLY_PATHS {
+        let target = root.join(path);
+        if target.exists() {
+            bind_at(&target, &target, true)?;
+        }
+    }
     let null = dev.join("null");
     for path in MASKED_PATHS {
         let target = root.join(path);
@@ -217,12 +224,6 @@ fn mount_special(root: &Path) -> Result<()> {
             m("tmpfs", &target, "tmpfs", libc::MS_RDONLY, None)?;
         } else {
             bind_at(&null, &target, false)?;
-        }
-    }
-    for path in READONLY_PATHS {
-        let target = root.join(path);
-        if target.exists() {
-            bind_at(&target, &target, true)?;
         }
     }
     Ok(())

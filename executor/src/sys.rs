@@ -52,6 +52,28 @@ pub(crate) fn mount(
     Ok(())
 }
 
+/// The per-mount flags of the mount holding `path` that a read-only bind remount must repeat
+/// (nosuid, nodev, noexec and the atime flags), from `statvfs(3)`, as runc does.
+pub(crate) fn locked_mount_flags(path: &Path) -> io::Result<libc::c_ulong> {
+    let p = cpath(path)?;
+    // SAFETY: zeroed statvfs is a valid out-parameter.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out pointer.
+    check(unsafe { libc::statvfs(p.as_ptr(), &raw mut st) })?;
+    let pairs = [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ];
+    Ok(pairs
+        .iter()
+        .filter(|(st_flag, _)| st.f_flag & st_flag != 0)
+        .fold(0, |acc, (_, ms_flag)| acc | ms_flag))
+}
+
 /// `umount2(2)`.
 pub(crate) fn umount2(target: &Path, flags: libc::c_int) -> io::Result<()> {
     let target = cpath(target)?;

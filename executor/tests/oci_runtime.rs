@@ -117,7 +117,10 @@ fn identity_and_isolation_match() {
     let Some(runtime) = runtime() else { return };
     let f = Fixture::new();
     let script = "id; hostname; echo $$; pwd; grep -E '^(CapEff|CapBnd|NoNewPrivs|SigIgn|SigBlk|Seccomp)' /proc/self/status; \
-                  cat /etc/hosts /etc/hostname; cut -d' ' -f6,7 /proc/$$/stat; ls /dev | sort | tr '\\n' ' '; echo; env | sort";
+                  cat /etc/hosts /etc/hostname; cut -d' ' -f6,7 /proc/$$/stat; umask; cat /proc/self/limits; \
+                  stat -c '%n %F %a %u:%g %t,%T' /dev/* /dev/pts/*; \
+                  cut -d' ' -f5- /proc/self/mountinfo | sed 's/ - / | /; s/upperdir=[^,]*,workdir=[^,]*//'; \
+                  ls /dev | sort | tr '\\n' ' '; echo; env | sort";
     for user in ["", "alice", "bob:wheel"] {
         let (out, _) = same_on_both(
             &f,
