@@ -18,14 +18,16 @@
 //!    files and every [`MountSpec`], creating missing mount points as *stubs*. Overlay options
 //!    longer than a page are shortened (lower dirs relative to their common parent). `type=ssh`
 //!    mounts get a per-run proxy socket with the mount's uid/gid/mode relaying to the agent.
-//! 4. **PID 1**: the init forks the container's PID 1, which mounts /proc, a /dev tmpfs (null,
-//!    zero, full, random, urandom, tty, devpts + ptmx, shm, mqueue), a read-only /sys, masks the
-//!    usual /proc paths, applies the mounts whose target is below /dev (e.g. BuildKit's heredoc
-//!    scripts at /dev/pipes/NAME) inside that fresh /dev, pivot_roots, changes to the user and groups, keeps only Docker's default
+//! 4. **PID 1**: the init forks the container's PID 1, which starts a new session, mounts
+//!    /proc, a /dev tmpfs (null, zero, full, random, urandom, tty, devpts + ptmx, shm, mqueue)
+//!    and a read-only /sys, makes the usual /proc paths read-only or masked, applies the mounts
+//!    whose target is below /dev (e.g. BuildKit's heredoc scripts at /dev/pipes/NAME) inside
+//!    that fresh /dev, pivot_roots, changes to the user and groups, keeps only Docker's default
 //!    capabilities (CapEff `00000000a80425fb` for root), sets no_new_privs, installs a seccomp
 //!    filter refusing what Docker's default profile refuses (keyctl, bpf, perf_event_open,
-//!    userfaultfd, io_uring, mount, ...) and execs the command,
-//!    which is thus PID 1 of its namespace. Its stdin is /dev/null.
+//!    userfaultfd, io_uring, mount, ...) and execs the command, which is thus PID 1 of its
+//!    namespace, with stdin /dev/null, default signal dispositions and no descriptor but
+//!    0, 1 and 2.
 //! 5. **Stream**: stdout and stderr are delivered line by line to `on_output` while the
 //!    command runs.
 //! 6. **Exit**: when PID 1 exits the kernel kills the rest of the namespace; the init reports
