@@ -99,6 +99,14 @@ fn bind_of_a_file_and_relative_target() {
         &[bind(&file, "config.ini", false)],
     );
     assert_eq!(out.ok(), "k=v\n");
+    // A writable bind of a file writes to a throw-away copy.
+    let out = f.sh(
+        "echo changed >> /app/config.ini; cat /app/config.ini",
+        ProcessSpec::default(),
+        &[bind(&file, "/app/config.ini", true)],
+    );
+    assert_eq!(out.ok(), "k=v\nchanged\n");
+    assert_eq!(fs::read_to_string(&file).unwrap(), "k=v\n");
     // The workdir stays (it is the step's), the file stub does not.
     assert!(f.upper().join("app").is_dir());
     assert_eq!(tree(&f.upper().join("app")), Vec::<String>::new());
