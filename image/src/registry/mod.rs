@@ -261,12 +261,18 @@ impl RegistryClient {
         let probe = agent
             .get(format!("https://{}/v2/", reference.api_host()))
             .config()
-            .timeout_global(Some(Duration::from_secs(5)))
+            .timeout_global(Some(Duration::from_secs(10)))
             .build()
             .call();
-        let scheme = if probe.is_ok() { "https" } else { "http" };
+        let (scheme, settled) = match &probe {
+            Ok(_) => ("https", true),
+            // Nobody listening (yet): plain HTTP for now, ask again next time.
+            Err(e) if is_transient(e) => ("http", false),
+            // Something answered, but not TLS.
+            Err(_) => ("http", true),
+        };
         tracing::debug!("registry {registry}: using {scheme}");
-        if let Ok(mut map) = self.schemes.lock() {
+        if settled && let Ok(mut map) = self.schemes.lock() {
             map.insert(registry.to_owned(), scheme);
         }
         scheme
