@@ -24,6 +24,7 @@ mod convert;
 mod digest;
 mod error;
 mod export;
+mod gc;
 mod image;
 mod import;
 mod json;
@@ -40,6 +41,7 @@ pub use export::{
     ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, export_docker, export_oci, write_docker_archive,
     write_oci_tar, write_rootfs_tar,
 };
+pub use gc::GcReport;
 pub use image::{Image, PulledImage, WriteOptions, write_image, write_image_with};
 pub use import::{LoadedImage, load_archive, load_tar};
 pub use json::to_canonical_json;

@@ -303,7 +303,7 @@ impl ContentStore {
         self.refs.join("tags.json")
     }
 
-    fn lock(&self, exclusive: bool) -> Result<File> {
+    pub(crate) fn lock(&self, exclusive: bool) -> Result<File> {
         let p = self.refs.join("tags.lock");
         let f = fs::OpenOptions::new()
             .create(true)
@@ -323,7 +323,7 @@ impl ContentStore {
         Ok(f)
     }
 
-    fn load_tags(&self) -> Result<BTreeMap<String, Digest>> {
+    pub(crate) fn load_tags(&self) -> Result<BTreeMap<String, Digest>> {
         let p = self.tags_file();
         match fs::read(&p) {
             Ok(data) => serde_json::from_slice(&data).map_err(|source| Error::Json {
