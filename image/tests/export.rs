@@ -207,6 +207,28 @@ fn docker_archive_matches_docker_save_layout() {
             .arg(format!("docker-archive:{}:busybox:dk", tar.display()))))
         .unwrap();
         assert_eq!(j["Layers"].as_array().unwrap().len(), 2);
+        // skopeo reads every layer (checking digests) when it copies the archive elsewhere;
+        // umoci then unpacks the copy, so the content went through two independent readers.
+        if have_tool("umoci") {
+            let layout = out.path().join("copied");
+            run(Command::new("skopeo")
+                .arg("copy")
+                .arg(format!("docker-archive:{}:busybox:dk", tar.display()))
+                .arg(format!("oci:{}:dk", layout.display())));
+            let bundle = out.path().join("bundle");
+            run(Command::new("umoci")
+                .args(["unpack", "--image"])
+                .arg(format!("{}:dk", layout.display()))
+                .arg(&bundle));
+            assert_eq!(
+                std::fs::read_to_string(bundle.join("rootfs/etc/motd")).unwrap(),
+                "tag dk\n"
+            );
+            assert_eq!(
+                std::fs::read_to_string(bundle.join("rootfs/bin/hello")).unwrap(),
+                "#!/bin/sh\necho hello\n"
+            );
+        }
     }
 }
 
