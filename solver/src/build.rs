@@ -39,7 +39,7 @@ use crate::users;
 const EMPTY_TAR_DIFF_ID: &str =
     "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
 
-fn snap_err(what: impl Into<String>) -> impl FnOnce(snap::Error) -> Error {
+pub(crate) fn snap_err(what: impl Into<String>) -> impl FnOnce(snap::Error) -> Error {
     let what = what.into();
     move |e| Error::Snapshot {
         what,
@@ -60,8 +60,8 @@ fn img_err(what: impl Into<String>) -> impl FnOnce(kiln_image::Error) -> Error {
 pub struct Solver {
     config: SolverConfig,
     store: ContentStore,
-    snapshotter: Box<dyn Snapshotter>,
-    cache: CacheStore,
+    pub(crate) snapshotter: Box<dyn Snapshotter>,
+    pub(crate) cache: CacheStore,
     executor: OnceLock<std::result::Result<ex::Executor, String>>,
     registry: RegistryClient,
 }
@@ -514,7 +514,13 @@ impl Solver {
                 }
             }
             OutputSpec::Oci { dest, tar } => {
-                kiln_image::export_oci(&self.store, image, names, dest, *tar)
+                let gz = kiln_image::CompressionOptions {
+                    compression: kiln_image::Compression::Gzip,
+                    level: None,
+                };
+                let image = kiln_image::convert_image(&self.store, image, gz, false)
+                    .map_err(img_err(format!("compress layers for {}", dest.display())))?;
+                kiln_image::export_oci(&self.store, &image, names, dest, *tar)
                     .map_err(img_err(dest.display().to_string()))?;
             }
             OutputSpec::Docker { dest } => {
@@ -859,6 +865,11 @@ impl BuildCtx<'_> {
                     };
                     key.field("source-digest", &digest);
                 }
+                for url in &c.urls {
+                    let (view, digest) = self.download(url, c.checksum.as_deref(), step.line)?;
+                    key.field("url", url).field("url-digest", &digest);
+                    views.push(view);
+                }
             }
             Op::Run(r) => {
                 key.list("args", &r.args)
@@ -1007,14 +1018,14 @@ impl BuildCtx<'_> {
             let _ = sn.remove(&active);
             return Err(e);
         }
-        let name = format!("step-{}", key.hex());
+        // Normally the first result for this key; under --no-cache (or after a lost record)
+        // a same-named snapshot may exist: keep the new result under a fresh name.
+        let mut name = format!("step-{}", key.hex());
         if sn.stat(&name).is_ok() {
-            // A previous build left this exact snapshot (its record was lost): reuse it.
-            let _ = sn.remove(&active);
-        } else {
-            sn.commit(&name, &active)
-                .map_err(snap_err(format!("commit {name}")))?;
+            name = unique_key(&name);
         }
+        sn.commit(&name, &active)
+            .map_err(snap_err(format!("commit {name}")))?;
         let layer = self.write_layer(&name)?;
         self.solver.cache.put(
             key,
@@ -1042,7 +1053,9 @@ impl BuildCtx<'_> {
             .blob_writer()
             .map_err(img_err("blob writer"))?;
         let opts = snap::LayerOptions {
-            compression: snap::Compression::ParallelGzip { level: 6 },
+            // Stored uncompressed: a local build pays no compression; exports that want gzip
+            // convert (once, remembered by the content store).
+            compression: snap::Compression::None,
             source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
                 .ok()
                 .and_then(|v| v.trim().parse().ok()),
@@ -1114,6 +1127,24 @@ impl BuildCtx<'_> {
             };
             copy::copy(root, &src, &opts)?;
         }
+        // Downloaded URLs follow the source-stage view (if any) in `views`.
+        let skip = usize::from(c.from != SourceRef::Context && !c.sources.is_empty());
+        let url_opts = CopyOptions {
+            unpack_archives: false,
+            ..opts
+        };
+        for (url, view) in c.urls.iter().zip(views.iter().skip(skip)) {
+            let src = CopySource::Tree {
+                tree: SourceTree {
+                    root: view.path(),
+                    ignore: None,
+                },
+                paths: vec![url_file_name(url)],
+                reset_owner: true,
+            };
+            copy::copy(root, &src, &url_opts)?;
+        }
+        let opts = url_opts;
         for (name, data) in &c.inline {
             copy::copy(
                 root,
@@ -1366,6 +1397,68 @@ impl BuildCtx<'_> {
             });
         }
         Ok(())
+    }
+}
+
+/// The file name BuildKit gives a downloaded URL: the last path segment, or `__unnamed__`.
+fn url_file_name(url: &str) -> String {
+    let no_query = url.split(['?', '#']).next().unwrap_or(url);
+    let path = no_query.splitn(4, '/').nth(3).unwrap_or("");
+    match path.rsplit('/').next() {
+        Some(n) if !n.is_empty() && n != "." => n.to_string(),
+        _ => "__unnamed__".to_string(),
+    }
+}
+
+impl BuildCtx<'_> {
+    /// Downloads an ADD URL into a temporary directory (mode 0600, as BuildKit's HTTP source),
+    /// checking `--checksum`; returns it as a view and the content digest.
+    fn download(
+        &self,
+        url: &str,
+        checksum: Option<&str>,
+        line: usize,
+    ) -> Result<(View<'_>, String)> {
+        use std::io::{Read as _, Write as _};
+        let dir = tempfile::tempdir().map_err(io_err("create temp dir", std::env::temp_dir()))?;
+        let path = dir.path().join(url_file_name(url));
+        let fail = |m: String| Error::Plan {
+            line,
+            message: format!("failed to download {url}: {m}"),
+        };
+        let resp = ureq::get(url).call().map_err(|e| fail(e.to_string()))?;
+        let mut reader = resp.into_body().into_reader();
+        let mut f = std::fs::File::create(&path).map_err(io_err("create", &path))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = reader.read(&mut buf).map_err(|e| fail(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            f.write_all(&buf[..n]).map_err(io_err("write", &path))?;
+        }
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(io_err("chmod", &path))?;
+        let digest = format!("sha256:{}", hex::encode(h.finalize()));
+        if let Some(want) = checksum
+            && want != digest
+        {
+            return Err(Error::Plan {
+                line,
+                message: format!("digest mismatch for {url}: expected {want}, got {digest}"),
+            });
+        }
+        Ok((
+            View {
+                snapshotter: self.snapshotter(),
+                key: None,
+                mounted: None,
+                empty: Some(dir),
+            },
+            digest,
+        ))
     }
 }
 

@@ -142,3 +142,31 @@ mod tests {
         assert_eq!(s.all().len(), 0);
     }
 }
+
+/// What [`crate::Solver::prune`] should remove.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneOptions {
+    /// Remove every cache record (and every snapshot no longer needed), not only dangling ones.
+    pub all: bool,
+    /// Remove the oldest records until the snapshots use at most this many bytes.
+    pub keep_storage: Option<u64>,
+}
+
+/// What a prune removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Cache records removed.
+    pub records_removed: usize,
+    /// Snapshots removed.
+    pub snapshots_removed: usize,
+    /// Disk space of the removed snapshots, in bytes.
+    pub bytes_freed: u64,
+}
+
+impl CacheStore {
+    /// Modification time of a record (seconds), for oldest-first pruning.
+    pub(crate) fn mtime(&self, key: &CacheKey) -> i64 {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(self.path(key)).map_or(0, |m| m.mtime())
+    }
+}

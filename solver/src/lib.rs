@@ -38,11 +38,13 @@ mod fsutil;
 pub mod key;
 mod plan;
 pub mod progress;
+mod prune;
 mod request;
 mod scheduler;
 mod users;
 
 pub use build::Solver;
+pub use cache::{PruneOptions, PruneReport};
 pub use error::{Error, Result};
 pub use progress::{LogStream, NoProgress, Progress, ProgressEvent, StepId};
 pub use request::{

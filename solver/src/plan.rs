@@ -131,6 +131,10 @@ pub(crate) struct CopyOp {
     pub(crate) exclude: Vec<String>,
     pub(crate) link: bool,
     pub(crate) unpack: bool,
+    /// ADD of http(s) URLs: downloaded, never unpacked unless `--unpack`.
+    pub(crate) urls: Vec<String>,
+    /// ADD `--checksum` (`sha256:...`) of the single URL source.
+    pub(crate) checksum: Option<String>,
 }
 
 /// What a filesystem step does.
@@ -831,18 +835,42 @@ impl Planner<'_, '_> {
                 Self::history(state, msg, Some(idx));
             }
             Instruction::Add(a) => {
-                if a.sources.iter().any(|s| {
-                    s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@")
-                }) {
+                let is_url = |s: &&String| s.starts_with("http://") || s.starts_with("https://");
+                if a.sources
+                    .iter()
+                    .any(|s| s.starts_with("git@") || s.to_ascii_lowercase().ends_with(".git"))
+                {
                     return Err(Error::Plan {
                         line,
-                        message: "ADD from a URL or git repository is not supported yet".into(),
+                        message: "ADD from a git repository is not supported yet".into(),
                     });
                 }
-                let op = self.copy_op(
+                let local: Vec<String> = a.sources.iter().filter(|s| !is_url(s)).cloned().collect();
+                let mut urls = Vec::new();
+                for u in a.sources.iter().filter(is_url) {
+                    urls.push(self.word(u, &env, line)?);
+                }
+                let checksum = a
+                    .checksum
+                    .as_ref()
+                    .map(|c| self.word(c, &env, line))
+                    .transpose()?;
+                if checksum.is_some() && (urls.len() != 1 || !local.is_empty()) {
+                    return Err(Error::Plan {
+                        line,
+                        message: "checksum requires HTTP(S) or Git sources".into(),
+                    });
+                }
+                if a.sources.len() + a.source_contents.len() > 1 && !a.dest.ends_with('/') {
+                    return Err(Error::Plan {
+                        line,
+                        message: "When using COPY with more than one source file, the destination must be a directory and end with a /".into(),
+                    });
+                }
+                let mut op = self.copy_op(
                     true,
                     SourceRef::Context,
-                    &a.sources,
+                    &local,
                     &a.source_contents,
                     &a.dest,
                     a.chown.as_deref(),
@@ -854,6 +882,8 @@ impl Planner<'_, '_> {
                     state,
                     line,
                 )?;
+                op.urls = urls;
+                op.checksum = checksum;
                 let msg = copy_message("ADD", &op, &a.sources, &a.source_contents, &a.dest);
                 let idx = self.add_step(state, stage, loc, onbuild, Op::Copy(op), no_cache);
                 Self::history(state, msg, Some(idx));
@@ -934,6 +964,8 @@ impl Planner<'_, '_> {
             exclude: ex,
             link,
             unpack: unpack.unwrap_or(add),
+            urls: Vec::new(),
+            checksum: None,
         })
     }
 

@@ -213,3 +213,33 @@ fn unrelated_stage_change_does_not_invalidate_another_stage() {
     assert!(ran.contains(&"COPY --from=b /b /b".to_string()));
     assert_eq!(ran.len(), 2, "{ran:?}");
 }
+
+#[test]
+fn prune_all_removes_records_and_snapshots() {
+    if !root_or_skip() {
+        return;
+    }
+    let f = Fixture::new(COPY_ONE);
+    f.write("f.txt", "data");
+    f.build();
+    let solver = Solver::new(SolverConfig::new(f.state.path())).expect("solver");
+    let dangling = solver
+        .prune(&kiln_solver::PruneOptions::default())
+        .expect("prune");
+    assert_eq!(
+        dangling.records_removed, 0,
+        "nothing dangling after a clean build"
+    );
+    let r = solver
+        .prune(&kiln_solver::PruneOptions {
+            all: true,
+            keep_storage: None,
+        })
+        .expect("prune all");
+    assert_eq!(r.records_removed, 1);
+    assert!(r.snapshots_removed >= 1, "{r:?}");
+    assert!(solver.cache_store().all().is_empty());
+    let (cached, ran) = f.build();
+    assert!(cached.is_empty(), "pruned cache cannot hit: {cached:?}");
+    assert_eq!(ran, vec!["COPY f.txt /f.txt"]);
+}

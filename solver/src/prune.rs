@@ -1,0 +1,102 @@
+//! `kiln prune`: removing cache records and the snapshots nothing needs any more, children
+//! before parents, without touching what remaining records (or running builds) use.
+
+use crate::build::{Solver, snap_err};
+use crate::error::Result;
+use kiln_snapshotter as snap;
+
+impl Solver {
+    /// Removes cache records and the snapshots nothing needs any more (`kiln prune`): records
+    /// whose snapshot is gone, and, with [`PruneOptions::all`], every record; with
+    /// [`PruneOptions::keep_storage`], the oldest records until the snapshots fit. Snapshots
+    /// left behind by interrupted builds (active or view, older than an hour) go too.
+    pub fn prune(&self, opts: &crate::cache::PruneOptions) -> Result<crate::cache::PruneReport> {
+        use std::collections::{BTreeMap, BTreeSet};
+        let sn = self.snapshotter.as_ref();
+        let mut report = crate::cache::PruneReport::default();
+        let infos = sn.walk().map_err(snap_err("walk"))?;
+        let by_name: BTreeMap<String, snap::Info> =
+            infos.iter().map(|i| (i.name.clone(), i.clone())).collect();
+        let mut records = self.cache.all();
+        // Dangling records first.
+        records.retain(|(k, r)| {
+            if by_name.contains_key(&r.snapshot) {
+                return true;
+            }
+            if self.cache.remove(k).is_ok() {
+                report.records_removed += 1;
+            }
+            false
+        });
+        if opts.all {
+            for (k, _) in &records {
+                if self.cache.remove(k).is_ok() {
+                    report.records_removed += 1;
+                }
+            }
+            records.clear();
+        }
+        let usage = |name: &str| sn.usage(name).map_or(0, |u| u.size);
+        if let Some(limit) = opts.keep_storage {
+            let mut total: u64 = by_name.keys().map(|n| usage(n)).sum();
+            records.sort_by_key(|(k, _)| self.cache.mtime(k));
+            while total > limit && !records.is_empty() {
+                let (k, r) = records.remove(0);
+                if self.cache.remove(&k).is_ok() {
+                    report.records_removed += 1;
+                }
+                if !records.iter().any(|(_, o)| o.snapshot == r.snapshot) {
+                    total = total.saturating_sub(usage(&r.snapshot));
+                }
+            }
+        }
+        // Snapshots still needed: those of the remaining records and their ancestors.
+        let mut keep: BTreeSet<String> = BTreeSet::new();
+        for (_, r) in &records {
+            let mut cur = Some(r.snapshot.clone());
+            while let Some(c) = cur {
+                if !keep.insert(c.clone()) {
+                    break;
+                }
+                cur = by_name.get(&c).and_then(|i| i.parent.clone());
+            }
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let removable: BTreeSet<String> = by_name
+            .values()
+            .filter(|i| !keep.contains(&i.name))
+            .filter(|i| i.kind == snap::Kind::Committed || now - i.created > 3600)
+            .map(|i| i.name.clone())
+            .collect();
+        // Children before parents: a snapshot goes once nothing remaining names it as parent.
+        let mut left: BTreeSet<String> = removable;
+        let mut removed: BTreeSet<String> = BTreeSet::new();
+        loop {
+            let parents: BTreeSet<String> = by_name
+                .values()
+                .filter(|i| !removed.contains(&i.name))
+                .filter_map(|i| i.parent.clone())
+                .collect();
+            let leaves: Vec<String> = left
+                .iter()
+                .filter(|n| !parents.contains(*n))
+                .cloned()
+                .collect();
+            if leaves.is_empty() {
+                break;
+            }
+            for n in leaves {
+                let size = usage(&n);
+                if sn.remove(&n).is_ok() {
+                    report.snapshots_removed += 1;
+                    report.bytes_freed += size;
+                }
+                left.remove(&n);
+                removed.insert(n);
+            }
+        }
+        Ok(report)
+    }
+}
