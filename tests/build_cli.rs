@@ -460,6 +460,22 @@ fn tar_context_on_stdin_and_dockerfile_on_stdin() {
     let state = tempdir();
     let mut archive = tar::Builder::new(Vec::new());
     archive.append_dir_all(".", hello_context()).unwrap();
+    let mut header = tar::Header::new_gnu();
+    header.set_size(3);
+    header.set_mode(0o4750);
+    header.set_cksum();
+    archive
+        .append_data(&mut header, "tool.sh", &b"hi\n"[..])
+        .unwrap();
+    // A later entry replaces the example's Dockerfile: copy the whole context.
+    let df = b"FROM scratch\nCOPY . /\n";
+    let mut header = tar::Header::new_gnu();
+    header.set_size(df.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    archive
+        .append_data(&mut header, "Dockerfile", &df[..])
+        .unwrap();
     let bytes = archive.into_inner().unwrap();
     let dir = tempdir();
     let dest = format!("type=local,dest={}/ctx", dir.path().display());
@@ -476,6 +492,14 @@ fn tar_context_on_stdin_and_dockerfile_on_stdin() {
     assert_eq!(
         std::fs::read(dir.path().join("ctx/hello.txt")).unwrap(),
         b"hello from kiln\n"
+    );
+    let mode = std::fs::metadata(dir.path().join("ctx/tool.sh"))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o7777,
+        0o4750,
+        "modes (setuid included) from the tar context are kept"
     );
 
     let dest = format!("type=local,dest={}/df", dir.path().display());

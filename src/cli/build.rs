@@ -287,7 +287,11 @@ pub(crate) fn run(root: Option<PathBuf>, args: BuildArgs) -> anyhow::Result<Exit
             .tempdir()
             .context("cannot create a temporary directory for the stdin context")?;
         let stdin = std::io::stdin().lock();
-        tar::Archive::new(stdin)
+        let mut archive = tar::Archive::new(stdin);
+        // Modes are part of what COPY copies: keep them exactly, without the umask.
+        archive.set_preserve_permissions(true);
+        archive.set_preserve_mtime(true);
+        archive
             .unpack(dir.path())
             .context("cannot read the build context tar archive from stdin")?;
         let path = dir.path().to_path_buf();
