@@ -1,0 +1,248 @@
+//! A RUN step through kiln-executor: the process spec, the rootfs mounts of the active snapshot,
+//! and every `--mount` resolved to host paths (context, stage or image views) and bytes
+//! (secrets); output lines become progress events, a non-zero exit an error naming the line.
+
+use super::*;
+
+impl BuildCtx<'_> {
+    pub(super) fn run_exec(
+        &self,
+        step: &StepPlan,
+        r: &RunOp,
+        mounts: &[snap::Mount],
+        inputs: &[(NodeIndex, Arc<FsState>)],
+        id: StepId,
+    ) -> Result<()> {
+        let executor = self.solver.executor().map_err(|e| Error::Exec {
+            line: step.line,
+            command: r.args.join(" "),
+            message: e.to_string(),
+        })?;
+        let rootfs = ex::RootFs::Mounts(
+            mounts
+                .iter()
+                .map(|m| ex::RootMount {
+                    fstype: m.fstype.clone(),
+                    source: m.source.to_string_lossy().to_string(),
+                    options: m.options.clone(),
+                })
+                .collect(),
+        );
+        let mut specs: Vec<ex::MountSpec> = Vec::new();
+        let mut keep_views: Vec<View<'_>> = Vec::new();
+        let _scratch;
+        let mut ssh_index = 0;
+        for m in &r.mounts {
+            let rm = &m.mount;
+            match rm.kind {
+                kiln_parser::MountType::Bind => {
+                    let target = rm.target.clone().unwrap_or_default();
+                    let src_rel = rm.source.clone().unwrap_or_else(|| "/".into());
+                    let base: PathBuf = match &m.source {
+                        Some(SourceRef::Context) | None => self.context_root.clone(),
+                        Some(other) => {
+                            let st = self.state_of(inputs, self.source_vertex(other));
+                            let view = View::open(
+                                self.snapshotter(),
+                                st.as_ref().and_then(|f| f.snapshot.as_deref()),
+                            )?;
+                            let p = view.path().to_path_buf();
+                            keep_views.push(view);
+                            p
+                        }
+                    };
+                    let source = SourceTree {
+                        root: &base,
+                        ignore: None,
+                    }
+                    .resolve(&src_rel, true);
+                    if std::fs::symlink_metadata(&source).is_err() {
+                        return Err(Error::Plan {
+                            line: step.line,
+                            message: format!(
+                                "failed to compute cache key: \"{src_rel}\": not found"
+                            ),
+                        });
+                    }
+                    specs.push(ex::MountSpec::Bind(ex::BindMount {
+                        source,
+                        target,
+                        rw: !rm.read_only,
+                    }));
+                }
+                kiln_parser::MountType::Cache => {
+                    let target = rm.target.clone().unwrap_or_default();
+                    let seed = match &m.source {
+                        Some(other) if rm.from.is_some() => {
+                            let st = self.state_of(inputs, self.source_vertex(other));
+                            let view = View::open(
+                                self.snapshotter(),
+                                st.as_ref().and_then(|f| f.snapshot.as_deref()),
+                            )?;
+                            let p = SourceTree {
+                                root: view.path(),
+                                ignore: None,
+                            }
+                            .resolve(rm.source.as_deref().unwrap_or("/"), true);
+                            keep_views.push(view);
+                            Some(p)
+                        }
+                        _ => None,
+                    };
+                    specs.push(ex::MountSpec::Cache(ex::CacheMount {
+                        id: rm.effective_id().unwrap_or_else(|| target.clone()),
+                        target,
+                        sharing: match rm.sharing {
+                            Some(kiln_parser::CacheSharing::Private) => ex::CacheSharing::Private,
+                            Some(kiln_parser::CacheSharing::Locked) => ex::CacheSharing::Locked,
+                            _ => ex::CacheSharing::Shared,
+                        },
+                        readonly: rm.read_only,
+                        uid: rm.uid.unwrap_or(0),
+                        gid: rm.gid.unwrap_or(0),
+                        mode: rm.mode.unwrap_or(0o755),
+                        seed,
+                    }));
+                }
+                kiln_parser::MountType::Tmpfs => {
+                    specs.push(ex::MountSpec::Tmpfs(ex::TmpfsMount {
+                        target: rm.target.clone().unwrap_or_default(),
+                        size: rm.size,
+                    }));
+                }
+                kiln_parser::MountType::Secret => {
+                    let sid = rm.effective_id().unwrap_or_default();
+                    let contents = self
+                        .secrets
+                        .iter()
+                        .find(|(i, _)| *i == sid)
+                        .map(|(_, b)| b.clone());
+                    if contents.is_none() && rm.required {
+                        return Err(Error::Plan {
+                            line: step.line,
+                            message: format!("secret {sid}: not found"),
+                        });
+                    }
+                    specs.push(ex::MountSpec::Secret(ex::SecretMount {
+                        id: sid,
+                        contents,
+                        target: if rm.env.is_some() && rm.target.is_none() {
+                            None
+                        } else {
+                            rm.effective_target(0)
+                        },
+                        env: rm.env.clone(),
+                        required: rm.required,
+                        mode: rm.effective_mode().unwrap_or(0o400),
+                        uid: rm.uid.unwrap_or(0),
+                        gid: rm.gid.unwrap_or(0),
+                    }));
+                }
+                kiln_parser::MountType::Ssh => {
+                    let sid = rm.id.clone().unwrap_or_else(|| "default".into());
+                    let socket = self
+                        .req
+                        .ssh
+                        .iter()
+                        .find(|s| s.id == sid)
+                        .and_then(|s| s.paths.first().cloned());
+                    if socket.is_none() && rm.required {
+                        return Err(Error::Plan {
+                            line: step.line,
+                            message: format!("no SSH key {sid:?} forwarded from the client"),
+                        });
+                    }
+                    specs.push(ex::MountSpec::Ssh(ex::SshMount {
+                        id: sid,
+                        socket,
+                        target: rm.effective_target(ssh_index),
+                        required: rm.required,
+                        mode: rm.effective_mode().unwrap_or(0o600),
+                        uid: rm.uid.unwrap_or(0),
+                        gid: rm.gid.unwrap_or(0),
+                    }));
+                    ssh_index += 1;
+                }
+            }
+        }
+        if let Some((name, data)) = &r.script {
+            let dir =
+                tempfile::tempdir().map_err(io_err("create temp dir", std::env::temp_dir()))?;
+            let p = dir.path().join(name);
+            std::fs::write(&p, data).map_err(io_err("write", &p))?;
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .map_err(io_err("chmod", &p))?;
+            // The container's /dev is a fresh tmpfs set up after the mounts, so the script is
+            // mounted outside /dev (a stub the executor removes afterwards) and put in place at
+            // BuildKit's path, /dev/pipes/NAME, before it runs (its `$0` must be that path).
+            specs.push(ex::MountSpec::Bind(ex::BindMount {
+                source: p,
+                target: format!("/.kiln-pipes/{name}"),
+                rw: false,
+            }));
+            _scratch = dir;
+        }
+        let mut args = r.args.clone();
+        if let Some((name, _)) = &r.script
+            && let Some(last) = args.last_mut()
+        {
+            *last = format!(
+                "mkdir -p /dev/pipes && cat /.kiln-pipes/{name} > /dev/pipes/{name} && chmod 0755 /dev/pipes/{name} && exec /dev/pipes/{name}"
+            );
+        }
+        let mut env = r.env.clone();
+        env.extend(r.proxy_env.iter().cloned());
+        let process = ex::ProcessSpec {
+            args,
+            env,
+            cwd: r.cwd.clone(),
+            user: r.user.clone(),
+            network: match r.network {
+                NetworkMode::Default => ex::Network::Default,
+                NetworkMode::Host => ex::Network::Host,
+                NetworkMode::None => ex::Network::None,
+            },
+            hostname: None,
+            extra_hosts: Vec::new(),
+        };
+        let token = ex::CancelToken::new();
+        if let Ok(mut t) = self.cancel_tokens.lock() {
+            t.push(token.clone());
+        }
+        let mut on_output = |stream: ex::Stream, line: &[u8]| {
+            let text = String::from_utf8_lossy(line);
+            let text = text.strip_suffix('\n').unwrap_or(&text).to_string();
+            self.progress.event(&ProgressEvent::StepLog {
+                step: id,
+                stream: if matches!(stream, ex::Stream::Stderr) {
+                    LogStream::Stderr
+                } else {
+                    LogStream::Stdout
+                },
+                line: text,
+            });
+        };
+        let status = executor.run(&process, &rootfs, &specs, &mut on_output, &token);
+        drop(keep_views);
+        let status = match status {
+            Ok(s) => s,
+            Err(ex::Error::Cancelled) => return Err(Error::Cancelled),
+            Err(e) => {
+                return Err(Error::Exec {
+                    line: step.line,
+                    command: r.args.join(" "),
+                    message: e.to_string(),
+                });
+            }
+        };
+        if !status.success() {
+            return Err(Error::ProcessFailed {
+                line: step.line,
+                command: r.args.join(" "),
+                exit_code: status.code(),
+                tail: status.last_lines().to_vec(),
+            });
+        }
+        Ok(())
+    }
+}

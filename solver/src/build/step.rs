@@ -1,0 +1,624 @@
+//! Running one vertex: a base image unpacked into a snapshot chain, or a filesystem step keyed,
+//! looked up in the cache, or executed (COPY/ADD/WORKDIR on a mounted snapshot, RUN through
+//! [`super::exec`]), committed, turned into a layer and only then recorded.
+
+use super::*;
+
+impl BuildCtx<'_> {
+    pub(super) fn snapshotter(&self) -> &dyn Snapshotter {
+        self.solver.snapshotter.as_ref()
+    }
+
+    pub(super) fn started(
+        &self,
+        idx: NodeIndex,
+        instruction: String,
+        stage: String,
+        line: usize,
+    ) -> StepId {
+        let (n, id) = self.step_ids[idx.index()];
+        self.progress.event(&ProgressEvent::StepStarted {
+            step: id,
+            index: n,
+            total: self.total,
+            stage,
+            instruction,
+            line,
+        });
+        id
+    }
+
+    #[allow(clippy::unused_self)]
+    pub(super) fn state_of(
+        &self,
+        inputs: &[(NodeIndex, Arc<FsState>)],
+        v: Option<NodeIndex>,
+    ) -> Option<Arc<FsState>> {
+        let v = v?;
+        inputs.iter().find(|(i, _)| *i == v).map(|(_, s)| s.clone())
+    }
+
+    pub(super) fn source_vertex(&self, src: &SourceRef) -> Option<NodeIndex> {
+        match src {
+            SourceRef::Context => None,
+            SourceRef::Stage(t) => {
+                stage_tail(self.plan, *t, &self.vertex_of_image, &self.vertex_of_step)
+            }
+            SourceRef::Image(i) => Some(self.vertex_of_image[*i]),
+        }
+    }
+
+    pub(super) fn parent_vertex(&self, step: usize) -> Option<NodeIndex> {
+        let sp = self.plan.stages[self.plan.steps[step].stage].as_ref()?;
+        let pos = sp.steps.iter().position(|&s| s == step)?;
+        if pos > 0 {
+            return Some(self.vertex_of_step[sp.steps[pos - 1]]);
+        }
+        match &sp.base {
+            BaseRef::Scratch => None,
+            BaseRef::Image(i) => Some(self.vertex_of_image[*i]),
+            BaseRef::Stage(b) => {
+                stage_tail(self.plan, *b, &self.vertex_of_image, &self.vertex_of_step)
+            }
+        }
+    }
+
+    pub(super) fn vertex(
+        &self,
+        idx: NodeIndex,
+        v: Vertex,
+        inputs: &[(NodeIndex, Arc<FsState>)],
+    ) -> Result<FsState> {
+        match v {
+            Vertex::Image(i) => self.image_vertex(idx, i),
+            Vertex::Step(s) => self.step_vertex(idx, s, inputs),
+        }
+    }
+
+    pub(super) fn image_vertex(&self, idx: NodeIndex, i: usize) -> Result<FsState> {
+        let img = &self.images[i];
+        let reference = &self.plan.images[i].0;
+        let id = self.started(idx, format!("FROM {reference}"), String::new(), 0);
+        let t0 = Instant::now();
+        let diff_ids: Vec<String> = img
+            .config
+            .rootfs
+            .diff_ids
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        if diff_ids.len() != img.layers.len() {
+            return Err(Error::Image {
+                what: reference.clone(),
+                message: "layer count does not match the config's diff_ids".into(),
+            });
+        }
+        let chains = chain_ids(&diff_ids);
+        let sn = self.snapshotter();
+        let mut parent: Option<String> = None;
+        let mut unpacked = false;
+        for (k, chain) in chains.iter().enumerate() {
+            let name = format!("layer-{}", chain.trim_start_matches("sha256:"));
+            if sn.stat(&name).is_err() {
+                unpacked = true;
+                let active = unique_key("unpack");
+                sn.prepare(&active, parent.as_deref())
+                    .map_err(snap_err(format!("prepare {active}")))?;
+                let r = (|| -> Result<()> {
+                    let blob = self
+                        .solver
+                        .store
+                        .open_blob(&img.layers[k].digest)
+                        .map_err(img_err(img.layers[k].digest.to_string()))?;
+                    let applied =
+                        snap::apply_layer_to_snapshot(sn, &active, std::io::BufReader::new(blob))
+                            .map_err(snap_err(format!("apply layer {}", img.layers[k].digest)))?;
+                    if applied.diff_id != diff_ids[k] {
+                        return Err(Error::Image {
+                            what: img.layers[k].digest.to_string(),
+                            message: format!(
+                                "diff_id {} does not match the config's {}",
+                                applied.diff_id, diff_ids[k]
+                            ),
+                        });
+                    }
+                    Ok(())
+                })();
+                if let Err(e) = r {
+                    let _ = sn.remove(&active);
+                    return Err(e);
+                }
+                if let Err(e) = sn.commit(&name, &active) {
+                    // Another build committed the same layer meanwhile.
+                    let _ = sn.remove(&active);
+                    if sn.stat(&name).is_err() {
+                        return Err(snap_err(format!("commit {name}"))(e));
+                    }
+                }
+            }
+            parent = Some(name);
+        }
+        let layers: Vec<LayerRecord> = img
+            .layers
+            .iter()
+            .zip(&diff_ids)
+            .map(|(d, diff)| LayerRecord {
+                digest: d.digest.to_string(),
+                diff_id: diff.clone(),
+                size: d.size,
+                media_type: d.media_type.clone(),
+            })
+            .collect();
+        if unpacked {
+            self.progress.event(&ProgressEvent::StepDone {
+                step: id,
+                elapsed: t0.elapsed(),
+            });
+        } else {
+            self.progress.event(&ProgressEvent::StepCached { step: id });
+        }
+        Ok(FsState {
+            key: CacheKey(format!("image:{}", img.manifest_digest)),
+            snapshot: parent,
+            own_layer: layers.last().cloned(),
+            layers,
+        })
+    }
+
+    pub(super) fn step_vertex(
+        &self,
+        idx: NodeIndex,
+        s: usize,
+        inputs: &[(NodeIndex, Arc<FsState>)],
+    ) -> Result<FsState> {
+        let step = &self.plan.steps[s];
+        let stage_name = self.plan.stages[step.stage]
+            .as_ref()
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        let id = self.started(idx, step.instruction.clone(), stage_name, step.line);
+        let t0 = Instant::now();
+        let parent = self.state_of(inputs, self.parent_vertex(s));
+        let r = self.step_inner(s, step, parent.as_deref(), inputs, id);
+        match &r {
+            Ok((_, true)) => self.progress.event(&ProgressEvent::StepCached { step: id }),
+            Ok((_, false)) => self.progress.event(&ProgressEvent::StepDone {
+                step: id,
+                elapsed: t0.elapsed(),
+            }),
+            Err(Error::Cancelled) => {}
+            Err(e) => self.progress.event(&ProgressEvent::StepFailed {
+                step: id,
+                error: e.to_string(),
+            }),
+        }
+        r.map(|(f, _)| f)
+    }
+
+    /// Returns the state and whether it came from the cache.
+    pub(super) fn step_inner(
+        &self,
+        s: usize,
+        step: &StepPlan,
+        parent: Option<&FsState>,
+        inputs: &[(NodeIndex, Arc<FsState>)],
+        id: StepId,
+    ) -> Result<(FsState, bool)> {
+        // Source views stay mounted while the key is computed and the step runs.
+        let mut key = KeyBuilder::new(match &step.op {
+            Op::Run(_) => "run",
+            Op::Copy(_) => "copy",
+            Op::Mkdir { .. } => "mkdir",
+        });
+        key.opt("parent", parent.map(|p| p.key.0.as_str()));
+        let mut views: Vec<View<'_>> = Vec::new();
+        match &step.op {
+            Op::Mkdir { path, user } => {
+                key.field("path", path).field("user", user);
+            }
+            Op::Copy(c) => {
+                key.field("add", if c.add { "1" } else { "0" })
+                    .list("sources", &c.sources)
+                    .field("dest", &c.dest)
+                    .opt("chown", c.chown.as_deref())
+                    .opt("chmod", c.chmod.as_deref())
+                    .field("parents", if c.parents { "1" } else { "0" })
+                    .list("exclude", &c.exclude)
+                    .field("unpack", if c.unpack { "1" } else { "0" })
+                    .field("link", if c.link { "1" } else { "0" });
+                for (name, data) in &c.inline {
+                    key.field("inline", name)
+                        .field("inline-sha256", &hex::encode(Sha256::digest(data)));
+                }
+                if !c.sources.is_empty() {
+                    let digest = match &c.from {
+                        SourceRef::Context => {
+                            let tree = SourceTree {
+                                root: &self.context_root,
+                                ignore: Some(&self.ignore),
+                            };
+                            digest_sources(&tree, &c.sources, &self.content_cache, step.line)?
+                        }
+                        other => {
+                            let src_state = self.state_of(inputs, self.source_vertex(other));
+                            let view = View::open(
+                                self.snapshotter(),
+                                src_state.as_ref().and_then(|f| f.snapshot.as_deref()),
+                            )?;
+                            let tree = SourceTree {
+                                root: view.path(),
+                                ignore: None,
+                            };
+                            let d = digest_sources(
+                                &tree,
+                                &c.sources,
+                                &ContentCache::ephemeral(),
+                                step.line,
+                            )?;
+                            views.push(view);
+                            d
+                        }
+                    };
+                    key.field("source-digest", &digest);
+                }
+                for url in &c.urls {
+                    let (view, digest) = self.download(url, c.checksum.as_deref(), step.line)?;
+                    key.field("url", url).field("url-digest", &digest);
+                    views.push(view);
+                }
+            }
+            Op::Run(r) => {
+                key.list("args", &r.args)
+                    .list("env", &r.env)
+                    .field("user", &r.user)
+                    .field("cwd", &r.cwd)
+                    .field(
+                        "network",
+                        match r.network {
+                            NetworkMode::Default => "default",
+                            NetworkMode::Host => "host",
+                            NetworkMode::None => "none",
+                        },
+                    );
+                if let Some((name, data)) = &r.script {
+                    key.field("script", name)
+                        .field("script-sha256", &hex::encode(Sha256::digest(data)));
+                }
+                for m in &r.mounts {
+                    self.mount_key(&mut key, m, inputs, step.line)?;
+                }
+            }
+        }
+        let key = key.finish();
+        let no_cache = step.no_cache;
+        let compute = || -> Result<(FsState, bool)> {
+            if !no_cache && let Some(rec) = self.lookup(&key) {
+                self.cached.fetch_add(1, Ordering::SeqCst);
+                let mut layers = parent.map(|p| p.layers.clone()).unwrap_or_default();
+                if let Some(l) = &rec.layer {
+                    layers.push(l.clone());
+                }
+                return Ok((
+                    FsState {
+                        key: key.clone(),
+                        snapshot: Some(rec.snapshot),
+                        layers,
+                        own_layer: rec.layer,
+                    },
+                    true,
+                ));
+            }
+            self.ran.fetch_add(1, Ordering::SeqCst);
+            let f = self.execute(s, step, parent, inputs, &key, &views, id)?;
+            Ok((f, false))
+        };
+        // Identical steps in flight run once (same key ⇒ same result).
+        let mut was_cached = false;
+        let st = self.once.get_or_run(&key, || {
+            let (f, c) = compute()?;
+            was_cached = c;
+            Ok(f)
+        })?;
+        drop(views);
+        Ok((st, was_cached))
+    }
+
+    pub(super) fn mount_key(
+        &self,
+        key: &mut KeyBuilder,
+        m: &MountPlan,
+        inputs: &[(NodeIndex, Arc<FsState>)],
+        line: usize,
+    ) -> Result<()> {
+        let rm = &m.mount;
+        key.field("mount", rm.kind.as_str())
+            .opt("target", rm.target.as_deref())
+            .opt("source", rm.source.as_deref())
+            .opt("from", rm.from.as_deref())
+            .field("ro", if rm.read_only { "1" } else { "0" })
+            .opt("id", rm.id.as_deref())
+            .opt("env", rm.env.as_deref())
+            .opt("mode", rm.mode.map(|x| format!("{x:o}")).as_deref())
+            .opt("uid", rm.uid.map(|x| x.to_string()).as_deref())
+            .opt("gid", rm.gid.map(|x| x.to_string()).as_deref())
+            .opt("size", rm.size.map(|x| x.to_string()).as_deref());
+        match &m.source {
+            Some(SourceRef::Context) if rm.kind == kiln_parser::MountType::Bind => {
+                let tree = SourceTree {
+                    root: &self.context_root,
+                    ignore: Some(&self.ignore),
+                };
+                let src = rm.source.clone().unwrap_or_else(|| "/".into());
+                let d = digest_sources(&tree, &[src], &self.content_cache, line)?;
+                key.field("source-digest", &d);
+            }
+            Some(other) => {
+                let st = self.state_of(inputs, self.source_vertex(other));
+                key.opt("source-key", st.as_ref().map(|s| s.key.0.as_str()));
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    pub(super) fn lookup(&self, key: &CacheKey) -> Option<CacheRecord> {
+        let rec = self.solver.cache.get(key)?;
+        // Only trust a record whose snapshot and blob still exist.
+        self.snapshotter().stat(&rec.snapshot).ok()?;
+        if let Some(l) = &rec.layer {
+            let d = Digest::parse(&l.digest).ok()?;
+            if !self.solver.store.has_blob(&d) {
+                return None;
+            }
+        }
+        Some(rec)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn execute(
+        &self,
+        _s: usize,
+        step: &StepPlan,
+        parent: Option<&FsState>,
+        inputs: &[(NodeIndex, Arc<FsState>)],
+        key: &CacheKey,
+        views: &[View<'_>],
+        id: StepId,
+    ) -> Result<FsState> {
+        let sn = self.snapshotter();
+        let active = unique_key("active");
+        let parent_snap = parent.and_then(|p| p.snapshot.clone());
+        let mounts = sn
+            .prepare(&active, parent_snap.as_deref())
+            .map_err(snap_err(format!("prepare {active}")))?;
+        let r = (|| -> Result<()> {
+            match &step.op {
+                Op::Mkdir { path, user } => {
+                    let m = snap::MountedSnapshot::new(&mounts)
+                        .map_err(snap_err(format!("mount {active}")))?;
+                    let owner = users::resolve_user(Some(m.path()), user);
+                    copy::mkdir_all(m.path(), path, Some(owner))?;
+                    m.unmount().map_err(snap_err(format!("unmount {active}")))?;
+                }
+                Op::Copy(c) => {
+                    let m = snap::MountedSnapshot::new(&mounts)
+                        .map_err(snap_err(format!("mount {active}")))?;
+                    self.run_copy(m.path(), c, views, step.line)?;
+                    m.unmount().map_err(snap_err(format!("unmount {active}")))?;
+                }
+                Op::Run(r) => self.run_exec(step, r, &mounts, inputs, id)?,
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            let _ = sn.remove(&active);
+            return Err(e);
+        }
+        // Normally the first result for this key; under --no-cache (or after a lost record)
+        // a same-named snapshot may exist: keep the new result under a fresh name.
+        let mut name = format!("step-{}", key.hex());
+        if sn.stat(&name).is_ok() {
+            name = unique_key(&name);
+        }
+        sn.commit(&name, &active)
+            .map_err(snap_err(format!("commit {name}")))?;
+        let layer = self.write_layer(&name)?;
+        self.solver.cache.put(
+            key,
+            &CacheRecord {
+                snapshot: name.clone(),
+                layer: layer.clone(),
+            },
+        )?;
+        let mut layers = parent.map(|p| p.layers.clone()).unwrap_or_default();
+        if let Some(l) = &layer {
+            layers.push(l.clone());
+        }
+        Ok(FsState {
+            key: key.clone(),
+            snapshot: Some(name),
+            layers,
+            own_layer: layer,
+        })
+    }
+
+    pub(super) fn write_layer(&self, name: &str) -> Result<Option<LayerRecord>> {
+        let mut bw = self
+            .solver
+            .store
+            .blob_writer()
+            .map_err(img_err("blob writer"))?;
+        let opts = snap::LayerOptions {
+            // Stored uncompressed: a local build pays no compression; exports that want gzip
+            // convert (once, remembered by the content store).
+            compression: snap::Compression::None,
+            source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
+                .ok()
+                .and_then(|v| v.trim().parse().ok()),
+        };
+        let info = snap::write_layer(self.snapshotter(), name, &opts, &mut bw)
+            .map_err(snap_err(format!("write layer of {name}")))?;
+        if info.diff_id == EMPTY_TAR_DIFF_ID {
+            return Ok(None);
+        }
+        let expected = Digest::parse(&info.digest).map_err(img_err("layer digest"))?;
+        let (digest, size) = bw
+            .commit(Some(&expected))
+            .map_err(img_err(format!("layer of {name}")))?;
+        Ok(Some(LayerRecord {
+            digest: digest.to_string(),
+            diff_id: info.diff_id,
+            size,
+            media_type: info.media_type.to_string(),
+        }))
+    }
+
+    pub(super) fn run_copy(
+        &self,
+        root: &Path,
+        c: &CopyOp,
+        views: &[View<'_>],
+        line: usize,
+    ) -> Result<()> {
+        let chown = match &c.chown {
+            Some(spec) => Some(users::resolve_chown(Some(root), spec, line)?),
+            None => None,
+        };
+        let chmod = match &c.chmod {
+            Some(m) => Some(Chmod::parse(m).ok_or_else(|| Error::Plan {
+                line,
+                message: format!("invalid chmod parameter: '{m}'"),
+            })?),
+            None => None,
+        };
+        let exclude = if c.exclude.is_empty() {
+            None
+        } else {
+            Some(IgnoreMatcher::new(&c.exclude)?)
+        };
+        let opts = CopyOptions {
+            dest: c.dest.clone(),
+            chown,
+            chmod: chmod.as_ref(),
+            parents: c.parents,
+            exclude: exclude.as_ref(),
+            unpack_archives: c.unpack && c.from == SourceRef::Context,
+            line,
+        };
+        if !c.sources.is_empty() {
+            let src = match &c.from {
+                SourceRef::Context => CopySource::Tree {
+                    tree: SourceTree {
+                        root: &self.context_root,
+                        ignore: Some(&self.ignore),
+                    },
+                    paths: c.sources.clone(),
+                    reset_owner: true,
+                },
+                _ => {
+                    let view = views.first().ok_or(Error::Cancelled)?;
+                    CopySource::Tree {
+                        tree: SourceTree {
+                            root: view.path(),
+                            ignore: None,
+                        },
+                        paths: c.sources.clone(),
+                        reset_owner: false,
+                    }
+                }
+            };
+            copy::copy(root, &src, &opts)?;
+        }
+        // Downloaded URLs follow the source-stage view (if any) in `views`.
+        let skip = usize::from(c.from != SourceRef::Context && !c.sources.is_empty());
+        let url_opts = CopyOptions {
+            unpack_archives: false,
+            ..opts
+        };
+        for (url, view) in c.urls.iter().zip(views.iter().skip(skip)) {
+            let src = CopySource::Tree {
+                tree: SourceTree {
+                    root: view.path(),
+                    ignore: None,
+                },
+                paths: vec![url_file_name(url)],
+                reset_owner: true,
+            };
+            copy::copy(root, &src, &url_opts)?;
+        }
+        let opts = url_opts;
+        for (name, data) in &c.inline {
+            copy::copy(
+                root,
+                &CopySource::Inline {
+                    name: name.clone(),
+                    content: data.clone(),
+                },
+                &opts,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The file name BuildKit gives a downloaded URL: the last path segment, or `__unnamed__`.
+pub(super) fn url_file_name(url: &str) -> String {
+    let no_query = url.split(['?', '#']).next().unwrap_or(url);
+    let path = no_query.splitn(4, '/').nth(3).unwrap_or("");
+    match path.rsplit('/').next() {
+        Some(n) if !n.is_empty() && n != "." => n.to_string(),
+        _ => "__unnamed__".to_string(),
+    }
+}
+
+impl BuildCtx<'_> {
+    /// Downloads an ADD URL into a temporary directory (mode 0600, as BuildKit's HTTP source),
+    /// checking `--checksum`; returns it as a view and the content digest.
+    pub(super) fn download(
+        &self,
+        url: &str,
+        checksum: Option<&str>,
+        line: usize,
+    ) -> Result<(View<'_>, String)> {
+        use std::io::{Read as _, Write as _};
+        let dir = tempfile::tempdir().map_err(io_err("create temp dir", std::env::temp_dir()))?;
+        let path = dir.path().join(url_file_name(url));
+        let fail = |m: String| Error::Plan {
+            line,
+            message: format!("failed to download {url}: {m}"),
+        };
+        let resp = ureq::get(url).call().map_err(|e| fail(e.to_string()))?;
+        let mut reader = resp.into_body().into_reader();
+        let mut f = std::fs::File::create(&path).map_err(io_err("create", &path))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = reader.read(&mut buf).map_err(|e| fail(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            f.write_all(&buf[..n]).map_err(io_err("write", &path))?;
+        }
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(io_err("chmod", &path))?;
+        let digest = format!("sha256:{}", hex::encode(h.finalize()));
+        if let Some(want) = checksum
+            && want != digest
+        {
+            return Err(Error::Plan {
+                line,
+                message: format!("digest mismatch for {url}: expected {want}, got {digest}"),
+            });
+        }
+        Ok((
+            View {
+                snapshotter: self.snapshotter(),
+                key: None,
+                mounted: None,
+                empty: Some(dir),
+            },
+            digest,
+        ))
+    }
+}
