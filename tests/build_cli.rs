@@ -502,6 +502,33 @@ fn tar_context_on_stdin_and_dockerfile_on_stdin() {
         "modes (setuid included) from the tar context are kept"
     );
 
+    // `-f` with a tar context names a file inside the archive.
+    let mut archive = tar::Builder::new(Vec::new());
+    archive.append_dir_all(".", hello_context()).unwrap();
+    let df = b"FROM scratch\nCOPY etc/hostname /from-sub\n";
+    let mut header = tar::Header::new_gnu();
+    header.set_size(df.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    archive
+        .append_data(&mut header, "sub/Dockerfile.alt", &df[..])
+        .unwrap();
+    let bytes = archive.into_inner().unwrap();
+    let dest = format!("type=local,dest={}/sub", dir.path().display());
+    let mut child = kiln(&state)
+        .args(["build", "-f", "sub/Dockerfile.alt", "-o", &dest, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&bytes).unwrap();
+    ok(&child.wait_with_output().unwrap());
+    assert_eq!(
+        std::fs::read(dir.path().join("sub/from-sub")).unwrap(),
+        b"kiln-hello\n"
+    );
+
     let dest = format!("type=local,dest={}/df", dir.path().display());
     let mut child = kiln(&state)
         .args(["build", "-f", "-", "-o", &dest])

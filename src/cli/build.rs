@@ -308,7 +308,14 @@ pub(crate) fn run(root: Option<PathBuf>, args: BuildArgs) -> anyhow::Result<Exit
         }
         path
     };
-    let (dockerfile, source) = read_dockerfile(args.file.as_deref(), &context)?;
+    // With a tar context, a relative `-f` names a file inside it, as with docker.
+    let file = match args.file.as_deref() {
+        Some(f) if args.context == "-" && f != "-" && Path::new(f).is_relative() => {
+            Some(context.join(f).to_string_lossy().into_owned())
+        }
+        other => other.map(str::to_owned),
+    };
+    let (dockerfile, source) = read_dockerfile(file.as_deref(), &context)?;
     let options = args.to_options(context, dockerfile);
 
     let state_dir = root.unwrap_or_else(kiln::default_state_dir);
