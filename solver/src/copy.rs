@@ -367,6 +367,13 @@ pub(crate) fn copy(root: &Path, source: &CopySource<'_>, opts: &CopyOptions<'_>)
                 }
                 matched_any = true;
                 for m in matches {
+                    // --exclude also filters what a wildcard matched.
+                    if has_wildcards(src)
+                        && let Some(ex) = opts.exclude
+                        && ex.is_excluded(&m)
+                    {
+                        continue;
+                    }
                     copy_one(root, tree, &m, &dest_clean, &dest_host, opts, *reset_owner)?;
                 }
             }
@@ -556,6 +563,37 @@ mod tests {
         o.chmod = Some(&c);
         ctx_copy(ctx.path(), root.path(), &["dir/x"], &o).expect("copy");
         assert_eq!(mode(&root.path().join("f3")), 0o600);
+    }
+
+    #[test]
+    fn exclude_and_parents() {
+        let ctx = tempfile::tempdir().expect("tempdir");
+        let root = tempfile::tempdir().expect("tempdir");
+        write(&ctx.path().join("a/b/keep.txt"), "k", 0o644);
+        write(&ctx.path().join("a/b/skip.md"), "s", 0o644);
+        write(&ctx.path().join("top.md"), "t", 0o644);
+        write(&ctx.path().join("top.txt"), "t", 0o644);
+        let ex = IgnoreMatcher::new(&["*.md", "**/*.md"]).expect("patterns");
+        let mut o = opts("/x/");
+        o.exclude = Some(&ex);
+        ctx_copy(ctx.path(), root.path(), &["a", "top.*"], &o).expect("copy");
+        assert!(root.path().join("x/b/keep.txt").is_file());
+        assert!(
+            !root.path().join("x/b/skip.md").exists(),
+            "excluded inside a directory"
+        );
+        assert!(root.path().join("x/top.txt").is_file());
+        assert!(
+            !root.path().join("x/top.md").exists(),
+            "excluded wildcard match"
+        );
+        let mut o = opts("/p/");
+        o.parents = true;
+        ctx_copy(ctx.path(), root.path(), &["a/b/keep.txt"], &o).expect("copy --parents");
+        assert!(
+            root.path().join("p/a/b/keep.txt").is_file(),
+            "--parents keeps the source path"
+        );
     }
 
     #[test]
