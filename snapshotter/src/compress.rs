@@ -57,7 +57,8 @@ impl Compression {
     }
 }
 
-/// The compression a stream turned out to use (see [`detect`]).
+/// The compression a layer stream turned out to use, detected from its magic bytes by the
+/// applier ([`crate::AppliedLayer::compression`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Detected {
     /// Plain tar.
