@@ -154,8 +154,8 @@ fn run(spec: &InitSpec, events: &Events, state: &mut Mounted) -> Result<()> {
     .map_err(|e| Error::sys("mount", format!("tmpfs on {}", scratch.display()), e))?;
     mount_rootfs(&spec.rootfs, &root)?;
 
-    let passwd = fs::read_to_string(resolve_in_root(&root, "/etc/passwd")?).ok();
-    let group = fs::read_to_string(resolve_in_root(&root, "/etc/group")?).ok();
+    let passwd = read_user_file(&resolve_in_root(&root, "/etc/passwd")?);
+    let group = read_user_file(&resolve_in_root(&root, "/etc/group")?);
     let user = resolve(&spec.user, passwd.as_deref(), group.as_deref())?;
 
     let cwd = if spec.cwd.is_empty() {
@@ -241,6 +241,18 @@ fn run(spec: &InitSpec, events: &Events, state: &mut Mounted) -> Result<()> {
         sys::WaitStatus::Signaled(signal) => InitEvent::Signaled { signal },
     });
     Ok(())
+}
+
+/// An /etc/passwd or /etc/group of the rootfs: at most 10 MiB (as BuildKit reads), lossily
+/// decoded; `None` when missing or unreadable.
+fn read_user_file(path: &Path) -> Option<String> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .ok()?
+        .take(10 << 20)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 fn to_cstrings(items: &[String]) -> Result<Vec<CString>> {
