@@ -301,7 +301,7 @@ impl Executor {
             source,
         };
         let (sock, child_sock) = UnixStream::pair().map_err(spawn_err)?;
-        let mut child = {
+        let child = {
             let mut cmd = Command::new(binary);
             cmd.arg(INIT_ARG)
                 .env_clear()
@@ -311,21 +311,22 @@ impl Executor {
             cmd.spawn().map_err(spawn_err)?
             // `cmd` (holding the child's end of the socket) is dropped here.
         };
+        // Whatever happens below (an error, a panicking callback), the init is not left running.
+        let mut child = ReapOnDrop {
+            child,
+            reaped: false,
+        };
         let payload = serde_json::to_vec(spec).map_err(|e| Error::Protocol(e.to_string()))?;
         let sent = (&sock)
             .write_all(&payload)
             .and_then(|()| sock.shutdown(std::net::Shutdown::Write));
         if let Err(e) = sent {
-            let _ = child.kill();
-            let _ = child.wait();
             return Err(Error::Protocol(format!("send spec: {e}")));
         }
-        let watched = watch(&mut child, sock, on_output, cancel);
+        let (events, tail, cancelled) = watch(&mut child.child, sock, on_output, cancel)?;
         let status = child
             .wait()
-            .map_err(|e| Error::Protocol(format!("wait: {e}")));
-        let (events, tail, cancelled) = watched?;
-        let status = status?;
+            .map_err(|e| Error::Protocol(format!("wait: {e}")))?;
         if cancelled {
             return Err(Error::Cancelled);
         }
@@ -358,6 +359,30 @@ impl Executor {
                  call `kiln_executor::init_main_if_requested()` first?",
                 self.config.init_binary.display()
             ))),
+        }
+    }
+}
+
+/// The spawned init, killed (and with it the container, by its parent-death signal) and reaped
+/// if the run is abandoned before it was waited for.
+struct ReapOnDrop {
+    child: Child,
+    reaped: bool,
+}
+
+impl ReapOnDrop {
+    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        let status = self.child.wait()?;
+        self.reaped = true;
+        Ok(status)
+    }
+}
+
+impl Drop for ReapOnDrop {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }

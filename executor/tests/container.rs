@@ -623,3 +623,39 @@ fn command_leads_its_own_session_without_a_terminal() {
     );
     assert_eq!(out.ok(), "1 0\nno-tty\n");
 }
+
+#[test]
+fn a_panicking_output_callback_leaves_no_container_running() {
+    require_env!();
+    let f = Fixture::new();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        f.executor.run(
+            &ProcessSpec {
+                args: vec!["/bin/sh".into(), "-c".into(), "echo go; sleep 77".into()],
+                ..ProcessSpec::default()
+            },
+            &f.rootfs(),
+            &[],
+            &mut |_, _| panic!("a bug in the caller's callback"),
+            &CancelToken::new(),
+        )
+    }));
+    assert!(result.is_err());
+    // The init was killed and reaped; its PID 1 followed through the parent-death signal.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let out = std::process::Command::new("pgrep")
+            .args(["-f", "^sleep 77$"])
+            .output();
+        match out {
+            Ok(out) if !out.stdout.is_empty() => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "container still running"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            _ => break,
+        }
+    }
+}
