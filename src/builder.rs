@@ -6,7 +6,10 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
-use kiln_image::{Image, Platform, Reference, RegistryClient, RegistryOptions};
+use kiln_image::{
+    CompressionOptions, Digest, Image, Platform, Reference, RegistryClient, RegistryOptions,
+    convert_image, export_docker, export_oci,
+};
 use kiln_solver::progress::{Progress, ProgressEvent};
 use kiln_solver::{self as solver, BuildRequest, DockerfileSource, Solver, SolverConfig};
 
@@ -48,6 +51,14 @@ pub enum Error {
     Push {
         /// The name pushed to.
         name: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Writing an output failed.
+    #[error("cannot write the output `{dest}`: {message}")]
+    Export {
+        /// The destination.
+        dest: PathBuf,
         /// What went wrong.
         message: String,
     },
@@ -241,6 +252,7 @@ impl Builder {
         progress.flush();
         let outcome = outcome.map_err(Error::Solve)?;
 
+        plan.export_recompressed(&solver, &outcome.manifest_digest, &request.tags)?;
         if let Some(staged) = &plan.to_stdout {
             let mut f = std::fs::File::open(staged).map_err(|source| Error::Io {
                 what: format!("open `{}`", staged.display()),
@@ -408,58 +420,61 @@ impl Progress for WarnAfterStart<'_> {
 }
 
 /// The facade's outputs turned into the solver's: stdout destinations staged in a temporary
-/// file, `name=`s gathered, pushes remembered for after the build.
+/// file, `name=`s gathered, pushes remembered for after the build, and archives in another
+/// compression than gzip exported by the facade itself after converting the layers.
 struct OutputPlan {
     outputs: Vec<solver::OutputSpec>,
+    recompressed: Vec<Recompressed>,
     names: Vec<String>,
     push: Vec<String>,
     to_stdout: Option<PathBuf>,
 }
 
+/// An OCI or docker archive whose layers are converted to `compression` before export.
+struct Recompressed {
+    /// `Some(tar)` for OCI (archive or directory), `None` for a docker archive.
+    oci_tar: Option<bool>,
+    dest: PathBuf,
+    compression: Compression,
+}
+
 impl OutputPlan {
     fn new(options: &BuildOptions, staging: &Path) -> Result<Self, Error> {
-        let mut plan = Self {
-            outputs: Vec::new(),
-            names: Vec::new(),
-            push: Vec::new(),
-            to_stdout: None,
-        };
+        let mut to_stdout = None;
         let mut dest = |d: &Destination| -> PathBuf {
             match d {
                 Destination::Path(p) => p.clone(),
                 Destination::Stdout => {
                     let p = staging.join("stdout");
-                    plan.to_stdout = Some(p.clone());
+                    to_stdout = Some(p.clone());
                     p
                 }
             }
         };
-        let check = |c: Compression| {
-            if c == Compression::Gzip {
-                Ok(())
-            } else {
-                Err(Error::InvalidOption {
-                    option: "--output",
-                    message: "only `compression=gzip` is supported for now".into(),
-                })
-            }
-        };
         let mut outputs = Vec::new();
+        let mut recompressed = Vec::new();
         let mut names = Vec::new();
         let mut push = Vec::new();
         for o in &options.outputs {
-            outputs.push(match o {
+            match o {
                 OutputSpec::Oci {
                     dest: d,
                     tar,
                     names: n,
                     compression,
                 } => {
-                    check(*compression)?;
                     names.extend(n.iter().cloned());
-                    solver::OutputSpec::Oci {
-                        dest: dest(d),
-                        tar: *tar,
+                    if *compression == Compression::Gzip {
+                        outputs.push(solver::OutputSpec::Oci {
+                            dest: dest(d),
+                            tar: *tar,
+                        });
+                    } else {
+                        recompressed.push(Recompressed {
+                            oci_tar: Some(*tar),
+                            dest: dest(d),
+                            compression: *compression,
+                        });
                     }
                 }
                 OutputSpec::Docker {
@@ -467,18 +482,34 @@ impl OutputPlan {
                     names: n,
                     compression,
                 } => {
-                    check(*compression)?;
                     names.extend(n.iter().cloned());
-                    solver::OutputSpec::Docker { dest: dest(d) }
+                    if *compression == Compression::Gzip {
+                        outputs.push(solver::OutputSpec::Docker { dest: dest(d) });
+                    } else {
+                        recompressed.push(Recompressed {
+                            oci_tar: None,
+                            dest: dest(d),
+                            compression: *compression,
+                        });
+                    }
                 }
-                OutputSpec::Local { dest: d } => solver::OutputSpec::Local { dest: d.clone() },
-                OutputSpec::Tar { dest: d } => solver::OutputSpec::Tar { dest: dest(d) },
+                OutputSpec::Local { dest: d } => {
+                    outputs.push(solver::OutputSpec::Local { dest: d.clone() });
+                }
+                OutputSpec::Tar { dest: d } => {
+                    outputs.push(solver::OutputSpec::Tar { dest: dest(d) });
+                }
                 OutputSpec::Image {
                     names: n,
                     push: p,
                     compression,
                 } => {
-                    check(*compression)?;
+                    if *compression != Compression::Gzip {
+                        return Err(Error::InvalidOption {
+                            option: "--output",
+                            message: "`type=image` and `type=registry` support only `compression=gzip` for now".into(),
+                        });
+                    }
                     if *p {
                         let targets = if n.is_empty() { &options.tags } else { n };
                         if targets.is_empty() {
@@ -489,14 +520,71 @@ impl OutputPlan {
                         }
                         push.extend(targets.iter().cloned());
                     }
-                    solver::OutputSpec::Image { names: n.clone() }
+                    outputs.push(solver::OutputSpec::Image { names: n.clone() });
                 }
-            });
+            }
         }
-        plan.outputs = outputs;
-        plan.names = names;
-        plan.push = push;
-        Ok(plan)
+        Ok(Self {
+            outputs,
+            recompressed,
+            names,
+            push,
+            to_stdout,
+        })
+    }
+
+    /// Writes the archives in non-default compressions from the stored image.
+    fn export_recompressed(
+        &self,
+        solver: &Solver,
+        manifest_digest: &str,
+        tags: &[String],
+    ) -> Result<(), Error> {
+        if self.recompressed.is_empty() {
+            return Ok(());
+        }
+        let store = solver.content_store();
+        let export_err = |dest: &Path, e: kiln_image::Error| Error::Export {
+            dest: dest.to_path_buf(),
+            message: e.to_string(),
+        };
+        let digest = Digest::parse(manifest_digest).map_err(|e| Error::Build(e.to_string()))?;
+        let image = Image::load(store, &digest, &Platform::linux_amd64())
+            .map_err(|e| Error::Build(e.to_string()))?;
+        let names = tags
+            .iter()
+            .map(|t| {
+                Reference::parse(t).map_err(|e| Error::Build(format!("invalid name `{t}`: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for r in &self.recompressed {
+            let target = CompressionOptions {
+                compression: match r.compression {
+                    Compression::Gzip => kiln_image::Compression::Gzip,
+                    Compression::Zstd => kiln_image::Compression::Zstd,
+                    Compression::Uncompressed => kiln_image::Compression::Uncompressed,
+                },
+                level: None,
+            };
+            match r.oci_tar {
+                Some(tar) => {
+                    let converted = convert_image(store, &image, target, false)
+                        .map_err(|e| export_err(&r.dest, e))?;
+                    export_oci(store, &converted, &names, &r.dest, tar)
+                        .map_err(|e| export_err(&r.dest, e))?;
+                }
+                None => {
+                    export_docker(
+                        store,
+                        &[(image.clone(), names.clone())],
+                        Some(target),
+                        &r.dest,
+                    )
+                    .map_err(|e| export_err(&r.dest, e))?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 

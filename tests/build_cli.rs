@@ -780,3 +780,54 @@ fn dockerfile_from_another_path() {
         "hi\n"
     );
 }
+
+#[test]
+fn outputs_in_other_compressions() {
+    if common::not_root() {
+        return;
+    }
+    let state = tempdir();
+    let dir = tempdir();
+    let oci = format!(
+        "type=oci,dest={}/zstd,tar=false,compression=zstd",
+        dir.path().display()
+    );
+    let docker = format!(
+        "type=docker,dest={}/plain.tar,compression=uncompressed",
+        dir.path().display()
+    );
+    ok(&build(
+        &state,
+        &["-t", "hello:z", "-o", &oci, "-o", &docker],
+        &hello_context(),
+    ));
+
+    let files = common::oci::layout_files(&dir.path().join("zstd"));
+    let index: Value = serde_json::from_slice(&files["index.json"]).unwrap();
+    let blob = |d: &str| files[&format!("blobs/{}", d.replacen(':', "/", 1))].clone();
+    let manifest: Value =
+        serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
+    for layer in manifest["layers"].as_array().unwrap() {
+        assert_eq!(
+            layer["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd",
+            "{manifest}"
+        );
+        let data = blob(layer["digest"].as_str().unwrap());
+        assert_eq!(&data[..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd magic");
+    }
+
+    let archive = tar_entries(&std::fs::read(dir.path().join("plain.tar")).unwrap());
+    let manifest: Value = serde_json::from_slice(&archive["manifest.json"]).unwrap();
+    assert_eq!(
+        manifest[0]["RepoTags"],
+        serde_json::json!(["hello:z"]),
+        "{manifest}"
+    );
+    let mut all = std::collections::BTreeMap::new();
+    for layer in manifest[0]["Layers"].as_array().unwrap() {
+        let data = &archive[layer.as_str().unwrap()];
+        assert_ne!(&data[..2], &[0x1f, 0x8b], "not gzip");
+        all.extend(tar_entries(data));
+    }
+    assert_eq!(all["hello.txt"], b"hello from kiln\n");
+}
