@@ -127,8 +127,21 @@ fn jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     }
 }
 
-/// The classic BPF program: native arch → deny listed numbers (and x32) with EPERM, allow the
-/// rest; foreign arch → allow. Empty when there is nothing to deny.
+/// clone(2) flags that create namespaces; Docker's profile refuses them without CAP_SYS_ADMIN.
+pub(crate) const CLONE_NAMESPACE_FLAGS: &[u32] = &[
+    0x0002_0000, // CLONE_NEWNS
+    0x0200_0000, // CLONE_NEWCGROUP
+    0x0400_0000, // CLONE_NEWUTS
+    0x0800_0000, // CLONE_NEWIPC
+    0x1000_0000, // CLONE_NEWUSER
+    0x2000_0000, // CLONE_NEWPID
+    0x4000_0000, // CLONE_NEWNET
+];
+
+/// The classic BPF program. Native arch: the x32 ABI and the listed numbers fail with EPERM,
+/// clone(2) with namespace flags too, clone3(2) with ENOSYS (its flags live in memory a filter
+/// cannot read; libc then falls back to clone), the rest is allowed. Foreign arch: allowed.
+/// Empty when there is nothing to deny.
 pub(crate) fn program() -> Vec<libc::sock_filter> {
     if DENIED.is_empty() {
         return Vec::new();
@@ -136,29 +149,48 @@ pub(crate) fn program() -> Vec<libc::sock_filter> {
     let ld_abs = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
     let jeq = libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K;
     let jge = libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K;
+    let jset = libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K;
     let ret = libc::BPF_RET | libc::BPF_K;
     let n = DENIED.len();
-    // Layout: 0 ld arch; 1 jeq native; 2 ld nr; 3 jge x32; 4..4+n jeq nr; allow; deny.
-    let allow_at = 4 + n;
-    let deny_at = allow_at + 1;
-    let mut prog = Vec::with_capacity(deny_at + 1);
+    // Layout (jumps only go forward):
+    //   0 ld arch; 1 jeq native else ALLOW; 2 ld nr; 3 jge x32 → DENY; 4 jeq clone3 → ENOSYS;
+    //   5 jeq clone → CLONE; 6..6+n jeq nr → DENY; ALLOW: ret allow;
+    //   CLONE: ld args[0]; jset namespace flags → DENY; ret allow; DENY: ret EPERM;
+    //   ENOSYS: ret ENOSYS.
+    let allow_at = 6 + n;
+    let clone_at = allow_at + 1;
+    let deny_at = clone_at + 3;
+    let enosys_at = deny_at + 1;
+    let to = |from: usize, target: usize| (target - from - 1) as u8;
+    let mut prog = Vec::with_capacity(enosys_at + 1);
     prog.push(stmt(ld_abs, 4)); // seccomp_data.arch
-    prog.push(jump(jeq, NATIVE_ARCH, 0, (allow_at - 2) as u8));
+    prog.push(jump(jeq, NATIVE_ARCH, 0, to(1, allow_at)));
     prog.push(stmt(ld_abs, 0)); // seccomp_data.nr
     let x32 = if cfg!(target_arch = "x86_64") {
         X32_SYSCALL_BIT
     } else {
         u32::MAX
     };
-    prog.push(jump(jge, x32, (deny_at - 4) as u8, 0));
+    prog.push(jump(jge, x32, to(3, deny_at), 0));
+    prog.push(jump(jeq, CLONE3 as u32, to(4, enosys_at), 0));
+    prog.push(jump(jeq, libc::SYS_clone as u32, to(5, clone_at), 0));
     for (i, (_, nr)) in DENIED.iter().enumerate() {
-        let at = 4 + i;
-        prog.push(jump(jeq, *nr as u32, (deny_at - at - 1) as u8, 0));
+        let at = 6 + i;
+        prog.push(jump(jeq, *nr as u32, to(at, deny_at), 0));
     }
     prog.push(stmt(ret, libc::SECCOMP_RET_ALLOW));
+    // seccomp_data.args[0], low word (little-endian): clone's flags.
+    prog.push(stmt(ld_abs, 16));
+    let mask = CLONE_NAMESPACE_FLAGS.iter().fold(0, |acc, f| acc | f);
+    prog.push(jump(jset, mask, to(clone_at + 1, deny_at), 0));
+    prog.push(stmt(ret, libc::SECCOMP_RET_ALLOW));
     prog.push(stmt(ret, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32));
+    prog.push(stmt(ret, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32));
     prog
 }
+
+/// clone3(2), the same number on every architecture.
+const CLONE3: libc::c_long = 435;
 
 #[cfg(test)]
 mod tests {
@@ -166,21 +198,29 @@ mod tests {
 
     /// Runs the program on (arch, nr) like the kernel would.
     fn eval(prog: &[libc::sock_filter], arch: u32, nr: u32) -> u32 {
+        eval_args(prog, arch, nr, 0)
+    }
+
+    fn eval_args(prog: &[libc::sock_filter], arch: u32, nr: u32, arg0: u32) -> u32 {
         let mut acc = 0u32;
         let mut pc = 0usize;
         loop {
             let ins = prog[pc];
             let code = u32::from(ins.code);
             if code == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS {
-                acc = if ins.k == 4 { arch } else { nr };
+                acc = match ins.k {
+                    4 => arch,
+                    16 => arg0,
+                    _ => nr,
+                };
                 pc += 1;
             } else if code == libc::BPF_RET | libc::BPF_K {
                 return ins.k;
             } else {
-                let taken = if code & 0xf0 == libc::BPF_JEQ {
-                    acc == ins.k
-                } else {
-                    acc >= ins.k
+                let taken = match code & 0xf0 {
+                    libc::BPF_JEQ => acc == ins.k,
+                    libc::BPF_JSET => acc & ins.k != 0,
+                    _ => acc >= ins.k,
                 };
                 pc += 1 + usize::from(if taken { ins.jt } else { ins.jf });
             }
@@ -213,5 +253,22 @@ mod tests {
         if cfg!(target_arch = "x86_64") {
             assert_eq!(eval(&prog, NATIVE_ARCH, X32_SYSCALL_BIT | 1), eperm);
         }
+        let clone = libc::SYS_clone as u32;
+        let thread = (libc::CLONE_VM | libc::CLONE_FS | libc::CLONE_THREAD) as u32;
+        assert_eq!(
+            eval_args(&prog, NATIVE_ARCH, clone, thread),
+            libc::SECCOMP_RET_ALLOW
+        );
+        for flag in CLONE_NAMESPACE_FLAGS {
+            assert_eq!(
+                eval_args(&prog, NATIVE_ARCH, clone, flag | libc::SIGCHLD as u32),
+                eperm,
+                "{flag:#x}"
+            );
+        }
+        assert_eq!(
+            eval(&prog, NATIVE_ARCH, CLONE3 as u32),
+            libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32
+        );
     }
 }

@@ -44,5 +44,20 @@ fn probe_syscalls() {
             "io_uring_setup: {}",
             outcome(libc::syscall(libc::SYS_io_uring_setup, 0, null))
         );
+        println!(
+            "clone3: {}",
+            outcome(libc::syscall(libc::SYS_clone3, null, 0))
+        );
+        // A new user namespace by clone(2): the child, if any, leaves at once.
+        let flags = libc::CLONE_NEWUSER | libc::SIGCHLD;
+        let pid = libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0);
+        if pid == 0 {
+            libc::_exit(0);
+        }
+        let result = outcome(pid);
+        if pid > 0 {
+            libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
+        }
+        println!("clone(CLONE_NEWUSER): {result}");
     }
 }
