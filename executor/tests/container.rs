@@ -533,35 +533,6 @@ fn bind_rootfs_mounts_like_the_native_snapshotter() {
     assert!(!f.lower().join("proc").exists() && !f.lower().join("etc/hosts").exists());
 }
 
-/// Bind mounts that make the host's dynamically linked `binary` runnable in the busybox rootfs
-/// (its libraries and loader at their own paths, per `ldd`), with the binary at `/probe`.
-fn host_binary_mounts(binary: &Path) -> Vec<kiln_executor::MountSpec> {
-    let ldd = std::process::Command::new("ldd")
-        .arg(binary)
-        .output()
-        .expect("ldd");
-    let mut mounts = vec![kiln_executor::MountSpec::Bind(kiln_executor::BindMount {
-        source: binary.to_path_buf(),
-        target: "/probe".into(),
-        rw: false,
-    })];
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-        let path = match line.split_once("=>") {
-            Some((_, rest)) => rest.split_whitespace().next(),
-            None => line.split_whitespace().next(),
-        };
-        let Some(path) = path.filter(|p| p.starts_with('/')) else {
-            continue;
-        };
-        mounts.push(kiln_executor::MountSpec::Bind(kiln_executor::BindMount {
-            source: fs::canonicalize(path).expect("library"),
-            target: path.into(),
-            rw: false,
-        }));
-    }
-    mounts
-}
-
 #[test]
 fn seccomp_refuses_what_dockers_profile_refuses() {
     require_env!();
@@ -572,7 +543,7 @@ fn seccomp_refuses_what_dockers_profile_refuses() {
         &[],
     );
     assert_eq!(out.ok(), "Seccomp:\t2\nSeccomp_filters:\t1\n");
-    let mounts = host_binary_mounts(Path::new(env!("CARGO_BIN_EXE_kiln-executor-init")));
+    let mounts = support::host_binary_mounts(Path::new(env!("CARGO_BIN_EXE_kiln-executor-init")));
     let out = f.run(
         &ProcessSpec {
             args: vec!["/probe".into(), "--probe-syscalls".into()],

@@ -226,3 +226,21 @@ fn cancel_kills_the_runtime_container() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     assert_eq!(tree(&f.state().join("executor")), Vec::<String>::new());
 }
+
+#[test]
+fn seccomp_matches() {
+    require_env!();
+    let Some(runtime) = runtime() else { return };
+    let f = Fixture::new();
+    let mounts = support::host_binary_mounts(Path::new(env!("CARGO_BIN_EXE_kiln-executor-init")));
+    let (out, _) = same_on_both(
+        &f,
+        &runtime,
+        &ProcessSpec {
+            args: vec!["/probe".into(), "--probe-syscalls".into()],
+            ..ProcessSpec::default()
+        },
+        &mounts,
+    );
+    assert!(out.contains("clone(CLONE_NEWUSER): EPERM"), "{out}");
+}

@@ -248,3 +248,32 @@ pub fn tree(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// Bind mounts that make the host's dynamically linked `binary` runnable in the busybox rootfs
+/// (its libraries and loader at their own paths, per `ldd`), with the binary at `/probe`.
+pub fn host_binary_mounts(binary: &Path) -> Vec<kiln_executor::MountSpec> {
+    let ldd = std::process::Command::new("ldd")
+        .arg(binary)
+        .output()
+        .expect("ldd");
+    let mut mounts = vec![kiln_executor::MountSpec::Bind(kiln_executor::BindMount {
+        source: binary.to_path_buf(),
+        target: "/probe".into(),
+        rw: false,
+    })];
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        let Some(path) = path.filter(|p| p.starts_with('/')) else {
+            continue;
+        };
+        mounts.push(kiln_executor::MountSpec::Bind(kiln_executor::BindMount {
+            source: fs::canonicalize(path).expect("library"),
+            target: path.into(),
+            rw: false,
+        }));
+    }
+    mounts
+}
