@@ -97,7 +97,10 @@ impl Progress for Plain {
                 let short = config_digest
                     .strip_prefix("sha256:")
                     .unwrap_or(config_digest);
-                let mut t = format!("Successfully built {}\n", &short[..short.len().min(12)]);
+                let mut t = format!(
+                    "Successfully built {}\n",
+                    short.chars().take(12).collect::<String>()
+                );
                 for n in names {
                     let _ = writeln!(t, "Successfully tagged {}", familiar(n));
                 }
