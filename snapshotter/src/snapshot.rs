@@ -263,6 +263,9 @@ impl Store {
             })?;
         }
         store.clean_stale_tmp();
+        if let Some(meta) = &existing {
+            store.clean_orphans(meta);
+        }
         drop(lock);
         Ok(store)
     }
@@ -281,6 +284,23 @@ impl Store {
                 continue;
             };
             if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = fsutil::remove_any(&e.path());
+            }
+        }
+    }
+
+    /// Removes snapshot directories no record points at (left by a crash between renaming a
+    /// directory and writing the metadata). Called under the lock; ids are never reused.
+    fn clean_orphans(&self, meta: &Metadata) {
+        let ids: std::collections::HashSet<u64> = meta.snapshots.values().map(|r| r.id).collect();
+        let Ok(rd) = fs::read_dir(&self.root) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name();
+            if let Some(id) = name.to_str().and_then(|n| n.parse::<u64>().ok())
+                && !ids.contains(&id)
+            {
                 let _ = fsutil::remove_any(&e.path());
             }
         }
@@ -522,7 +542,9 @@ impl Snapshotter for Store {
     }
 
     fn remove(&self, key: &str) -> Result<()> {
-        let doomed = self.with_meta(|meta| {
+        // The record goes first (under the lock); the directory after, outside it: ids are never
+        // reused, and a crash in between leaves an orphan that the next `open` removes.
+        let id = self.with_meta(|meta| {
             let rec = Self::get(meta, key)?;
             let children = meta
                 .snapshots
@@ -536,18 +558,17 @@ impl Snapshotter for Store {
                 });
             }
             let id = rec.id;
-            let doomed = self
-                .root
-                .join(format!("tmp-{}-rm-{id}", std::process::id()));
-            match fs::rename(self.dir(id), &doomed) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).ctx("rename", self.dir(id)),
-            }
             meta.snapshots.remove(key);
-            Ok((doomed, true))
+            Ok((id, true))
         })?;
-        fsutil::remove_any(&doomed)
+        let doomed = self
+            .root
+            .join(format!("tmp-{}-rm-{id}", std::process::id()));
+        match fs::rename(self.dir(id), &doomed) {
+            Ok(()) => fsutil::remove_any(&doomed),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).ctx("rename", self.dir(id)),
+        }
     }
 
     fn stat(&self, key: &str) -> Result<Info> {

@@ -304,7 +304,7 @@ fn concurrent_stores_share_one_state_dir() {
 }
 
 #[test]
-fn stale_temporary_dirs_of_dead_processes_are_removed() {
+fn stale_temporary_and_orphan_dirs_are_removed_on_open() {
     let state = tempfile::tempdir().unwrap();
     open(state.path(), DriverChoice::Native).unwrap();
     // pid_max is at most 2^22, so this pid cannot be alive.
