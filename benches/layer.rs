@@ -1,6 +1,12 @@
 //! Layer throughput: a 256 MiB tree (half random bytes, half text) written as a layer through
 //! each compressor, and each layer applied back to an empty directory. Throughput is reported in
 //! bytes of uncompressed tar per second. `KILN_BENCH_LAYER_MIB` shrinks the tree for a quick run.
+//!
+//! Before the criterion groups, one pass per compressor prints a table with wall-clock MB/s and
+//! CPU-time figures (whole process and main thread, from getrusage). On a shared, oversubscribed
+//! machine wall-clock numbers say little; the CPU columns show what one core does, and for
+//! parallel gzip `idle 2-core speedup` = gzip CPU time / max(main-thread CPU, total CPU / 2),
+//! the speedup the pipeline allows when two cores are free.
 #![allow(missing_docs)]
 
 use std::fs;
@@ -89,11 +95,77 @@ fn compressors() -> [(&'static str, Compression); 4] {
     ]
 }
 
+/// (process CPU, this thread's CPU) in seconds.
+fn cpu_times() -> (f64, f64) {
+    let get = |who| {
+        // SAFETY: getrusage only writes into the struct we pass.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(who, &raw mut ru) };
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        tv(ru.ru_utime) + tv(ru.ru_stime)
+    };
+    (get(libc::RUSAGE_SELF), get(libc::RUSAGE_THREAD))
+}
+
+fn summary(src: &Path, bytes: u64) {
+    let mb = bytes as f64 / 1e6;
+    eprintln!(
+        "\n{:<14} {:>10} {:>12} {:>12} {:>10}",
+        "layer write", "wall MB/s", "MB/CPU-s", "main MB/CPU-s", "ratio"
+    );
+    let mut gzip_cpu = 0.0;
+    let mut blobs = Vec::new();
+    for (name, compression) in compressors() {
+        let opts = LayerOptions {
+            compression,
+            source_date_epoch: None,
+        };
+        let (c0, t0) = cpu_times();
+        let w = Instant::now();
+        let mut blob = Vec::new();
+        write_tree_layer(src, &opts, &mut blob).unwrap();
+        let wall = w.elapsed().as_secs_f64();
+        let (c1, t1) = cpu_times();
+        let (cpu, main) = (c1 - c0, t1 - t0);
+        if name == "gzip" {
+            gzip_cpu = cpu;
+        }
+        let extra = if name == "parallel_gzip" && gzip_cpu > 0.0 {
+            format!("idle 2-core speedup {:.2}x", gzip_cpu / main.max(cpu / 2.0))
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "{name:<14} {:>10.1} {:>12.1} {:>12.1} {:>10.3}  {extra}",
+            mb / wall,
+            mb / cpu,
+            mb / main,
+            blob.len() as f64 / bytes as f64
+        );
+        blobs.push((name, blob));
+    }
+    eprintln!(
+        "\n{:<14} {:>10} {:>12}",
+        "layer apply", "wall MB/s", "MB/CPU-s"
+    );
+    for (name, blob) in &blobs {
+        let dst = tempfile::tempdir().unwrap();
+        let (c0, _) = cpu_times();
+        let w = Instant::now();
+        apply_layer(&blob[..], dst.path()).unwrap();
+        let wall = w.elapsed().as_secs_f64();
+        let (c1, _) = cpu_times();
+        eprintln!("{name:<14} {:>10.1} {:>12.1}", mb / wall, mb / (c1 - c0));
+    }
+    eprintln!();
+}
+
 fn layer(c: &mut Criterion) {
     let total = total_mib();
     let src = tempfile::tempdir().unwrap();
     make_tree(src.path(), total);
     let bytes = (total as u64) << 20;
+    summary(src.path(), bytes);
 
     let mut blobs = Vec::new();
     let mut write = c.benchmark_group("layer_write");
