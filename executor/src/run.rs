@@ -109,6 +109,27 @@ impl Executor {
         if cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
+        let run_dir = self.make_run_dir()?;
+        let mut held = Held::default();
+        let result = self
+            .plan(process, rootfs, mounts, cancel, &run_dir, &mut held)
+            .and_then(|spec| self.spawn_and_watch(&spec, on_output, cancel));
+        drop(held);
+        remove_run_dir(&run_dir);
+        result
+    }
+
+    /// Resolves everything the init needs on the host side: absolute targets, cache
+    /// directories (locked, held in `held`), secrets, ssh proxies, the /etc files.
+    fn plan(
+        &self,
+        process: &ProcessSpec,
+        rootfs: &RootFs,
+        mounts: &[MountSpec],
+        cancel: &CancelToken,
+        run_dir: &Path,
+        held: &mut Held,
+    ) -> Result<InitSpec> {
         let cwd = if process.cwd.is_empty() {
             "/".to_owned()
         } else {
@@ -122,7 +143,7 @@ impl Executor {
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.push(format!("PATH={DEFAULT_PATH}"));
         }
-        let planned = vec![
+        let mut planned = vec![
             PlannedMount::File {
                 contents: etc_files::hosts(&hostname, &process.extra_hosts),
                 target: "/etc/hosts".into(),
@@ -145,31 +166,6 @@ impl Executor {
                 gid: 0,
             },
         ];
-        let run_dir = self.make_run_dir()?;
-        let mut held = Held::default();
-        let result = self.plan_and_run(
-            process, rootfs, mounts, on_output, cancel, &run_dir, cwd, hostname, env, planned,
-            &mut held,
-        );
-        drop(held);
-        remove_run_dir(&run_dir);
-        result
-    }
-
-    fn plan_and_run(
-        &self,
-        process: &ProcessSpec,
-        rootfs: &RootFs,
-        mounts: &[MountSpec],
-        on_output: &mut dyn FnMut(Stream, &[u8]),
-        cancel: &CancelToken,
-        run_dir: &Path,
-        cwd: String,
-        hostname: String,
-        mut env: Vec<String>,
-        mut planned: Vec<PlannedMount>,
-        held: &mut Held,
-    ) -> Result<ExitStatus> {
         let mut ssh_count = 0;
         for mount in mounts {
             match mount {
@@ -270,7 +266,7 @@ impl Executor {
             mounts: planned,
             oci_runtime: self.oci_runtime.clone(),
         };
-        self.spawn_and_watch(&spec, on_output, cancel)
+        Ok(spec)
     }
 
     fn make_run_dir(&self) -> Result<PathBuf> {
