@@ -171,9 +171,11 @@ fn paint(text: String, code: &str, color: bool) -> Line {
     }
 }
 
-fn step_line(step: &StepInfo, now: Duration, width: usize, color: bool) -> Line {
+/// One step's line. `over`: the build ended, so a step still running was cancelled.
+fn step_line(step: &StepInfo, now: Duration, width: usize, color: bool, over: bool) -> Line {
     let instruction = printable(step.instruction.lines().next().unwrap_or_default());
     let (marker, right, code) = match &step.status {
+        StepStatus::Running if over => (" =>".to_owned(), "CANCELED".to_owned(), "33"),
         StepStatus::Running => {
             let spin = SPINNER[(now.as_millis() / TICK.as_millis()) as usize % SPINNER.len()];
             (format!(" {spin}"), secs(step.elapsed(now)), "")
@@ -226,7 +228,7 @@ fn frame(st: &mut State, now: Duration, (cols, rows): (usize, usize), color: boo
     while st.committed < st.table.steps.len()
         && (last || st.table.steps[st.committed].status != StepStatus::Running)
     {
-        let line = step_line(&st.table.steps[st.committed], now, width, color);
+        let line = step_line(&st.table.steps[st.committed], now, width, color, last);
         emit(&mut buf, &line);
         st.committed += 1;
     }
@@ -254,7 +256,7 @@ fn frame(st: &mut State, now: Duration, (cols, rows): (usize, usize), color: boo
     for tail in [LOG_TAIL, 3, 1, 0] {
         lines.clear();
         for s in &live {
-            lines.push(step_line(s, now, width, color));
+            lines.push(step_line(s, now, width, color, last));
             if s.status == StepStatus::Running {
                 for (_, l) in s.logs.iter().skip(s.logs.len().saturating_sub(tail)) {
                     lines.push(paint(
@@ -278,7 +280,7 @@ fn frame(st: &mut State, now: Duration, (cols, rows): (usize, usize), color: boo
         let fit = max_rows.saturating_sub(2).min(running.len());
         lines = running[..fit]
             .iter()
-            .map(|s| step_line(s, now, width, color))
+            .map(|s| step_line(s, now, width, color, last))
             .collect();
         if running.len() > fit {
             lines.push(paint(
@@ -591,6 +593,28 @@ pub(crate) mod tests {
         );
         assert!(
             s.ends_with("--------------------\nerror: exit code: 1"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn steps_still_running_when_the_build_fails_are_canceled() {
+        let (t, buf, clock) = tty(50, 20, false);
+        t.event(&started(1, 2, "RUN sleep 100", 2));
+        t.event(&started(2, 3, "RUN false", 3));
+        clock.set_ms(700);
+        t.event(&ProgressEvent::StepFailed {
+            step: StepId(2),
+            error: "exit code: 1".into(),
+        });
+        t.event(&ProgressEvent::BuildFinished {
+            success: false,
+            elapsed: Duration::from_millis(700),
+        });
+        t.finish(Some(&kiln::Error::Build("exit code: 1".into())));
+        let s = screen(&buf, 50);
+        assert!(
+            s.starts_with(" => [2/3] RUN sleep 100                  CANCELED\n => [3/3] RUN false                         ERROR\n"),
             "{s}"
         );
     }
