@@ -38,8 +38,27 @@ fn curl(url: &str) -> Option<Vec<u8>> {
     out.status.success().then_some(out.stdout)
 }
 
+/// Starts the shared registry (once per test binary) when it is not answering.
+fn ensure_registry() -> bool {
+    static UP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *UP.get_or_init(|| {
+        if curl(&format!("http://{REGISTRY}/v2/busybox/manifests/latest")).is_some() {
+            return true;
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/registry-up.sh");
+        if script.exists() {
+            let _ = Command::new("timeout")
+                .arg("300")
+                .arg("bash")
+                .arg(&script)
+                .status();
+        }
+        curl(&format!("http://{REGISTRY}/v2/busybox/manifests/latest")).is_some()
+    })
+}
+
 fn registry_or_skip(test: &str) -> bool {
-    if curl(&format!("http://{REGISTRY}/v2/")).is_some() {
+    if ensure_registry() {
         return true;
     }
     assert!(
