@@ -170,3 +170,33 @@ impl CacheStore {
         fs::metadata(self.path(key)).map_or(0, |m| m.mtime())
     }
 }
+
+impl CacheStore {
+    fn digest_path(&self, snapshot: &str, sources: &[String]) -> PathBuf {
+        let mut h = <sha2::Sha256 as sha2::Digest>::new();
+        sha2::Digest::update(&mut h, snapshot.as_bytes());
+        for s in sources {
+            sha2::Digest::update(&mut h, b"\0");
+            sha2::Digest::update(&mut h, s.as_bytes());
+        }
+        self.dir
+            .join("digests")
+            .join(hex::encode(sha2::Digest::finalize(h)))
+    }
+
+    /// The remembered digest of `sources` selected in the committed (immutable) `snapshot`.
+    pub(crate) fn get_digest(&self, snapshot: &str, sources: &[String]) -> Option<String> {
+        let s = fs::read_to_string(self.digest_path(snapshot, sources)).ok()?;
+        s.starts_with("sha256:").then_some(s)
+    }
+
+    /// Remembers the digest of `sources` in `snapshot`.
+    pub(crate) fn put_digest(
+        &self,
+        snapshot: &str,
+        sources: &[String],
+        digest: &str,
+    ) -> Result<()> {
+        write_atomic(&self.digest_path(snapshot, sources), digest.as_bytes())
+    }
+}

@@ -243,3 +243,35 @@ fn prune_all_removes_records_and_snapshots() {
     assert!(cached.is_empty(), "pruned cache cannot hit: {cached:?}");
     assert_eq!(ran, vec!["COPY f.txt /f.txt"]);
 }
+
+#[test]
+fn copy_from_stage_reruns_with_remembered_source_digest() {
+    if !root_or_skip() {
+        return;
+    }
+    let f = Fixture::new(
+        "FROM scratch AS a\nCOPY a.txt /a\nFROM scratch\nCOPY c.txt /c\nCOPY --from=a /a /a\n",
+    );
+    f.write("a.txt", "from-a");
+    f.write("c.txt", "c1");
+    f.build();
+    f.write("c.txt", "c2");
+    let out = tempfile::tempdir().expect("out");
+    let solver = Solver::new(SolverConfig::new(f.state.path())).expect("solver");
+    let rec = Recorder::default();
+    let mut req = BuildRequest::new(f.ctx.path());
+    req.outputs.push(kiln_solver::OutputSpec::Local {
+        dest: out.path().to_path_buf(),
+    });
+    solver.build(&req, &rec).expect("build");
+    let ran = rec.ran.into_inner().expect("lock");
+    assert!(ran.contains(&"COPY --from=a /a /a".to_string()), "{ran:?}");
+    assert_eq!(
+        fs::read_to_string(out.path().join("a")).expect("read /a"),
+        "from-a"
+    );
+    assert_eq!(
+        fs::read_to_string(out.path().join("c")).expect("read /c"),
+        "c2"
+    );
+}

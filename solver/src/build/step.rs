@@ -241,22 +241,32 @@ impl BuildCtx<'_> {
                         }
                         other => {
                             let src_state = self.state_of(inputs, self.source_vertex(other));
-                            let view = View::open(
-                                self.snapshotter(),
-                                src_state.as_ref().and_then(|f| f.snapshot.as_deref()),
-                            )?;
-                            let tree = SourceTree {
-                                root: view.path(),
-                                ignore: None,
-                            };
-                            let d = digest_sources(
-                                &tree,
-                                &c.sources,
-                                &ContentCache::ephemeral(),
-                                step.line,
-                            )?;
-                            views.push(view);
-                            d
+                            let src_snap = src_state.as_ref().and_then(|f| f.snapshot.clone());
+                            // Committed snapshots never change: their selection digests are
+                            // remembered, so a warm build mounts nothing.
+                            let memo = src_snap
+                                .as_deref()
+                                .and_then(|sn| self.solver.cache.get_digest(sn, &c.sources));
+                            if let Some(d) = memo {
+                                d
+                            } else {
+                                let view = View::open(self.snapshotter(), src_snap.as_deref())?;
+                                let tree = SourceTree {
+                                    root: view.path(),
+                                    ignore: None,
+                                };
+                                let d = digest_sources(
+                                    &tree,
+                                    &c.sources,
+                                    &ContentCache::ephemeral(),
+                                    step.line,
+                                )?;
+                                if let Some(sn) = &src_snap {
+                                    let _ = self.solver.cache.put_digest(sn, &c.sources, &d);
+                                }
+                                views.push(view);
+                                d
+                            }
                         }
                     };
                     key.field("source-digest", &digest);
@@ -403,7 +413,9 @@ impl BuildCtx<'_> {
                 Op::Copy(c) => {
                     let m = snap::MountedSnapshot::new(&mounts)
                         .map_err(snap_err(format!("mount {active}")))?;
-                    self.run_copy(m.path(), c, views, step.line)?;
+                    let src_state = self.state_of(inputs, self.source_vertex(&c.from));
+                    let src_snapshot = src_state.as_ref().and_then(|f| f.snapshot.as_deref());
+                    self.run_copy(m.path(), c, views, src_snapshot, step.line)?;
                     m.unmount().map_err(snap_err(format!("unmount {active}")))?;
                 }
                 Op::Run(r) => self.run_exec(step, r, &mounts, inputs, id)?,
@@ -478,6 +490,7 @@ impl BuildCtx<'_> {
         root: &Path,
         c: &CopyOp,
         views: &[View<'_>],
+        src_snapshot: Option<&str>,
         line: usize,
     ) -> Result<()> {
         let chown = match &c.chown {
@@ -505,6 +518,7 @@ impl BuildCtx<'_> {
             unpack_archives: c.unpack && c.from == SourceRef::Context,
             line,
         };
+        let mut opened: Option<View<'_>> = None;
         if !c.sources.is_empty() {
             let src = match &c.from {
                 SourceRef::Context => CopySource::Tree {
@@ -516,7 +530,11 @@ impl BuildCtx<'_> {
                     reset_owner: true,
                 },
                 _ => {
-                    let view = views.first().ok_or(Error::Cancelled)?;
+                    if views.is_empty() {
+                        // The key came from a remembered digest: mount the source now.
+                        opened = Some(View::open(self.snapshotter(), src_snapshot)?);
+                    }
+                    let view = views.first().or(opened.as_ref()).ok_or(Error::Cancelled)?;
                     CopySource::Tree {
                         tree: SourceTree {
                             root: view.path(),
