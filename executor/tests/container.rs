@@ -354,7 +354,7 @@ fn cancel_kills_the_whole_container() {
             args: vec![
                 "/bin/sh".into(),
                 "-c".into(),
-                "(sleep 100; echo never) & echo started; sleep 100".into(),
+                "(sleep 93; echo never) & echo started; sleep 93".into(),
             ],
             ..ProcessSpec::default()
         },
@@ -371,9 +371,9 @@ fn cancel_kills_the_whole_container() {
     assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
     assert!(saw);
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
-    // No `sleep 100` of ours is left on the host.
+    // No `sleep 93` of ours is left on the host.
     let out = std::process::Command::new("pgrep")
-        .args(["-f", "^sleep 100$"])
+        .args(["-f", "^sleep 93$"])
         .output();
     if let Ok(out) = out {
         assert!(

@@ -6,6 +6,7 @@ mod support;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 use kiln_executor::{
@@ -449,44 +450,61 @@ fn cache_locks_hold_across_processes() {
     let f = Fixture::new();
     let base = f.state().join("mounts/cache");
     fs::create_dir_all(&base).unwrap();
-    // Another process (util-linux flock(1)) holds the cache's lock as a `locked` user would.
+    let lock = base.join("xproc.lock");
+    let wait_for = |marker: &Path| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !marker.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "flock(1) never took the lock"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    // Another process (util-linux flock(1)) holds the cache's lock exclusively, as a `locked`
+    // user in another kiln would: a `shared` run must wait until it is gone.
+    let ready = f.dir.path().join("exclusive-held");
     let mut holder = std::process::Command::new("flock")
         .arg("-o")
-        .arg(base.join("xproc.lock"))
-        .args(["-c", "sleep 0.6"])
+        .arg(&lock)
+        .arg("-c")
+        .arg(format!("touch {}; sleep 1", ready.display()))
         .spawn()
         .expect("flock(1) from util-linux");
-    std::thread::sleep(std::time::Duration::from_millis(150));
-    let started = std::time::Instant::now();
+    wait_for(&ready);
     f.sh(
         "true",
         ProcessSpec::default(),
         &[cache("xproc", "/c", CacheSharing::Shared)],
     )
     .ok();
-    let waited = started.elapsed();
-    holder.wait().unwrap();
     assert!(
-        waited >= std::time::Duration::from_millis(300),
-        "did not wait: {waited:?}"
+        holder.try_wait().unwrap().is_some(),
+        "the run did not wait for the other process's exclusive lock"
     );
 
     // A shared holder elsewhere does not stop a shared user.
+    let ready = f.dir.path().join("shared-held");
     let mut holder = std::process::Command::new("flock")
         .args(["--shared", "-o"])
-        .arg(base.join("xproc.lock"))
-        .args(["-c", "sleep 2"])
+        .arg(&lock)
+        .arg("-c")
+        .arg(format!("touch {}; sleep 30", ready.display()))
+        .process_group(0)
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(150));
-    let started = std::time::Instant::now();
+    wait_for(&ready);
     f.sh(
         "true",
         ProcessSpec::default(),
         &[cache("xproc", "/c", CacheSharing::Shared)],
     )
     .ok();
-    assert!(started.elapsed() < std::time::Duration::from_millis(1500));
-    holder.kill().unwrap();
+    assert!(
+        holder.try_wait().unwrap().is_none(),
+        "waited for a shared holder"
+    );
+    // SAFETY: killing the process group we created (flock and its sleep).
+    unsafe { libc::kill(-(holder.id() as i32), libc::SIGKILL) };
     holder.wait().unwrap();
 }
