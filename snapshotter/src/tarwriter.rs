@@ -163,10 +163,9 @@ impl<W: Write> TarWriter<W> {
         } else if ft.is_fifo() {
             h.kind = EntryKind::Fifo;
         } else {
-            return Err(Error::Unrepresentable {
-                path: disk.to_path_buf(),
-                reason: "sockets cannot be stored in a layer".into(),
-            });
+            // Sockets cannot be stored in a tar layer; like containerd and Docker, leave them
+            // out rather than fail a build over a daemon's leftover socket.
+            return Ok(());
         }
         self.append_header(&h)
     }
