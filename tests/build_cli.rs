@@ -698,6 +698,34 @@ fn network_none_and_secrets() {
         std::fs::read_to_string(ctx.path().join("out/tok")).unwrap(),
         "s3cr3t"
     );
+
+    // `--network host` sees the host's interfaces; a secret can come from the environment.
+    let host: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let dest = format!("type=local,dest={}/host", ctx.path().display());
+    let out = kiln(&state)
+        .env("KILN_TEST_TOKEN", "from-env")
+        .args([
+            "build",
+            "--network",
+            "host",
+            "--secret",
+            "id=tok,env=KILN_TEST_TOKEN",
+            "-o",
+            &dest,
+        ])
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    ok(&out);
+    let ifaces = std::fs::read_to_string(ctx.path().join("host/ifaces")).unwrap();
+    assert_eq!(ifaces.lines().count(), host.len(), "{ifaces} vs {host:?}");
+    assert_eq!(
+        std::fs::read_to_string(ctx.path().join("host/tok")).unwrap(),
+        "from-env"
+    );
 }
 
 #[test]
@@ -711,6 +739,18 @@ fn ssh_flag_is_accepted() {
     let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     let ssh = format!("default={}", sock.display());
     ok(&build(&state, &["--ssh", &ssh, "-q"], &hello_context()));
+    // A RUN --mount=type=ssh step finds the agent socket.
+    let df = "FROM scratch\nCOPY busybox /busybox\n\
+              RUN --mount=type=ssh [\"/busybox\", \"sh\", \"-c\", \"test -S $SSH_AUTH_SOCK && echo ok > /ssh\"]\n";
+    let Some(ctx) = busybox_context(df) else {
+        return;
+    };
+    let dest = format!("type=local,dest={}/out", ctx.path().display());
+    ok(&build(&state, &["--ssh", &ssh, "-o", &dest], ctx.path()));
+    assert_eq!(
+        std::fs::read_to_string(ctx.path().join("out/ssh")).unwrap(),
+        "ok\n"
+    );
 }
 
 #[test]
