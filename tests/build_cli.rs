@@ -871,3 +871,57 @@ fn outputs_in_other_compressions() {
     }
     assert_eq!(all["hello.txt"], b"hello from kiln\n");
 }
+
+#[test]
+fn pull_re_resolves_the_base_image() {
+    if common::not_root() {
+        return;
+    }
+    let Some(registry) = common::registry::Registry::start(None) else {
+        return;
+    };
+    let state = tempdir();
+    let base = format!("{}/kiln-cli-test/base:1", registry.addr);
+    // Publish a base image holding `v1`, build on it, then publish `v2` under the same tag.
+    let publish = |version: &str| {
+        let ctx = tempdir();
+        write_files(
+            ctx.path(),
+            &[
+                ("Dockerfile", "FROM scratch\nCOPY version /version\n"),
+                ("version", version),
+            ],
+        );
+        let other_state = tempdir();
+        ok(&build(
+            &other_state,
+            &["-q", "-t", &base, "--push"],
+            ctx.path(),
+        ));
+    };
+    publish("v1\n");
+    let app = tempdir();
+    write_files(
+        app.path(),
+        &[("Dockerfile", &format!("FROM {base}\nCOPY Dockerfile /\n"))],
+    );
+    let out_dir = tempdir();
+    let dest = |name: &str| format!("type=local,dest={}/{name}", out_dir.path().display());
+    let version =
+        |name: &str| std::fs::read_to_string(out_dir.path().join(name).join("version")).unwrap();
+    ok(&build(&state, &["-o", &dest("first")], app.path()));
+    assert_eq!(version("first"), "v1\n");
+    publish("v2\n");
+    ok(&build(&state, &["-o", &dest("stored")], app.path()));
+    assert_eq!(
+        version("stored"),
+        "v1\n",
+        "without --pull the stored base is used"
+    );
+    ok(&build(
+        &state,
+        &["--pull", "-o", &dest("pulled")],
+        app.path(),
+    ));
+    assert_eq!(version("pulled"), "v2\n", "--pull looks the tag up again");
+}
