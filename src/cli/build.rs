@@ -173,20 +173,16 @@ fn parse_platform(s: &str) -> Result<String, String> {
 impl BuildArgs {
     /// The progress format to use, resolving `auto` and `-q`.
     fn progress_format(&self) -> ProgressFormat {
-        if self.quiet {
-            return ProgressFormat::Quiet;
-        }
-        match self.progress {
-            ProgressArg::Auto if std::io::stderr().is_terminal() => ProgressFormat::Tty,
-            ProgressArg::Auto | ProgressArg::Plain => ProgressFormat::Plain,
-            ProgressArg::Tty => ProgressFormat::Tty,
-            ProgressArg::Json => ProgressFormat::Json,
-            ProgressArg::Quiet => ProgressFormat::Quiet,
-        }
+        let buildkit = std::env::var("BUILDKIT_PROGRESS").ok();
+        resolve_progress(
+            self.progress,
+            self.quiet,
+            buildkit.as_deref(),
+            std::io::stderr().is_terminal(),
+        )
     }
 
-    /// Turns the flags into build options. `stdin_context` is the directory a tar context from
-    /// stdin was extracted to.
+    /// Turns the flags into build options.
     fn to_options(&self, context: PathBuf, dockerfile: Dockerfile) -> BuildOptions {
         let mut options = BuildOptions::new(context);
         options.dockerfile = dockerfile;
@@ -219,6 +215,27 @@ impl BuildArgs {
         options.cache_from.clone_from(&self.cache_from);
         options.cache_to.clone_from(&self.cache_to);
         options
+    }
+}
+
+/// The progress format: `-q` wins, then `--progress`/`KILN_PROGRESS`; `auto` honours docker's
+/// `BUILDKIT_PROGRESS` (`plain`, `tty`, `quiet`), else picks `tty` on a terminal.
+fn resolve_progress(
+    arg: ProgressArg,
+    quiet: bool,
+    buildkit: Option<&str>,
+    terminal: bool,
+) -> ProgressFormat {
+    if quiet {
+        return ProgressFormat::Quiet;
+    }
+    match (arg, buildkit) {
+        (ProgressArg::Auto, Some("plain")) | (ProgressArg::Plain, _) => ProgressFormat::Plain,
+        (ProgressArg::Auto, Some("tty")) | (ProgressArg::Tty, _) => ProgressFormat::Tty,
+        (ProgressArg::Auto, Some("quiet")) | (ProgressArg::Quiet, _) => ProgressFormat::Quiet,
+        (ProgressArg::Json, _) => ProgressFormat::Json,
+        (ProgressArg::Auto, _) if terminal => ProgressFormat::Tty,
+        (ProgressArg::Auto, _) => ProgressFormat::Plain,
     }
 }
 
@@ -431,6 +448,35 @@ mod tests {
         );
         assert_eq!(parse_build_arg("A").unwrap(), ("A".into(), None));
         assert!(parse_build_arg("=x").is_err());
+    }
+
+    #[test]
+    fn progress_resolution() {
+        use ProgressFormat as F;
+        assert_eq!(
+            resolve_progress(ProgressArg::Auto, false, None, true),
+            F::Tty
+        );
+        assert_eq!(
+            resolve_progress(ProgressArg::Auto, false, None, false),
+            F::Plain
+        );
+        assert_eq!(
+            resolve_progress(ProgressArg::Auto, false, Some("plain"), true),
+            F::Plain
+        );
+        assert_eq!(
+            resolve_progress(ProgressArg::Auto, false, Some("rawjson"), false),
+            F::Plain
+        );
+        assert_eq!(
+            resolve_progress(ProgressArg::Json, false, Some("plain"), true),
+            F::Json
+        );
+        assert_eq!(
+            resolve_progress(ProgressArg::Tty, true, None, true),
+            F::Quiet
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub fn kiln(state: &tempfile::TempDir) -> Command {
     cmd.env("KILN_ROOT", state.path())
         .env("NO_COLOR", "1")
         .env_remove("KILN_PROGRESS")
+        .env_remove("BUILDKIT_PROGRESS")
         .env_remove("RUST_LOG");
     cmd
 }
