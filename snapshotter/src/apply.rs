@@ -277,6 +277,11 @@ impl Applier {
                             .ctx("chown", &up)?;
                         fs::set_permissions(&up, fs::Permissions::from_mode(m.mode() & 0o7777))
                             .ctx("chmod", &up)?;
+                        for (k, v) in fsutil::list_xattrs(&path)? {
+                            if !k.starts_with("trusted.overlay.") {
+                                fsutil::set_xattr(&up, &k, &v)?;
+                            }
+                        }
                         fsutil::set_times(
                             &up,
                             (m.atime(), m.atime_nsec()),

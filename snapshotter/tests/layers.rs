@@ -332,3 +332,46 @@ fn corrupt_metadata_is_reported_with_its_path() {
         Ok(_) => panic!("corrupt metadata accepted"),
     }
 }
+
+/// A layer that adds `d/f` without an entry for `d/` itself: unpacked into an overlay upper dir,
+/// `d` is copied up from the lower layer with its owner, mode and xattrs, so the merged view
+/// keeps them.
+#[test]
+fn implicit_parent_copied_up_with_its_metadata() {
+    if !need_root("implicit parent copy-up") {
+        return;
+    }
+    let tree = tempfile::tempdir().unwrap();
+    let d = tree.path().join("d");
+    fs::create_dir(&d).unwrap();
+    std::os::unix::fs::chown(&d, Some(1234), Some(4321)).unwrap();
+    fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o2750)).unwrap();
+    rustix::fs::lsetxattr(&d, "user.keep", b"me", rustix::fs::XattrFlags::empty()).unwrap();
+    let mut base = Vec::new();
+    write_tree_layer(tree.path(), &opts(Compression::None), &mut base).unwrap();
+    let top = common::raw_tar(&[common::E::File("d/f", b"new")]);
+    for driver in [DriverChoice::Overlay, DriverChoice::Native] {
+        let state = tempfile::tempdir().unwrap();
+        let s = open(state.path(), driver).unwrap();
+        s.prepare("a", None).unwrap();
+        kiln_snapshotter::apply_layer_to_snapshot(s.as_ref(), "a", &base[..]).unwrap();
+        s.commit("base", "a").unwrap();
+        s.prepare("b", Some("base")).unwrap();
+        kiln_snapshotter::apply_layer_to_snapshot(s.as_ref(), "b", &top[..]).unwrap();
+        s.commit("top", "b").unwrap();
+        let v = kiln_snapshotter::MountedSnapshot::new(&s.mounts("top").unwrap()).unwrap();
+        let m = fs::metadata(v.path().join("d")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            (m.uid(), m.gid(), m.mode() & 0o7777),
+            (1234, 4321, 0o2750),
+            "{driver:?}"
+        );
+        assert_eq!(
+            common::xattrs(&v.path().join("d")),
+            vec![("user.keep".to_string(), b"me".to_vec())],
+            "{driver:?}"
+        );
+        assert_eq!(fs::read(v.path().join("d/f")).unwrap(), b"new");
+    }
+}
