@@ -27,7 +27,9 @@ Examples:
   kiln build -o ./rootfs .                  # the final filesystem, into a directory
   kiln build --progress=plain --no-cache .
   tar -C ctx -c . | kiln build -t app -     # a tar build context on stdin
-  kiln build -f - . < Dockerfile.dev        # the Dockerfile on stdin";
+  kiln build -f - . < Dockerfile.dev        # the Dockerfile on stdin
+
+Exit status: 0 built, 1 the build failed, 2 the command line is wrong.";
 
 /// Progress output formats of `--progress`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
