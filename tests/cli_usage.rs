@@ -60,6 +60,10 @@ fn help_shows_examples_and_every_build_flag() {
         help.contains("tar -C ctx -c . | kiln build -t app -"),
         "{help}"
     );
+    assert!(
+        help.contains("Exit status: 0 built, 1 the build failed, 2 the command line is wrong."),
+        "{help}"
+    );
 }
 
 #[test]
