@@ -260,58 +260,69 @@ impl SourceTree<'_> {
         rel: &str,
         out: &mut Vec<WalkEntry>,
     ) -> Result<()> {
-        let rd = fs::read_dir(abs).map_err(io_err("read directory", abs))?;
-        let mut names: Vec<std::ffi::OsString> = Vec::new();
-        for e in rd {
-            names.push(e.map_err(io_err("read directory", abs))?.file_name());
-        }
-        names.sort();
-        for name in names {
-            let n = name.to_string_lossy();
-            let child_ctx = if ctx_rel.is_empty() {
-                n.to_string()
-            } else {
-                format!("{ctx_rel}/{n}")
-            };
-            let child_rel = if rel.is_empty() {
-                n.to_string()
-            } else {
-                format!("{rel}/{n}")
-            };
-            let child_abs = abs.join(&name);
-            let meta = fs::symlink_metadata(&child_abs).map_err(io_err("stat", &child_abs))?;
-            let kind = kind_of(&meta);
-            let excluded = self.excluded(&child_ctx);
-            if excluded {
-                if kind == EntryKind::Dir
-                    && self.ignore.is_some_and(|m| m.may_include_below(&child_ctx))
-                {
-                    // Descend; keep the directory only if something below it is kept.
-                    let mark = out.len();
-                    out.push(WalkEntry {
-                        rel: child_rel.clone(),
-                        abs: child_abs.clone(),
-                        kind,
-                        meta,
-                    });
-                    self.walk_dir(&child_abs, &child_ctx, &child_rel, out)?;
-                    if out.len() == mark + 1 {
-                        out.pop();
-                    }
-                }
-                continue;
-            }
-            out.push(WalkEntry {
-                rel: child_rel.clone(),
-                abs: child_abs.clone(),
-                kind,
-                meta,
-            });
-            if kind == EntryKind::Dir {
-                self.walk_dir(&child_abs, &child_ctx, &child_rel, out)?;
-            }
-        }
+        out.extend(self.walk_children(abs, ctx_rel, rel)?);
         Ok(())
+    }
+
+    /// Everything below `abs`, sorted, parents first; subdirectories are walked in parallel.
+    fn walk_children(&self, abs: &Path, ctx_rel: &str, rel: &str) -> Result<Vec<WalkEntry>> {
+        let rd = fs::read_dir(abs).map_err(io_err("read directory", abs))?;
+        let mut dents: Vec<(std::ffi::OsString, fs::DirEntry)> = Vec::new();
+        for e in rd {
+            let e = e.map_err(io_err("read directory", abs))?;
+            dents.push((e.file_name(), e));
+        }
+        dents.sort_by(|a, b| a.0.cmp(&b.0));
+        let subtrees: Vec<Vec<WalkEntry>> = dents
+            .par_iter()
+            .map(|(name, dent)| -> Result<Vec<WalkEntry>> {
+                let n = name.to_string_lossy();
+                let child_ctx = if ctx_rel.is_empty() {
+                    n.to_string()
+                } else {
+                    format!("{ctx_rel}/{n}")
+                };
+                let child_rel = if rel.is_empty() {
+                    n.to_string()
+                } else {
+                    format!("{rel}/{n}")
+                };
+                let child_abs = abs.join(name);
+                // Relative to the open directory: no full path lookup per file.
+                let meta = dent.metadata().map_err(io_err("stat", &child_abs))?;
+                let kind = kind_of(&meta);
+                let mut out = Vec::new();
+                if self.excluded(&child_ctx) {
+                    if kind == EntryKind::Dir
+                        && self.ignore.is_some_and(|m| m.may_include_below(&child_ctx))
+                    {
+                        // Descend; keep the directory only if something below it is kept.
+                        let below = self.walk_children(&child_abs, &child_ctx, &child_rel)?;
+                        if !below.is_empty() {
+                            out.push(WalkEntry {
+                                rel: child_rel,
+                                abs: child_abs,
+                                kind,
+                                meta,
+                            });
+                            out.extend(below);
+                        }
+                    }
+                    return Ok(out);
+                }
+                out.push(WalkEntry {
+                    rel: child_rel.clone(),
+                    abs: child_abs.clone(),
+                    kind,
+                    meta,
+                });
+                if kind == EntryKind::Dir {
+                    out.extend(self.walk_children(&child_abs, &child_ctx, &child_rel)?);
+                }
+                Ok(out)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(subtrees.into_iter().flatten().collect())
     }
 }
 
@@ -339,7 +350,8 @@ impl FileStamp {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct CacheFile {
-    entries: BTreeMap<String, (FileStamp, String)>,
+    /// path → (stamp, content digest, xattrs encoding); xattr changes move the ctime too.
+    entries: BTreeMap<String, (FileStamp, String, String)>,
 }
 
 /// The persistent metadata cache of content digests, one file per context directory under
@@ -375,19 +387,19 @@ impl ContentCache {
         }
     }
 
-    fn lookup(&self, abs: &Path, stamp: &FileStamp) -> Option<String> {
+    fn lookup(&self, abs: &Path, stamp: &FileStamp) -> Option<(String, String)> {
         let map = self.map.lock().ok()?;
-        let (s, d) = map.entries.get(abs.to_string_lossy().as_ref())?;
-        (s == stamp).then(|| d.clone())
+        let (s, d, x) = map.entries.get(abs.to_string_lossy().as_ref())?;
+        (s == stamp).then(|| (d.clone(), x.clone()))
     }
 
-    fn store(&self, abs: &Path, stamp: FileStamp, digest: String) {
+    fn store(&self, abs: &Path, stamp: FileStamp, digest: String, xattrs: String) {
         if self.path.is_none() {
             return;
         }
         if let Ok(mut map) = self.map.lock() {
             map.entries
-                .insert(abs.to_string_lossy().to_string(), (stamp, digest));
+                .insert(abs.to_string_lossy().to_string(), (stamp, digest, xattrs));
         }
         if let Ok(mut d) = self.dirty.lock() {
             *d = true;
@@ -433,8 +445,16 @@ pub(crate) fn file_sha256(path: &Path) -> Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-fn xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
-    crate::fsutil::list_xattrs(path).unwrap_or_default()
+/// A path's xattrs as `name=hex;...` (sorted), for digests.
+fn xattr_string(path: &Path) -> String {
+    let mut x = String::new();
+    for (k, v) in crate::fsutil::list_xattrs(path).unwrap_or_default() {
+        x.push_str(&k);
+        x.push('=');
+        x.push_str(&hex::encode(v));
+        x.push(';');
+    }
+    x
 }
 
 /// Digest of exactly the selected entries: for each (in order) its path, type, mode, uid, gid,
@@ -447,36 +467,31 @@ pub(crate) fn digest_entries(
         .par_iter()
         .map(|(label, e)| -> Result<String> {
             let m = &e.meta;
-            let (kind, payload) = match e.kind {
+            let (kind, payload, x) = match e.kind {
                 EntryKind::File => {
                     let stamp = FileStamp::of(m);
-                    let d = match cache.lookup(&e.abs, &stamp) {
-                        Some(d) => d,
+                    let (d, x) = match cache.lookup(&e.abs, &stamp) {
+                        Some(hit) => hit,
                         None => {
                             let d = file_sha256(&e.abs)?;
-                            cache.store(&e.abs, stamp, d.clone());
-                            d
+                            let x = xattr_string(&e.abs);
+                            cache.store(&e.abs, stamp, d.clone(), x.clone());
+                            (d, x)
                         }
                     };
-                    ("f", d)
+                    ("f", d, x)
                 }
-                EntryKind::Dir => ("d", String::new()),
+                EntryKind::Dir => ("d", String::new(), xattr_string(&e.abs)),
                 EntryKind::Symlink => (
                     "l",
                     fs::read_link(&e.abs)
                         .map_err(io_err("read link", &e.abs))?
                         .to_string_lossy()
                         .to_string(),
+                    xattr_string(&e.abs),
                 ),
-                EntryKind::Other => ("o", format!("{:x}", m.rdev())),
+                EntryKind::Other => ("o", format!("{:x}", m.rdev()), xattr_string(&e.abs)),
             };
-            let mut x = String::new();
-            for (k, v) in xattrs(&e.abs) {
-                x.push_str(&k);
-                x.push('=');
-                x.push_str(&hex::encode(v));
-                x.push(';');
-            }
             Ok(format!(
                 "{}\0{}\0{kind}\0{:o}\0{}\0{}\0{x}\0{payload}\n",
                 label.len(),
