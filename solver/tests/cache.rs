@@ -275,3 +275,18 @@ fn copy_from_stage_reruns_with_remembered_source_digest() {
         "c2"
     );
 }
+
+#[test]
+fn identical_steps_in_two_stages_run_once() {
+    if !root_or_skip() {
+        return;
+    }
+    let f = Fixture::new(
+        "FROM scratch AS a\nCOPY f.txt /f.txt\nFROM scratch AS b\nCOPY f.txt /f.txt\nFROM scratch\nCOPY --from=a /f.txt /a\nCOPY --from=b /f.txt /b\n",
+    );
+    f.write("f.txt", "same");
+    let (cached, ran) = f.build();
+    let n_ran = ran.iter().filter(|r| *r == "COPY f.txt /f.txt").count();
+    let n_cached = cached.iter().filter(|r| *r == "COPY f.txt /f.txt").count();
+    assert_eq!((n_ran, n_cached), (1, 1), "ran {ran:?} cached {cached:?}");
+}

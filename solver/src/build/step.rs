@@ -323,7 +323,8 @@ impl BuildCtx<'_> {
             Ok((f, false))
         };
         // Identical steps in flight run once (same key ⇒ same result).
-        let mut was_cached = false;
+        // A step that waited for an identical one counts as cached: it did no work.
+        let mut was_cached = true;
         let st = self.once.get_or_run(&key, || {
             let (f, c) = compute()?;
             was_cached = c;
