@@ -13,17 +13,18 @@ use crate::error::{Error, Result};
 use crate::quote::{go_quote, go_quote_list};
 use crate::shell::{Lexer, NoEnv};
 
-/// One node of BuildKit's AST. A top-level node is one instruction: `value` is the instruction
-/// keyword as written, `next` its arguments (one element per BuildKit `Next` link; an ONBUILD
-/// argument holds the nested instruction in `children`).
+/// One instruction of BuildKit's AST: `value` is the keyword as written, `args` the values of
+/// BuildKit's `Next` chain. ONBUILD's chain is a single node holding the trigger instruction,
+/// kept here as `trigger`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Node {
-    /// The token: instruction keyword (original case) or argument value.
+    /// The instruction keyword in its original case (`RUN`, `run`, `FOO` for unknown ones).
     pub value: String,
-    /// The argument chain.
-    pub next: Vec<Node>,
-    /// Nested instructions (ONBUILD's argument node holds its trigger here).
-    pub children: Vec<Node>,
+    /// The argument values (BuildKit's `Next` chain; an unknown instruction has one empty
+    /// argument, like upstream).
+    pub args: Vec<String>,
+    /// ONBUILD's nested trigger instruction (its lines are 0).
+    pub trigger: Option<Box<Node>>,
     /// Heredocs attached to the instruction (RUN/COPY/ADD, or ONBUILD of those).
     pub heredocs: Vec<Heredoc>,
     /// Whether the arguments came from the JSON (exec) form.
@@ -32,7 +33,7 @@ pub struct Node {
     pub original: String,
     /// `--flag[=value]` words, without quotes.
     pub flags: Vec<String>,
-    /// First line (1-based; 0 for argument nodes and ONBUILD triggers).
+    /// First line (1-based; 0 for ONBUILD triggers).
     pub start_line: usize,
     /// Last line (1-based, includes heredoc terminators).
     pub end_line: usize,
@@ -122,18 +123,14 @@ impl Node {
             s.push(' ');
             s.push_str(&go_quote_list(&self.flags));
         }
-        for c in &self.children {
-            s.push('(');
-            s.push_str(&c.dump());
-            s.push_str(")\n");
-        }
-        for n in &self.next {
+        for a in &self.args {
             s.push(' ');
-            if n.children.is_empty() {
-                s.push_str(&go_quote(&n.value));
-            } else {
-                s.push_str(&n.dump());
-            }
+            s.push_str(&go_quote(a));
+        }
+        if let Some(t) = &self.trigger {
+            s.push_str(" (");
+            s.push_str(&t.dump());
+            s.push(')');
         }
         s.trim().to_owned()
     }
@@ -141,14 +138,10 @@ impl Node {
     /// The argument values (BuildKit `nodeArgs`): an ONBUILD argument contributes the nested
     /// keyword followed by its arguments.
     pub fn args(&self) -> Vec<String> {
-        let mut out = Vec::with_capacity(self.next.len());
-        for n in &self.next {
-            if n.children.is_empty() {
-                out.push(n.value.clone());
-            } else if n.children.len() == 1 {
-                out.push(n.children[0].value.clone());
-                out.extend(n.children[0].args());
-            }
+        let mut out = self.args.clone();
+        if let Some(t) = &self.trigger {
+            out.push(t.value.clone());
+            out.extend(t.args());
         }
         out
     }
@@ -156,13 +149,15 @@ impl Node {
     fn can_contain_heredoc(&self) -> bool {
         let mut node = self;
         if node.value.eq_ignore_ascii_case("onbuild")
-            && let Some(first) = node.next.first()
-            && let Some(child) = first.children.first()
+            && let Some(child) = &node.trigger
         {
             node = child;
         }
-        let v = node.value.to_ascii_lowercase();
-        matches!(v.as_str(), "run" | "copy" | "add") && !node.json
+        let v = node.value.as_str();
+        (v.eq_ignore_ascii_case("run")
+            || v.eq_ignore_ascii_case("copy")
+            || v.eq_ignore_ascii_case("add"))
+            && !node.json
     }
 }
 
@@ -350,11 +345,14 @@ fn process_line<'a>(
 
 /// Parses a Dockerfile into BuildKit's AST. Invalid UTF-8 is replaced by U+FFFD first.
 pub fn parse_ast(source: &[u8]) -> Result<Ast> {
-    let text = String::from_utf8_lossy(source);
+    let text = match std::str::from_utf8(source) {
+        Ok(t) => std::borrow::Cow::Borrowed(t),
+        Err(_) => String::from_utf8_lossy(source),
+    };
     let mut lines = text.split_inclusive('\n');
     let mut d = Directives::new();
     let mut current_line = 0usize;
-    let mut children: Vec<Node> = Vec::new();
+    let mut children: Vec<Node> = Vec::with_capacity(text.len() / 64);
     let mut root_start: Option<usize> = None;
     let mut root_end = 0usize;
     let mut warnings = Vec::new();
@@ -410,17 +408,17 @@ pub fn parse_ast(source: &[u8]) -> Result<Ast> {
             eol = e;
             buf.push_str(bytes);
         }
-        let line = buf.clone();
+        let line = std::mem::take(&mut buf);
         if has_empty {
             warnings.push(Warning {
                 message: format!("Empty continuation line found in: {line}"),
                 line: current_line,
             });
         }
-        let mut child = new_node_from_line(&line, d.escape, std::mem::take(&mut comments))
+        let mut child = new_node_from_line(line, d.escape, std::mem::take(&mut comments))
             .map_err(|e| Error::syntax(start_line, current_line, e))?;
-        if child.can_contain_heredoc() && line.contains("<<") {
-            let heredocs = heredocs_from_line(&line)
+        if child.can_contain_heredoc() && child.original.contains("<<") {
+            let heredocs = heredocs_from_line(&child.original)
                 .map_err(|e| Error::syntax(start_line, current_line, e))?;
             for mut heredoc in heredocs {
                 let mut terminated = false;
@@ -473,38 +471,71 @@ pub fn parse_ast(source: &[u8]) -> Result<Ast> {
 /// Parses one instruction line (continuations already joined, no heredoc bodies) into a node,
 /// with the default escape character unless given. Used for ONBUILD triggers.
 pub fn parse_line(line: &str, escape: char) -> Result<Node> {
-    new_node_from_line(line, escape, Vec::new()).map_err(|e| Error::syntax(1, 1, e))
+    new_node_from_line(line.to_owned(), escape, Vec::new()).map_err(|e| Error::syntax(1, 1, e))
 }
 
 fn new_node_from_line(
-    line: &str,
+    line: String,
     escape: char,
     comments: Vec<String>,
 ) -> std::result::Result<Node, String> {
-    let (cmd, flags, args) = split_command(line);
-    let (next, json) = dispatch(&cmd, &args, escape)?;
+    let (cmd, flags, args) = split_command(&line);
+    let (args, trigger, json) = dispatch(cmd, args, escape)?;
+    let value = cmd.to_owned();
     Ok(Node {
-        value: cmd,
-        next,
+        value,
+        args,
+        trigger,
         json,
-        original: line.to_owned(),
+        original: line,
         flags,
         prev_comment: comments,
         ..Node::default()
     })
 }
 
-fn arg(value: &str) -> Node {
-    Node {
-        value: value.to_owned(),
-        ..Node::default()
-    }
+fn arg(value: &str) -> String {
+    value.to_owned()
 }
 
-type Args = std::result::Result<(Vec<Node>, bool), String>;
+/// Arguments, ONBUILD trigger, JSON form.
+type Dispatched = std::result::Result<(Vec<String>, Option<Box<Node>>, bool), String>;
+type Args = std::result::Result<(Vec<String>, bool), String>;
 
-fn dispatch(cmd: &str, rest: &str, escape: char) -> Args {
-    match cmd.to_ascii_lowercase().as_str() {
+fn dispatch(cmd: &str, rest: &str, escape: char) -> Dispatched {
+    const KEYWORDS: [&str; 18] = [
+        "add",
+        "arg",
+        "cmd",
+        "copy",
+        "entrypoint",
+        "env",
+        "expose",
+        "from",
+        "healthcheck",
+        "label",
+        "maintainer",
+        "onbuild",
+        "run",
+        "shell",
+        "stopsignal",
+        "user",
+        "volume",
+        "workdir",
+    ];
+    let keyword = KEYWORDS
+        .iter()
+        .find(|k| k.eq_ignore_ascii_case(cmd))
+        .copied()
+        .unwrap_or("");
+    if keyword == "onbuild" {
+        if rest.is_empty() {
+            return Ok((Vec::new(), None, false));
+        }
+        let child = new_node_from_line(rest.to_owned(), escape, Vec::new())?;
+        return Ok((Vec::new(), Some(Box::new(child)), false));
+    }
+    let (args, json) = match keyword {
         "add" | "copy" | "volume" => parse_maybe_json_to_list(rest),
         "arg" => Ok((
             parse_words(rest, escape).iter().map(|w| arg(w)).collect(),
@@ -522,32 +553,22 @@ fn dispatch(cmd: &str, rest: &str, escape: char) -> Args {
                 Ok((vec![arg(rest)], false))
             }
         }
-        "onbuild" => {
-            if rest.is_empty() {
-                return Ok((Vec::new(), false));
-            }
-            let child = new_node_from_line(rest, escape, Vec::new())?;
-            Ok((
-                vec![Node {
-                    children: vec![child],
-                    ..Node::default()
-                }],
-                false,
-            ))
-        }
-        _ => Ok((vec![Node::default()], false)),
-    }
+        _ => Ok((vec![String::new()], false)),
+    }?;
+    Ok((args, None, json))
 }
 
 /// BuildKit `splitCommand`: the keyword, the leading `--flags` and the trimmed rest.
-fn split_command(line: &str) -> (String, Vec<String>, String) {
-    let parts = split_re_ws(line.trim(), 2);
-    let cmd = parts[0].to_owned();
-    if parts.len() == 2 {
-        let (args, flags) = extract_builder_flags(parts[1]);
-        (cmd, flags, args.trim().to_owned())
-    } else {
-        (cmd, Vec::new(), String::new())
+fn split_command(line: &str) -> (&str, Vec<String>, &str) {
+    let line = line.trim();
+    match line.find(is_re_ws) {
+        Some(i) => {
+            let cmd = &line[..i];
+            let rest = line[i..].trim_start_matches(is_re_ws);
+            let (args, flags) = extract_builder_flags(rest);
+            (cmd, flags, args.trim())
+        }
+        None => (line, Vec::new(), ""),
     }
 }
 
@@ -661,26 +682,28 @@ fn parse_words(rest: &str, escape: char) -> Vec<String> {
         Word,
         Quote,
     }
-    let chars: Vec<char> = rest.chars().collect();
+    // Same state machine as upstream, over byte positions (`pos` always on a char boundary).
+    let n = rest.len();
+    let at = |pos: usize| rest[pos..].chars().next().unwrap_or('\0');
     let mut words = Vec::new();
     let mut phase = Phase::Spaces;
     let mut quote = '\0';
     let mut blank_ok = false;
     let mut sb = String::new();
     let mut pos = 0usize;
-    while pos <= chars.len() {
-        let mut ch = chars.get(pos).copied().unwrap_or('\0');
+    while pos <= n {
+        let mut ch = if pos < n { at(pos) } else { '\0' };
         if phase == Phase::Spaces {
-            if pos == chars.len() {
+            if pos == n {
                 break;
             }
             if is_space(ch) {
-                pos += 1;
+                pos += ch.len_utf8();
                 continue;
             }
             phase = Phase::Word;
         }
-        if pos == chars.len() {
+        if pos == n {
             if blank_ok || !sb.is_empty() {
                 words.push(std::mem::take(&mut sb));
             }
@@ -694,7 +717,7 @@ fn parse_words(rest: &str, escape: char) -> Vec<String> {
                 }
                 sb.clear();
                 blank_ok = false;
-                pos += 1;
+                pos += ch.len_utf8();
                 continue;
             }
             if ch == '\'' || ch == '"' {
@@ -703,38 +726,38 @@ fn parse_words(rest: &str, escape: char) -> Vec<String> {
                 phase = Phase::Quote;
             }
             if ch == escape {
-                if pos + 1 == chars.len() {
-                    pos += 1;
+                if pos + ch.len_utf8() == n {
+                    pos += ch.len_utf8();
                     continue;
                 }
                 sb.push(ch);
-                pos += 1;
-                ch = chars[pos];
+                pos += ch.len_utf8();
+                ch = at(pos);
             }
             sb.push(ch);
-            pos += 1;
+            pos += ch.len_utf8();
             continue;
         }
         if ch == quote {
             phase = Phase::Word;
         }
         if ch == escape && quote != '\'' {
-            if pos + 1 == chars.len() {
+            if pos + ch.len_utf8() == n {
                 phase = Phase::Word;
-                pos += 1;
+                pos += ch.len_utf8();
                 continue;
             }
-            pos += 1;
+            pos += ch.len_utf8();
             sb.push(ch);
-            ch = chars[pos];
+            ch = at(pos);
         }
         sb.push(ch);
-        pos += 1;
+        pos += ch.len_utf8();
     }
     words
 }
 
-fn kv(key: &str, value: &str, sep: &str) -> [Node; 3] {
+fn kv(key: &str, value: &str, sep: &str) -> [String; 3] {
     [arg(key), arg(value), arg(sep)]
 }
 
@@ -763,7 +786,7 @@ fn parse_name_val(rest: &str, key: &str, escape: char) -> Args {
     Ok((out, false))
 }
 
-fn parse_whitespace_delimited(rest: &str) -> Vec<Node> {
+fn parse_whitespace_delimited(rest: &str) -> Vec<String> {
     if rest.is_empty() {
         return Vec::new();
     }
@@ -775,7 +798,7 @@ const NOT_STRING_ARRAY: &str =
 
 /// BuildKit `parseJSON`: `Ok(Some)` for a JSON array of strings, `Ok(None)` when the text is
 /// not a JSON array (fall back to shell form), `Err` for an array with a non-string element.
-fn parse_json(rest: &str) -> std::result::Result<Option<Vec<Node>>, String> {
+fn parse_json(rest: &str) -> std::result::Result<Option<Vec<String>>, String> {
     let rest = rest.trim_start_matches(is_space);
     if !rest.starts_with('[') {
         return Ok(None);
@@ -786,10 +809,7 @@ fn parse_json(rest: &str) -> std::result::Result<Option<Vec<Node>>, String> {
     let mut out = Vec::with_capacity(values.len());
     for v in values {
         match v {
-            serde_json::Value::String(s) => out.push(Node {
-                value: s,
-                ..Node::default()
-            }),
+            serde_json::Value::String(s) => out.push(s),
             _ => return Err(NOT_STRING_ARRAY.to_owned()),
         }
     }

@@ -30,6 +30,9 @@ impl Flags {
         args: &[String],
         decl: &[(&'static str, FlagKind)],
     ) -> Result<Flags, String> {
+        if args.is_empty() {
+            return Ok(Flags { flags: Vec::new() });
+        }
         let mut flags: Vec<Flag> = decl
             .iter()
             .map(|&(name, kind)| Flag {

@@ -265,6 +265,28 @@ impl Instruction {
 
 type Res<T> = std::result::Result<T, String>;
 
+/// Lowercase instruction keywords, for matching without allocating.
+const LOWER_NAMES: [&str; 18] = [
+    "add",
+    "arg",
+    "cmd",
+    "copy",
+    "entrypoint",
+    "env",
+    "expose",
+    "from",
+    "healthcheck",
+    "label",
+    "maintainer",
+    "onbuild",
+    "run",
+    "shell",
+    "stopsignal",
+    "user",
+    "volume",
+    "workdir",
+];
+
 fn at_least_one(cmd: &str) -> String {
     format!("{cmd} requires at least one argument")
 }
@@ -272,9 +294,11 @@ fn exactly_one(cmd: &str) -> String {
     format!("{cmd} requires exactly one argument")
 }
 
-fn command_of(args: &[String], json: bool) -> Command {
+fn command_of(mut args: Vec<String>, json: bool) -> Command {
     if json {
-        Command::Exec(args.to_vec())
+        Command::Exec(args)
+    } else if args.len() == 1 {
+        Command::Shell(args.pop().unwrap_or_default())
     } else {
         Command::Shell(args.join(" "))
     }
@@ -282,12 +306,22 @@ fn command_of(args: &[String], json: bool) -> Command {
 
 /// Converts one AST node into a typed instruction (BuildKit `ParseInstruction`). The error is
 /// BuildKit's message without location.
-pub(crate) fn from_node(node: &Node) -> Res<Instruction> {
-    let args = node.args();
+///
+/// Argument strings, flags and heredocs are moved out of `node` (the caller drops it).
+pub(crate) fn from_node(node: &mut Node) -> Res<Instruction> {
+    let mut args = if node.trigger.is_some() {
+        node.args()
+    } else {
+        std::mem::take(&mut node.args)
+    };
     let flags = &node.flags;
     let no_flags = || Flags::parse(flags, &[]);
-    let lower = node.value.to_ascii_lowercase();
-    Ok(match lower.as_str() {
+    let lower = LOWER_NAMES
+        .iter()
+        .find(|k| k.eq_ignore_ascii_case(&node.value))
+        .copied()
+        .unwrap_or("");
+    Ok(match lower {
         "env" | "label" => {
             no_flags()?;
             let name = if lower == "env" { "ENV" } else { "LABEL" };
@@ -298,14 +332,15 @@ pub(crate) fn from_node(node: &Node) -> Res<Instruction> {
                 return Err(format!("Bad input to {name}, too many arguments"));
             }
             let mut kvs = Vec::with_capacity(args.len() / 3);
-            for c in args.chunks(3) {
-                if c[0].is_empty() {
+            let mut it = std::mem::take(&mut args).into_iter();
+            while let (Some(key), Some(value), Some(sep)) = (it.next(), it.next(), it.next()) {
+                if key.is_empty() {
                     return Err(format!("{name} names can not be blank"));
                 }
                 kvs.push(KeyValue {
-                    key: c[0].clone(),
-                    value: c[1].clone(),
-                    equals: c[2] == "=",
+                    key,
+                    value,
+                    equals: sep == "=",
                 });
             }
             if lower == "env" {
@@ -319,7 +354,7 @@ pub(crate) fn from_node(node: &Node) -> Res<Instruction> {
                 return Err(exactly_one("MAINTAINER"));
             }
             no_flags()?;
-            Instruction::Maintainer(args[0].clone())
+            Instruction::Maintainer(std::mem::take(&mut args[0]))
         }
         "add" => {
             if args.len() < 2 {
@@ -337,7 +372,8 @@ pub(crate) fn from_node(node: &Node) -> Res<Instruction> {
                     ("exclude", FlagKind::Strings),
                 ],
             )?;
-            let (sources, source_contents, dest) = sources_and_dest(node, &args, "ADD")?;
+            let (sources, source_contents, dest) =
+                sources_and_dest(node, std::mem::take(&mut args), "ADD")?;
             Instruction::Add(Add {
                 sources,
                 source_contents,
@@ -350,7 +386,7 @@ pub(crate) fn from_node(node: &Node) -> Res<Instruction> {
                 unpack: f.bool_opt("unpack"),
                 exclude: f.strings("exclude"),
                 json: node.json,
-                heredocs: node.heredocs.clone(),
+                heredocs: std::mem::take(&mut node.heredocs),
             })
         }
         "copy" => {
@@ -368,7 +404,8 @@ pub(crate) fn from_node(node: &Node) -> Res<Instruction> {
                     ("exclude", FlagKind::Strings),
                 ],
             )?;
-            let (sources, source_contents, dest) = sources_and_dest(node, &args, "COPY")?;
+            let (sources, source_contents, dest) =
+                sources_and_dest(node, std::mem::take(&mut args), "COPY")?;
             Instruction::Copy(Copy {
                 sources,
                 source_contents,
@@ -380,14 +417,14 @@ pub(crate) fn from_node(node: &Node) -> Res<Instruction> {
                 parents: f.bool("parents"),
                 exclude: f.strings("exclude"),
                 json: node.json,
-                heredocs: node.heredocs.clone(),
+                heredocs: std::mem::take(&mut node.heredocs),
             })
         }
         "from" => {
             let name = stage_name(&args)?;
             let f = Flags::parse(flags, &[("platform", FlagKind::String)])?;
             Instruction::From(From {
-                image: args[0].clone(),
+                image: std::mem::take(&mut args[0]),
                 platform: f.string("platform"),
                 name,
             })
@@ -413,14 +450,9 @@ pub(crate) fn from_node(node: &Node) -> Res<Instruction> {
                 expression.push_str(&h.content);
                 expression.push_str(&h.name);
             }
-            let child = node
-                .next
-                .first()
-                .and_then(|n| n.children.first())
-                .ok_or_else(|| at_least_one("ONBUILD"))?;
-            let mut child = child.clone();
-            child.heredocs.clone_from(&node.heredocs);
-            let instruction = from_node(&child)?;
+            let mut child = node.trigger.take().ok_or_else(|| at_least_one("ONBUILD"))?;
+            child.heredocs = std::mem::take(&mut node.heredocs);
+            let instruction = from_node(&mut child)?;
             Instruction::Onbuild(Onbuild {
                 expression,
                 instruction: Box::new(instruction),
@@ -431,7 +463,7 @@ pub(crate) fn from_node(node: &Node) -> Res<Instruction> {
                 return Err(exactly_one("WORKDIR"));
             }
             no_flags()?;
-            Instruction::Workdir(args[0].clone())
+            Instruction::Workdir(std::mem::take(&mut args[0]))
         }
         "run" => {
             let f = Flags::parse(
@@ -453,20 +485,20 @@ pub(crate) fn from_node(node: &Node) -> Res<Instruction> {
                 return Err(format!("unsupported security mode {s:?}"));
             }
             Instruction::Run(Run {
-                command: command_of(&args, node.json),
+                command: command_of(args, node.json),
                 mounts: f.strings("mount"),
                 network: f.string("network"),
                 security: f.string("security"),
-                heredocs: node.heredocs.clone(),
+                heredocs: std::mem::take(&mut node.heredocs),
             })
         }
         "cmd" => {
             no_flags()?;
-            Instruction::Cmd(command_of(&args, node.json))
+            Instruction::Cmd(command_of(args, node.json))
         }
         "entrypoint" => {
             no_flags()?;
-            Instruction::Entrypoint(command_of(&args, node.json))
+            Instruction::Entrypoint(command_of(args, node.json))
         }
         "healthcheck" => healthcheck(node, &args)?,
         "expose" => {
@@ -483,7 +515,7 @@ pub(crate) fn from_node(node: &Node) -> Res<Instruction> {
                 return Err(exactly_one("USER"));
             }
             no_flags()?;
-            Instruction::User(args[0].clone())
+            Instruction::User(std::mem::take(&mut args[0]))
         }
         "volume" => {
             if args.is_empty() {
@@ -505,7 +537,7 @@ pub(crate) fn from_node(node: &Node) -> Res<Instruction> {
                 return Err(exactly_one("STOPSIGNAL"));
             }
             no_flags()?;
-            Instruction::StopSignal(args[0].clone())
+            Instruction::StopSignal(std::mem::take(&mut args[0]))
         }
         "arg" => {
             if args.is_empty() {
@@ -594,18 +626,19 @@ fn stage_name(args: &[String]) -> Res<Option<String>> {
 
 type SrcDest = (Vec<String>, Vec<SourceContent>, String);
 
-fn sources_and_dest(node: &Node, args: &[String], cmd: &str) -> Res<SrcDest> {
-    let (dest, srcs) = args.split_last().ok_or_else(|| no_dest(cmd))?;
-    if !node.json && parse_heredoc(dest).ok().flatten().is_some() {
+fn sources_and_dest(node: &Node, mut args: Vec<String>, cmd: &str) -> Res<SrcDest> {
+    let dest = args.pop().ok_or_else(|| no_dest(cmd))?;
+    let srcs = args;
+    if !node.json && parse_heredoc(&dest).ok().flatten().is_some() {
         return Err(format!("{cmd} cannot accept a heredoc as a destination"));
     }
     let mut sources = Vec::new();
     let mut contents = Vec::new();
     for s in srcs {
-        let heredoc = if node.json {
+        let heredoc = if node.json || !s.contains("<<") {
             None
         } else {
-            parse_heredoc(s).ok().flatten()
+            parse_heredoc(&s).ok().flatten()
         };
         match heredoc {
             Some(h) => {
@@ -622,10 +655,10 @@ fn sources_and_dest(node: &Node, args: &[String], cmd: &str) -> Res<SrcDest> {
                     expand: h.expand,
                 });
             }
-            None => sources.push(s.clone()),
+            None => sources.push(s),
         }
     }
-    Ok((sources, contents, dest.clone()))
+    Ok((sources, contents, dest))
 }
 
 fn healthcheck(node: &Node, args: &[String]) -> Res<Instruction> {
@@ -660,7 +693,7 @@ fn healthcheck(node: &Node, args: &[String]) -> Res<Instruction> {
     if rest.is_empty() {
         return Err("Missing command after HEALTHCHECK CMD".to_owned());
     }
-    let command = command_of(rest, node.json);
+    let command = command_of(rest.to_vec(), node.json);
     for name in ["interval", "timeout", "start-period", "start-interval"] {
         if let Some(v) = f.string(name)
             && !v.is_empty()

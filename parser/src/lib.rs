@@ -135,10 +135,11 @@ pub fn parse(source: &[u8]) -> Result<Dockerfile> {
     let ast = ast::parse_ast(source)?;
     let mut global = Vec::new();
     let mut stages: Vec<Stage> = Vec::new();
-    for node in &ast.children {
-        let loc = |e: String| Error::syntax(node.start_line, node.end_line, e);
-        let instruction = instruction::from_node(node).map_err(loc)?;
-        let original = node.original.trim().to_owned();
+    for mut node in ast.children {
+        let (start_line, end_line) = (node.start_line, node.end_line);
+        let loc = |e: String| Error::syntax(start_line, end_line, e);
+        let instruction = instruction::from_node(&mut node).map_err(loc)?;
+        let original = trimmed(std::mem::take(&mut node.original));
         if let Instruction::From(from) = instruction {
             stages.push(Stage {
                 index: stages.len(),
@@ -173,6 +174,14 @@ pub fn parse(source: &[u8]) -> Result<Dockerfile> {
     })
 }
 
+fn trimmed(s: String) -> String {
+    if s.trim().len() == s.len() {
+        s
+    } else {
+        s.trim().to_owned()
+    }
+}
+
 /// Parses a single instruction line, such as an ONBUILD trigger read back from an image
 /// config (`RUN echo hi`, possibly followed by heredoc bodies on the next lines). Line numbers
 /// in the result and errors count from 1 within `text`.
@@ -184,11 +193,12 @@ pub fn parse_instruction(text: &str, escape: char) -> Result<Located> {
     let offset = usize::from(escape == '`');
     src.push_str(text);
     let ast = ast::parse_ast(src.as_bytes()).map_err(|e| shift(e, offset))?;
-    let node = ast
+    let mut node = ast
         .children
-        .first()
+        .into_iter()
+        .next()
         .ok_or_else(|| Error::syntax(1, 1, "file with no instructions"))?;
-    let instruction = instruction::from_node(node)
+    let instruction = instruction::from_node(&mut node)
         .map_err(|e| Error::syntax(node.start_line - offset, node.end_line - offset, e))?;
     Ok(Located {
         instruction,

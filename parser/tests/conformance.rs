@@ -37,17 +37,16 @@ fn read_json(path: &Path) -> Value {
 fn node_json(n: &Node) -> Value {
     let mut m = serde_json::Map::new();
     m.insert("value".into(), json!(n.value));
-    if !n.next.is_empty() {
-        m.insert(
-            "next".into(),
-            Value::Array(n.next.iter().map(node_json).collect()),
-        );
+    let mut next: Vec<Value> = n
+        .args
+        .iter()
+        .map(|a| json!({"value": a, "start_line": 0, "end_line": 0}))
+        .collect();
+    if let Some(t) = &n.trigger {
+        next.push(json!({"value": "", "children": [node_json(t)], "start_line": 0, "end_line": 0}));
     }
-    if !n.children.is_empty() {
-        m.insert(
-            "children".into(),
-            Value::Array(n.children.iter().map(node_json).collect()),
-        );
+    if !next.is_empty() {
+        m.insert("next".into(), Value::Array(next));
     }
     if !n.heredocs.is_empty() {
         let h: Vec<Value> = n
