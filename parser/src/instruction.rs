@@ -475,14 +475,20 @@ pub(crate) fn from_node(node: &mut Node) -> Res<Instruction> {
                 ],
             )?;
             if let Some(n) = f.string("network")
-                && !matches!(n.as_str(), "default" | "none" | "host")
+                && !matches!(n.to_ascii_lowercase().as_str(), "default" | "none" | "host")
             {
-                return Err(format!("unsupported network mode {n:?}"));
+                return Err(format!(
+                    "unsupported network mode {}",
+                    crate::quote::go_quote(&n)
+                ));
             }
             if let Some(s) = f.string("security")
                 && !matches!(s.as_str(), "sandbox" | "insecure")
             {
-                return Err(format!("unsupported security mode {s:?}"));
+                return Err(format!(
+                    "unsupported security mode {}",
+                    crate::quote::go_quote(&s)
+                ));
             }
             Instruction::Run(Run {
                 command: command_of(args, node.json),
@@ -570,10 +576,7 @@ pub(crate) fn from_node(node: &mut Node) -> Res<Instruction> {
                 return Err(at_least_one("SHELL"));
             }
             if !node.json {
-                return Err(format!(
-                    "SHELL requires the arguments to be in JSON form: {}",
-                    node.original
-                ));
+                return Err("SHELL requires the arguments to be in JSON form".to_owned());
             }
             Instruction::Shell(args)
         }
@@ -699,7 +702,7 @@ fn healthcheck(node: &Node, args: &[String]) -> Res<Instruction> {
             && !v.is_empty()
         {
             let d = crate::duration::parse_go_duration(&v)?;
-            if d < 1_000_000 {
+            if d != 0 && d < 1_000_000 {
                 return Err(format!(
                     "Interval {} cannot be less than 1ms",
                     crate::quote::go_quote(name)
