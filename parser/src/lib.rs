@@ -134,7 +134,17 @@ impl Located {
 pub fn parse(source: &[u8]) -> Result<Dockerfile> {
     let ast = ast::parse_ast(source)?;
     let mut global = Vec::new();
-    let mut stages: Vec<Stage> = Vec::new();
+    // Stage sizes up front, so instruction vectors never grow (and move) while filling.
+    let mut sizes = Vec::new();
+    for node in &ast.children {
+        if node.value.eq_ignore_ascii_case("from") {
+            sizes.push(0usize);
+        } else if let Some(n) = sizes.last_mut() {
+            *n += 1;
+        }
+    }
+    let mut sizes = sizes.into_iter();
+    let mut stages: Vec<Stage> = Vec::with_capacity(sizes.len());
     for mut node in ast.children {
         let (start_line, end_line) = (node.start_line, node.end_line);
         let loc = |e: String| Error::syntax(start_line, end_line, e);
@@ -149,7 +159,7 @@ pub fn parse(source: &[u8]) -> Result<Dockerfile> {
                 start_line: node.start_line,
                 end_line: node.end_line,
                 original,
-                instructions: Vec::new(),
+                instructions: Vec::with_capacity(sizes.next().unwrap_or(0)),
             });
             continue;
         }
