@@ -10,6 +10,27 @@
 //!   does the same for a whole directory.
 //! - [`apply_layer`] / [`apply_layer_to_snapshot`] unpack a layer, refusing entries that try to
 //!   escape the target.
+//!
+//! ```no_run
+//! use kiln_snapshotter::*;
+//! # fn main() -> Result<()> {
+//! let store = open(std::path::Path::new("/var/lib/kiln"), DriverChoice::Auto)?;
+//! // Unpack a base image layer straight into a snapshot (no mount needed).
+//! store.prepare("unpack", None)?;
+//! let blob = std::fs::File::open("layer.tar.gz").unwrap();
+//! let applied = apply_layer_to_snapshot(store.as_ref(), "unpack", std::io::BufReader::new(blob))?;
+//! store.commit("base", "unpack")?;
+//! // A build step: mount a writable snapshot, change it, commit, turn it into a layer.
+//! let mounts = store.prepare("step", Some("base"))?;
+//! let m = MountedSnapshot::new(&mounts)?;
+//! std::fs::write(m.path().join("hello"), b"hi\n").unwrap();
+//! m.unmount()?;
+//! store.commit("step-1", "step")?;
+//! let opts = LayerOptions { compression: Compression::Zstd { level: 3 }, source_date_epoch: None };
+//! let info = write_layer(store.as_ref(), "step-1", &opts, std::io::sink())?;
+//! println!("{} -> {} ({} bytes, {})", applied.diff_id, info.diff_id, info.size, info.media_type);
+//! # Ok(()) }
+//! ```
 
 mod apply;
 mod compress;
