@@ -1,0 +1,145 @@
+//! RUN steps end to end through the public API: a real busybox base image from the loopback
+//! registry of `../shared/registry-up.sh`, real containers (this test binary is the executor's
+//! init, so it runs without the libtest harness), the cache on a rebuild, and the error of a
+//! failing step naming the Dockerfile line, the command, the exit code and its last output.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+
+use kiln_solver::{BuildRequest, LogStream, Progress, ProgressEvent, Solver, SolverConfig};
+
+const REGISTRY: &str = "127.0.0.1:5000";
+
+#[derive(Default)]
+struct Recorder {
+    events: Mutex<Vec<ProgressEvent>>,
+}
+
+impl Progress for Recorder {
+    fn event(&self, e: &ProgressEvent) {
+        self.events.lock().expect("lock").push(e.clone());
+    }
+}
+
+fn registry_up() -> bool {
+    let ok = || {
+        Command::new("curl")
+            .args([
+                "-fsS",
+                "-o",
+                "/dev/null",
+                "-H",
+                "Accept: application/vnd.oci.image.manifest.v1+json",
+            ])
+            .arg(format!("http://{REGISTRY}/v2/busybox/manifests/latest"))
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if ok() {
+        return true;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/registry-up.sh");
+    if script.exists() {
+        let _ = Command::new("timeout")
+            .arg("300")
+            .arg("bash")
+            .arg(&script)
+            .status();
+    }
+    ok()
+}
+
+fn build(
+    state: &Path,
+    dockerfile: &str,
+) -> (
+    kiln_solver::Result<kiln_solver::BuildOutcome>,
+    Vec<ProgressEvent>,
+) {
+    let ctx = tempfile::tempdir().expect("ctx");
+    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).expect("write");
+    let mut cfg = SolverConfig::new(state);
+    cfg.executor_init_binary = Some(std::env::current_exe().expect("own path"));
+    let solver = Solver::new(cfg).expect("solver");
+    let rec = Recorder::default();
+    let r = solver.build(&BuildRequest::new(ctx.path()), &rec);
+    (r, rec.events.into_inner().expect("lock"))
+}
+
+fn failing_run_names_line_command_exit_code_and_output(state: &Path) {
+    let df = format!(
+        "FROM {REGISTRY}/busybox:latest\nRUN echo first-line && echo second-line >&2 && exit 3\n"
+    );
+    let (r, events) = build(state, &df);
+    let err = r.expect_err("the RUN fails").to_string();
+    for want in [
+        "Dockerfile:2",
+        "/bin/sh -c echo first-line",
+        "exit code: 3",
+        "second-line",
+    ] {
+        assert!(err.contains(want), "error lacks {want:?}: {err}");
+    }
+    assert!(events.iter().any(|e| matches!(e, ProgressEvent::StepLog { stream: LogStream::Stderr, line, .. } if line == "second-line")));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, ProgressEvent::StepFailed { .. }))
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, ProgressEvent::BuildFinished { success: false, .. }))
+    );
+}
+
+fn rebuild_uses_cache_and_env_reaches_run(state: &Path) {
+    let df = format!(
+        "FROM {REGISTRY}/busybox:latest\nARG V=1\nENV E=e\nRUN echo \"$V $E\" > /out && test \"$(cat /out)\" = \"1 e\"\n"
+    );
+    let (r, events) = build(state, &df);
+    let first = r.expect("first build");
+    assert_eq!(first.steps_run, 1, "{events:?}");
+    let (r, events) = build(state, &df);
+    let second = r.expect("second build");
+    assert_eq!((second.steps_run, second.steps_cached), (0, 1));
+    let started: Vec<(usize, usize, String)> = events
+        .iter()
+        .filter_map(|e| match e {
+            ProgressEvent::StepStarted {
+                index,
+                total,
+                instruction,
+                ..
+            } => Some((*index, *total, instruction.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started.len(), 2, "{started:?}");
+    assert!(
+        started
+            .iter()
+            .any(|(i, t, s)| *i == 2 && *t == 2 && s.starts_with("RUN echo")),
+        "{started:?}"
+    );
+}
+
+fn main() {
+    kiln_executor::init_main_if_requested();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root || !registry_up() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "RUN tests need root and the registry of ../shared/registry-up.sh"
+        );
+        println!("skipped: RUN tests need root and the registry of ../shared/registry-up.sh");
+        return;
+    }
+    let state = tempfile::tempdir().expect("state");
+    failing_run_names_line_command_exit_code_and_output(state.path());
+    println!("test failing_run_names_line_command_exit_code_and_output ... ok");
+    rebuild_uses_cache_and_env_reaches_run(state.path());
+    println!("test rebuild_uses_cache_and_env_reaches_run ... ok");
+}
