@@ -441,7 +441,18 @@ impl Solver {
         })?;
         let mut config = tsp.config.clone();
         let layers: Vec<LayerRecord> = fs.as_ref().map(|f| f.layers.clone()).unwrap_or_default();
-        let ts = kiln_image::spec::build_timestamp();
+        // `--build-arg SOURCE_DATE_EPOCH=N` stamps the image as BuildKit does; else the
+        // environment variable or now.
+        let ts = match req
+            .build_args
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "SOURCE_DATE_EPOCH")
+            .and_then(|(_, v)| v.trim().parse::<i64>().ok())
+        {
+            Some(secs) => kiln_image::spec::format_rfc3339(secs, 0),
+            None => kiln_image::spec::build_timestamp(),
+        };
         config.created = Some(ts.clone());
         let mut diff_ids = Vec::new();
         for l in &layers {

@@ -355,6 +355,13 @@ pub(crate) fn copy(root: &Path, source: &CopySource<'_>, opts: &CopyOptions<'_>)
         } => {
             let mut matched_any = false;
             for src in paths {
+                // `COPY --parents a/./b/c` keeps only `b/c` below the destination.
+                let pivot = if opts.parents {
+                    src.split_once("/./")
+                        .map(|(p, _)| clean(&format!("/{p}")).trim_start_matches('/').to_string())
+                } else {
+                    None
+                };
                 let matches = tree.expand(src);
                 if matches.is_empty() {
                     if has_wildcards(src) {
@@ -374,7 +381,23 @@ pub(crate) fn copy(root: &Path, source: &CopySource<'_>, opts: &CopyOptions<'_>)
                     {
                         continue;
                     }
-                    copy_one(root, tree, &m, &dest_clean, &dest_host, opts, *reset_owner)?;
+                    // --parents keeps the path below the `/./` pivot (or the whole path).
+                    let keep = match pivot.as_deref() {
+                        Some(p) if !p.is_empty() => m
+                            .strip_prefix(p)
+                            .map_or(m.as_str(), |r| r.trim_start_matches('/')),
+                        _ => &m,
+                    };
+                    copy_one(
+                        root,
+                        tree,
+                        &m,
+                        keep,
+                        &dest_clean,
+                        &dest_host,
+                        opts,
+                        *reset_owner,
+                    )?;
                 }
             }
             let _ = matched_any;
@@ -383,10 +406,12 @@ pub(crate) fn copy(root: &Path, source: &CopySource<'_>, opts: &CopyOptions<'_>)
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn copy_one(
     root: &Path,
     tree: &SourceTree<'_>,
     src_rel: &str,
+    keep_rel: &str,
     dest_clean: &str,
     dest_host: &Path,
     opts: &CopyOptions<'_>,
@@ -398,9 +423,9 @@ fn copy_one(
     };
     let base = src_rel.rsplit('/').next().unwrap_or(src_rel).to_string();
     let mut dest_host = dest_host.to_path_buf();
-    if opts.parents && !src_rel.is_empty() {
+    if opts.parents && !keep_rel.is_empty() {
         // --parents: keep the source's path below the destination.
-        let full = format!("{}/{}", dest_clean.trim_end_matches('/'), src_rel);
+        let full = format!("{}/{}", dest_clean.trim_end_matches('/'), keep_rel);
         let parent = full.rsplit_once('/').map_or("/", |(p, _)| p).to_string();
         mkdir_all(root, &parent, opts.chown)?;
         dest_host = scoped(root, &full);

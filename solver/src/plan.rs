@@ -592,6 +592,8 @@ pub(crate) fn plan<'a>(
         .filter(|k| {
             !p.used_args.contains(k)
                 && !PROXY_ARGS.contains(&k.as_str())
+                && k != "SOURCE_DATE_EPOCH"
+                && !k.starts_with("BUILDKIT_")
                 && p.global.get(k).is_none()
         })
         .collect();
