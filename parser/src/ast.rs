@@ -625,7 +625,7 @@ fn extract_builder_flags(line: &str) -> (&str, Vec<String>) {
                     return (tail(line, pos), words);
                 }
                 if blank_ok || !word.is_empty() {
-                    words.push(std::mem::take(&mut word));
+                    words.push(word.clone());
                 }
                 word.clear();
                 blank_ok = false;
@@ -713,7 +713,7 @@ fn parse_words(rest: &str, escape: char) -> Vec<String> {
             if is_space(ch) {
                 phase = Phase::Spaces;
                 if blank_ok || !sb.is_empty() {
-                    words.push(std::mem::take(&mut sb));
+                    words.push(sb.clone());
                 }
                 sb.clear();
                 blank_ok = false;

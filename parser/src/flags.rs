@@ -119,8 +119,13 @@ impl Flags {
     }
 
     /// A repeatable flag's values in order.
-    pub(crate) fn strings(&self, name: &str) -> Vec<String> {
-        self.get(name).map(|f| f.values.clone()).unwrap_or_default()
+    /// Moves the values out (each repeatable flag is read once).
+    pub(crate) fn strings(&mut self, name: &str) -> Vec<String> {
+        self.flags
+            .iter_mut()
+            .find(|f| f.name == name)
+            .map(|f| std::mem::take(&mut f.values))
+            .unwrap_or_default()
     }
 }
 
@@ -141,7 +146,7 @@ mod tests {
 
     #[test]
     fn values_and_errors() {
-        let f = p(&["--link", "--from=a", "--exclude=x", "--exclude=y"]).unwrap();
+        let mut f = p(&["--link", "--from=a", "--exclude=x", "--exclude=y"]).unwrap();
         assert!(f.bool("link"));
         assert_eq!(f.string("from").as_deref(), Some("a"));
         assert_eq!(f.strings("exclude"), ["x", "y"]);

@@ -360,7 +360,7 @@ pub(crate) fn from_node(node: &mut Node) -> Res<Instruction> {
             if args.len() < 2 {
                 return Err(no_dest("ADD"));
             }
-            let f = Flags::parse(
+            let mut f = Flags::parse(
                 flags,
                 &[
                     ("chown", FlagKind::String),
@@ -393,7 +393,7 @@ pub(crate) fn from_node(node: &mut Node) -> Res<Instruction> {
             if args.len() < 2 {
                 return Err(no_dest("COPY"));
             }
-            let f = Flags::parse(
+            let mut f = Flags::parse(
                 flags,
                 &[
                     ("chown", FlagKind::String),
@@ -466,7 +466,7 @@ pub(crate) fn from_node(node: &mut Node) -> Res<Instruction> {
             Instruction::Workdir(std::mem::take(&mut args[0]))
         }
         "run" => {
-            let f = Flags::parse(
+            let mut f = Flags::parse(
                 flags,
                 &[
                     ("mount", FlagKind::Strings),
