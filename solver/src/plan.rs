@@ -803,4 +803,68 @@ mod tests {
         assert_eq!(hc.test, vec!["CMD-SHELL", "true"]);
         assert_eq!((hc.interval, hc.retries), (5_000_000_000, 2));
     }
+
+    #[test]
+    fn meta_args_in_from_and_copy_from_rules() {
+        let p = plan_of(
+            "ARG TAG=1\nFROM img:$TAG AS a\nRUN echo $TAG\nFROM img\nCOPY --from=0 /x /x\n",
+            &[("TAG", "2")],
+            None,
+        )
+        .expect("plan");
+        assert!(
+            p.images.iter().any(|(r, _)| r == "img:2"),
+            "build arg overrides the meta ARG in FROM: {:?}",
+            p.images.iter().map(|i| &i.0).collect::<Vec<_>>()
+        );
+        assert!(
+            !run_env(&p, 0).iter().any(|e| e.starts_with("TAG=")),
+            "meta ARG not in scope unless re-declared"
+        );
+        let copy_from = p.steps.iter().find_map(|s| match &s.op {
+            Op::Copy(c) => Some(c.from.clone()),
+            _ => None,
+        });
+        assert_eq!(copy_from, Some(SourceRef::Stage(0)), "--from by index");
+        let err = plan_of("FROM img AS a\nARG S=a\nCOPY --from=$S /x /x\n", &[], None)
+            .expect_err("expansion in --from");
+        assert!(
+            err.to_string()
+                .contains("variable expansion is not supported for --from"),
+            "{err}"
+        );
+        let err = plan_of(
+            "FROM img AS first\nCOPY --from=later /x /x\nFROM img AS later\nFROM img\nCOPY --from=first /y /y\n",
+            &[],
+            None,
+        )
+        .expect_err("later stage");
+        assert!(err.to_string().contains("Dockerfile:2"), "{err}");
+    }
+
+    #[test]
+    fn stage_inherits_env_args_and_onbuild_of_base_stage() {
+        let p = plan_of("FROM img AS base\nARG A=1\nENV E=2\nONBUILD RUN echo trig\nFROM base\nRUN echo $A $E\n", &[], None)
+            .expect("plan");
+        assert_eq!(
+            p.steps.len(),
+            2,
+            "the ONBUILD trigger runs in the child stage"
+        );
+        assert!(p.steps[0].instruction.starts_with("ONBUILD RUN echo trig"));
+        let env = run_env(&p, 1);
+        assert!(
+            env.contains(&"A=1".to_string()) && env.contains(&"E=2".to_string()),
+            "{env:?}"
+        );
+        assert!(
+            p.stages[1]
+                .as_ref()
+                .expect("stage")
+                .config
+                .config
+                .on_build
+                .is_none()
+        );
+    }
 }
