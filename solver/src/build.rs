@@ -460,8 +460,11 @@ impl Solver {
         }
         config.rootfs.diff_ids = diff_ids;
         for (h, step) in config.history.iter_mut().zip(tsp_history(&plan, target)) {
-            if let Some(s) = step {
+            // Entries this build made carry its time, as BuildKit's image writer stamps them.
+            if h.created.is_none() {
                 h.created = Some(ts.clone());
+            }
+            if let Some(s) = step {
                 let v = ctx.vertex_of_step[s];
                 h.empty_layer = results[v.index()].own_layer.is_none();
             }
