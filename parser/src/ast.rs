@@ -1,7 +1,7 @@
 //! The low-level Dockerfile AST, exactly as BuildKit's `frontend/dockerfile/parser` builds it:
 //! parser directives, line continuations, comments, heredocs, flags and the per-instruction
 //! argument shapes, plus BuildKit's `Node.Dump()` format. It does not validate instructions
-//! (unknown ones still produce a node); that is [`crate::instruction`]'s job.
+//! (unknown ones still produce a node); that is the typed layer's job ([`crate::Instruction`]).
 
 use nom::IResult;
 use nom::Parser;
