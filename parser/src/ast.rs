@@ -610,6 +610,10 @@ fn extract_builder_flags(line: &str) -> (&str, Vec<String>) {
             if ch != b'-' || pos + 1 == b.len() || b[pos + 1] != b'-' {
                 return (tail(line, pos), words);
             }
+            if word.capacity() == 0 {
+                // One buffer for every flag word (each is copied out exactly).
+                word.reserve(b.len() - pos);
+            }
             phase = Phase::Word;
         }
         if pos == b.len() {
@@ -869,6 +873,20 @@ pub fn parse_heredoc(word: &str) -> std::result::Result<Option<Heredoc>, String>
     };
     if rest.is_empty() {
         return Ok(None);
+    }
+    // Fast path: without quotes, escapes, `$`, `<`, blanks or a BOM the lexer returns `rest`
+    // itself as the single word in both modes.
+    if !rest
+        .chars()
+        .any(|c| matches!(c, '\'' | '"' | '\\' | '$' | '<' | '\u{feff}') || c.is_whitespace())
+    {
+        return Ok(Some(Heredoc {
+            name: rest.to_owned(),
+            fd,
+            expand: true,
+            chomp,
+            content: String::new(),
+        }));
     }
     let mut lex = Lexer::new('\\');
     lex.skip_unset_env = true;

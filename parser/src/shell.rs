@@ -166,7 +166,7 @@ impl Lexer {
             env,
             raw_escapes: self.raw_escapes,
             capture,
-            words_buf: String::new(),
+            words_buf: String::with_capacity(word.len()),
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
         };
@@ -211,7 +211,8 @@ impl Words {
     fn add_char(&mut self, buf: &mut String, ch: char) {
         if ch.is_whitespace() && self.in_word {
             if !buf.is_empty() {
-                self.words.push(std::mem::take(buf));
+                self.words.push(buf.clone());
+                buf.clear();
                 self.in_word = false;
             }
         } else if !ch.is_whitespace() {
@@ -267,7 +268,7 @@ impl ShellWord<'_> {
     }
 
     fn process_stop_on_inner(&mut self, stop: Option<char>) -> LexResult<(String, Vec<String>)> {
-        let mut result = String::new();
+        let mut result = String::with_capacity(self.chars.len() - self.pos);
         self.words_buf.clear();
         let mut words = Words {
             words: Vec::new(),
