@@ -101,9 +101,12 @@ impl Flags {
         self.flags.iter().find(|f| f.name == name)
     }
 
-    /// A string flag's value, `None` when not given.
-    pub(crate) fn string(&self, name: &str) -> Option<String> {
-        self.get(name).and_then(|f| f.value.clone())
+    /// Moves a string flag's value out (`None` when not given; read each flag once).
+    pub(crate) fn string(&mut self, name: &str) -> Option<String> {
+        self.flags
+            .iter_mut()
+            .find(|f| f.name == name)
+            .and_then(|f| f.value.take())
     }
 
     /// A bool flag: `None` when not given.

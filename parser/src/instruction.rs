@@ -422,7 +422,7 @@ pub(crate) fn from_node(node: &mut Node) -> Res<Instruction> {
         }
         "from" => {
             let name = stage_name(&args)?;
-            let f = Flags::parse(flags, &[("platform", FlagKind::String)])?;
+            let mut f = Flags::parse(flags, &[("platform", FlagKind::String)])?;
             Instruction::From(From {
                 image: std::mem::take(&mut args[0]),
                 platform: f.string("platform"),
@@ -474,27 +474,29 @@ pub(crate) fn from_node(node: &mut Node) -> Res<Instruction> {
                     ("security", FlagKind::String),
                 ],
             )?;
-            if let Some(n) = f.string("network")
+            let network = f.string("network");
+            let security = f.string("security");
+            if let Some(n) = &network
                 && !matches!(n.to_ascii_lowercase().as_str(), "default" | "none" | "host")
             {
                 return Err(format!(
                     "unsupported network mode {}",
-                    crate::quote::go_quote(&n)
+                    crate::quote::go_quote(n)
                 ));
             }
-            if let Some(s) = f.string("security")
+            if let Some(s) = &security
                 && !matches!(s.as_str(), "sandbox" | "insecure")
             {
                 return Err(format!(
                     "unsupported security mode {}",
-                    crate::quote::go_quote(&s)
+                    crate::quote::go_quote(s)
                 ));
             }
             Instruction::Run(Run {
                 command: command_of(args, node.json),
                 mounts: f.strings("mount"),
-                network: f.string("network"),
-                security: f.string("security"),
+                network,
+                security,
                 heredocs: std::mem::take(&mut node.heredocs),
             })
         }
@@ -677,7 +679,7 @@ fn healthcheck(node: &Node, args: &[String]) -> Res<Instruction> {
         Flags::parse(&node.flags, &[])?;
         return Ok(Instruction::Healthcheck(Healthcheck::None));
     }
-    let f = Flags::parse(
+    let mut f = Flags::parse(
         &node.flags,
         &[
             ("interval", FlagKind::String),
@@ -697,11 +699,17 @@ fn healthcheck(node: &Node, args: &[String]) -> Res<Instruction> {
         return Err("Missing command after HEALTHCHECK CMD".to_owned());
     }
     let command = command_of(rest.to_vec(), node.json);
-    for name in ["interval", "timeout", "start-period", "start-interval"] {
-        if let Some(v) = f.string(name)
+    let durations = [
+        ("interval", f.string("interval")),
+        ("timeout", f.string("timeout")),
+        ("start-period", f.string("start-period")),
+        ("start-interval", f.string("start-interval")),
+    ];
+    for (name, value) in &durations {
+        if let Some(v) = value
             && !v.is_empty()
         {
-            let d = crate::duration::parse_go_duration(&v)?;
+            let d = crate::duration::parse_go_duration(v)?;
             if d != 0 && d < 1_000_000 {
                 return Err(format!(
                     "Interval {} cannot be less than 1ms",
@@ -725,12 +733,13 @@ fn healthcheck(node: &Node, args: &[String]) -> Res<Instruction> {
         }
         None => None,
     };
+    let [interval, timeout, start_period, start_interval] = durations.map(|(_, v)| v);
     Ok(Instruction::Healthcheck(Healthcheck::Check {
         command,
-        interval: f.string("interval"),
-        timeout: f.string("timeout"),
-        start_period: f.string("start-period"),
-        start_interval: f.string("start-interval"),
+        interval,
+        timeout,
+        start_period,
+        start_interval,
         retries,
     }))
 }
