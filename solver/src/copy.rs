@@ -564,7 +564,7 @@ mod tests {
 
         let err =
             ctx_copy(ctx.path(), root.path(), &["missing"], &opts("/x")).expect_err("missing");
-        assert!(err.to_string().contains("\"missing\": not found"), "{err}");
+        assert!(err.to_string().contains("\"/missing\": not found"), "{err}");
         ctx_copy(ctx.path(), root.path(), &["*.nomatch"], &opts("/x/"))
             .expect("empty wildcard is fine");
     }

@@ -35,7 +35,10 @@ pub enum Error {
         message: String,
     },
     /// A COPY/ADD source does not exist.
-    #[error("Dockerfile:{line}: failed to calculate checksum of ref: \"{path}\": not found")]
+    #[error(
+        "Dockerfile:{line}: failed to compute cache key: failed to calculate checksum of ref: \"/{}\": not found",
+        .path.trim_start_matches('/')
+    )]
     SourceNotFound {
         /// 1-based Dockerfile line.
         line: usize,
