@@ -345,6 +345,30 @@ fn process_line<'a>(
 
 /// Parses a Dockerfile into BuildKit's AST. Invalid UTF-8 is replaced by U+FFFD first.
 pub fn parse_ast(source: &[u8]) -> Result<Ast> {
+    let mut children: Vec<Node> = Vec::with_capacity(source.len() / 64);
+    let meta = parse_nodes(source, |node| children.push(node))?;
+    Ok(Ast {
+        children,
+        escape: meta.escape,
+        directives: meta.directives,
+        warnings: meta.warnings,
+        start_line: meta.start_line,
+        end_line: meta.end_line,
+    })
+}
+
+/// Everything [`Ast`] has except the nodes.
+pub(crate) struct AstMeta {
+    pub(crate) escape: char,
+    pub(crate) directives: Vec<Directive>,
+    pub(crate) warnings: Vec<Warning>,
+    pub(crate) start_line: usize,
+    pub(crate) end_line: usize,
+}
+
+/// The parser proper: hands every instruction node to `sink` as soon as it is complete (so
+/// the typed layer can convert it while it is hot, without a file-sized vector).
+pub(crate) fn parse_nodes(source: &[u8], mut sink: impl FnMut(Node)) -> Result<AstMeta> {
     let text = match std::str::from_utf8(source) {
         Ok(t) => std::borrow::Cow::Borrowed(t),
         Err(_) => String::from_utf8_lossy(source),
@@ -352,7 +376,6 @@ pub fn parse_ast(source: &[u8]) -> Result<Ast> {
     let mut lines = text.split_inclusive('\n');
     let mut d = Directives::new();
     let mut current_line = 0usize;
-    let mut children: Vec<Node> = Vec::with_capacity(text.len() / 64);
     let mut root_start: Option<usize> = None;
     let mut root_end = 0usize;
     let mut warnings = Vec::new();
@@ -448,7 +471,7 @@ pub fn parse_ast(source: &[u8]) -> Result<Ast> {
         child.end_line = current_line;
         root_start.get_or_insert(start_line);
         root_end = current_line;
-        children.push(child);
+        sink(child);
     }
 
     let Some(start_line) = root_start else {
@@ -458,8 +481,7 @@ pub fn parse_ast(source: &[u8]) -> Result<Ast> {
             "file with no instructions",
         ));
     };
-    Ok(Ast {
-        children,
+    Ok(AstMeta {
         escape: d.escape,
         directives: d.found,
         warnings,

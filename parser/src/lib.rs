@@ -132,56 +132,66 @@ impl Located {
 /// Parses a Dockerfile: BOM, CRLF, directives, escape, continuations, heredocs, then the typed
 /// layer and stages. Errors read `Dockerfile:LINE: message` (see [`Error::with_file`]).
 pub fn parse(source: &[u8]) -> Result<Dockerfile> {
-    let ast = ast::parse_ast(source)?;
     let mut global = Vec::new();
-    // Stage sizes up front, so instruction vectors never grow (and move) while filling.
-    let mut sizes = Vec::new();
-    for node in &ast.children {
-        if node.value.eq_ignore_ascii_case("from") {
-            sizes.push(0usize);
-        } else if let Some(n) = sizes.last_mut() {
-            *n += 1;
+    let mut stages: Vec<Stage> = Vec::new();
+    // Nodes are converted as the syntax layer produces them; the first typed error is kept
+    // and reported only if the whole file is syntactically valid, as BuildKit (which parses
+    // the AST completely first) would.
+    let mut first_error: Option<Error> = None;
+    let meta = ast::parse_nodes(source, |mut node| {
+        if first_error.is_some() {
+            return;
         }
-    }
-    let mut sizes = sizes.into_iter();
-    let mut stages: Vec<Stage> = Vec::with_capacity(sizes.len());
-    for mut node in ast.children {
-        let (start_line, end_line) = (node.start_line, node.end_line);
-        let loc = |e: String| Error::syntax(start_line, end_line, e);
-        let instruction = instruction::from_node(&mut node).map_err(loc)?;
-        let original = trimmed(std::mem::take(&mut node.original));
-        if let Instruction::From(from) = instruction {
-            stages.push(Stage {
-                index: stages.len(),
-                base: from.image,
-                platform: from.platform,
-                name: from.name,
-                start_line: node.start_line,
-                end_line: node.end_line,
-                original,
-                instructions: Vec::with_capacity(sizes.next().unwrap_or(0)),
-            });
-            continue;
+        if let Err(e) = add_node(&mut node, &mut global, &mut stages) {
+            first_error = Some(e);
         }
-        let located = Located {
-            instruction,
-            start_line: node.start_line,
-            end_line: node.end_line,
-            original,
-        };
-        match stages.last_mut() {
-            Some(stage) => stage.instructions.push(located),
-            None if matches!(located.instruction, Instruction::Arg(_)) => global.push(located),
-            None => return Err(loc("no build stage in current context".to_owned())),
-        }
+    })?;
+    if let Some(e) = first_error {
+        return Err(e);
     }
     Ok(Dockerfile {
-        directives: ast.directives,
-        escape: ast.escape,
-        warnings: ast.warnings,
+        directives: meta.directives,
+        escape: meta.escape,
+        warnings: meta.warnings,
         global,
         stages,
     })
+}
+
+fn add_node(
+    node: &mut ast::Node,
+    global: &mut Vec<Located>,
+    stages: &mut Vec<Stage>,
+) -> Result<()> {
+    let (start_line, end_line) = (node.start_line, node.end_line);
+    let loc = |e: String| Error::syntax(start_line, end_line, e);
+    let instruction = instruction::from_node(node).map_err(loc)?;
+    let original = trimmed(std::mem::take(&mut node.original));
+    if let Instruction::From(from) = instruction {
+        stages.push(Stage {
+            index: stages.len(),
+            base: from.image,
+            platform: from.platform,
+            name: from.name,
+            start_line,
+            end_line,
+            original,
+            instructions: Vec::new(),
+        });
+        return Ok(());
+    }
+    let located = Located {
+        instruction,
+        start_line,
+        end_line,
+        original,
+    };
+    match stages.last_mut() {
+        Some(stage) => stage.instructions.push(located),
+        None if matches!(located.instruction, Instruction::Arg(_)) => global.push(located),
+        None => return Err(loc("no build stage in current context".to_owned())),
+    }
+    Ok(())
 }
 
 fn trimmed(s: String) -> String {

@@ -369,6 +369,11 @@ fn buildkit_error_messages_with_lines() {
     for (src, want) in cases {
         assert_eq!(&err(src), want, "{src:?}");
     }
+    // Syntax errors anywhere win over typed errors earlier in the file, as in BuildKit.
+    assert_eq!(
+        err("FROM a\nRUNN x\nRUN <<EOF\nx\n"),
+        "Dockerfile:3: unterminated heredoc"
+    );
     let e = parse(b"FROM a\nRUN a \\\n b\nUSER\n").unwrap_err();
     assert_eq!(e.line(), Some(4));
     let e = e.with_file("build/Dockerfile.dev");
