@@ -237,6 +237,9 @@ impl SourceTree<'_> {
     /// for a directory, everything below it that the ignore rules keep. Entries come sorted by
     /// path with parents before children; `rel` is relative to the source path.
     pub(crate) fn walk(&self, src_rel: &str) -> Result<Vec<WalkEntry>> {
+        // Ignore rules match root-relative paths without a leading `/`.
+        let cleaned = clean(&format!("/{src_rel}"));
+        let src_rel = cleaned.trim_start_matches('/');
         let top_abs = self.resolve(src_rel, true);
         let meta = fs::metadata(&top_abs)
             .or_else(|_| fs::symlink_metadata(&top_abs))

@@ -50,15 +50,21 @@ fn registry_up() -> bool {
     ok()
 }
 
-fn build(
-    state: &Path,
-    dockerfile: &str,
-) -> (
+type Built = (
     kiln_solver::Result<kiln_solver::BuildOutcome>,
     Vec<ProgressEvent>,
-) {
+);
+
+fn build(state: &Path, dockerfile: &str) -> Built {
+    build_with(state, dockerfile, &[])
+}
+
+fn build_with(state: &Path, dockerfile: &str, files: &[(&str, &str)]) -> Built {
     let ctx = tempfile::tempdir().expect("ctx");
     std::fs::write(ctx.path().join("Dockerfile"), dockerfile).expect("write");
+    for (name, data) in files {
+        std::fs::write(ctx.path().join(name), data).expect("write");
+    }
     let mut cfg = SolverConfig::new(state);
     cfg.executor_init_binary = Some(std::env::current_exe().expect("own path"));
     let solver = Solver::new(cfg).expect("solver");
@@ -125,6 +131,22 @@ fn rebuild_uses_cache_and_env_reaches_run(state: &Path) {
     );
 }
 
+fn context_bind_mount_hides_dockerignored_files(state: &Path) {
+    let df = format!(
+        "FROM {REGISTRY}/busybox:latest\nRUN --mount=target=/ctx test -f /ctx/keep.txt && test ! -e /ctx/secret.txt\n"
+    );
+    let (r, events) = build_with(
+        state,
+        &df,
+        &[
+            (".dockerignore", "secret.txt\n"),
+            ("keep.txt", "k"),
+            ("secret.txt", "s"),
+        ],
+    );
+    assert!(r.is_ok(), "{:?} {events:?}", r.err());
+}
+
 fn main() {
     kiln_executor::init_main_if_requested();
     // SAFETY: geteuid has no preconditions.
@@ -142,4 +164,6 @@ fn main() {
     println!("test failing_run_names_line_command_exit_code_and_output ... ok");
     rebuild_uses_cache_and_env_reaches_run(state.path());
     println!("test rebuild_uses_cache_and_env_reaches_run ... ok");
+    context_bind_mount_hides_dockerignored_files(state.path());
+    println!("test context_bind_mount_hides_dockerignored_files ... ok");
 }

@@ -3,6 +3,8 @@
 //! (secrets); output lines become progress events, a non-zero exit an error naming the line.
 
 use super::*;
+use crate::context::EntryKind;
+use std::os::unix::fs::MetadataExt as _;
 
 impl BuildCtx<'_> {
     pub(super) fn run_exec(
@@ -62,6 +64,20 @@ impl BuildCtx<'_> {
                             message: format!(
                                 "failed to compute cache key: \"{src_rel}\": not found"
                             ),
+                        });
+                    }
+                    // A context bind shows the context as BuildKit sends it: without the
+                    // files .dockerignore excludes.
+                    let mut source = source;
+                    if matches!(m.source, Some(SourceRef::Context) | None)
+                        && let Some(dir) = self.filtered_context(&src_rel)?
+                    {
+                        source = dir.path().to_path_buf();
+                        keep_views.push(View {
+                            snapshotter: self.snapshotter(),
+                            key: None,
+                            mounted: None,
+                            empty: Some(dir),
                         });
                     }
                     specs.push(ex::MountSpec::Bind(ex::BindMount {
@@ -244,5 +260,64 @@ impl BuildCtx<'_> {
             });
         }
         Ok(())
+    }
+}
+
+impl BuildCtx<'_> {
+    /// For a context directory that `.dockerignore` filters, a hard-linked copy (plain copies
+    /// across filesystems) of exactly the kept entries under `<state_dir>/tmp/`; `None` when
+    /// nothing below `src_rel` is excluded, so the context itself can be bound.
+    pub(super) fn filtered_context(&self, src_rel: &str) -> Result<Option<tempfile::TempDir>> {
+        if self.ignore.is_empty() {
+            return Ok(None);
+        }
+        let kept = SourceTree {
+            root: &self.context_root,
+            ignore: Some(&self.ignore),
+        }
+        .walk(src_rel)?;
+        if kept.first().is_none_or(|t| t.kind != EntryKind::Dir) {
+            return Ok(None);
+        }
+        let all = SourceTree {
+            root: &self.context_root,
+            ignore: None,
+        }
+        .walk(src_rel)?;
+        if all.len() == kept.len() {
+            return Ok(None);
+        }
+        let base = self.solver.config.state_dir.join("tmp");
+        std::fs::create_dir_all(&base).map_err(io_err("create directory", &base))?;
+        let dir = tempfile::tempdir_in(&base).map_err(io_err("create temp dir in", &base))?;
+        for e in &kept {
+            let target = if e.rel.is_empty() {
+                dir.path().to_path_buf()
+            } else {
+                dir.path().join(&e.rel)
+            };
+            match e.kind {
+                EntryKind::Dir => {
+                    std::fs::create_dir_all(&target).map_err(io_err("mkdir", &target))?;
+                    std::fs::set_permissions(
+                        &target,
+                        std::os::unix::fs::PermissionsExt::from_mode(e.meta.mode() & 0o7777),
+                    )
+                    .map_err(io_err("chmod", &target))?;
+                }
+                EntryKind::File => {
+                    if std::fs::hard_link(&e.abs, &target).is_err() {
+                        std::fs::copy(&e.abs, &target).map_err(io_err("copy", &e.abs))?;
+                    }
+                }
+                EntryKind::Symlink => {
+                    let link = std::fs::read_link(&e.abs).map_err(io_err("read link", &e.abs))?;
+                    std::os::unix::fs::symlink(&link, &target)
+                        .map_err(io_err("symlink", &target))?;
+                }
+                EntryKind::Other => {}
+            }
+        }
+        Ok(Some(dir))
     }
 }
