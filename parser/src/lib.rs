@@ -33,6 +33,7 @@ pub mod ast;
 mod duration;
 mod error;
 mod flags;
+mod heredoc;
 mod instruction;
 mod mount;
 mod pattern;
