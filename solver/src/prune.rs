@@ -7,8 +7,8 @@ use kiln_snapshotter as snap;
 
 impl Solver {
     /// Removes cache records and the snapshots nothing needs any more (`kiln prune`): records
-    /// whose snapshot is gone, and, with [`PruneOptions::all`], every record; with
-    /// [`PruneOptions::keep_storage`], the oldest records until the snapshots fit. Snapshots
+    /// whose snapshot is gone, and, with [`PruneOptions::all`](crate::PruneOptions::all), every record; with
+    /// [`PruneOptions::keep_storage`](crate::PruneOptions::keep_storage), the oldest records until the snapshots fit. Snapshots
     /// left behind by interrupted builds (active or view, older than an hour) go too.
     pub fn prune(&self, opts: &crate::cache::PruneOptions) -> Result<crate::cache::PruneReport> {
         use std::collections::{BTreeMap, BTreeSet};
