@@ -11,7 +11,9 @@ use kiln_image::{
     convert_image, export_docker, export_oci,
 };
 use kiln_solver::progress::{Progress, ProgressEvent};
-use kiln_solver::{self as solver, BuildRequest, DockerfileSource, Solver, SolverConfig};
+use kiln_solver::{
+    self as solver, BuildRequest, DockerfileSource, PruneOptions, PruneReport, Solver, SolverConfig,
+};
 
 use crate::options::{
     BuildOptions, Compression, Destination, Dockerfile, NetworkMode, OutputSpec, SecretSource,
@@ -177,6 +179,16 @@ impl Builder {
     /// The state directory.
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
+    }
+
+    /// Removes build cache: dangling cache records (whose snapshot is gone), every record with
+    /// [`PruneOptions::all`], or the oldest records until snapshots fit in
+    /// [`PruneOptions::keep_storage`] bytes; then the snapshots no record needs any more.
+    pub fn prune(&self, options: &PruneOptions) -> Result<PruneReport, Error> {
+        let mut config = SolverConfig::new(&self.state_dir);
+        config.executor_init_binary.clone_from(&self.init_binary);
+        let solver = Solver::new(config).map_err(Error::Solve)?;
+        solver.prune(options).map_err(Error::Solve)
     }
 
     /// Builds `options`, reporting to `progress`, and returns the image's digests and config.

@@ -5,6 +5,7 @@ mod build;
 mod debug;
 mod images;
 mod progress;
+mod prune;
 
 use std::process::ExitCode;
 
@@ -44,6 +45,8 @@ pub(crate) enum Command {
     /// Tools to inspect how kiln reads a Dockerfile.
     #[command(subcommand)]
     Debug(debug::DebugCommand),
+    /// Remove build cache (like `docker builder prune`).
+    Prune(prune::PruneArgs),
     #[command(flatten)]
     Images(images::ImageCommand),
 }
@@ -99,6 +102,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Build(args) => build::run(cli.root, *args),
         Command::Completion { shell } => Ok(completion(shell)),
         Command::Debug(cmd) => debug::run(cmd),
+        Command::Prune(args) => prune::run(cli.root, &args),
         Command::Images(cmd) => images::run(cli.root, cmd),
     };
     match result {
