@@ -147,7 +147,7 @@ fn malformed_specs_are_usage_errors() {
         &["--ssh", "=x"],
         "is not of the form `default` or `ID=PATH[,PATH]`",
     );
-    usage_error(&["--cache-from", "type=gha"], "unknown cache type `gha`");
+    usage_error(&["--cache-from", "type=nope"], "unknown cache type `nope`");
     usage_error(
         &["--cache-to", "type=registry"],
         "`type=registry` needs `ref=`",
@@ -273,7 +273,7 @@ fn a_syntax_error_shows_the_excerpt_and_the_line() {
         let stderr = text(&out).1;
         assert!(
             stderr.ends_with(
-                "Dockerfile:3\n--------------------\n   1 |     FROM scratch\n   2 |     COPY a /\n   3 | >>> RUNN make\n   4 |     CMD [\"/a\"]\n--------------------\n\
+                "Dockerfile:3:1\n--------------------\n   1 |     FROM scratch\n   2 |     COPY a /\n   3 | >>> RUNN make\n     |     ^\n   4 |     CMD [\"/a\"]\n--------------------\n\
                  error: Dockerfile:3: unknown instruction: RUNN (did you mean RUN?)\n"
             ),
             "{progress}: {stderr}"
@@ -302,5 +302,32 @@ fn a_syntax_error_shows_the_excerpt_and_the_line() {
     assert_eq!(
         text(&out).1,
         "{\"message\":\"Dockerfile:3: unknown instruction: RUNN (did you mean RUN?)\",\"type\":\"error\"}\n"
+    );
+}
+
+#[test]
+fn a_syntax_error_points_a_caret_at_its_column() {
+    let state = tempdir();
+    let ctx = tempdir();
+    write_files(
+        ctx.path(),
+        &[(
+            "Dockerfile",
+            "FROM scratch\n  COPY --chmod=644 --nope a /\nCMD [\"/a\"]\n",
+        )],
+    );
+    let out = kiln(&state)
+        .args(["build", "--progress=plain"])
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out).1;
+    assert!(
+        stderr.ends_with(
+            "Dockerfile:2:20\n--------------------\n   1 |     FROM scratch\n   2 | >>>   COPY --chmod=644 --nope a /\n     |                        ^\n   3 |     CMD [\"/a\"]\n--------------------\n\
+             error: Dockerfile:2: unknown flag: nope\n"
+        ),
+        "{stderr}"
     );
 }

@@ -18,6 +18,10 @@ pub enum Error {
         end_line: usize,
         /// BuildKit's message, e.g. `unknown instruction: RUNN (did you mean RUN?)`.
         message: String,
+        /// Column (1-based, in characters) on line `line` of the offending token, when known:
+        /// the unknown instruction word, the bad flag, the start of the JSON array, the
+        /// unterminated heredoc marker, the bad `--mount` field. Not part of `Display`.
+        column: Option<usize>,
     },
     /// A shell-word expansion error without a location, e.g.
     /// `failed to process "${x": unsupported modifier (�) in substitution`.
@@ -35,6 +39,7 @@ impl Error {
             line,
             end_line: end_line.max(line),
             message: message.into(),
+            column: None,
         }
     }
 
@@ -52,12 +57,14 @@ impl Error {
                 line,
                 end_line,
                 message,
+                column,
                 ..
             } => Error::Syntax {
                 file: name.to_owned(),
                 line,
                 end_line,
                 message,
+                column,
             },
             other @ Error::Expand { .. } => other,
         }
@@ -85,6 +92,38 @@ impl Error {
             Error::Syntax { line, .. } => Some(*line),
             Error::Expand { .. } => None,
         }
+    }
+
+    /// The column (1-based, in characters) on [`Error::line`] of the offending token, when
+    /// it is known, e.g. 3 for `  RUNN x` (`unknown instruction: RUNN`).
+    pub fn column(&self) -> Option<usize> {
+        match self {
+            Error::Syntax { column, .. } => *column,
+            Error::Expand { .. } => None,
+        }
+    }
+
+    /// Fills in the column of a located error from `source`, the text it was parsed from
+    /// (lines counted the way the parser counts them).
+    pub(crate) fn with_column_from(mut self, source: &str) -> Self {
+        if let Error::Syntax {
+            line,
+            message,
+            column,
+            ..
+        } = &mut self
+            && column.is_none()
+            && let Some(text) = line.checked_sub(1).and_then(|i| source.split('\n').nth(i))
+        {
+            let text = text.strip_suffix('\r').unwrap_or(text);
+            let text = if *line == 1 {
+                text.strip_prefix('\u{feff}').unwrap_or(text)
+            } else {
+                text
+            };
+            *column = crate::column::error_column(text, message);
+        }
+        self
     }
 }
 

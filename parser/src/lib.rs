@@ -30,6 +30,7 @@
 //! ```
 
 pub mod ast;
+mod column;
 mod duration;
 mod error;
 mod flags;
@@ -42,6 +43,7 @@ pub mod shell;
 mod suggest;
 
 pub use ast::{Directive, Heredoc, Warning};
+pub use column::error_column;
 pub use error::{Error, Result};
 pub use instruction::{
     Add, ArgDecl, Command, Copy, From, Healthcheck, INSTRUCTION_NAMES, Instruction, KeyValue,
@@ -133,6 +135,10 @@ impl Located {
 /// Parses a Dockerfile: BOM, CRLF, directives, escape, continuations, heredocs, then the typed
 /// layer and stages. Errors read `Dockerfile:LINE: message` (see [`Error::with_file`]).
 pub fn parse(source: &[u8]) -> Result<Dockerfile> {
+    parse_located(source).map_err(|e| e.with_column_from(&String::from_utf8_lossy(source)))
+}
+
+fn parse_located(source: &[u8]) -> Result<Dockerfile> {
     let mut global = Vec::new();
     let mut stages: Vec<Stage> = Vec::new();
     // Nodes are converted as the syntax layer produces them; the first typed error is kept
@@ -207,6 +213,10 @@ fn trimmed(s: String) -> String {
 /// config (`RUN echo hi`, possibly followed by heredoc bodies on the next lines). Line numbers
 /// in the result and errors count from 1 within `text`.
 pub fn parse_instruction(text: &str, escape: char) -> Result<Located> {
+    parse_instruction_located(text, escape).map_err(|e| e.with_column_from(text))
+}
+
+fn parse_instruction_located(text: &str, escape: char) -> Result<Located> {
     let mut src = String::new();
     if escape == '`' {
         src.push_str("# escape=`\n");
@@ -236,11 +246,13 @@ fn shift(e: Error, offset: usize) -> Error {
             line,
             end_line,
             message,
+            column,
         } => Error::Syntax {
             file,
             line: line.saturating_sub(offset).max(1),
             end_line: end_line.saturating_sub(offset).max(1),
             message,
+            column,
         },
         other @ Error::Expand { .. } => other,
     }

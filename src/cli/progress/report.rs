@@ -35,14 +35,17 @@ pub(crate) fn excerpt(source: &DockerfileSource, line: usize) -> Option<String> 
     if line < 1 || line > lines.len() {
         return None;
     }
-    excerpt_lines(source, line, instruction_end(&lines, line))
+    excerpt_lines(source, line, instruction_end(&lines, line), None)
 }
 
-/// The excerpt around lines `first..=last` (1-based), all of them marked.
+/// The excerpt around lines `first..=last` (1-based), all of them marked. With a `column`
+/// (1-based, in characters, on line `first`), the header reads `NAME:LINE:COL` and a caret
+/// line under line `first` points at it, as rustc does.
 pub(crate) fn excerpt_lines(
     source: &DockerfileSource,
     first: usize,
     last: usize,
+    column: Option<usize>,
 ) -> Option<String> {
     let lines: Vec<&str> = source.text.split('\n').collect();
     if first < 1 || first > lines.len() {
@@ -66,7 +69,15 @@ pub(crate) fn excerpt_lines(
     while end > last && lines[end - 1].is_empty() {
         end -= 1;
     }
-    let mut out = format!("{}:{}\n--------------------\n", source.name, first);
+    let text_first = lines[first - 1]
+        .strip_suffix('\r')
+        .unwrap_or(lines[first - 1]);
+    // A column past the end of its line points at nothing: no caret.
+    let column = column.filter(|&c| c >= 1 && c <= text_first.chars().count());
+    let mut out = match column {
+        Some(c) => format!("{}:{first}:{c}\n--------------------\n", source.name),
+        None => format!("{}:{first}\n--------------------\n", source.name),
+    };
     for (i, text) in lines.iter().enumerate().take(end).skip(start - 1) {
         let n = i + 1;
         let mark = if (first..=last).contains(&n) {
@@ -75,9 +86,34 @@ pub(crate) fn excerpt_lines(
             "   "
         };
         let _ = writeln!(out, " {n:>3} | {mark} {text}");
+        if let (Some(c), true) = (column, n == first) {
+            let _ = writeln!(out, " {:>3} |     {}^", "", caret_indent(text_first, c));
+        }
     }
     out.push_str("--------------------\n");
     Some(out)
+}
+
+/// The blanks before column `column` (1-based) of `text`: tabs where the text has tabs, so the
+/// caret lines up however tabs are shown.
+fn caret_indent(text: &str, column: usize) -> String {
+    text.chars()
+        .take(column - 1)
+        .map(|c| if c == '\t' { '\t' } else { ' ' })
+        .collect()
+}
+
+/// The column (1-based, in characters, on its first line) a build error points at, when the
+/// error is a syntax or plan error whose offending token is known.
+fn error_column(error: &kiln::Error, source: &DockerfileSource, line: usize) -> Option<usize> {
+    match error {
+        kiln::Error::Parse(e) => e.column(),
+        kiln::Error::Solve(kiln_solver::Error::Plan { message, .. }) => {
+            let text = source.text.split('\n').nth(line.checked_sub(1)?)?;
+            kiln_parser::error_column(text.strip_suffix('\r').unwrap_or(text), message)
+        }
+        _ => None,
+    }
 }
 
 /// The full report for a failed step. `all_logs` prints every kept line instead of the last
@@ -129,7 +165,7 @@ pub(crate) fn build_error_report(
 ) -> String {
     let mut out = String::new();
     if let (Some((first, last)), Some(source)) = (error.dockerfile_lines(), source)
-        && let Some(ex) = excerpt_lines(source, first, last)
+        && let Some(ex) = excerpt_lines(source, first, last, error_column(error, source, first))
     {
         out.push_str(&ex);
     }
@@ -231,12 +267,39 @@ mod tests {
         let e = kiln::Error::Parse(kiln_parser::parse(b"FROM a\nRUNN x\n").unwrap_err());
         assert_eq!(
             build_error_report(&e, Some(&src("FROM a\nRUNN x\n")), false),
-            "Dockerfile:2\n--------------------\n   1 |     FROM a\n   2 | >>> RUNN x\n--------------------\nerror: Dockerfile:2: unknown instruction: RUNN (did you mean RUN?)\n"
+            "Dockerfile:2:1\n--------------------\n   1 |     FROM a\n   2 | >>> RUNN x\n     |     ^\n--------------------\nerror: Dockerfile:2: unknown instruction: RUNN (did you mean RUN?)\n"
         );
         let e = kiln::Error::Build("registry `r` refused".into());
         assert_eq!(
             build_error_report(&e, Some(&src("FROM a\n")), false),
             "error: registry `r` refused\n"
+        );
+    }
+
+    #[test]
+    fn the_caret_points_at_the_column_of_the_first_line() {
+        let text = "FROM a\n\t COPY --nope --chown=1 \\\n  a /b\nRUN x\n";
+        let e = kiln::Error::Parse(kiln_parser::parse(text.as_bytes()).unwrap_err());
+        assert_eq!(e.to_string(), "Dockerfile:2: unknown flag: nope");
+        assert_eq!(
+            build_error_report(&e, Some(&src(text)), false),
+            "Dockerfile:2:8\n--------------------\n   1 |     FROM a\n   2 | >>> \t COPY --nope --chown=1 \\\n     |     \t      ^\n   3 | >>>   a /b\n   4 |     RUN x\n--------------------\nerror: Dockerfile:2: unknown flag: nope\n"
+        );
+        // A plan error of the solver (a `--mount` checked after expansion) is located too.
+        let e = kiln::Error::Solve(kiln_solver::Error::Plan {
+            line: 2,
+            message: "unexpected key 'colour' in 'colour=red'".into(),
+        });
+        let text = "FROM a\nRUN --mount=type=cache,colour=red make\n";
+        let report = build_error_report(&e, Some(&src(text)), false);
+        assert!(
+            report.starts_with("Dockerfile:2:24\n--------------------\n   1 |     FROM a\n   2 | >>> RUN --mount=type=cache,colour=red make\n     |                            ^\n"),
+            "{report}"
+        );
+        // A column past the end of the line (the source changed) shows no caret.
+        assert_eq!(
+            excerpt_lines(&src("FROM a\n"), 1, 1, Some(9)).unwrap(),
+            "Dockerfile:1\n--------------------\n   1 | >>> FROM a\n--------------------\n"
         );
     }
 
