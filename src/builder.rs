@@ -16,7 +16,8 @@ use kiln_solver::{
 };
 
 use crate::options::{
-    BuildOptions, Compression, Destination, Dockerfile, NetworkMode, OutputSpec, SecretSource,
+    BuildOptions, CacheSpec, Compression, Destination, Dockerfile, NetworkMode, OutputSpec,
+    SecretSource,
 };
 
 /// What can go wrong in a build, as seen through the facade.
@@ -201,13 +202,18 @@ impl Builder {
         // Parse up front: a syntax error is reported with its line before any work starts.
         kiln_parser::parse(text.as_bytes()).map_err(|e| Error::Parse(e.with_file(&name)))?;
         let mut warnings = Vec::new();
-        for (flag, used) in [
-            ("--cache-from", !options.cache_from.is_empty()),
-            ("--cache-to", !options.cache_to.is_empty()),
+        for (flag, specs) in [
+            ("--cache-from", &options.cache_from),
+            ("--cache-to", &options.cache_to),
         ] {
-            if used {
+            for spec in specs {
+                let kind = match spec {
+                    CacheSpec::Inline => "inline",
+                    CacheSpec::Unsupported(k) => k.as_str(),
+                    CacheSpec::Local { .. } | CacheSpec::Registry { .. } => continue,
+                };
                 warnings.push(format!(
-                    "`{flag}` is not supported yet; kiln uses its local cache in the state directory"
+                    "`{flag} type={kind}` is not supported yet; kiln uses its local cache in the state directory"
                 ));
             }
         }
@@ -312,6 +318,17 @@ impl Builder {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         req.target.clone_from(&options.target);
+        req.cache_from = options
+            .cache_from
+            .iter()
+            .filter_map(|c| cache_location(c).map(|(l, _)| l))
+            .collect();
+        req.cache_to = options
+            .cache_to
+            .iter()
+            .filter_map(cache_location)
+            .map(|(location, max)| solver::CacheExport { location, max })
+            .collect();
         req.no_cache = options.no_cache;
         req.no_cache_filter.clone_from(&options.no_cache_filter);
         req.pull = options.pull;
@@ -615,4 +632,15 @@ fn read_dockerfile(options: &BuildOptions) -> Result<(String, String), Error> {
         .file_name()
         .map_or_else(|| "Dockerfile".into(), |n| n.to_string_lossy().into_owned());
     Ok((name, text))
+}
+
+/// The solver's cache location for a `--cache-from/--cache-to` spec (`None`: unsupported type).
+fn cache_location(spec: &CacheSpec) -> Option<(solver::CacheLocation, bool)> {
+    match spec {
+        CacheSpec::Local { path, max } => Some((solver::CacheLocation::Local(path.clone()), *max)),
+        CacheSpec::Registry { reference, max } => {
+            Some((solver::CacheLocation::Registry(reference.clone()), *max))
+        }
+        CacheSpec::Inline | CacheSpec::Unsupported(_) => None,
+    }
 }

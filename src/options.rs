@@ -392,6 +392,9 @@ pub enum CacheSpec {
     },
     /// Cache metadata embedded in the image itself (`type=inline`).
     Inline,
+    /// A cache backend kiln does not support (`type=gha`, `s3`, `azblob`): warned about and
+    /// ignored, as BuildKit does with an unavailable cache.
+    Unsupported(String),
 }
 
 impl FromStr for CacheSpec {
@@ -412,6 +415,7 @@ impl FromStr for CacheSpec {
             });
         }
         let (mut kind, mut path, mut reference, mut max) = (None, None, None, false);
+        let mut unknown: Option<String> = None;
         for field in split_csv(s) {
             let Some((k, v)) = field.split_once('=') else {
                 return Err(err(format!("`{field}` is not of the form key=value")));
@@ -429,8 +433,16 @@ impl FromStr for CacheSpec {
                 }
                 "compression" | "compression-level" | "force-compression" | "oci-mediatypes"
                 | "ignore-error" | "image-manifest" => {}
-                other => return Err(err(format!("unknown key `{other}`"))),
+                other => unknown = unknown.or(Some(other.to_owned())),
             }
+        }
+        if let Some(k) = kind.as_deref()
+            && matches!(k, "gha" | "s3" | "azblob")
+        {
+            return Ok(Self::Unsupported(k.to_owned()));
+        }
+        if let Some(other) = unknown {
+            return Err(err(format!("unknown key `{other}`")));
         }
         match kind.as_deref() {
             Some("local") => Ok(Self::Local {
@@ -443,7 +455,7 @@ impl FromStr for CacheSpec {
             }),
             Some("inline") => Ok(Self::Inline),
             Some(other) => Err(err(format!(
-                "unknown cache type `{other}` (expected local, registry or inline)"
+                "unknown cache type `{other}` (expected local, registry, inline, gha, s3 or azblob)"
             ))),
             None => Err(err(format!("`type=` is missing in `{s}`"))),
         }
@@ -649,7 +661,12 @@ mod tests {
             "type=inline".parse::<CacheSpec>().unwrap(),
             CacheSpec::Inline
         );
-        assert!("type=gha".parse::<CacheSpec>().is_err());
+        assert_eq!(
+            "type=gha,scope=x".parse::<CacheSpec>().unwrap(),
+            CacheSpec::Unsupported("gha".into())
+        );
+        assert!("type=nope".parse::<CacheSpec>().is_err());
+        assert!("type=local,dest=/c,bogus=1".parse::<CacheSpec>().is_err());
         assert!("type=registry".parse::<CacheSpec>().is_err());
     }
 

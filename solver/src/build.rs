@@ -28,6 +28,7 @@ use crate::plan::{
     self, BaseRef, CopyOp, MountPlan, Op, Plan, PlanInput, RunOp, SourceRef, StepPlan,
 };
 use crate::progress::{LogStream, Progress, ProgressEvent, StepId};
+use crate::remote_cache::{self, CacheEntry, Imported};
 use crate::request::{
     BuildOutcome, BuildRequest, DockerfileSource, NetworkMode, OutputSpec, SecretSource,
     SolverConfig,
@@ -114,6 +115,7 @@ struct BuildCtx<'a> {
     cached: AtomicUsize,
     ran: AtomicUsize,
     secrets: Vec<(String, Vec<u8>)>,
+    imported: Imported,
 }
 
 fn unique_key(prefix: &str) -> String {
@@ -397,6 +399,12 @@ impl Solver {
             secrets.push((s.id.clone(), bytes));
         }
 
+        let (imported, import_warnings) =
+            Imported::load(&self.store, &self.registry, &req.cache_from);
+        for w in import_warnings {
+            progress.event(&ProgressEvent::Warning { message: w });
+        }
+
         let ctx = BuildCtx {
             solver: self,
             req,
@@ -415,6 +423,7 @@ impl Solver {
             cached: AtomicUsize::new(0),
             ran: AtomicUsize::new(0),
             secrets,
+            imported,
         };
         let cancel = AtomicBool::new(false);
         let results = run_dag(&g, self.jobs(), &cancel, |idx, v, inputs| {
@@ -495,6 +504,10 @@ impl Solver {
                 &names,
                 fs.as_ref().and_then(|f| f.snapshot.as_deref()),
             )?;
+        }
+        for exp in &req.cache_to {
+            let records = cache_entries(&ctx, &g, &results, tail_v, exp.max);
+            remote_cache::export(&self.store, &self.registry, exp, records)?;
         }
         progress.event(&ProgressEvent::ImageWritten {
             manifest_digest: image.manifest_digest.to_string(),
@@ -580,6 +593,51 @@ impl Solver {
             }
         }
         Ok(())
+    }
+}
+
+/// The steps a cache export holds: every step built (`max`), or the final image's chain.
+fn cache_entries(
+    ctx: &BuildCtx<'_>,
+    g: &DiGraph<Vertex, ()>,
+    results: &[Arc<FsState>],
+    tail: Option<NodeIndex>,
+    max: bool,
+) -> std::collections::BTreeMap<String, CacheEntry> {
+    let entry = |s: usize| {
+        let v = ctx.vertex_of_step[s];
+        let parent = ctx
+            .parent_vertex(s)
+            .map(|p| results[p.index()].key.0.clone());
+        (
+            results[v.index()].key.0.clone(),
+            CacheEntry {
+                parent,
+                layer: results[v.index()].own_layer.clone(),
+            },
+        )
+    };
+    if max {
+        return (0..ctx.plan.steps.len())
+            .filter(|s| results.len() > ctx.vertex_of_step[*s].index())
+            .map(entry)
+            .collect();
+    }
+    let mut out = std::collections::BTreeMap::new();
+    let mut cur = tail;
+    while let Some(v) = cur {
+        let Vertex::Step(s) = g[v] else { break };
+        let (k, e) = entry(s);
+        out.insert(k, e);
+        cur = ctx.parent_vertex(s);
+    }
+    out
+}
+
+impl Solver {
+    /// Makes sure an imported step's layer blob is in the content store.
+    pub(crate) fn imported_layer(&self, imported: &Imported, key: &str) -> Result<()> {
+        imported.fetch_layer(&self.store, &self.registry, key)
     }
 }
 

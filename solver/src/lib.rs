@@ -39,6 +39,7 @@ pub mod key;
 mod plan;
 pub mod progress;
 mod prune;
+mod remote_cache;
 mod request;
 mod scheduler;
 mod users;
@@ -48,6 +49,6 @@ pub use cache::{PruneOptions, PruneReport};
 pub use error::{Error, Result};
 pub use progress::{LogStream, NoProgress, Progress, ProgressEvent, StepId};
 pub use request::{
-    BuildOutcome, BuildRequest, DockerfileSource, NetworkMode, OutputSpec, SecretSource,
-    SecretSpec, SolverConfig, SshSpec,
+    BuildOutcome, BuildRequest, CacheExport, CacheLocation, DockerfileSource, NetworkMode,
+    OutputSpec, SecretSource, SecretSpec, SolverConfig, SshSpec,
 };

@@ -276,6 +276,29 @@ pub struct BuildRequest {
     pub tags: Vec<String>,
     /// `--output`; empty with tags means `type=image`.
     pub outputs: Vec<OutputSpec>,
+    /// `--cache-from`: build caches whose steps are reused on a local cache miss.
+    pub cache_from: Vec<CacheLocation>,
+    /// `--cache-to`: where this build's step results are exported.
+    pub cache_to: Vec<CacheExport>,
+}
+
+/// Where a build cache lives (kiln's own format: an OCI manifest whose config maps step cache
+/// keys to their layers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheLocation {
+    /// A registry reference (`type=registry,ref=REF`).
+    Registry(String),
+    /// An OCI image layout directory (`type=local,src=DIR` / `dest=DIR`).
+    Local(PathBuf),
+}
+
+/// One `--cache-to` destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheExport {
+    /// Where to write the cache.
+    pub location: CacheLocation,
+    /// `mode=max`: every step built; else (`min`) only the steps of the final image.
+    pub max: bool,
 }
 
 impl BuildRequest {
@@ -295,6 +318,8 @@ impl BuildRequest {
             network: NetworkMode::Default,
             tags: Vec::new(),
             outputs: Vec::new(),
+            cache_from: Vec::new(),
+            cache_to: Vec::new(),
         }
     }
 }

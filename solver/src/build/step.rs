@@ -318,6 +318,10 @@ impl BuildCtx<'_> {
                     true,
                 ));
             }
+            if !no_cache && let Some(f) = self.materialise(&key, parent)? {
+                self.cached.fetch_add(1, Ordering::SeqCst);
+                return Ok((f, true));
+            }
             self.ran.fetch_add(1, Ordering::SeqCst);
             let f = self.execute(s, step, parent, inputs, &key, &views, id)?;
             Ok((f, false))
@@ -383,6 +387,74 @@ impl BuildCtx<'_> {
             }
         }
         Some(rec)
+    }
+
+    /// A local cache miss found in an imported cache: the step's layer applied on top of the
+    /// parent snapshot, committed, and only then recorded locally. `None` when not imported.
+    pub(super) fn materialise(
+        &self,
+        key: &CacheKey,
+        parent: Option<&FsState>,
+    ) -> Result<Option<FsState>> {
+        let Some(entry) = self.imported.get(&key.0, parent.map(|p| p.key.0.as_str())) else {
+            return Ok(None);
+        };
+        let solver = self.solver;
+        solver.imported_layer(&self.imported, &key.0)?;
+        let sn = self.snapshotter();
+        let active = unique_key("import");
+        let parent_snap = parent.and_then(|p| p.snapshot.clone());
+        sn.prepare(&active, parent_snap.as_deref())
+            .map_err(snap_err(format!("prepare {active}")))?;
+        let r = (|| -> Result<()> {
+            let Some(l) = &entry.layer else {
+                return Ok(());
+            };
+            let d = Digest::parse(&l.digest).map_err(img_err(l.digest.clone()))?;
+            let blob = solver
+                .store
+                .open_blob(&d)
+                .map_err(img_err(l.digest.clone()))?;
+            let applied = snap::apply_layer_to_snapshot(sn, &active, std::io::BufReader::new(blob))
+                .map_err(snap_err(format!("apply cached layer {}", l.digest)))?;
+            if applied.diff_id != l.diff_id {
+                return Err(Error::Image {
+                    what: l.digest.clone(),
+                    message: format!(
+                        "diff_id {} does not match the imported cache's {}",
+                        applied.diff_id, l.diff_id
+                    ),
+                });
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            let _ = sn.remove(&active);
+            return Err(e);
+        }
+        let mut name = format!("step-{}", key.hex());
+        if sn.stat(&name).is_ok() {
+            name = unique_key(&name);
+        }
+        sn.commit(&name, &active)
+            .map_err(snap_err(format!("commit {name}")))?;
+        solver.cache.put(
+            key,
+            &CacheRecord {
+                snapshot: name.clone(),
+                layer: entry.layer.clone(),
+            },
+        )?;
+        let mut layers = parent.map(|p| p.layers.clone()).unwrap_or_default();
+        if let Some(l) = &entry.layer {
+            layers.push(l.clone());
+        }
+        Ok(Some(FsState {
+            key: key.clone(),
+            snapshot: Some(name),
+            layers,
+            own_layer: entry.layer.clone(),
+        }))
     }
 
     #[allow(clippy::too_many_arguments)]
