@@ -1,7 +1,8 @@
 //! Diff → layer: walks what changed in a snapshot and streams it as a reproducible OCI layer
 //! (tar → sha256 for the diff_id → compressor → sha256 for the blob digest → caller's sink).
 //! Overlay snapshots are read from their upper directory (whiteout devices and opaque xattrs
-//! become `.wh.` entries); native snapshots are compared with their parent's tree. Entries are
+//! become `.wh.` entries; a copied-up directory identical to the lower one is left out unless
+//! something beneath it changed, as BuildKit's overlay differ does); native snapshots are compared with their parent's tree. Entries are
 //! emitted depth first with each directory's children sorted by name bytes, so parents precede
 //! children and the same tree always gives the same bytes. Only one directory listing per level
 //! is held in memory, never file contents.
@@ -11,7 +12,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::compress::{Compression, Compressor, HashWriter};
 use crate::error::{IoContext, Result, stream};
@@ -53,7 +54,11 @@ pub fn write_layer(
 ) -> Result<LayerInfo> {
     let layout = snapshotter.layout(key)?;
     stream_layer(options, out, |tar| match &layout {
-        Layout::Overlay { upper, .. } => overlay_changes(tar, upper, &[]),
+        Layout::Overlay { upper, lowers } => OverlayWalk {
+            lowers,
+            pending: Vec::new(),
+        }
+        .changes(tar, upper, &[], false),
         Layout::Native { dir, parent } => native_changes(tar, dir, parent.as_deref(), &[]),
     })
 }
@@ -124,26 +129,155 @@ fn whiteout_name(rel: &[u8], name: &[u8]) -> Vec<u8> {
 
 const OPAQUE: &[u8] = b".wh..wh..opq";
 
-/// Emits the contents of an overlay upper dir as layer entries.
-fn overlay_changes<W: Write>(tar: &mut TarWriter<W>, dir: &Path, rel: &[u8]) -> Result<()> {
-    for name in sorted_names(dir)? {
-        let path = dir.join(&name);
-        let meta = fs::symlink_metadata(&path).ctx("stat", &path)?;
-        let ft = meta.file_type();
-        if ft.is_char_device() && meta.rdev() == 0 {
-            tar.append_marker(&whiteout_name(rel, name.as_bytes()))?;
-            continue;
+/// A copied-up directory whose entry is held back until something beneath it is emitted.
+struct Pending {
+    rel: Vec<u8>,
+    path: PathBuf,
+    meta: fs::Metadata,
+}
+
+/// State of one overlay diff walk.
+struct OverlayWalk<'a> {
+    /// The parent chain's directories, nearest first.
+    lowers: &'a [PathBuf],
+    /// Unchanged directories on the current path, outermost first, not yet written.
+    pending: Vec<Pending>,
+}
+
+impl OverlayWalk<'_> {
+    /// Writes the held-back parents, outermost first, so they precede the next entry.
+    fn flush<W: Write>(&mut self, tar: &mut TarWriter<W>) -> Result<()> {
+        for p in self.pending.drain(..) {
+            tar.append_path(&p.rel, &p.path, &p.meta)?;
         }
-        let child = join_rel(rel, name.as_bytes());
-        tar.append_path(&child, &path, &meta)?;
-        if ft.is_dir() {
-            if fsutil::get_xattr(&path, "trusted.overlay.opaque")?.as_deref() == Some(b"y") {
+        Ok(())
+    }
+
+    /// Emits the contents of an overlay upper dir as layer entries. `under_opaque` is set when
+    /// an ancestor in the upper dir is opaque, so nothing below it may be compared with the
+    /// (hidden) lower layers.
+    fn changes<W: Write>(
+        &mut self,
+        tar: &mut TarWriter<W>,
+        dir: &Path,
+        rel: &[u8],
+        under_opaque: bool,
+    ) -> Result<()> {
+        for name in sorted_names(dir)? {
+            let path = dir.join(&name);
+            let meta = fs::symlink_metadata(&path).ctx("stat", &path)?;
+            let ft = meta.file_type();
+            if ft.is_char_device() && meta.rdev() == 0 {
+                self.flush(tar)?;
+                tar.append_marker(&whiteout_name(rel, name.as_bytes()))?;
+                continue;
+            }
+            let child = join_rel(rel, name.as_bytes());
+            if !ft.is_dir() {
+                self.flush(tar)?;
+                tar.append_path(&child, &path, &meta)?;
+                continue;
+            }
+            let opaque =
+                fsutil::get_xattr(&path, "trusted.overlay.opaque")?.as_deref() == Some(b"y");
+            if !opaque && !under_opaque && self.unchanged_dir(&child, &path, &meta)? {
+                // Copied up but identical to the lower directory (BuildKit's sameDirent): only
+                // written if something beneath it is.
+                let depth = self.pending.len();
+                self.pending.push(Pending {
+                    rel: child.clone(),
+                    path: path.clone(),
+                    meta,
+                });
+                self.changes(tar, &path, &child, false)?;
+                self.pending.truncate(depth);
+                continue;
+            }
+            self.flush(tar)?;
+            tar.append_path(&child, &path, &meta)?;
+            if opaque {
                 tar.append_marker(&join_rel(&child, OPAQUE))?;
             }
-            overlay_changes(tar, &path, &child)?;
+            self.changes(tar, &path, &child, under_opaque || opaque)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the upper directory `path` (at `rel`) has the same mode, owner, mtime and
+    /// xattrs (overlay's own `trusted.overlay.*` aside) as the directory at `rel` in the merged
+    /// lower layers.
+    fn unchanged_dir(&self, rel: &[u8], path: &Path, meta: &fs::Metadata) -> Result<bool> {
+        let Some(lower) = lower_dir(self.lowers, rel) else {
+            return Ok(false);
+        };
+        let lm = match fs::symlink_metadata(&lower) {
+            Ok(m) if m.is_dir() => m,
+            _ => return Ok(false),
+        };
+        if meta.mode() != lm.mode()
+            || meta.uid() != lm.uid()
+            || meta.gid() != lm.gid()
+            || meta.mtime() != lm.mtime()
+            || meta.mtime_nsec() != lm.mtime_nsec()
+        {
+            return Ok(false);
+        }
+        Ok(entry_xattrs(path)? == entry_xattrs(&lower)?)
+    }
+}
+
+/// Xattrs that go into a layer entry (overlay's bookkeeping left out).
+fn entry_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    Ok(fsutil::list_xattrs(path)?
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with("trusted.overlay."))
+        .collect())
+}
+
+/// The directory that `rel` names in the merged view of `lowers` (nearest first): the one in
+/// the nearest layer that has it, unless a nearer layer hides it with a whiteout, a
+/// non-directory or an opaque ancestor. `None` when there is no such directory or on any
+/// doubt.
+fn lower_dir(lowers: &[PathBuf], rel: &[u8]) -> Option<PathBuf> {
+    let comps: Vec<&[u8]> = rel
+        .split(|b| *b == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
+    if comps.is_empty() {
+        return None;
+    }
+    for lower in lowers {
+        let mut cur = lower.clone();
+        let mut opaque_above = false;
+        for (k, comp) in comps.iter().enumerate() {
+            let next = cur.join(std::ffi::OsStr::from_bytes(comp));
+            match fs::symlink_metadata(&next) {
+                Ok(m) if m.is_dir() => {
+                    if k + 1 == comps.len() {
+                        return Some(next);
+                    }
+                    if fsutil::get_xattr(&next, "trusted.overlay.opaque")
+                        .ok()?
+                        .as_deref()
+                        == Some(b"y")
+                    {
+                        opaque_above = true;
+                    }
+                    cur = next;
+                }
+                // A whiteout, file or symlink hides everything below it in deeper layers.
+                Ok(_) => return None,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if opaque_above {
+                        return None;
+                    }
+                    break;
+                }
+                Err(_) => return None,
+            }
         }
     }
-    Ok(())
+    None
 }
 
 /// Emits what differs between `dir` and `parent` (everything when `parent` is `None`).

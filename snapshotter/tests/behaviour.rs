@@ -326,6 +326,73 @@ fn opaque_dirs(driver: DriverChoice) {
     }
 }
 
+/// Runs `script` in `d`, then puts back the mtimes (with nanoseconds) that `dirs` had before.
+fn keeping_mtime(d: &Path, dirs: &[&str], script: &str) {
+    let saved: Vec<_> = dirs
+        .iter()
+        .map(|p| fs::symlink_metadata(d.join(p)).unwrap())
+        .collect();
+    sh(d, script);
+    for (p, m) in dirs.iter().zip(saved).rev() {
+        let t = rustix::fs::Timespec {
+            tv_sec: m.mtime(),
+            tv_nsec: m.mtime_nsec(),
+        };
+        let ts = rustix::fs::Timestamps {
+            last_access: t,
+            last_modification: t,
+        };
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            d.join(p),
+            &ts,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
+    }
+}
+
+/// Entry names of a layer, without the trailing `/` of directories.
+fn layer_names(blob: &[u8]) -> Vec<String> {
+    list_layer(blob)
+        .into_iter()
+        .map(|(n, _)| n.trim_end_matches('/').to_string())
+        .collect()
+}
+
+/// A directory copied up (a mount stub created and removed, its mtime put back) but otherwise
+/// unchanged is not a layer entry, as with BuildKit's overlay differ; a changed mode or a new
+/// child makes it one again, and parents of new entries are still written.
+fn unchanged_dirs(driver: DriverChoice) {
+    let Some(b) = scenario(
+        driver,
+        vec![
+            Box::new(|d: &Path| sh(d, "mkdir -p etc a/b; echo x > etc/x")),
+            Box::new(|d: &Path| {
+                keeping_mtime(d, &["etc"], "touch etc/hosts; rm etc/hosts");
+                keeping_mtime(d, &["a", "a/b"], "echo n > a/b/new");
+            }),
+            Box::new(|d: &Path| sh(d, "chmod 0750 etc")),
+            Box::new(|d: &Path| sh(d, "echo y > etc/y")),
+        ],
+    ) else {
+        return;
+    };
+    let l1 = layer_names(&b.layers[1]);
+    assert!(!l1.iter().any(|n| n == "etc"), "{l1:?}");
+    assert!(l1.contains(&"a/b/new".to_string()), "{l1:?}");
+    if b.store.driver() == Driver::Overlay {
+        assert_eq!(l1, ["a", "a/b", "a/b/new"]);
+    }
+    let l2 = layer_names(&b.layers[2]);
+    assert!(l2.contains(&"etc".to_string()), "{l2:?}");
+    let l3 = layer_names(&b.layers[3]);
+    assert!(
+        l3.contains(&"etc".to_string()) && l3.contains(&"etc/y".to_string()),
+        "{l3:?}"
+    );
+}
+
 fn deep_chain(driver: DriverChoice) {
     let steps: Vec<Step> = (0..100)
         .map(|i| -> Step {
@@ -448,6 +515,7 @@ macro_rules! suite {
             #[test] fn special_files() { super::special_files($choice) }
             #[test] fn opaque_dirs() { super::opaque_dirs($choice) }
             #[test] fn deep_chain() { super::deep_chain($choice) }
+            #[test] fn unchanged_dirs() { super::unchanged_dirs($choice) }
         }
     )* };
 }
