@@ -482,31 +482,33 @@ fn arg(value: &str) -> String {
     value.to_owned()
 }
 
+/// The 18 instruction keywords, lowercase, so matching needs no allocation.
+pub(crate) const KEYWORDS: [&str; 18] = [
+    "add",
+    "arg",
+    "cmd",
+    "copy",
+    "entrypoint",
+    "env",
+    "expose",
+    "from",
+    "healthcheck",
+    "label",
+    "maintainer",
+    "onbuild",
+    "run",
+    "shell",
+    "stopsignal",
+    "user",
+    "volume",
+    "workdir",
+];
+
 /// Arguments, ONBUILD trigger, JSON form.
 type Dispatched = std::result::Result<(Vec<String>, Option<Box<Node>>, bool), String>;
 type Args = std::result::Result<(Vec<String>, bool), String>;
 
 fn dispatch(cmd: &str, rest: &str, escape: char) -> Dispatched {
-    const KEYWORDS: [&str; 18] = [
-        "add",
-        "arg",
-        "cmd",
-        "copy",
-        "entrypoint",
-        "env",
-        "expose",
-        "from",
-        "healthcheck",
-        "label",
-        "maintainer",
-        "onbuild",
-        "run",
-        "shell",
-        "stopsignal",
-        "user",
-        "volume",
-        "workdir",
-    ];
     let keyword = KEYWORDS
         .iter()
         .find(|k| k.eq_ignore_ascii_case(cmd))

@@ -265,28 +265,6 @@ impl Instruction {
 
 type Res<T> = std::result::Result<T, String>;
 
-/// Lowercase instruction keywords, for matching without allocating.
-const LOWER_NAMES: [&str; 18] = [
-    "add",
-    "arg",
-    "cmd",
-    "copy",
-    "entrypoint",
-    "env",
-    "expose",
-    "from",
-    "healthcheck",
-    "label",
-    "maintainer",
-    "onbuild",
-    "run",
-    "shell",
-    "stopsignal",
-    "user",
-    "volume",
-    "workdir",
-];
-
 fn at_least_one(cmd: &str) -> String {
     format!("{cmd} requires at least one argument")
 }
@@ -316,7 +294,7 @@ pub(crate) fn from_node(node: &mut Node) -> Res<Instruction> {
     };
     let flags = &node.flags;
     let no_flags = || Flags::parse(flags, &[]);
-    let lower = LOWER_NAMES
+    let lower = crate::ast::KEYWORDS
         .iter()
         .find(|k| k.eq_ignore_ascii_case(&node.value))
         .copied()
