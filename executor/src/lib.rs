@@ -23,9 +23,10 @@
 //!    and a read-only /sys, makes the usual /proc paths read-only or masked, applies the mounts
 //!    whose target is below /dev (e.g. BuildKit's heredoc scripts at /dev/pipes/NAME) inside
 //!    that fresh /dev, pivot_roots, changes to the user and groups, keeps only Docker's default
-//!    capabilities (CapEff `00000000a80425fb` for root), sets no_new_privs, installs a seccomp
-//!    filter refusing what Docker's default profile refuses (keyctl, bpf, perf_event_open,
-//!    userfaultfd, io_uring, mount, ...) and execs the command, which is thus PID 1 of its
+//!    capabilities (CapEff `00000000a80425fb` for root), sets no_new_privs, installs the
+//!    seccomp allow-list of Docker's default profile for the x86-64, i386 and x32 ABIs (keyctl,
+//!    bpf, perf_event_open, userfaultfd, io_uring, mount, unshare, ... fail with EPERM; other
+//!    architectures are killed) and execs the command, which is thus PID 1 of its
 //!    namespace, with stdin /dev/null, default signal dispositions and no descriptor but
 //!    0, 1 and 2.
 //! 5. **Stream**: stdout and stderr are delivered line by line to `on_output` while the

@@ -142,36 +142,10 @@ pub(crate) fn runtime_spec(
             "namespaces": namespaces,
             "maskedPaths": MASKED_PATHS.iter().map(|p| format!("/{p}")).collect::<Vec<_>>(),
             "readonlyPaths": READONLY_PATHS.iter().map(|p| format!("/{p}")).collect::<Vec<_>>(),
-            "seccomp": {
-                "defaultAction": "SCMP_ACT_ALLOW",
-                "architectures": [crate::seccomp::OCI_ARCH],
-                "syscalls": seccomp_rules(),
-            },
+            "seccomp": crate::seccomp::oci_profile(),
         },
     });
     serde_json::from_value(value).map_err(|e| Error::InvalidSpec(format!("OCI runtime spec: {e}")))
-}
-
-/// The OCI form of [`crate::seccomp::program`]: the deny-list, clone3 with ENOSYS, and one
-/// masked-equality rule per clone namespace flag (OCI rules cannot test "any of").
-fn seccomp_rules() -> Vec<serde_json::Value> {
-    let mut rules = vec![
-        json!({
-            "names": crate::seccomp::DENIED.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
-            "action": "SCMP_ACT_ERRNO",
-            "errnoRet": libc::EPERM,
-        }),
-        json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS}),
-    ];
-    for flag in crate::seccomp::CLONE_NAMESPACE_FLAGS {
-        rules.push(json!({
-            "names": ["clone"],
-            "action": "SCMP_ACT_ERRNO",
-            "errnoRet": libc::EPERM,
-            "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}],
-        }));
-    }
-    rules
 }
 
 /// Writes the bundle and runs `<runtime> --root <state> run --bundle <bundle> <id>`, waiting for
