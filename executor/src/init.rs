@@ -153,6 +153,9 @@ fn run(spec: &InitSpec, events: &Events, state: &mut Mounted) -> Result<()> {
     )
     .map_err(|e| Error::sys("mount", format!("tmpfs on {}", scratch.display()), e))?;
     mount_rootfs(&spec.rootfs, &root)?;
+    // No device node in the rootfs (a base image may ship one, a step may mknod one) can be
+    // opened; PID 1 binds the standard ones onto its nodev /dev.
+    sys::set_nodev_recursive(&root).map_err(|e| Error::sys("mount_setattr", "nodev rootfs", e))?;
 
     let passwd = read_user_file(&resolve_in_root(&root, "/etc/passwd")?);
     let group = read_user_file(&resolve_in_root(&root, "/etc/group")?);
@@ -479,6 +482,10 @@ pub(crate) fn apply_mount(
             bind_at(&file, &target, true)?;
         }
     }
+    // Every mount of a step (binds of host or stage directories, caches, tmpfs, secrets) is
+    // nodev, submounts included.
+    sys::set_nodev_recursive(&target)
+        .map_err(|e| Error::sys("mount_setattr", format!("nodev {}", mount.target()), e))?;
     state.mounts.push(target);
     Ok(())
 }

@@ -19,8 +19,9 @@
 //!    longer than a page are shortened (lower dirs relative to their common parent). `type=ssh`
 //!    mounts get a per-run proxy socket with the mount's uid/gid/mode relaying to the agent.
 //! 4. **PID 1**: the init forks the container's PID 1, which starts a new session, mounts
-//!    /proc, a /dev tmpfs (null, zero, full, random, urandom, tty, devpts + ptmx, shm, mqueue)
-//!    and a read-only /sys, makes the usual /proc paths read-only or masked, applies the mounts
+//!    /proc, a nodev /dev tmpfs (the host's null, zero, full, random, urandom and tty bound
+//!    one by one, devpts + ptmx, shm, mqueue) and a read-only /sys (every other mount of the
+//!    container, rootfs included, is nodev too: no other device node can be opened), makes the usual /proc paths read-only or masked, applies the mounts
 //!    whose target is below /dev (e.g. BuildKit's heredoc scripts at /dev/pipes/NAME) inside
 //!    that fresh /dev, pivot_roots, changes to the user and groups, keeps only Docker's default
 //!    capabilities (CapEff `00000000a80425fb` for root), sets no_new_privs, installs the

@@ -143,6 +143,22 @@ pub(crate) fn runtime_spec(
             "maskedPaths": MASKED_PATHS.iter().map(|p| format!("/{p}")).collect::<Vec<_>>(),
             "readonlyPaths": READONLY_PATHS.iter().map(|p| format!("/{p}")).collect::<Vec<_>>(),
             "seccomp": crate::seccomp::oci_profile(),
+            // Like Docker: no device but the standard ones (and mknod, whose nodes then cannot
+            // be opened), enforced by the runtime's device cgroup.
+            "resources": {"devices": [
+                {"allow": false, "access": "rwm"},
+                {"allow": true, "type": "c", "access": "m"},
+                {"allow": true, "type": "b", "access": "m"},
+                {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 1, "minor": 7, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 1, "minor": 8, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 1, "minor": 9, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 5, "minor": 0, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 5, "minor": 1, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 5, "minor": 2, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 136, "access": "rwm"},
+            ]},
         },
     });
     serde_json::from_value(value).map_err(|e| Error::InvalidSpec(format!("OCI runtime spec: {e}")))

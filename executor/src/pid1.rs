@@ -18,6 +18,10 @@ use crate::user::ExecUser;
 /// SETPCAP, NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP.
 pub(crate) const DEFAULT_CAPS: u64 = 0xa804_25fb;
 
+/// The device nodes a RUN step can open besides its own devpts and /dev/shm, bound from the
+/// host's /dev (as Docker's default device list: null, zero, full, random, urandom, tty).
+pub(crate) const STANDARD_DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
 /// /proc and /sys paths hidden from the container (containerd's default spec).
 pub(crate) const MASKED_PATHS: &[&str] = &[
     "proc/asound",
@@ -129,27 +133,30 @@ fn mount_special(root: &Path) -> Result<()> {
         None,
     )?;
 
+    // /dev is nodev like every other mount of the container: a node created there (or shipped
+    // in the rootfs) cannot be opened. The standard nodes are the host's, bind-mounted one by
+    // one; each bind is its own mount, which keeps the host /dev's flags.
     let dev = root.join("dev");
     m(
         "tmpfs",
         &dev,
         "tmpfs",
-        libc::MS_NOSUID | libc::MS_STRICTATIME,
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     )?;
-    for (name, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
+    for name in STANDARD_DEVICES {
         let path = dev.join(name);
-        sys::mknod_char(&path, 0o666, major, minor)
-            .map_err(|e| Error::sys("mknod", path.display().to_string(), e))?;
+        fs::File::create(&path).map_err(|e| Error::io("create device mount point", &path, e))?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o666))
             .map_err(|e| Error::io("chmod", &path, e))?;
+        let host = Path::new("/dev").join(name);
+        sys::mount(Some(host.as_os_str()), &path, None, libc::MS_BIND, None).map_err(|e| {
+            Error::sys(
+                "mount",
+                format!("bind {} on {}", host.display(), path.display()),
+                e,
+            )
+        })?;
     }
     for (name, mode) in [("pts", 0o755), ("shm", 0o1777), ("mqueue", 0o1777)] {
         let path = dev.join(name);

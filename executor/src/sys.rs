@@ -74,6 +74,95 @@ pub(crate) fn locked_mount_flags(path: &Path) -> io::Result<libc::c_ulong> {
         .fold(0, |acc, (_, ms_flag)| acc | ms_flag))
 }
 
+/// Makes the mount at `target` and every mount below it `nodev`, so no device node on them
+/// can be opened: `mount_setattr(2)` with `AT_RECURSIVE` (Linux 5.12+), else a bind remount of
+/// each mount point listed in /proc/self/mountinfo under `target`, repeating its flags.
+pub(crate) fn set_nodev_recursive(target: &Path) -> io::Result<()> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let p = cpath(target)?;
+    // SAFETY: a valid C string and a live mount_attr of the size passed.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW,
+            &raw const attr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if ret == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::ENOSYS) {
+        return Err(err);
+    }
+    let mountinfo = std::fs::read("/proc/self/mountinfo")?;
+    for line in mountinfo.split(|b| *b == b'\n') {
+        let Some(point) = line.split(|b| *b == b' ').nth(4) else {
+            continue;
+        };
+        let point = std::path::PathBuf::from(OsStr::from_bytes(&unescape_mountinfo(point)));
+        if !point.starts_with(target) {
+            continue;
+        }
+        let keep = locked_mount_flags(&point)?;
+        let readonly = statvfs_flags(&point)? & libc::ST_RDONLY != 0;
+        let ro = if readonly { libc::MS_RDONLY } else { 0 };
+        mount(
+            None,
+            &point,
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NODEV | keep | ro,
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+/// A mountinfo field with its octal escapes (`\040` for a space, ...) decoded.
+fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        if field[i] == b'\\'
+            && let Some(code) = field.get(i + 1..i + 4)
+            && let Ok(text) = std::str::from_utf8(code)
+            && let Ok(byte) = u8::from_str_radix(text, 8)
+        {
+            out.push(byte);
+            i += 4;
+        } else {
+            out.push(field[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn statvfs_flags(path: &Path) -> io::Result<libc::c_ulong> {
+    let p = cpath(path)?;
+    // SAFETY: zeroed statvfs is a valid out-parameter.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out pointer.
+    check(unsafe { libc::statvfs(p.as_ptr(), &raw mut st) })?;
+    Ok(st.f_flag)
+}
+
 /// `umount2(2)`.
 pub(crate) fn umount2(target: &Path, flags: libc::c_int) -> io::Result<()> {
     let target = cpath(target)?;
@@ -105,20 +194,6 @@ pub(crate) fn pivot_root(new_root: &Path, put_old: &Path) -> io::Result<()> {
 pub(crate) fn sethostname(name: &str) -> io::Result<()> {
     // SAFETY: pointer and length of a live byte slice.
     check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) })?;
-    Ok(())
-}
-
-/// `mknod(2)` of a character device.
-pub(crate) fn mknod_char(path: &Path, mode: u32, major: u32, minor: u32) -> io::Result<()> {
-    let p = cpath(path)?;
-    // SAFETY: valid C string.
-    check(unsafe {
-        libc::mknod(
-            p.as_ptr(),
-            libc::S_IFCHR | mode,
-            libc::makedev(major, minor),
-        )
-    })?;
     Ok(())
 }
 

@@ -5,39 +5,9 @@
 mod support;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use kiln_executor::ProcessSpec;
-use support::{Fixture, require_env};
-
-/// Compiles `tests/fixtures/<name>.c` statically into `out`; `None` (skip) without gcc or a
-/// static libc, a panic under CI.
-fn compile_static(name: &str, out: &Path) -> Option<PathBuf> {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.c"));
-    let binary = out.join(name);
-    let result = Command::new("gcc")
-        .args(["-static", "-no-pie", "-O1", "-o"])
-        .arg(&binary)
-        .arg(&source)
-        .output();
-    match result {
-        Ok(o) if o.status.success() => Some(binary),
-        other => {
-            let reason = match other {
-                Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
-                Err(e) => e.to_string(),
-            };
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "cannot run under CI: gcc -static {}: {reason}",
-                source.display()
-            );
-            eprintln!("skipped: needs gcc and a static libc (libc6-dev): {reason}");
-            None
-        }
-    }
-}
+use support::{Fixture, compile_static, mknod, require_env};
 
 #[test]
 fn seccomp_covers_the_i386_and_x32_abis() {
@@ -72,4 +42,59 @@ fn seccomp_covers_the_i386_and_x32_abis() {
         &[],
     );
     assert_eq!(out.ok(), "hi\nf l 0\n600\ndone\n");
+}
+
+#[test]
+fn no_device_but_the_standard_ones_can_be_opened() {
+    require_env!();
+    let f = Fixture::new();
+    // A hostile base image ships a loop device and a /dev/mem.
+    fs::create_dir(f.lower().join("opt")).expect("mkdir");
+    mknod(&f.lower().join("opt/loop0"), libc::S_IFBLK, 7, 0);
+    mknod(&f.lower().join("opt/mem"), libc::S_IFCHR, 1, 1);
+    let out = f.sh(
+        "mknod /tmp/b b 7 0 && echo made; \
+         mknod /tmp/c c 1 1 && echo made; \
+         for d in /tmp/b /tmp/c /opt/loop0 /opt/mem; do \
+           dd if=$d of=/dev/null bs=512 count=1 2>/dev/null && echo \"$d opened\" || echo \"$d refused\"; \
+         done; \
+         echo x > /tmp/b 2>/dev/null && echo 'wrote /tmp/b' || echo '/tmp/b not writable'; \
+         mknod /dev/loopx b 7 0 && (dd if=/dev/loopx count=1 2>/dev/null && echo '/dev/loopx opened' || echo '/dev/loopx refused'); \
+         head -c 4 /dev/zero | od -An -tx1; head -c 8 /dev/urandom | wc -c; head -c 8 /dev/random | wc -c; \
+         echo gone > /dev/null && echo null; (echo x > /dev/full) 2>&1 | grep -c 'No space'; \
+         test -c /dev/pts/ptmx && echo ptmx; ls /dev/shm && echo shm > /dev/shm/s && cat /dev/shm/s",
+        ProcessSpec::default(),
+        &[],
+    );
+    assert_eq!(
+        out.ok(),
+        "made\nmade\n/tmp/b refused\n/tmp/c refused\n/opt/loop0 refused\n/opt/mem refused\n\
+         /tmp/b not writable\n/dev/loopx refused\n 00 00 00 00\n8\n8\nnull\n1\nptmx\nshm\n"
+    );
+}
+
+#[test]
+fn device_nodes_in_bind_and_cache_sources_cannot_be_opened() {
+    require_env!();
+    let f = Fixture::new();
+    let host = f.dir.path().join("ctx");
+    fs::create_dir(&host).expect("mkdir");
+    mknod(&host.join("loop0"), libc::S_IFBLK, 7, 0);
+    let out = f.sh(
+        "dd if=/ctx/loop0 of=/dev/null count=1 2>/dev/null && echo opened || echo refused; \
+         mknod /t/b b 7 0 && (dd if=/t/b of=/dev/null count=1 2>/dev/null && echo opened || echo refused)",
+        ProcessSpec::default(),
+        &[
+            kiln_executor::MountSpec::Bind(kiln_executor::BindMount {
+                source: host.clone(),
+                target: "/ctx".into(),
+                rw: false,
+            }),
+            kiln_executor::MountSpec::Tmpfs(kiln_executor::TmpfsMount {
+                target: "/t".into(),
+                size: None,
+            }),
+        ],
+    );
+    assert_eq!(out.ok(), "refused\nrefused\n");
 }

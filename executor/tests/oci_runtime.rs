@@ -111,6 +111,9 @@ fn sh(script: &str) -> ProcessSpec {
     }
 }
 
+/// The mount tables differ in /dev only: the built-in backend mounts it nodev with the host's
+/// standard nodes bound one by one, runc keeps its nodes and a device cgroup (both refuse
+/// other devices, see `devices_and_32bit_syscalls_match`).
 #[test]
 fn identity_and_isolation_match() {
     require_env!();
@@ -119,7 +122,8 @@ fn identity_and_isolation_match() {
     let script = "id; hostname; echo $$; pwd; grep -E '^(CapEff|CapBnd|NoNewPrivs|SigIgn|SigBlk|Seccomp)' /proc/self/status; \
                   cat /etc/hosts /etc/hostname; cut -d' ' -f6,7 /proc/$$/stat; umask; cat /proc/self/limits; \
                   stat -c '%n %F %a %u:%g %t,%T' /dev/* /dev/pts/*; \
-                  cut -d' ' -f5- /proc/self/mountinfo | sed 's/ - / | /; s/upperdir=[^,]*,workdir=[^,]*//'; \
+                  cut -d' ' -f5- /proc/self/mountinfo | sed 's/ - / | /; s/upperdir=[^,]*,workdir=[^,]*//' | \
+                  grep -vE '^/dev |devtmpfs|^/proc/(interrupts|keys|timer_list|kcore|latency_stats|timer_stats|sched_debug) '; \
                   ls /dev | sort | tr '\\n' ' '; echo; env | sort";
     for user in ["", "alice", "bob:wheel"] {
         let (out, _) = same_on_both(
@@ -243,4 +247,39 @@ fn seccomp_matches() {
         &mounts,
     );
     assert!(out.contains("clone(CLONE_NEWUSER): EPERM"), "{out}");
+}
+
+#[test]
+fn devices_and_32bit_syscalls_match() {
+    require_env!();
+    let Some(runtime) = runtime() else { return };
+    let f = Fixture::new();
+    let Some(binary) = support::compile_static("syscalls32", f.dir.path()) else {
+        return;
+    };
+    fs::copy(&binary, f.lower().join("bin/syscalls32")).expect("copy probe");
+    fs::create_dir(f.lower().join("opt")).expect("mkdir");
+    support::mknod(&f.lower().join("opt/loop0"), libc::S_IFBLK, 7, 0);
+    let (out, _) = same_on_both(
+        &f,
+        &runtime,
+        &ProcessSpec {
+            args: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "/bin/syscalls32 | grep '^32'; mknod /tmp/b b 7 0; \
+                 for d in /tmp/b /opt/loop0; do \
+                   dd if=$d of=/dev/null count=1 2>/dev/null && echo \"$d opened\" || echo \"$d refused\"; \
+                 done; head -c 2 /dev/zero | wc -c; rm /tmp/b"
+                    .into(),
+            ],
+            ..ProcessSpec::default()
+        },
+        &[],
+    );
+    assert_eq!(
+        out,
+        "32 getpid: ok\n32 keyctl: EPERM\n32 socket vsock: EPERM\n32 unshare: EPERM\n\
+         32 mount: EPERM\n/tmp/b refused\n/opt/loop0 refused\n2\n"
+    );
 }

@@ -277,3 +277,45 @@ pub fn host_binary_mounts(binary: &Path) -> Vec<kiln_executor::MountSpec> {
     }
     mounts
 }
+
+/// Compiles `tests/fixtures/<name>.c` statically into `out`; `None` (skip) without gcc or a
+/// static libc, a panic under CI.
+pub fn compile_static(name: &str, out: &Path) -> Option<PathBuf> {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.c"));
+    let binary = out.join(name);
+    let result = Command::new("gcc")
+        .args(["-static", "-no-pie", "-O1", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .output();
+    match result {
+        Ok(o) if o.status.success() => Some(binary),
+        other => {
+            let reason = match other {
+                Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "cannot run under CI: gcc -static {}: {reason}",
+                source.display()
+            );
+            eprintln!("skipped: needs gcc and a static libc (libc6-dev): {reason}");
+            None
+        }
+    }
+}
+
+/// `mknod(2)` of `path` in the test's own namespace (the lower dir of the rootfs).
+pub fn mknod(path: &Path, kind: libc::mode_t, major: u32, minor: u32) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: a valid C string.
+    let ret = unsafe { libc::mknod(c.as_ptr(), kind | 0o666, libc::makedev(major, minor)) };
+    assert_eq!(
+        ret,
+        0,
+        "mknod {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
