@@ -45,6 +45,21 @@ pub enum Error {
         /// The number of bytes received.
         actual: u64,
     },
+    /// A registry sent more bytes than a blob's descriptor (or the manifest cap) allows; the
+    /// download was stopped at that size and nothing of it was kept.
+    #[error(
+        "registry {registry} sent more than the {limit} bytes expected for {what} of repository `{repository}`; download stopped"
+    )]
+    BodyTooLarge {
+        /// The registry host.
+        registry: String,
+        /// The repository.
+        repository: String,
+        /// What was downloaded (`blob sha256:...`, `manifest `v1``).
+        what: String,
+        /// The most that was accepted.
+        limit: u64,
+    },
     /// A blob is not in the content store.
     #[error("blob {digest} is not in the content store")]
     BlobNotFound {

@@ -16,10 +16,19 @@
 //! TLS, then plain HTTP); retries with exponential backoff for transient failures; 401/403/404
 //! mapped to errors naming the image.
 //!
+//! Limits, for registries that are broken or hostile: no body is read past what its reader
+//! expects (a blob's descriptor size, 4 MiB for a manifest, 1 MiB for a token reply, 64 KiB
+//! for an error text), and every wait is bounded (see [`RegistryOptions`] and `body.rs`):
+//! connecting, waiting for response headers, silence inside a body (the idle rule) and a body
+//! arriving too slowly (the low-speed rule). Only GET and HEAD are retried after a request may
+//! have reached the server; other methods only when the connection could not be opened.
+//!
 //! This file holds the client, its options and the request plumbing (agents, auth, retries);
-//! `pull.rs` and `push.rs` the two directions; `auth.rs` challenges and credentials.
+//! `pull.rs` and `push.rs` the two directions; `auth.rs` challenges and credentials; `body.rs`
+//! the bounded body reader.
 
 mod auth;
+mod body;
 mod pull;
 mod push;
 
@@ -42,6 +51,12 @@ use crate::{Digest, Reference};
 
 /// Largest manifest or index accepted (the distribution spec suggests 4 MiB).
 const MAX_MANIFEST: u64 = 4 * 1024 * 1024;
+
+/// Largest token server reply read.
+const MAX_TOKEN_REPLY: u64 = 1024 * 1024;
+
+/// Largest error body read (only its first line or `errors[]` are shown).
+const MAX_ERROR_BODY: u64 = 64 * 1024;
 
 /// What every manifest request accepts.
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
@@ -71,6 +86,25 @@ pub struct RegistryOptions {
     /// Per-registry CA certificates, Docker's layout: `<certs_dir>/<host[:port]>/*.crt`
     /// (default `/etc/docker/certs.d`).
     pub certs_dir: PathBuf,
+    /// Longest wait to open a connection, TLS handshake included. Default 30 s, Docker's and
+    /// containerd's dial timeout (moby `registry.newTransport`: dial 30 s, TLS handshake 10 s).
+    pub connect_timeout: Duration,
+    /// Longest wait for the headers of a response once the request is sent. Default 120 s:
+    /// Docker sets none (Go's `ResponseHeaderTimeout` 0), so this is only meant to end a wait
+    /// that will never be answered, with room for a registry finalising a large upload.
+    pub response_timeout: Duration,
+    /// The idle rule: longest silence (no byte at all) while a GET or HEAD response is read,
+    /// headers or body. Default 30 s. Uploads wait up to `response_timeout` for their answer.
+    pub read_timeout: Duration,
+    /// The low-speed rule, with [`progress_min_bytes`](Self::progress_min_bytes): in every
+    /// window of this length a response body must bring at least that many bytes (or all
+    /// that is left of it), else the transfer fails as stalled and a GET is retried on a new
+    /// connection. Default 30 s.
+    pub progress_window: Duration,
+    /// Bytes a body must bring per [`progress_window`](Self::progress_window) (0: no rule).
+    /// Default 32 KiB (about 1 KiB/s): any working link passes, a server dripping a few
+    /// bytes a second to hold a pull open fails after one window.
+    pub progress_min_bytes: u64,
 }
 
 impl Default for RegistryOptions {
@@ -86,6 +120,11 @@ impl Default for RegistryOptions {
             mount_from: None,
             certs_dir: PathBuf::from("/etc/docker/certs.d"),
             push_compression: Some(CompressionOptions::default()),
+            connect_timeout: Duration::from_secs(30),
+            response_timeout: Duration::from_secs(120),
+            read_timeout: Duration::from_secs(30),
+            progress_window: Duration::from_secs(30),
+            progress_min_bytes: 32 * 1024,
         }
     }
 }
@@ -173,7 +212,7 @@ impl RegistryClient {
     /// A client with `opts`.
     pub fn new(opts: RegistryOptions) -> Self {
         Self {
-            agent: make_agent(None, false),
+            agent: make_agent(&opts, None, false),
             opts,
             agents: Mutex::new(HashMap::new()),
             schemes: Mutex::new(HashMap::new()),
@@ -221,10 +260,10 @@ impl RegistryClient {
             }
         }
         let agent = if !certs.is_empty() {
-            make_agent(Some(certs), false)
+            make_agent(&self.opts, Some(certs), false)
         } else if self.is_insecure_registry(registry) {
             // Docker's insecure registries: TLS without verification, else plain HTTP.
-            make_agent(None, true)
+            make_agent(&self.opts, None, true)
         } else {
             self.agent.clone()
         };
@@ -318,10 +357,17 @@ impl RegistryClient {
         loop {
             attempt += 1;
             let auth = self.tokens.lock().ok().and_then(|t| t.get(&key).cloned());
-            let result = Self::send_once(&agent, method, url, headers, auth.as_deref(), body);
+            let result = self.send_once(&agent, method, url, headers, auth.as_deref(), body);
+            // A POST, PUT or PATCH may have changed something on the server (an upload
+            // session, a chunk appended) once it was sent: it is retried only when it never
+            // left, because the connection could not be opened.
+            let idempotent = matches!(method, "GET" | "HEAD");
             let transient = match &result {
-                Ok(resp) => matches!(resp.status().as_u16(), 429 | 500 | 502 | 503 | 504),
-                Err(e) => is_transient(e),
+                Ok(resp) => {
+                    idempotent && matches!(resp.status().as_u16(), 429 | 500 | 502 | 503 | 504)
+                }
+                Err(e) if idempotent => is_transient(e),
+                Err(e) => never_sent(e),
             };
             if transient && attempt < self.opts.attempts {
                 let delay = self.opts.backoff * 2u32.pow(attempt - 1);
@@ -331,7 +377,7 @@ impl RegistryClient {
             }
             let resp = result.map_err(|e| Error::Network {
                 registry: registry.clone(),
-                message: e.to_string(),
+                message: format!("{method} {url}: {}", self.describe_ureq(&e)),
             })?;
             if resp.status().as_u16() == 401 && !challenged {
                 challenged = true;
@@ -354,6 +400,7 @@ impl RegistryClient {
     }
 
     fn send_once(
+        &self,
         agent: &ureq::Agent,
         method: &str,
         url: &str,
@@ -368,16 +415,31 @@ impl RegistryClient {
         if let Some(a) = auth {
             req = req.header("Authorization", a);
         }
+        // The idle rule is for downloads; an upload's answer may take as long as a registry
+        // needs to finalise the blob, up to `response_timeout`.
+        let per_read = if matches!(method, "GET" | "HEAD") {
+            self.opts.read_timeout
+        } else {
+            self.opts.response_timeout.max(self.opts.read_timeout)
+        };
         match body {
             Body::Empty => {
                 let req = req
                     .header("Content-Length", "0")
                     .body(())
                     .map_err(ureq::Error::Http)?;
+                let req = agent
+                    .configure_request(req)
+                    .timeout_per_read(Some(per_read))
+                    .build();
                 agent.run(req)
             }
             Body::Bytes(b) => {
                 let req = req.body(b.to_vec()).map_err(ureq::Error::Http)?;
+                let req = agent
+                    .configure_request(req)
+                    .timeout_per_read(Some(per_read))
+                    .build();
                 agent.run(req)
             }
             Body::FileRange { path, offset, len } => {
@@ -388,6 +450,10 @@ impl RegistryClient {
                     .header("Content-Length", len.to_string())
                     .body(ureq::SendBody::from_owned_reader(reader))
                     .map_err(ureq::Error::Http)?;
+                let req = agent
+                    .configure_request(req)
+                    .timeout_per_read(Some(per_read))
+                    .build();
                 agent.run(req)
             }
         }
@@ -480,15 +546,15 @@ impl RegistryClient {
                     token: Option<String>,
                     access_token: Option<String>,
                 }
-                let body = resp
-                    .body_mut()
-                    .with_config()
-                    .limit(1 << 20)
-                    .read_to_vec()
-                    .map_err(|e| Error::Network {
-                        registry: realm.clone(),
-                        message: e.to_string(),
-                    })?;
+                let body = body::read_to_vec(
+                    resp.body_mut().as_reader(),
+                    MAX_TOKEN_REPLY,
+                    self.progress_rule(),
+                )
+                .map_err(|e| Error::Network {
+                    registry: realm.clone(),
+                    message: format!("reading the token reply: {}", self.describe_io(&e)),
+                })?;
                 let reply: TokenReply =
                     serde_json::from_slice(&body).map_err(|source| Error::Json {
                         what: format!("token reply from {realm}"),
@@ -503,8 +569,51 @@ impl RegistryClient {
         }
     }
 
+    /// The low-speed rule from the options.
+    fn progress_rule(&self) -> body::ProgressRule {
+        body::ProgressRule {
+            window: self.opts.progress_window,
+            min_bytes: self.opts.progress_min_bytes,
+        }
+    }
+
+    /// Says what went wrong while reading a body, naming the rule that stopped it.
+    fn describe_io(&self, e: &std::io::Error) -> String {
+        if let Some(fault) = body::fault_of(e) {
+            fault.to_string()
+        } else if body::is_idle_timeout(e) {
+            format!(
+                "no data for {}s (read timeout)",
+                self.opts.read_timeout.as_secs_f64()
+            )
+        } else {
+            e.to_string()
+        }
+    }
+
+    /// Says what went wrong with a request, naming the timeout that ended it.
+    fn describe_ureq(&self, e: &ureq::Error) -> String {
+        let secs = |d: Duration| d.as_secs_f64();
+        match e {
+            ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => format!(
+                "not connected within {}s (connect timeout)",
+                secs(self.opts.connect_timeout)
+            ),
+            ureq::Error::Timeout(ureq::Timeout::RecvResponse) => format!(
+                "no complete response headers within {}s (response timeout)",
+                secs(self.opts.response_timeout)
+            ),
+            ureq::Error::Timeout(ureq::Timeout::PerRead) => format!(
+                "no data for {}s (read timeout)",
+                secs(self.opts.read_timeout)
+            ),
+            other => other.to_string(),
+        }
+    }
+
     /// Maps an unexpected status to the error that names the image.
     fn status_error(
+        &self,
         reference: &Reference,
         action: &'static str,
         what: &str,
@@ -512,12 +621,14 @@ impl RegistryClient {
     ) -> Error {
         let status = resp.status().as_u16();
         let mut resp = resp;
-        let text = resp
-            .body_mut()
-            .with_config()
-            .limit(64 * 1024)
-            .read_to_string()
-            .unwrap_or_default();
+        // A broken or too long error body still gives the status; its text is a bonus.
+        let text = body::read_to_vec(
+            resp.body_mut().as_reader(),
+            MAX_ERROR_BODY,
+            self.progress_rule(),
+        )
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
         let plain = text.lines().next().unwrap_or_default().trim();
         let detail = registry_message(&text)
             .or_else(|| {
@@ -589,13 +700,15 @@ impl RegistryClient {
 }
 
 fn make_agent(
+    opts: &RegistryOptions,
     roots: Option<Vec<ureq::tls::Certificate<'static>>>,
     skip_verify: bool,
 ) -> ureq::Agent {
     let mut cfg = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(120)))
+        .timeout_connect(Some(opts.connect_timeout))
+        .timeout_recv_response(Some(opts.response_timeout))
+        .timeout_per_read(Some(opts.read_timeout))
         .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
         .accept_encoding(ureq::config::AutoHeaderValue::None);
     if let Some(roots) = roots {
@@ -644,6 +757,16 @@ fn is_transient(e: &ureq::Error) -> bool {
     match e {
         ureq::Error::Io(io) => is_transient_io(io),
         ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed => true,
+        _ => false,
+    }
+}
+
+/// Whether the request surely never reached the server (so any method may be sent again).
+fn never_sent(e: &ureq::Error) -> bool {
+    match e {
+        ureq::Error::ConnectionFailed
+        | ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => true,
+        ureq::Error::Io(io) => io.kind() == std::io::ErrorKind::ConnectionRefused,
         _ => false,
     }
 }

@@ -1,9 +1,11 @@
 //! Pulling: manifests (tags and digests, indexes resolved for a platform), blobs streamed
 //! into the store with size and digest checks, layers in parallel, blobs before manifests
-//! before the tag.
+//! before the tag. Bodies are read through `body::GuardedBody`: never past the descriptor's
+//! size (a manifest by tag: 4 MiB), never slower than the low-speed rule.
 
 use std::io::Read;
 
+use super::body::{self, BodyFault, GuardedBody};
 use super::{Body, MANIFEST_ACCEPT, MAX_MANIFEST, RegistryClient, RegistryOptions, TransferEvent};
 use crate::error::{Error, Result};
 use crate::image::{Image, media_type_of, parse_manifest, select_platform};
@@ -44,6 +46,21 @@ impl RegistryClient {
         reference: &Reference,
         target: &str,
     ) -> Result<(Vec<u8>, String, Digest)> {
+        self.fetch_manifest_limited(reference, target, MAX_MANIFEST)
+    }
+
+    /// [`fetch_manifest`](Self::fetch_manifest) reading at most `limit` bytes (a descriptor's
+    /// size when one is known, never more than 4 MiB).
+    fn fetch_manifest_limited(
+        &self,
+        reference: &Reference,
+        target: &str,
+        limit: u64,
+    ) -> Result<(Vec<u8>, String, Digest)> {
+        let what = format!("manifest `{target}`");
+        if limit > MAX_MANIFEST {
+            return Err(Self::too_large(reference, &what, MAX_MANIFEST));
+        }
         let url = format!("{}/manifests/{target}", self.base_url(reference));
         let resp = self.send(
             reference,
@@ -54,7 +71,7 @@ impl RegistryClient {
             &Body::Empty,
         )?;
         if resp.status().as_u16() != 200 {
-            return Err(Self::status_error(
+            return Err(self.status_error(
                 reference,
                 "pull",
                 &format!("manifest `{target}`"),
@@ -66,18 +83,17 @@ impl RegistryClient {
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| Digest::parse(v).ok());
-        let mut resp = resp;
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_MANIFEST)
-            .read_to_vec()
-            .map_err(|e| Error::Network {
-                registry: reference.registry().to_owned(),
-                message: format!(
-                    "reading manifest `{target}` of `{}`: {e}",
-                    reference.familiar()
-                ),
+        let bytes = body::read_to_vec(resp.into_body().into_reader(), limit, self.progress_rule())
+            .map_err(|e| match body::fault_of(&e) {
+                Some(BodyFault::TooLong { limit }) => Self::too_large(reference, &what, *limit),
+                _ => Error::Network {
+                    registry: reference.registry().to_owned(),
+                    message: format!(
+                        "reading {what} of `{}`: {}",
+                        reference.familiar(),
+                        self.describe_io(&e)
+                    ),
+                },
             })?;
         let digest = Digest::of_bytes(&bytes);
         let expected = Digest::parse(target).ok().or(header_digest);
@@ -97,7 +113,17 @@ impl RegistryClient {
         Ok((bytes, mt, digest))
     }
 
-    /// Downloads a blob into the store, verifying size and digest (retried on network errors).
+    fn too_large(reference: &Reference, what: &str, limit: u64) -> Error {
+        Error::BodyTooLarge {
+            registry: reference.registry().to_owned(),
+            repository: reference.repository().to_owned(),
+            what: what.to_owned(),
+            limit,
+        }
+    }
+
+    /// Downloads a blob into the store, verifying size and digest (retried on network errors
+    /// and stalls, not on a body longer than the descriptor says).
     fn fetch_blob(
         &self,
         store: &ContentStore,
@@ -111,7 +137,7 @@ impl RegistryClient {
             attempt += 1;
             let resp = self.send(reference, "pull", "GET", &url, &[], &Body::Empty)?;
             if resp.status().as_u16() != 200 {
-                return Err(Self::status_error(
+                return Err(self.status_error(
                     reference,
                     "pull",
                     &format!("blob {}", desc.digest),
@@ -119,7 +145,11 @@ impl RegistryClient {
                 ));
             }
             let reader = ProgressReader {
-                inner: resp.into_body().into_reader(),
+                inner: GuardedBody::new(
+                    resp.into_body().into_reader(),
+                    desc.size,
+                    self.progress_rule(),
+                ),
                 client: self,
                 digest: &desc.digest,
                 done: 0,
@@ -127,16 +157,29 @@ impl RegistryClient {
                 total: desc.size,
             };
             match store.put_verified(reader, desc, &what) {
-                // The body broke off (connection reset or closed before Content-Length bytes):
-                // start the blob again on a fresh connection.
+                // Longer than its descriptor: the server is wrong, asking again will not help.
+                Err(Error::Io { source, .. })
+                    if matches!(body::fault_of(&source), Some(BodyFault::TooLong { .. })) =>
+                {
+                    return Err(Self::too_large(
+                        reference,
+                        &format!("blob {}", desc.digest),
+                        desc.size,
+                    ));
+                }
+                // The body broke off (connection reset, closed early) or stalled: start the
+                // blob again on a fresh connection.
                 Err(Error::Io { source, .. }) if attempt < self.opts.attempts => {
-                    tracing::debug!("downloading {what}: {source}; retrying");
+                    tracing::debug!(
+                        "downloading {what}: {}; retrying",
+                        self.describe_io(&source)
+                    );
                     std::thread::sleep(self.opts.backoff * 2u32.pow(attempt - 1));
                 }
                 Err(Error::Io { source, .. }) => {
                     return Err(Error::Network {
                         registry: reference.registry().to_owned(),
-                        message: format!("downloading {what}: {source}"),
+                        message: format!("downloading {what}: {}", self.describe_io(&source)),
                     });
                 }
                 other => return other,
@@ -161,7 +204,8 @@ impl RegistryClient {
         let (manifest_bytes, manifest_digest, index) = if spec::is_index(&top_type) {
             let index: Index = crate::image::parse_json(&top_bytes, &format!("index of `{name}`"))?;
             let desc = select_platform(&index, platform, &name)?.clone();
-            let (bytes, mt, digest) = self.fetch_manifest(reference, desc.digest.as_str())?;
+            let (bytes, mt, digest) =
+                self.fetch_manifest_limited(reference, desc.digest.as_str(), desc.size)?;
             if !spec::is_manifest(&mt) {
                 return Err(Error::UnsupportedMediaType {
                     media_type: mt,

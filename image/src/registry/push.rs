@@ -20,12 +20,7 @@ impl RegistryClient {
         match resp.status().as_u16() {
             200 => Ok(true),
             404 => Ok(false),
-            _ => Err(Self::status_error(
-                reference,
-                "push",
-                &format!("blob {digest}"),
-                resp,
-            )),
+            _ => Err(self.status_error(reference, "push", &format!("blob {digest}"), resp)),
         }
     }
 
@@ -128,7 +123,7 @@ impl RegistryClient {
             &Body::Bytes(bytes),
         )?;
         if resp.status().as_u16() != 201 && resp.status().as_u16() != 200 {
-            return Err(Self::status_error(
+            return Err(self.status_error(
                 reference,
                 "push",
                 &format!("manifest `{target}`"),
@@ -180,7 +175,7 @@ impl RegistryClient {
         match resp.status().as_u16() {
             201 => return Ok(false),
             202 => {}
-            _ => return Err(Self::status_error(reference, "push", &what, resp)),
+            _ => return Err(self.status_error(reference, "push", &what, resp)),
         }
         let mut location = location_of(&resp, &base, reference)?;
         let path = store.blob_path(&desc.digest);
@@ -208,7 +203,7 @@ impl RegistryClient {
                     &body,
                 )?;
                 if resp.status().as_u16() != 202 {
-                    return Err(Self::status_error(reference, "push", &what, resp));
+                    return Err(self.status_error(reference, "push", &what, resp));
                 }
                 location = location_of(&resp, &base, reference)?;
                 offset += len;
@@ -237,7 +232,7 @@ impl RegistryClient {
             &final_body,
         )?;
         if resp.status().as_u16() != 201 {
-            return Err(Self::status_error(reference, "push", &what, resp));
+            return Err(self.status_error(reference, "push", &what, resp));
         }
         Ok(true)
     }
