@@ -128,76 +128,45 @@ impl SourceTree<'_> {
             .is_some_and(|m| !rel.is_empty() && m.is_excluded(rel))
     }
 
-    /// Resolves a symlink-free absolute path for `rel` inside the root, following symlinks in
-    /// parent components and (when `follow_last`) the last one, scoped to the root.
-    pub(crate) fn resolve(&self, rel: &str, follow_last: bool) -> PathBuf {
-        let mut cur = PathBuf::new(); // relative to root, symlink-free
-        let mut parts: Vec<String> = clean(rel)
-            .split('/')
-            .filter(|p| !p.is_empty() && *p != ".")
-            .map(String::from)
-            .collect();
-        parts.reverse();
-        let mut hops = 0;
-        while let Some(part) = parts.pop() {
-            if part == ".." {
-                cur.pop();
-                continue;
-            }
-            let candidate = cur.join(&part);
-            let is_last = parts.is_empty();
-            let abs = self.root.join(&candidate);
-            match fs::symlink_metadata(&abs) {
-                Ok(m) if m.file_type().is_symlink() && (!is_last || follow_last) && hops < 255 => {
-                    hops += 1;
-                    if let Ok(target) = fs::read_link(&abs) {
-                        let t = target.to_string_lossy().to_string();
-                        if t.starts_with('/') {
-                            cur = PathBuf::new();
-                        }
-                        let mut new: Vec<String> = t
-                            .split('/')
-                            .filter(|p| !p.is_empty() && *p != ".")
-                            .map(String::from)
-                            .collect();
-                        new.reverse();
-                        parts.extend(new);
-                    }
-                }
-                _ => cur = candidate,
-            }
-        }
-        self.root.join(cur)
+    /// The host path of `rel` inside the root, symlinks in parent components and (when
+    /// `follow_last`) the last one resolved by the kernel as if the root were `/` (see
+    /// `kiln_fs`): no chain length or `..` leaves the root; chains over the kernel's limit are an
+    /// error. The path may not exist.
+    pub(crate) fn resolve(&self, rel: &str, follow_last: bool) -> Result<PathBuf> {
+        let root = kiln_fs::Root::open(self.root)?;
+        let c = root.canonical(&clean(&format!("/{rel}")), follow_last)?;
+        Ok(self.root.join(c.trim_start_matches('/')))
     }
 
     /// Expands a source path (context-relative or absolute inside a stage) into the matching
     /// paths, as BuildKit's copy does with `AllowWildcard`. A path without wildcards is returned
-    /// as is when it exists; `None` when it does not.
-    pub(crate) fn expand(&self, src: &str) -> Vec<String> {
+    /// as is when it exists; none when it does not.
+    pub(crate) fn expand(&self, src: &str) -> Result<Vec<String>> {
         let cleaned = clean(&format!("/{src}"));
         let rel = cleaned.trim_start_matches('/').to_string();
         if !has_wildcards(&rel) {
             if rel.is_empty() {
-                return vec![String::new()];
+                return Ok(vec![String::new()]);
             }
             if self.excluded(&rel) && !self.ignore.is_some_and(|m| m.may_include_below(&rel)) {
-                return vec![];
+                return Ok(vec![]);
             }
-            let abs = self.resolve(&rel, true);
-            return if fs::symlink_metadata(&abs).is_ok()
-                || fs::symlink_metadata(self.root.join(&rel)).is_ok()
-            {
-                vec![rel]
-            } else {
-                vec![]
-            };
+            let abs = self.resolve(&rel, true)?;
+            let last = self.resolve(&rel, false)?;
+            return Ok(
+                if fs::symlink_metadata(&abs).is_ok() || fs::symlink_metadata(&last).is_ok() {
+                    vec![rel]
+                } else {
+                    vec![]
+                },
+            );
         }
         let mut current = vec![String::new()];
         for comp in rel.split('/') {
             let mut next = Vec::new();
             for base in &current {
                 if has_wildcards(comp) {
-                    let dir = self.resolve(base, true);
+                    let dir = self.resolve(base, true)?;
                     let Ok(rd) = fs::read_dir(&dir) else { continue };
                     let mut names: Vec<String> = rd
                         .filter_map(|e| e.ok())
@@ -223,14 +192,15 @@ impl SourceTree<'_> {
                     } else {
                         format!("{base}/{unescaped}")
                     };
-                    if fs::symlink_metadata(self.resolve(&p, false)).is_ok() && !self.excluded(&p) {
+                    if fs::symlink_metadata(self.resolve(&p, false)?).is_ok() && !self.excluded(&p)
+                    {
                         next.push(p);
                     }
                 }
             }
             current = next;
         }
-        current
+        Ok(current)
     }
 
     /// Walks one selected source: the top-level path itself (a symlink there is followed) and,
@@ -240,7 +210,7 @@ impl SourceTree<'_> {
         // Ignore rules match root-relative paths without a leading `/`.
         let cleaned = clean(&format!("/{src_rel}"));
         let src_rel = cleaned.trim_start_matches('/');
-        let top_abs = self.resolve(src_rel, true);
+        let top_abs = self.resolve(src_rel, true)?;
         let meta = fs::metadata(&top_abs)
             .or_else(|_| fs::symlink_metadata(&top_abs))
             .map_err(io_err("stat", &top_abs))?;
@@ -526,7 +496,7 @@ pub(crate) fn digest_sources(
 ) -> Result<String> {
     let mut all = Vec::new();
     for s in sources {
-        let matches = tree.expand(s);
+        let matches = tree.expand(s)?;
         if matches.is_empty() && !has_wildcards(s) {
             return Err(Error::SourceNotFound {
                 line,
@@ -577,14 +547,14 @@ mod tests {
             root: d.path(),
             ignore: Some(&ig),
         };
-        assert_eq!(t.expand("*.txt"), vec!["1.txt", "2.txt"]);
+        assert_eq!(t.expand("*.txt").expect("expand"), vec!["1.txt", "2.txt"]);
         assert_eq!(
-            t.expand("sub/*/x.conf"),
+            t.expand("sub/*/x.conf").expect("expand"),
             vec!["sub/p/x.conf", "sub/q/x.conf"]
         );
-        assert_eq!(t.expand("/n.dat"), vec!["n.dat"]);
-        assert!(t.expand("skip.txt").is_empty());
-        assert!(t.expand("missing").is_empty());
+        assert_eq!(t.expand("/n.dat").expect("expand"), vec!["n.dat"]);
+        assert!(t.expand("skip.txt").expect("expand").is_empty());
+        assert!(t.expand("missing").expect("expand").is_empty());
         let all: Vec<String> = t
             .walk("")
             .expect("walk")

@@ -130,49 +130,41 @@ pub(crate) struct CopyOptions<'a> {
 }
 
 /// Resolves an absolute in-rootfs path to a host path under `root`, following symlinks in the
-/// parent components (scoped to the root) but not in the last one.
-pub(crate) fn scoped(root: &Path, path: &str) -> PathBuf {
-    let t = SourceTree { root, ignore: None };
+/// parent components (inside the root, by the kernel) but not in the last one.
+pub(crate) fn scoped(root: &Path, path: &str) -> Result<PathBuf> {
     let c = clean(&format!("/{path}"));
     let rel = c.trim_start_matches('/');
     if rel.is_empty() {
-        return root.to_path_buf();
+        return Ok(root.to_path_buf());
     }
-    match rel.rsplit_once('/') {
-        Some((parent, name)) => t.resolve(parent, true).join(name),
-        None => root.join(rel),
-    }
+    let r = kiln_fs::Root::open(root)?;
+    let (parent, name) = match rel.rsplit_once('/') {
+        Some((parent, name)) => (r.canonical(parent, true)?, name),
+        None => (String::from("/"), rel),
+    };
+    Ok(root.join(parent.trim_start_matches('/')).join(name))
 }
 
-/// `MkdirAll` of fsutil: creates missing directories (mode 0755) owned by `owner`.
+/// The host path of `path` when it is a directory inside the root (a final symlink followed,
+/// inside the root), else `None`.
+fn dir_in_root(root: &Path, path: &str) -> Result<Option<PathBuf>> {
+    let p = SourceTree { root, ignore: None }.resolve(path, true)?;
+    Ok(fs::symlink_metadata(&p)
+        .is_ok_and(|m| m.is_dir())
+        .then_some(p))
+}
+
+/// `MkdirAll` of fsutil: creates missing directories (mode 0755) owned by `owner`, resolving
+/// every component inside the root (see `kiln_fs::Root::mkdir_all`).
 pub(crate) fn mkdir_all(root: &Path, path: &str, owner: Option<(u32, u32)>) -> Result<PathBuf> {
+    let r = kiln_fs::Root::open(root)?;
     let c = clean(&format!("/{path}"));
-    let mut cur = String::new();
-    let mut host = root.to_path_buf();
-    for comp in c.split('/').filter(|p| !p.is_empty()) {
-        cur.push('/');
-        cur.push_str(comp);
-        host = SourceTree { root, ignore: None }.resolve(&cur, true);
-        match fs::metadata(&host) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(Error::Io {
-                    op: "mkdir",
-                    path: host,
-                    source: std::io::Error::other("not a directory"),
-                });
-            }
-            Err(_) => {
-                fs::create_dir(&host).map_err(io_err("mkdir", &host))?;
-                fs::set_permissions(&host, fs::Permissions::from_mode(0o755))
-                    .map_err(io_err("chmod", &host))?;
-                if let Some((u, g)) = owner {
-                    fsutil::lchown(&host, u, g)?;
-                }
-            }
-        }
-    }
-    Ok(host)
+    let dir = r.mkdir_all(&c, 0o755, owner)?;
+    let canonical = match r.in_root_path(&dir) {
+        Some(p) => p,
+        None => r.canonical(&c, true)?,
+    };
+    Ok(root.join(canonical.trim_start_matches('/')))
 }
 
 fn remove_existing(path: &Path, keep_dir: bool) -> Result<()> {
@@ -298,31 +290,6 @@ fn tar_reader(path: &Path) -> Option<Box<dyn Read>> {
     })
 }
 
-fn extract_tar(reader: Box<dyn Read>, dest: &Path, opts: &CopyOptions<'_>) -> Result<()> {
-    let mut ar = tar::Archive::new(reader);
-    ar.set_preserve_permissions(true);
-    ar.set_preserve_ownerships(opts.chown.is_none());
-    ar.set_preserve_mtime(true);
-    ar.set_unpack_xattrs(true);
-    ar.set_overwrite(true);
-    let entries = ar.entries().map_err(io_err("read archive", dest))?;
-    for entry in entries {
-        let mut entry = entry.map_err(io_err("read archive", dest))?;
-        let path = entry
-            .path()
-            .map_err(io_err("read archive", dest))?
-            .to_path_buf();
-        let ok = entry
-            .unpack_in(dest)
-            .map_err(io_err("extract archive", dest.join(&path)))?;
-        if ok && let Some((u, g)) = opts.chown {
-            let target = dest.join(&path);
-            fsutil::lchown(&target, u, g)?;
-        }
-    }
-    Ok(())
-}
-
 /// Runs one COPY/ADD into the rootfs at `root`.
 pub(crate) fn copy(root: &Path, source: &CopySource<'_>, opts: &CopyOptions<'_>) -> Result<()> {
     let dest_is_dir_hint = opts.dest.ends_with('/') || opts.dest.ends_with("/.");
@@ -333,12 +300,12 @@ pub(crate) fn copy(root: &Path, source: &CopySource<'_>, opts: &CopyOptions<'_>)
     } else if let Some((parent, _)) = dest_clean.rsplit_once('/') {
         mkdir_all(root, parent, opts.chown)?;
     }
-    let dest_host = scoped(root, &dest_clean);
+    let dest_host = scoped(root, &dest_clean)?;
     match source {
         CopySource::Inline { name, content } => {
-            let target = match fs::metadata(&dest_host) {
-                Ok(m) if m.is_dir() => dest_host.join(name),
-                _ => dest_host.clone(),
+            let target = match dir_in_root(root, &dest_clean)? {
+                Some(dir) => dir.join(name),
+                None => dest_host.clone(),
             };
             remove_existing(&target, false)?;
             fs::write(&target, content).map_err(io_err("write", &target))?;
@@ -362,7 +329,7 @@ pub(crate) fn copy(root: &Path, source: &CopySource<'_>, opts: &CopyOptions<'_>)
                 } else {
                     None
                 };
-                let matches = tree.expand(src);
+                let matches = tree.expand(src)?;
                 if matches.is_empty() {
                     if has_wildcards(src) {
                         continue;
@@ -423,20 +390,27 @@ fn copy_one(
     };
     let base = src_rel.rsplit('/').next().unwrap_or(src_rel).to_string();
     let mut dest_host = dest_host.to_path_buf();
+    let mut dest_path = dest_clean.to_string();
     if opts.parents && !keep_rel.is_empty() {
         // --parents: keep the source's path below the destination.
         let full = format!("{}/{}", dest_clean.trim_end_matches('/'), keep_rel);
         let parent = full.rsplit_once('/').map_or("/", |(p, _)| p).to_string();
         mkdir_all(root, &parent, opts.chown)?;
-        dest_host = scoped(root, &full);
+        dest_host = scoped(root, &full)?;
+        dest_path.clone_from(&full);
         if top.kind == EntryKind::Dir {
-            mkdir_all(root, &full, opts.chown)?;
+            dest_host = mkdir_all(root, &full, opts.chown)?;
         }
     } else if top.kind != EntryKind::Dir {
-        // A file into an existing directory keeps its name.
-        if fs::metadata(&dest_host).is_ok_and(|m| m.is_dir()) {
-            dest_host = dest_host.join(&base);
+        // A file into an existing directory (or a symlink to one, inside the root) keeps its
+        // name.
+        if let Some(dir) = dir_in_root(root, dest_clean)? {
+            dest_host = dir.join(&base);
+            dest_path = format!("{}/{base}", dest_clean.trim_end_matches('/'));
         }
+    } else if let Some(dir) = dir_in_root(root, dest_clean)? {
+        // Directory contents into an existing directory, or a symlink to one inside the root.
+        dest_host = dir;
     }
     if top.kind != EntryKind::Dir {
         if opts.unpack_archives
@@ -444,30 +418,38 @@ fn copy_one(
             && let Some(reader) = tar_reader(&top.abs)
         {
             let d = if opts.parents {
-                dest_host.clone()
+                dest_path
             } else {
-                scoped(root, dest_clean)
+                dest_clean.to_string()
             };
-            if !d.exists() {
-                let rel = d
-                    .strip_prefix(root)
-                    .map(|p| p.to_string_lossy().to_string())
-                    .unwrap_or_default();
-                mkdir_all(root, &rel, opts.chown)?;
-            }
-            return extract_tar(reader, &d, opts);
+            return crate::untar::extract(reader, root, &d, opts.chown, opts.line);
         }
         return copy_entry(top, &dest_host, opts, reset_owner, true);
     }
     // Directory: its contents go into the destination.
     copy_entry(top, &dest_host, opts, reset_owner, false)?;
+    // Directories left out by --exclude whose descendants are kept: those descendants' parents
+    // are made inside the root (they may be symlinks in the destination).
+    let mut skipped_dirs: Vec<&str> = Vec::new();
     for e in &entries[1..] {
         if let Some(ex) = opts.exclude
             && ex.is_excluded(&e.rel)
         {
+            if e.kind == EntryKind::Dir {
+                skipped_dirs.push(&e.rel);
+            }
             continue;
         }
-        let target = dest_host.join(&e.rel);
+        let mut target = dest_host.join(&e.rel);
+        if skipped_dirs
+            .iter()
+            .any(|d| e.rel.strip_prefix(d).is_some_and(|r| r.starts_with('/')))
+        {
+            let (parent, name) = e.rel.rsplit_once('/').unwrap_or(("", &e.rel));
+            let in_root = dest_host.strip_prefix(root).unwrap_or(Path::new(""));
+            let parent = format!("/{}/{parent}", in_root.display());
+            target = mkdir_all(root, &parent, opts.chown)?.join(name);
+        }
         copy_entry(e, &target, opts, reset_owner, true)?;
     }
     Ok(())

@@ -15,6 +15,10 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A path inside a snapshot or the context could not be resolved or created inside its
+    /// root (too many symlinks, a file where a directory must be, ...).
+    #[error(transparent)]
+    Contained(#[from] kiln_fs::Error),
     /// A `.dockerignore` pattern is malformed.
     #[error("invalid .dockerignore pattern `{pattern}`: {reason}")]
     IgnorePattern {

@@ -42,6 +42,7 @@ mod prune;
 mod remote_cache;
 mod request;
 mod scheduler;
+mod untar;
 mod users;
 
 pub use build::Solver;

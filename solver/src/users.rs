@@ -11,7 +11,9 @@ fn read_db(rootfs: &Path, file: &str) -> String {
         root: rootfs,
         ignore: None,
     };
-    let p = tree.resolve(file, true);
+    let Ok(p) = tree.resolve(file, true) else {
+        return String::new();
+    };
     std::fs::read(p)
         .map(|b| String::from_utf8_lossy(&b).to_string())
         .unwrap_or_default()

@@ -7,9 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// `kiln` with a fresh state directory (kept alive by the returned guard), no colors, and no
-/// inherited progress setting.
+/// inherited progress setting. `KILN_TEST_BIN` runs another build of kiln instead (e.g. an
+/// older one, to check that a regression test fails there).
 pub fn kiln(state: &tempfile::TempDir) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    let bin = std::env::var_os("KILN_TEST_BIN")
+        .unwrap_or_else(|| std::ffi::OsString::from(env!("CARGO_BIN_EXE_kiln")));
+    let mut cmd = Command::new(bin);
     cmd.env("KILN_ROOT", state.path())
         .env("NO_COLOR", "1")
         .env_remove("KILN_PROGRESS")

@@ -57,7 +57,7 @@ impl BuildCtx<'_> {
                         root: &base,
                         ignore: None,
                     }
-                    .resolve(&src_rel, true);
+                    .resolve(&src_rel, true)?;
                     if std::fs::symlink_metadata(&source).is_err() {
                         return Err(Error::Plan {
                             line: step.line,
@@ -99,7 +99,7 @@ impl BuildCtx<'_> {
                                 root: view.path(),
                                 ignore: None,
                             }
-                            .resolve(rm.source.as_deref().unwrap_or("/"), true);
+                            .resolve(rm.source.as_deref().unwrap_or("/"), true)?;
                             keep_views.push(view);
                             Some(p)
                         }
