@@ -143,10 +143,11 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// A reader that hashes everything read through it.
+/// A reader that hashes and counts everything read through it.
 pub(crate) struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
+    read: u64,
 }
 
 impl<R: io::Read> HashingReader<R> {
@@ -154,6 +155,7 @@ impl<R: io::Read> HashingReader<R> {
         Self {
             inner,
             hasher: Sha256::new(),
+            read: 0,
         }
     }
 
@@ -161,12 +163,18 @@ impl<R: io::Read> HashingReader<R> {
     pub(crate) fn digest(&self) -> Digest {
         Digest::from_sha256(self.hasher.clone().finalize().into())
     }
+
+    /// Bytes read so far.
+    pub(crate) fn bytes_read(&self) -> u64 {
+        self.read
+    }
 }
 
 impl<R: io::Read> io::Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
+        self.read += n as u64;
         Ok(n)
     }
 }

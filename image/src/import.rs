@@ -1,16 +1,25 @@
 //! `kiln load`: reads a docker-archive (`manifest.json`, old or Docker 25+ layout) or an OCI
-//! image layout archive into the content store and tags the images it names. Every blob is
-//! verified against its descriptor on the way in; tags are set only after all blobs of an image
-//! are stored.
+//! image layout archive into the content store and tags the images it names.
+//!
+//! Loading is check, then store, then tag. Every image of the archive is checked before
+//! anything of it enters the store: each blob's digest and size against its descriptor; the
+//! config has a `rootfs` of type `layers` with one diff_id per layer; each layer decompresses
+//! to its end (gzip, zstd or plain; a truncated stream fails) and the uncompressed bytes hash
+//! to that layer's diff_id (what Docker's loader checks: moby `image/tarexport/load.go`,
+//! "invalid diffID for layer"). Only when every image passes are blobs stored, then
+//! manifests, then tags: a refused archive leaves no tag and no manifest, so nothing refers to
+//! a blob it brought (a blob stored before a failure in the store phase itself, a full disk
+//! say, is unreferenced and goes with the next `gc`).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::compression::Compression;
+use crate::digest::{HashingReader, HashingWriter};
 use crate::error::{Error, IoContext, Result};
 use crate::export::{ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME};
 use crate::image::{Image, WriteOptions, parse_json, write_image_with};
@@ -97,6 +106,8 @@ fn load_dir(
         None
     };
     let index_json = dir.join("index.json");
+    // Check every image first; nothing is stored until all of them pass.
+    let mut checked: Vec<(Checked, Vec<Reference>)> = Vec::new();
     if index_json.is_file() {
         let data = fs::read(&index_json).at(&index_json)?;
         let index: Index = parse_json(&data, &format!("{} index.json", origin.display()))?;
@@ -107,9 +118,8 @@ fn load_dir(
                 .or_default()
                 .extend(e.repo_tags.clone().unwrap_or_default());
         }
-        let mut out: Vec<LoadedImage> = Vec::new();
         for desc in &index.manifests {
-            let image = import_manifest(store, &src, desc, platform)?;
+            let image = check_manifest(store, &src, desc, platform)?;
             let mut names = Vec::new();
             if let Some(n) = desc.annotations.get(ANNOTATION_IMAGE_NAME)
                 && let Ok(r) = Reference::parse(n)
@@ -122,7 +132,7 @@ fn load_dir(
                 names.push(r);
             }
             if names.is_empty() {
-                let key = format!("blobs/sha256/{}", image.config_digest.hex());
+                let key = format!("blobs/sha256/{}", image.config.digest.hex());
                 names.extend(
                     tags_by_config
                         .get(&key)
@@ -131,34 +141,38 @@ fn load_dir(
                         .filter_map(|t| Reference::parse(t).ok()),
                 );
             }
-            // One image may appear once per name; merge them.
-            if let Some(prev) = out
-                .iter_mut()
-                .find(|l| l.image.manifest_digest == image.manifest_digest)
-            {
-                prev.names.extend(names);
-            } else {
-                out.push(LoadedImage { image, names });
-            }
+            checked.push((image, names));
         }
-        return tag_all(store, out);
+    } else {
+        let Some(entries) = repo_tags else {
+            return Err(bad(
+                origin,
+                "neither index.json (OCI layout) nor manifest.json (docker-archive) found",
+            ));
+        };
+        for e in entries {
+            let image = check_legacy(store, &src, &e)?;
+            let names = e
+                .repo_tags
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|t| Reference::parse(t).ok())
+                .collect();
+            checked.push((image, names));
+        }
     }
-    let Some(entries) = repo_tags else {
-        return Err(bad(
-            origin,
-            "neither index.json (OCI layout) nor manifest.json (docker-archive) found",
-        ));
-    };
-    let mut out = Vec::new();
-    for e in entries {
-        let image = import_legacy(store, &src, &e)?;
-        let names = e
-            .repo_tags
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|t| Reference::parse(t).ok())
-            .collect();
-        out.push(LoadedImage { image, names });
+    let mut out: Vec<LoadedImage> = Vec::new();
+    for (image, names) in checked {
+        let image = image.store(store, &src)?;
+        // One image may appear once per name; merge them.
+        if let Some(prev) = out
+            .iter_mut()
+            .find(|l| l.image.manifest_digest == image.manifest_digest)
+        {
+            prev.names.extend(names);
+        } else {
+            out.push(LoadedImage { image, names });
+        }
     }
     tag_all(store, out)
 }
@@ -208,32 +222,188 @@ impl Source<'_> {
     }
 }
 
-fn copy_blob(store: &ContentStore, src: &Source<'_>, desc: &Descriptor) -> Result<()> {
+/// An image of the archive that passed every check, and what storing it takes.
+struct Checked {
+    /// The config blob.
+    config: Descriptor,
+    /// Blobs to bring into the store (config and layers), each with the archive file holding
+    /// it (`None`: already in the store).
+    blobs: Vec<(Descriptor, Option<PathBuf>)>,
+    kind: CheckedKind,
+}
+
+enum CheckedKind {
+    /// An OCI layout image: its manifest (and the index it was chosen from), stored as is
+    /// after the blobs.
+    Layout {
+        manifest: (Digest, Vec<u8>),
+        index: Option<(Digest, Vec<u8>)>,
+        platform: Platform,
+    },
+    /// A Docker archive before 25: a manifest is written for it.
+    Legacy {
+        config_bytes: Vec<u8>,
+        config: Box<ImageConfig>,
+        layers: Vec<Descriptor>,
+    },
+}
+
+impl Checked {
+    /// Stores the blobs, then the documents that refer to them, and returns the image.
+    fn store(self, store: &ContentStore, src: &Source<'_>) -> Result<Image> {
+        for (desc, path) in &self.blobs {
+            if let Some(p) = path {
+                copy_blob(store, src, p, desc)?;
+            }
+        }
+        match self.kind {
+            CheckedKind::Layout {
+                manifest,
+                index,
+                platform,
+            } => {
+                // The manifest last, so the store never holds one whose blobs are missing.
+                store.put_bytes(&manifest.1)?;
+                let mut image = Image::load(store, &manifest.0, &platform)?;
+                if let Some((digest, bytes)) = index {
+                    store.put_bytes(&bytes)?;
+                    image.index_digest = Some(digest);
+                }
+                Ok(image)
+            }
+            CheckedKind::Legacy {
+                config_bytes,
+                config,
+                layers,
+            } => write_legacy(store, &self.config, &config_bytes, &config, &layers),
+        }
+    }
+}
+
+fn copy_blob(store: &ContentStore, src: &Source<'_>, p: &Path, desc: &Descriptor) -> Result<()> {
     if store.has_blob(&desc.digest) {
         return Ok(());
     }
-    let p = src.blob(&desc.digest)?;
     if src.owned {
-        return store.adopt_file(&p, desc, &src.what(&desc.digest));
+        return store.adopt_file(p, desc, &src.what(&desc.digest));
     }
-    let f = File::open(&p).at(&p)?;
+    let f = File::open(p).at(p)?;
     store.put_verified(f, desc, &src.what(&desc.digest))
 }
 
-fn import_manifest(
+/// Opens the copy of a blob the load will use: the store's when it has one, else the
+/// archive's (returned too, to be copied in later).
+fn open_blob(
+    store: &ContentStore,
+    src: &Source<'_>,
+    desc: &Descriptor,
+) -> Result<(File, Option<PathBuf>)> {
+    if store.has_blob(&desc.digest) {
+        return Ok((store.open_blob(&desc.digest)?, None));
+    }
+    let p = src.blob(&desc.digest)?;
+    Ok((File::open(&p).at(&p)?, Some(p)))
+}
+
+/// What reading a layer blob to its end found.
+struct LayerCheck {
+    digest: Digest,
+    size: u64,
+    diff_id: Digest,
+    compression: Compression,
+}
+
+/// Reads a layer blob to its end: its digest and size, and the digest of its uncompressed
+/// bytes. A stream that does not decompress to its end (a truncated gzip, say) is an error.
+fn check_layer(file: impl Read, what: &str) -> Result<LayerCheck> {
+    let mut raw = HashingReader::new(file);
+    let mut plain = HashingWriter::new(io::sink());
+    let mut buffered = BufReader::with_capacity(256 * 1024, &mut raw);
+    let head = buffered.fill_buf().map_err(|e| Error::InvalidImage {
+        what: what.to_owned(),
+        reason: format!("cannot be read: {e}"),
+    })?;
+    let compression = Compression::detect(head);
+    let decoded = match compression {
+        Compression::Gzip => io::copy(
+            &mut flate2::read::MultiGzDecoder::new(&mut buffered),
+            &mut plain,
+        ),
+        Compression::Zstd => zstd::stream::read::Decoder::with_buffer(&mut buffered)
+            .and_then(|mut d| io::copy(&mut d, &mut plain)),
+        Compression::Uncompressed => io::copy(&mut buffered, &mut plain),
+    };
+    // Whatever follows the compressed stream still counts for the blob's digest.
+    let rest = decoded.and_then(|_| io::copy(&mut buffered, &mut io::sink()));
+    rest.map_err(|e| Error::InvalidImage {
+        what: what.to_owned(),
+        reason: format!("the {} layer does not decompress: {e}", compression.name()),
+    })?;
+    drop(buffered);
+    let (_, diff_id, _) = plain.finish();
+    Ok(LayerCheck {
+        digest: raw.digest(),
+        size: raw.bytes_read(),
+        diff_id,
+        compression,
+    })
+}
+
+/// Parses a config and checks it has a `rootfs` of type `layers` listing `layers` diff_ids.
+fn check_config(bytes: &[u8], layers: usize, what: &str) -> Result<ImageConfig> {
+    let value: serde_json::Value = parse_json(bytes, what)?;
+    let rootfs = value.get("rootfs");
+    let kind = rootfs.and_then(|r| r.get("type")).and_then(|t| t.as_str());
+    let diff_ids = rootfs.and_then(|r| r.get("diff_ids"));
+    let invalid = |reason: String| Error::InvalidImage {
+        what: what.to_owned(),
+        reason,
+    };
+    if rootfs.is_none() {
+        return Err(invalid(
+            "the config has no `rootfs` (the diff_ids of its layers)".into(),
+        ));
+    }
+    if kind != Some("layers") || !diff_ids.is_some_and(serde_json::Value::is_array) {
+        return Err(invalid(
+            "the config's `rootfs` needs `type` `layers` and a `diff_ids` list".into(),
+        ));
+    }
+    let config = ImageConfig::from_json(bytes).map_err(|e| invalid(e.to_string()))?;
+    if config.rootfs.diff_ids.len() != layers {
+        return Err(invalid(format!(
+            "layers length mismatch: {layers} layers but {} diff_ids in the config's `rootfs`",
+            config.rootfs.diff_ids.len()
+        )));
+    }
+    Ok(config)
+}
+
+/// The error for a layer whose uncompressed bytes are not its diff_id (Docker's wording).
+fn diff_id_mismatch(what: String, expected: &Digest, actual: Digest) -> Error {
+    Error::DigestMismatch {
+        what,
+        expected: expected.clone(),
+        actual,
+    }
+}
+
+fn check_manifest(
     store: &ContentStore,
     src: &Source<'_>,
     desc: &Descriptor,
     platform: &Platform,
-) -> Result<Image> {
+) -> Result<Checked> {
     let what = format!("manifest {} in {}", desc.digest, src.origin.display());
     if spec::is_index(&desc.media_type) {
         let bytes = read_verified(src, desc)?;
         let index: Index = parse_json(&bytes, &what)?;
         let child = crate::image::select_platform(&index, platform, &what)?.clone();
-        let mut image = import_manifest(store, src, &child, platform)?;
-        store.put_bytes(&bytes)?;
-        image.index_digest = Some(desc.digest.clone());
+        let mut image = check_manifest(store, src, &child, platform)?;
+        if let CheckedKind::Layout { index: slot, .. } = &mut image.kind {
+            // The outermost index is the one an image records.
+            *slot = Some((desc.digest.clone(), bytes));
+        }
         return Ok(image);
     }
     if !spec::is_manifest(&desc.media_type) {
@@ -244,13 +414,70 @@ fn import_manifest(
     }
     let bytes = read_verified(src, desc)?;
     let manifest = crate::image::parse_manifest(&bytes, &what)?;
-    copy_blob(store, src, &manifest.config)?;
-    for l in &manifest.layers {
-        copy_blob(store, src, l)?;
+    let config_bytes = if store.has_blob(&manifest.config.digest) {
+        store.read_blob(&manifest.config.digest)?
+    } else {
+        read_verified(src, &manifest.config)?
+    };
+    if config_bytes.len() as u64 != manifest.config.size {
+        return Err(Error::SizeMismatch {
+            what: src.what(&manifest.config.digest),
+            expected: manifest.config.size,
+            actual: config_bytes.len() as u64,
+        });
     }
-    // The manifest last, so the store never holds one whose blobs are missing.
-    store.put_bytes(&bytes)?;
-    Image::load(store, &desc.digest, platform)
+    let config = check_config(
+        &config_bytes,
+        manifest.layers.len(),
+        &format!("config {} of {what}", manifest.config.digest),
+    )?;
+    let mut blobs = vec![(
+        manifest.config.clone(),
+        (!store.has_blob(&manifest.config.digest))
+            .then(|| src.blob(&manifest.config.digest))
+            .transpose()?,
+    )];
+    for (i, (layer, diff_id)) in manifest
+        .layers
+        .iter()
+        .zip(&config.rootfs.diff_ids)
+        .enumerate()
+    {
+        let layer_what = format!("layer {i} ({}) of {what}", layer.digest);
+        let (file, path) = open_blob(store, src, layer)?;
+        let found = check_layer(file, &layer_what)?;
+        if found.size != layer.size {
+            return Err(Error::SizeMismatch {
+                what: layer_what,
+                expected: layer.size,
+                actual: found.size,
+            });
+        }
+        if found.digest != layer.digest {
+            return Err(Error::DigestMismatch {
+                what: layer_what,
+                expected: layer.digest.clone(),
+                actual: found.digest,
+            });
+        }
+        if &found.diff_id != diff_id {
+            return Err(diff_id_mismatch(
+                format!("{layer_what} (its diff_id)"),
+                diff_id,
+                found.diff_id,
+            ));
+        }
+        blobs.push((layer.clone(), path));
+    }
+    Ok(Checked {
+        config: manifest.config.clone(),
+        blobs,
+        kind: CheckedKind::Layout {
+            manifest: (desc.digest.clone(), bytes),
+            index: None,
+            platform: platform.clone(),
+        },
+    })
 }
 
 fn read_verified(src: &Source<'_>, desc: &Descriptor) -> Result<Vec<u8>> {
@@ -264,56 +491,85 @@ fn read_verified(src: &Source<'_>, desc: &Descriptor) -> Result<Vec<u8>> {
             actual,
         });
     }
+    if bytes.len() as u64 != desc.size {
+        return Err(Error::SizeMismatch {
+            what: src.what(&desc.digest),
+            expected: desc.size,
+            actual: bytes.len() as u64,
+        });
+    }
     Ok(bytes)
 }
 
 /// A docker-archive without index.json (Docker before 25): `<id>/layer.tar` files and a config
-/// JSON named in manifest.json. A manifest is written for it (Docker media types).
-fn import_legacy(store: &ContentStore, src: &Source<'_>, e: &DockerManifestEntry) -> Result<Image> {
+/// JSON named in manifest.json. Its layers are checked here; a manifest is written for it
+/// (Docker media types) when it is stored.
+fn check_legacy(
+    store: &ContentStore,
+    src: &Source<'_>,
+    e: &DockerManifestEntry,
+) -> Result<Checked> {
     let config_path = src.path(&e.config, "config")?;
     let config_bytes = fs::read(&config_path).at(&config_path)?;
-    let config = ImageConfig::from_json(&config_bytes)?;
-    if config.rootfs.diff_ids.len() != e.layers.len() {
-        return Err(bad(
-            src.origin,
-            &format!(
-                "{} layers listed but the config has {} diff_ids",
-                e.layers.len(),
-                config.rootfs.diff_ids.len()
-            ),
-        ));
-    }
+    let config = check_config(
+        &config_bytes,
+        e.layers.len(),
+        &format!("config `{}` in {}", e.config, src.origin.display()),
+    )?;
+    let config_desc = Descriptor::new(
+        spec::media_type::DOCKER_CONFIG,
+        Digest::of_bytes(&config_bytes),
+        config_bytes.len() as u64,
+    );
     let mut layers = Vec::new();
-    for (rel, diff_id) in e.layers.iter().zip(&config.rootfs.diff_ids) {
+    let mut blobs = Vec::new();
+    for (i, (rel, diff_id)) in e.layers.iter().zip(&config.rootfs.diff_ids).enumerate() {
         let p = src.path(rel, "layer")?;
-        let mut f = File::open(&p).at(&p)?;
-        let mut head = [0u8; 4];
-        let n = f.read(&mut head).at(&p)?;
-        let compression = Compression::detect(&head[..n]);
-        let f = File::open(&p).at(&p)?;
-        let expected = (compression == Compression::Uncompressed).then_some(diff_id);
-        let (digest, size) = store.put_blob(f, expected).map_err(|err| match err {
-            Error::DigestMismatch {
-                expected, actual, ..
-            } => Error::DigestMismatch {
-                what: format!("layer `{rel}` in {} (its diff_id)", src.origin.display()),
-                expected,
-                actual,
-            },
-            other => other,
-        })?;
-        layers.push(Descriptor::new(
-            compression.layer_media_type(compression != Compression::Zstd),
-            digest,
-            size,
-        ));
+        let what = format!("layer {i} `{rel}` in {}", src.origin.display());
+        let found = check_layer(File::open(&p).at(&p)?, &what)?;
+        if &found.diff_id != diff_id {
+            return Err(diff_id_mismatch(
+                format!("{what} (its diff_id)"),
+                diff_id,
+                found.diff_id,
+            ));
+        }
+        let desc = Descriptor::new(
+            found
+                .compression
+                .layer_media_type(found.compression != Compression::Zstd),
+            found.digest,
+            found.size,
+        );
+        let path = (!store.has_blob(&desc.digest)).then_some(p);
+        layers.push(desc.clone());
+        blobs.push((desc, path));
     }
-    // Keep the archive's config bytes (and so its image id) rather than re-serialising.
-    let config_digest = store.put_bytes(&config_bytes)?;
+    Ok(Checked {
+        config: config_desc,
+        blobs,
+        kind: CheckedKind::Legacy {
+            config_bytes,
+            config: Box::new(config),
+            layers,
+        },
+    })
+}
+
+/// Stores the config of a legacy archive (its own bytes, so its image id) and writes a
+/// manifest for it; its layers are already stored.
+fn write_legacy(
+    store: &ContentStore,
+    config_desc: &Descriptor,
+    config_bytes: &[u8],
+    config: &ImageConfig,
+    layers: &[Descriptor],
+) -> Result<Image> {
+    let config_digest = store.put_bytes(config_bytes)?;
     let image = write_image_with(
         store,
-        &config,
-        &layers,
+        config,
+        layers,
         &WriteOptions {
             docker_media_types: true,
             ..Default::default()
@@ -325,8 +581,71 @@ fn import_legacy(store: &ContentStore, src: &Source<'_>, e: &DockerManifestEntry
     // write_image canonicalised the config; point a manifest at the original bytes instead.
     let mut manifest = image.manifest.clone();
     manifest.config.digest = config_digest;
-    manifest.config.size = config_bytes.len() as u64;
+    manifest.config.size = config_desc.size;
     let bytes = crate::json::to_canonical_json(&manifest)?;
     let digest = store.put_bytes(&bytes)?;
     Image::load(store, &digest, &config.platform())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    fn compressed(c: Compression, data: &[u8]) -> Vec<u8> {
+        let mut w = crate::compression::Compressor::new(
+            Vec::new(),
+            crate::CompressionOptions {
+                compression: c,
+                level: Some(1),
+            },
+        )
+        .unwrap();
+        w.write_all(data).unwrap();
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn layers_must_decompress_to_their_end() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for c in [
+            Compression::Uncompressed,
+            Compression::Gzip,
+            Compression::Zstd,
+        ] {
+            let blob = compressed(c, &data);
+            let ok = check_layer(&blob[..], "layer").unwrap();
+            assert_eq!(ok.diff_id, Digest::of_bytes(&data), "{c:?}");
+            assert_eq!(ok.digest, Digest::of_bytes(&blob));
+            assert_eq!(ok.size, blob.len() as u64);
+            assert_eq!(ok.compression, c);
+            if c == Compression::Uncompressed {
+                continue;
+            }
+            let truncated = &blob[..blob.len() * 2 / 3];
+            let err = check_layer(truncated, "layer 3 of x").err();
+            let err = err.map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                err.contains("layer 3 of x") && err.contains("does not decompress"),
+                "{c:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn configs_need_a_rootfs_matching_the_layers() {
+        let good = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"]}}"#;
+        assert!(check_config(good, 1, "c").is_ok());
+        let err = check_config(good, 2, "config c").unwrap_err().to_string();
+        assert!(
+            err.contains("config c") && err.contains("2 layers but 1 diff_ids"),
+            "{err}"
+        );
+        let none = br#"{"architecture":"amd64","os":"linux"}"#;
+        let err = check_config(none, 0, "config c").unwrap_err().to_string();
+        assert!(err.contains("no `rootfs`"), "{err}");
+        let wrong = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"x","diff_ids":[]}}"#;
+        assert!(check_config(wrong, 0, "c").is_err());
+    }
 }
