@@ -30,6 +30,16 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A path inside the container's rootfs could not be resolved or created there
+    /// (a symlink chain too long, a component that is not a directory, ...).
+    #[error("{what}: {source}")]
+    Rootfs {
+        /// What the path was for (`mount target`, `working directory`, ...).
+        what: &'static str,
+        /// The error, naming the path as seen inside the rootfs.
+        #[source]
+        source: kiln_fs::Error,
+    },
     /// The container init binary could not be started.
     #[error("start container init `{}`: {source}", binary.display())]
     Spawn {
@@ -98,6 +108,10 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+
+    pub(crate) fn rootfs(what: &'static str) -> impl FnOnce(kiln_fs::Error) -> Self {
+        move |source| Error::Rootfs { what, source }
     }
 
     pub(crate) fn sys(op: &'static str, detail: impl Into<String>, source: io::Error) -> Self {

@@ -26,7 +26,7 @@ use crate::copy::copy_tree;
 use crate::error::{Error, Result};
 use crate::proto::{INIT_ARG, InitEvent, InitSpec, PlannedMount, RootPlan};
 use crate::spec::RootMount;
-use crate::stubs::{StubKind, Stubs, mkdir_all_owned, resolve_in_root};
+use crate::stubs::{MountPoint, StubKind, Stubs, Target};
 use crate::sys;
 use crate::user::resolve;
 
@@ -89,8 +89,8 @@ fn init_main() -> i32 {
     }
     let mut state = Mounted::default();
     let result = run(&spec, &events, &mut state);
-    for target in state.mounts.iter().rev() {
-        let _ = sys::umount2(target, libc::MNT_DETACH);
+    for mount in state.mounts.iter().rev() {
+        mount.unmount();
     }
     if let Err(e) = state.stubs.clean() {
         events.send(&InitEvent::CleanupFailed {
@@ -112,7 +112,7 @@ fn init_main() -> i32 {
 #[derive(Default)]
 pub(crate) struct Mounted {
     stubs: Stubs,
-    mounts: Vec<PathBuf>,
+    mounts: Vec<MountPoint>,
 }
 
 fn run(spec: &InitSpec, events: &Events, state: &mut Mounted) -> Result<()> {
@@ -157,8 +157,10 @@ fn run(spec: &InitSpec, events: &Events, state: &mut Mounted) -> Result<()> {
     // opened; PID 1 binds the standard ones onto its nodev /dev.
     sys::set_nodev_recursive(&root).map_err(|e| Error::sys("mount_setattr", "nodev rootfs", e))?;
 
-    let passwd = read_user_file(&resolve_in_root(&root, "/etc/passwd")?);
-    let group = read_user_file(&resolve_in_root(&root, "/etc/group")?);
+    // Every path of the rootfs from here on is resolved by the kernel inside it.
+    let rootfs = kiln_fs::Root::open(&root).map_err(Error::rootfs("open rootfs"))?;
+    let passwd = read_user_file(&rootfs, "/etc/passwd");
+    let group = read_user_file(&rootfs, "/etc/group");
     let user = resolve(&spec.user, passwd.as_deref(), group.as_deref())?;
 
     let cwd = if spec.cwd.is_empty() {
@@ -166,16 +168,16 @@ fn run(spec: &InitSpec, events: &Events, state: &mut Mounted) -> Result<()> {
     } else {
         spec.cwd.as_str()
     };
-    let host_cwd = resolve_in_root(&root, cwd)?;
-    mkdir_all_owned(&root, &host_cwd, user.uid, user.gid)?;
+    rootfs
+        .mkdir_all(cwd, 0o755, Some((user.uid, user.gid)))
+        .map_err(Error::rootfs("working directory"))?;
 
     for dir in ["/proc", "/dev", "/sys"] {
-        let path = resolve_in_root(&root, dir)?;
-        state.stubs.ensure(&root, &path, StubKind::Dir)?;
+        state.stubs.ensure(&rootfs, dir, StubKind::Dir)?;
     }
     for (index, mount) in spec.mounts.iter().enumerate() {
         if !under_dev(mount.target()) {
-            apply_mount(&root, &scratch, index, mount, state)?;
+            apply_mount(&rootfs, &scratch, index, mount, state)?;
         }
     }
 
@@ -246,15 +248,19 @@ fn run(spec: &InitSpec, events: &Events, state: &mut Mounted) -> Result<()> {
     Ok(())
 }
 
-/// An /etc/passwd or /etc/group of the rootfs: at most 10 MiB (as BuildKit reads), lossily
-/// decoded; `None` when missing or unreadable.
-fn read_user_file(path: &Path) -> Option<String> {
-    let mut bytes = Vec::new();
-    File::open(path)
-        .ok()?
-        .take(10 << 20)
-        .read_to_end(&mut bytes)
+/// An /etc/passwd or /etc/group of the rootfs (resolved inside it): at most 10 MiB (as
+/// BuildKit reads), lossily decoded; `None` when missing or unreadable.
+fn read_user_file(rootfs: &kiln_fs::Root, path: &str) -> Option<String> {
+    let fd = rootfs
+        .open_at(
+            path,
+            rustix::fs::OFlags::RDONLY,
+            rustix::fs::Mode::empty(),
+            true,
+        )
         .ok()?;
+    let mut bytes = Vec::new();
+    File::from(fd).take(10 << 20).read_to_end(&mut bytes).ok()?;
     Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
@@ -418,14 +424,13 @@ fn compact_lowerdirs(data: &str) -> Option<(PathBuf, String)> {
 }
 
 pub(crate) fn apply_mount(
-    root: &Path,
+    root: &kiln_fs::Root,
     scratch: &Path,
     index: usize,
     mount: &PlannedMount,
     state: &mut Mounted,
 ) -> Result<()> {
-    let target = resolve_in_root(root, mount.target())?;
-    match mount {
+    let target = match mount {
         PlannedMount::Bind {
             source,
             readonly,
@@ -439,7 +444,7 @@ pub(crate) fn apply_mount(
             } else {
                 StubKind::File
             };
-            state.stubs.ensure(root, &target, kind)?;
+            let target = state.stubs.ensure(root, mount.target(), kind)?;
             if *discard_writes {
                 let work = scratch.join(format!("bind-{index}"));
                 fs::create_dir(&work).map_err(|e| Error::io("create scratch", &work, e))?;
@@ -447,23 +452,25 @@ pub(crate) fn apply_mount(
                 if !overlaid {
                     let copy = work.join("copy");
                     copy_tree(source, &copy)?;
-                    bind_at(&copy, &target, false)?;
+                    bind_onto(&copy, &target, false)?;
                 }
             } else {
-                bind_at(source, &target, *readonly)?;
+                bind_onto(source, &target, *readonly)?;
             }
+            target
         }
         PlannedMount::Tmpfs { size, .. } => {
-            state.stubs.ensure(root, &target, StubKind::Dir)?;
+            let target = state.stubs.ensure(root, mount.target(), StubKind::Dir)?;
             let data = size.map(|s| format!("size={s}"));
             sys::mount(
                 Some(OsStr::new("tmpfs")),
-                &target,
+                &target.path(),
                 Some("tmpfs"),
-                libc::MS_NOSUID,
+                libc::MS_NOSUID | libc::MS_NODEV,
                 data.as_deref(),
             )
             .map_err(|e| Error::sys("mount", format!("tmpfs on {}", mount.target()), e))?;
+            target
         }
         PlannedMount::File {
             contents,
@@ -478,18 +485,60 @@ pub(crate) fn apply_mount(
                 .map_err(|e| Error::io("chown mount file", &file, e))?;
             fs::set_permissions(&file, fs::Permissions::from_mode(*mode & 0o7777))
                 .map_err(|e| Error::io("chmod mount file", &file, e))?;
-            state.stubs.ensure(root, &target, StubKind::File)?;
-            bind_at(&file, &target, true)?;
+            let target = state.stubs.ensure(root, mount.target(), StubKind::File)?;
+            bind_onto(&file, &target, true)?;
+            target
         }
-    }
+    };
     // Every mount of a step (binds of host or stage directories, caches, tmpfs, secrets) is
     // nodev, submounts included.
-    sys::set_nodev_recursive(&target)
+    let top = target.top()?;
+    sys::set_nodev_recursive(&kiln_fs::proc_fd_path(&top))
         .map_err(|e| Error::sys("mount_setattr", format!("nodev {}", mount.target()), e))?;
-    state.mounts.push(target);
+    state.mounts.push(target.into_mount_point());
     Ok(())
 }
 
+/// A recursive bind of the host path `source` onto `target` (its descriptor), remounted
+/// read-only when asked.
+fn bind_onto(source: &Path, target: &Target, readonly: bool) -> Result<()> {
+    sys::mount(
+        Some(source.as_os_str()),
+        &target.path(),
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )
+    .map_err(|e| {
+        Error::sys(
+            "mount",
+            format!("bind {} on {}", source.display(), target.shown),
+            e,
+        )
+    })?;
+    if readonly {
+        let top = target.top()?;
+        remount_readonly(&kiln_fs::proc_fd_path(&top))
+            .map_err(|e| Error::sys("mount", format!("remount {} read-only", target.shown), e))?;
+    }
+    Ok(())
+}
+
+/// A bind remount read-only of the mount at `path`, repeating its own flags, without which the
+/// remount would drop them (or fail).
+fn remount_readonly(path: &Path) -> std::io::Result<()> {
+    let keep = sys::locked_mount_flags(path).unwrap_or(0);
+    sys::mount(
+        None,
+        path,
+        None,
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | keep,
+        None,
+    )
+}
+
+/// A recursive bind of `source` on `target`, both host paths the caller trusts (PID 1's own
+/// /proc and /sys paths), remounted read-only when asked.
 pub(crate) fn bind_at(source: &Path, target: &Path, readonly: bool) -> Result<()> {
     sys::mount(
         Some(source.as_os_str()),
@@ -506,16 +555,7 @@ pub(crate) fn bind_at(source: &Path, target: &Path, readonly: bool) -> Result<()
         )
     })?;
     if readonly {
-        // Without repeating the mount's own flags the remount would drop them (or fail).
-        let keep = sys::locked_mount_flags(target).unwrap_or(0);
-        sys::mount(
-            None,
-            target,
-            None,
-            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | keep,
-            None,
-        )
-        .map_err(|e| {
+        remount_readonly(target).map_err(|e| {
             Error::sys(
                 "mount",
                 format!("remount {} read-only", target.display()),
@@ -527,7 +567,7 @@ pub(crate) fn bind_at(source: &Path, target: &Path, readonly: bool) -> Result<()
 }
 
 /// A writable view of `source` whose writes go to an upper dir on the scratch tmpfs.
-fn overlay_bind(source: &Path, work: &Path, target: &Path) -> Result<()> {
+fn overlay_bind(source: &Path, work: &Path, target: &Target) -> Result<()> {
     let upper = work.join("upper");
     let workdir = work.join("work");
     for d in [&upper, &workdir] {
@@ -548,9 +588,9 @@ fn overlay_bind(source: &Path, work: &Path, target: &Path) -> Result<()> {
     );
     sys::mount(
         Some(OsStr::new("overlay")),
-        target,
+        &target.path(),
         Some("overlay"),
-        0,
+        libc::MS_NODEV,
         Some(&data),
     )
     .map_err(|e| Error::sys("mount", format!("overlay over {}", source.display()), e))

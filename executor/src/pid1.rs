@@ -61,13 +61,15 @@ pub(crate) fn container_pid1(
     // command's controlling terminal.
     sys::setsid().map_err(|e| Error::sys("setsid", "", e))?;
     sys::unshare(libc::CLONE_NEWNS).map_err(|e| Error::sys("unshare", "mount namespace", e))?;
-    mount_special(root)?;
+    let rootfs = kiln_fs::Root::open(root).map_err(Error::rootfs("open rootfs"))?;
+    mount_special(root, &rootfs)?;
     let mut on_tmpfs = Mounted::default();
     for (index, mount) in dev_mounts.mounts.iter().enumerate() {
         if under_dev(mount.target()) {
-            apply_mount(root, dev_mounts.scratch, index, mount, &mut on_tmpfs)?;
+            apply_mount(&rootfs, dev_mounts.scratch, index, mount, &mut on_tmpfs)?;
         }
     }
+    drop(rootfs);
     enter_root(root)?;
     std::env::set_current_dir(cwd).map_err(|e| Error::io("chdir", cwd, e))?;
     let program = find_executable(arg0, envp)?;
@@ -118,25 +120,38 @@ fn find_executable(arg0: &str, envp: &[CString]) -> Result<CString> {
     Err(not_found())
 }
 
-fn mount_special(root: &Path) -> Result<()> {
+/// /proc, /dev and /sys at their places resolved inside the rootfs (a base image whose /proc is
+/// a symlink gets them where the link leads, inside the root), then the read-only and masked
+/// paths below them.
+fn mount_special(root: &Path, rootfs: &kiln_fs::Root) -> Result<()> {
+    let at = |path: &str| {
+        rootfs
+            .resolve(path, true)
+            .map_err(Error::rootfs("mount target"))
+    };
+    let proc_dir = at("/proc")?;
+    let dev = at("/dev")?;
+    let sys_dir = at("/sys")?;
+    let special = |path: &str| {
+        if let Some(rest) = path.strip_prefix("proc/") {
+            proc_dir.join(rest)
+        } else if let Some(rest) = path.strip_prefix("sys/") {
+            sys_dir.join(rest)
+        } else {
+            root.join(path)
+        }
+    };
     let m =
         |source: &str, target: &Path, fstype: &str, flags: libc::c_ulong, data: Option<&str>| {
             sys::mount(Some(OsStr::new(source)), target, Some(fstype), flags, data)
                 .map_err(|e| Error::sys("mount", format!("{fstype} on {}", target.display()), e))
         };
     let nosuid_noexec_nodev = libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_NODEV;
-    m(
-        "proc",
-        &root.join("proc"),
-        "proc",
-        nosuid_noexec_nodev,
-        None,
-    )?;
+    m("proc", &proc_dir, "proc", nosuid_noexec_nodev, None)?;
 
     // /dev is nodev like every other mount of the container: a node created there (or shipped
     // in the rootfs) cannot be opened. The standard nodes are the host's, bind-mounted one by
     // one; each bind is its own mount, which keeps the host /dev's flags.
-    let dev = root.join("dev");
     m(
         "tmpfs",
         &dev,
@@ -201,7 +216,6 @@ fn mount_special(root: &Path) -> Result<()> {
         symlink(target, &path).map_err(|e| Error::io("create symlink", &path, e))?;
     }
 
-    let sys_dir = root.join("sys");
     if m(
         "sysfs",
         &sys_dir,
@@ -216,14 +230,14 @@ fn mount_special(root: &Path) -> Result<()> {
 
     // Read-only paths first, then masks, in runc's order.
     for path in READONLY_PATHS {
-        let target = root.join(path);
+        let target = special(path);
         if target.exists() {
             bind_at(&target, &target, true)?;
         }
     }
     let null = dev.join("null");
     for path in MASKED_PATHS {
-        let target = root.join(path);
+        let target = special(path);
         let Ok(meta) = fs::metadata(&target) else {
             continue;
         };

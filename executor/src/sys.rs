@@ -99,7 +99,7 @@ pub(crate) fn set_nodev_recursive(target: &Path) -> io::Result<()> {
             libc::SYS_mount_setattr,
             libc::AT_FDCWD,
             p.as_ptr(),
-            libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW,
+            libc::AT_RECURSIVE,
             &raw const attr,
             std::mem::size_of::<MountAttr>(),
         )
@@ -111,27 +111,32 @@ pub(crate) fn set_nodev_recursive(target: &Path) -> io::Result<()> {
     if err.raw_os_error() != Some(libc::ENOSYS) {
         return Err(err);
     }
+    remount_nodev(target)?;
+    // Submounts, when `target` is a plain path (not a /proc/self/fd link).
     let mountinfo = std::fs::read("/proc/self/mountinfo")?;
     for line in mountinfo.split(|b| *b == b'\n') {
         let Some(point) = line.split(|b| *b == b' ').nth(4) else {
             continue;
         };
         let point = std::path::PathBuf::from(OsStr::from_bytes(&unescape_mountinfo(point)));
-        if !point.starts_with(target) {
-            continue;
+        if point != target && point.starts_with(target) {
+            remount_nodev(&point)?;
         }
-        let keep = locked_mount_flags(&point)?;
-        let readonly = statvfs_flags(&point)? & libc::ST_RDONLY != 0;
-        let ro = if readonly { libc::MS_RDONLY } else { 0 };
-        mount(
-            None,
-            &point,
-            None,
-            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NODEV | keep | ro,
-            None,
-        )?;
     }
     Ok(())
+}
+
+fn remount_nodev(point: &Path) -> io::Result<()> {
+    let keep = locked_mount_flags(point)?;
+    let readonly = statvfs_flags(point)? & libc::ST_RDONLY != 0;
+    let ro = if readonly { libc::MS_RDONLY } else { 0 };
+    mount(
+        None,
+        point,
+        None,
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NODEV | keep | ro,
+        None,
+    )
 }
 
 /// A mountinfo field with its octal escapes (`\040` for a space, ...) decoded.

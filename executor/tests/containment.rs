@@ -5,8 +5,10 @@
 mod support;
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
-use kiln_executor::ProcessSpec;
+use kiln_executor::{MountSpec, ProcessSpec, SecretMount, TmpfsMount};
 use support::{Fixture, compile_static, mknod, require_env};
 
 #[test]
@@ -85,16 +87,110 @@ fn device_nodes_in_bind_and_cache_sources_cannot_be_opened() {
          mknod /t/b b 7 0 && (dd if=/t/b of=/dev/null count=1 2>/dev/null && echo opened || echo refused)",
         ProcessSpec::default(),
         &[
-            kiln_executor::MountSpec::Bind(kiln_executor::BindMount {
+            MountSpec::Bind(kiln_executor::BindMount {
                 source: host.clone(),
                 target: "/ctx".into(),
                 rw: false,
             }),
-            kiln_executor::MountSpec::Tmpfs(kiln_executor::TmpfsMount {
+            MountSpec::Tmpfs(TmpfsMount {
                 target: "/t".into(),
                 size: None,
             }),
         ],
     );
     assert_eq!(out.ok(), "refused\nrefused\n");
+}
+
+/// A host directory a hostile step aims at: an empty file `secret` and an empty directory
+/// `target` (the names of the step's mount stubs), a file with known content, owner and a
+/// second hard link, and the directory's own mtime set in the past.
+struct Bait {
+    dir: PathBuf,
+}
+
+impl Bait {
+    fn new(base: &Path) -> Bait {
+        let dir = base.join("bait");
+        fs::create_dir(&dir).expect("mkdir bait");
+        fs::write(dir.join("secret"), b"").expect("bait file");
+        fs::create_dir(dir.join("target")).expect("bait dir");
+        fs::write(dir.join("keep"), b"host data\n").expect("bait file");
+        fs::hard_link(dir.join("keep"), dir.join("keep-link")).expect("link");
+        std::os::unix::fs::chown(dir.join("keep"), Some(4321), Some(4321)).expect("chown");
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        for p in [dir.join("target"), dir.clone()] {
+            fs::File::open(&p)
+                .expect("open")
+                .set_times(fs::FileTimes::new().set_accessed(old).set_modified(old))
+                .expect("times");
+        }
+        Bait { dir }
+    }
+
+    fn assert_untouched(&self) {
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        let mut names: Vec<String> = fs::read_dir(&self.dir)
+            .expect("read bait")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["keep", "keep-link", "secret", "target"]);
+        assert_eq!(fs::read(self.dir.join("secret")).expect("secret"), b"");
+        assert_eq!(
+            fs::read(self.dir.join("keep")).expect("keep"),
+            b"host data\n"
+        );
+        let keep = fs::metadata(self.dir.join("keep")).expect("keep");
+        assert_eq!((keep.uid(), keep.gid(), keep.nlink()), (4321, 4321, 2));
+        assert_eq!(keep.mode() & 0o7777, 0o644);
+        let target = fs::metadata(self.dir.join("target")).expect("target");
+        assert!(target.is_dir());
+        assert_eq!(
+            fs::read_dir(self.dir.join("target")).expect("read").count(),
+            0
+        );
+        assert_eq!(target.modified().expect("mtime"), old);
+        assert_eq!(target.uid(), 0);
+        assert_eq!(
+            fs::metadata(&self.dir)
+                .expect("bait")
+                .modified()
+                .expect("mtime"),
+            old,
+            "bait directory mtime"
+        );
+    }
+}
+
+#[test]
+fn stub_cleanup_under_a_swapped_parent_leaves_the_host_alone() {
+    require_env!();
+    let f = Fixture::new();
+    let bait = Bait::new(f.dir.path());
+    let secret = MountSpec::Secret(SecretMount {
+        id: "s".into(),
+        contents: Some(b"top secret".to_vec()),
+        target: Some("/parent/secret".into()),
+        ..SecretMount::default()
+    });
+    let tmpfs = MountSpec::Tmpfs(TmpfsMount {
+        target: "/parent/target".into(),
+        size: None,
+    });
+    let out = f.sh(
+        &format!(
+            "cat /parent/secret; echo; mv /parent /moved && ln -s {} /parent && echo swapped",
+            bait.dir.display()
+        ),
+        ProcessSpec::default(),
+        &[secret, tmpfs],
+    );
+    assert_eq!(out.ok(), "top secret\nswapped\n");
+    bait.assert_untouched();
+    // The stubs went away from the moved directory; the step's own symlink stays.
+    assert_eq!(fs::read_dir(f.upper().join("moved")).expect("moved").count(), 0);
+    assert_eq!(
+        fs::read_link(f.upper().join("parent")).expect("link"),
+        bait.dir
+    );
 }

@@ -263,7 +263,10 @@ fn tmpfs_has_its_size_and_vanishes() {
             size: Some(1024 * 1024),
         })],
     );
-    assert_eq!(out.ok(), "x\nfull\ntmpfs rw,nosuid,nodev,relatime,size=1024k\n");
+    assert_eq!(
+        out.ok(),
+        "x\nfull\ntmpfs rw,nosuid,nodev,relatime,size=1024k\n"
+    );
     assert_snapshot_clean(&f);
 }
 
