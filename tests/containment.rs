@@ -382,3 +382,86 @@ fn issue10_long_chain_bind_and_cache_mount_sources_stay_inside() {
         assert_no_host_bytes(out.path());
     }
 }
+
+#[test]
+fn issue10_hostile_base_image_chain_stays_inside() {
+    // A base image whose /usr/local is a long chain ending at a host path: an innocent
+    // `FROM it` + `COPY app /usr/local/bin/` used to write to the host.
+    if not_root() {
+        return;
+    }
+    let Some(registry) = common::registry::Registry::start(None) else {
+        return;
+    };
+    let bait = Bait::new();
+    let before = bait.state();
+    let name = format!("{}/kiln-test/hostile:1", registry.addr);
+    let df = format!(
+        "FROM scratch\nCOPY busybox /busybox\n\
+         RUN [\"/busybox\", \"sh\", \"-c\", \"{}; /busybox mkdir /usr && /busybox ln -s /u0 /usr/local\"]\n",
+        long_chain("u", bait.path())
+    );
+    let Some(ctx) = busybox_context(&df) else {
+        return;
+    };
+    let state = tempdir();
+    let o = kiln(&state)
+        .args(["build", "--progress", "plain", "-t", &name, "--push"])
+        .arg(ctx.path())
+        .output()
+        .expect("run kiln");
+    assert!(o.status.success(), "publish: {}", text(&o).1);
+
+    let app = tempdir();
+    common::write_files(
+        app.path(),
+        &[
+            (
+                "Dockerfile",
+                &format!("FROM {name}\nCOPY app /usr/local/bin/\n"),
+            ),
+            ("app", "#!/bin/sh\n"),
+        ],
+    );
+    let fresh = tempdir();
+    let o = kiln(&fresh)
+        .args(["build", "--progress", "plain", "-t", "app:1"])
+        .arg(app.path())
+        .output()
+        .expect("run kiln");
+    let (_, stderr) = text(&o);
+    assert_too_many_links(o.status.success(), &stderr);
+    assert_eq!(bait.state(), before, "host bait changed");
+}
+
+#[test]
+fn issue12_megabyte_copy_source_path_is_not_found_quickly() {
+    // A 1 MiB COPY source path took 41 s to report "not found" (quadratic resolution).
+    if not_root() {
+        return;
+    }
+    let ctx = tempdir();
+    let path = "a/".repeat(1 << 19);
+    let path = path.trim_end_matches('/');
+    common::write_files(
+        ctx.path(),
+        &[("Dockerfile", &format!("FROM scratch\nCOPY {path} /\n"))],
+    );
+    let state = tempdir();
+    let started = std::time::Instant::now();
+    let o = kiln(&state)
+        .args(["build", "--progress", "plain"])
+        .arg(ctx.path())
+        .output()
+        .expect("run kiln");
+    let took = started.elapsed();
+    let (_, stderr) = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        stderr.contains("error: Dockerfile:2: failed to compute cache key"),
+        "{}",
+        &stderr[stderr.len().saturating_sub(300)..]
+    );
+    assert!(stderr.trim_end().ends_with("a/a\": not found"), "not found");
+    assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
+}

@@ -31,6 +31,10 @@ use rustix::io::Errno;
 /// Symlinks followed while resolving one path in user space (the kernel's own limit).
 pub const MAX_LINKS: u32 = 40;
 
+/// The longest path resolved (the kernel's `PATH_MAX`); longer ones fail with `ENAMETOOLONG`
+/// at once, as the kernel's own lookups do.
+const PATH_MAX: usize = 4096;
+
 /// What went wrong, naming the path as seen inside the root.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -72,6 +76,14 @@ impl Error {
     /// Whether the error means "no such file or directory".
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+
+    /// The OS error number, for [`Error::Io`].
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Error::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
     }
 
     fn io(op: &'static str, path: &str, errno: Errno) -> Self {
@@ -173,8 +185,9 @@ impl Root {
                     return Ok(p);
                 }
             }
-            Err(e @ Error::TooManyLinks { .. }) => return Err(e),
-            Err(Error::Io { .. }) => {}
+            // Missing components: resolved below, lexically past the last existing one.
+            Err(e)
+                if e.is_not_found() || e.raw_os_error() == Some(Errno::NOTDIR.raw_os_error()) => {}
             Err(e) => return Err(e),
         }
         self.walk(path, follow_last)
@@ -289,6 +302,9 @@ impl Root {
     /// User-space resolution, one component at a time, each looked up by the kernel inside the
     /// root; used for paths with missing components (and when /proc is not there).
     fn walk(&self, path: &str, follow_last: bool) -> Result<String> {
+        if path.len() > PATH_MAX {
+            return Err(Error::io("resolve", path, Errno::NAMETOOLONG));
+        }
         let mut pending: VecDeque<OsString> = components(path).into();
         let mut resolved: Vec<OsString> = Vec::new();
         let mut links = 0;

@@ -21,6 +21,10 @@ use sha2::{Digest, Sha256};
 use crate::dockerignore::{IgnoreMatcher, clean};
 use crate::error::{Error, Result, io_err};
 
+fn libc_enametoolong() -> i32 {
+    rustix::io::Errno::NAMETOOLONG.raw_os_error()
+}
+
 /// The kind of a walked entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum EntryKind {
@@ -151,8 +155,16 @@ impl SourceTree<'_> {
             if self.excluded(&rel) && !self.ignore.is_some_and(|m| m.may_include_below(&rel)) {
                 return Ok(vec![]);
             }
-            let abs = self.resolve(&rel, true)?;
-            let last = self.resolve(&rel, false)?;
+            let (abs, last) = match (self.resolve(&rel, true), self.resolve(&rel, false)) {
+                (Ok(abs), Ok(last)) => (abs, last),
+                // A path longer than the kernel takes names nothing: "not found" on its line.
+                (Err(Error::Contained(e)), _) | (_, Err(Error::Contained(e)))
+                    if e.raw_os_error() == Some(libc_enametoolong()) =>
+                {
+                    return Ok(vec![]);
+                }
+                (Err(e), _) | (_, Err(e)) => return Err(e),
+            };
             return Ok(
                 if fs::symlink_metadata(&abs).is_ok() || fs::symlink_metadata(&last).is_ok() {
                     vec![rel]
