@@ -235,15 +235,32 @@ pub(crate) fn remove_any(path: &Path) -> Result<()> {
 }
 
 /// Writes `data` to `path` atomically: temp file in the same directory, fsync, rename, fsync dir.
+/// The temp file is named `tmp-<pid>-<starttime>-w<n>`, so one left by a killed process is
+/// recognised (and removed) by the next `open`.
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).ctx("create temp file", dir)?;
-    tmp.write_all(data).ctx("write", tmp.path().to_path_buf())?;
-    tmp.as_file()
-        .sync_all()
-        .ctx("fsync", tmp.path().to_path_buf())?;
-    tmp.persist(path).map_err(|e| e.error).ctx("rename", path)?;
+    let tmp = dir.join(format!(
+        "tmp-{}-w{}",
+        crate::owner::Owner::current().tag(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = (|| -> Result<()> {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .ctx("create temp file", &tmp)?;
+        f.write_all(data).ctx("write", &tmp)?;
+        f.sync_all().ctx("fsync", &tmp)?;
+        fs::rename(&tmp, path).ctx("rename", path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written?;
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .ctx("fsync", dir)?;

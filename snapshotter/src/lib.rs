@@ -4,7 +4,10 @@
 //! - [`open`] gives a [`Snapshotter`] (containerd-style: prepare / view / commit / remove /
 //!   stat / usage) over `<state_dir>/snapshots/`, driven by overlayfs or by directory copies.
 //! - [`MountedSnapshot`] mounts a snapshot's [`Mount`]s on a temporary directory for as long as
-//!   it lives.
+//!   it lives ([`MountedSnapshot::new_in`] under the store's [`Snapshotter::mount_root`], where
+//!   the next [`open`] finds what a killed process left mounted).
+//! - [`Owner`] names the process (pid and start time) that made a temporary thing, so the next
+//!   kiln process can tell it is orphaned ([`remove_orphans`], [`unmount_orphans`]).
 //! - [`write_layer`] streams the changes of a snapshot as a reproducible OCI layer (tar,
 //!   compressed per [`Compression`]) and returns its diff_id and digest; [`write_tree_layer`]
 //!   does the same for a whole directory.
@@ -40,6 +43,7 @@ mod layer;
 mod mount;
 mod native;
 mod overlay;
+mod owner;
 mod snapshot;
 mod tarwriter;
 
@@ -48,4 +52,5 @@ pub use compress::{Compression, Detected};
 pub use error::{Error, Result};
 pub use layer::{LayerInfo, LayerOptions, write_layer, write_tree_layer};
 pub use mount::{Mount, MountedSnapshot, mount_all, unmount_all};
+pub use owner::{Owner, remove_orphans, unmount_orphans};
 pub use snapshot::{Driver, DriverChoice, Info, Kind, Layout, Snapshotter, Usage, open};

@@ -219,12 +219,26 @@ pub struct MountedSnapshot {
 }
 
 impl MountedSnapshot {
-    /// Mounts `mounts` on a new temporary directory.
+    /// Mounts `mounts` on a new temporary directory in `$TMPDIR`. A process killed while it
+    /// holds one leaves the mount behind: builds use [`MountedSnapshot::new_in`] instead.
     pub fn new(mounts: &[Mount]) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("kiln-mount-")
             .tempdir()
             .ctx("create mount point", std::env::temp_dir())?;
+        mount_all(mounts, dir.path())?;
+        Ok(Self { dir: Some(dir) })
+    }
+
+    /// Mounts `mounts` on a new directory `<root>/<pid>-<starttime>-<random>` (`root` is
+    /// created if needed), normally [`crate::Snapshotter::mount_root`]: if this process dies
+    /// without unmounting, the next [`crate::open`] of the state directory unmounts it.
+    pub fn new_in(mounts: &[Mount], root: &Path) -> Result<Self> {
+        std::fs::create_dir_all(root).ctx("create directory", root)?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{}-", crate::owner::Owner::current().tag()))
+            .tempdir_in(root)
+            .ctx("create mount point in", root)?;
         mount_all(mounts, dir.path())?;
         Ok(Self { dir: Some(dir) })
     }
@@ -240,8 +254,8 @@ impl MountedSnapshot {
     pub fn unmount(mut self) -> Result<()> {
         if let Some(dir) = self.dir.take() {
             unmount_all(dir.path())?;
-            dir.close()
-                .ctx("remove mount point", std::env::temp_dir())?;
+            let path = dir.path().to_path_buf();
+            dir.close().ctx("remove mount point", path)?;
         }
         Ok(())
     }

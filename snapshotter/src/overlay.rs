@@ -59,7 +59,10 @@ pub(crate) fn view_mounts(empty: &Path, lowers: &[PathBuf]) -> Vec<Mount> {
 /// trusted xattrs for whiteouts) works here.
 pub(crate) fn probe(root: &Path) -> Result<()> {
     let dir = tempfile::Builder::new()
-        .prefix(&format!("tmp-{}-probe-", std::process::id()))
+        .prefix(&format!(
+            "tmp-{}-probe-",
+            crate::owner::Owner::current().tag()
+        ))
         .tempdir_in(root)
         .map_err(|e| Error::OverlayUnsupported {
             path: root.to_path_buf(),

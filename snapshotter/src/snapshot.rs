@@ -2,8 +2,14 @@
 //! snapshots under `<state_dir>/snapshots/` driven by overlayfs or by plain directory copies.
 //! Metadata (one JSON file) is read and rewritten under an exclusive `flock` for every operation,
 //! so several processes (and threads) can share one state directory; snapshot directories are
-//! built under a `tmp-<pid>-…` name and renamed into place, so a crash never leaves a half-made
-//! snapshot behind a valid record.
+//! built under a `tmp-<pid>-<starttime>-…` name and renamed into place, so a crash never leaves
+//! a half-made snapshot behind a valid record.
+//!
+//! Crash-only: active and view snapshots record their [`Owner`] (pid and start time); [`open`]
+//! removes those whose owner is gone, temporary directories of dead processes, directories no
+//! record names, records whose directory is gone, and unmounts the mount points dead processes
+//! left under `<state_dir>/mounts/`. Removing a snapshot frees its space before anything needs
+//! to be written when the disk is full, so `kiln prune` always makes room.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -16,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::mount::Mount;
+use crate::owner::{self, Owner};
 use crate::{native, overlay};
 
 /// A store of filesystem snapshots, modelled on containerd's `snapshots.Snapshotter`.
@@ -80,6 +87,10 @@ pub trait Snapshotter: Send + Sync {
     fn walk(&self) -> Result<Vec<Info>>;
     /// Where the driver keeps this snapshot's files (used by the layer writer and applier).
     fn layout(&self, key: &str) -> Result<Layout>;
+    /// The directory under which mount points of this store's snapshots belong (see
+    /// [`crate::MountedSnapshot::new_in`]): `<state_dir>/mounts`. Mount points there that a dead
+    /// process left are unmounted by the next [`open`].
+    fn mount_root(&self) -> &Path;
 }
 
 /// The storage driver behind a [`Snapshotter`].
@@ -185,6 +196,22 @@ struct Record {
     kind: Kind,
     parent: Option<String>,
     created: i64,
+    /// `PID-STARTTIME` of the process that made an active or view snapshot; `None` once
+    /// committed (and in records written before owners were recorded: treated as orphaned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
+}
+
+impl Record {
+    /// Whether this is an active or view snapshot whose process is gone.
+    fn is_orphaned(&self) -> bool {
+        self.kind != Kind::Committed
+            && !self
+                .owner
+                .as_deref()
+                .and_then(Owner::from_tag)
+                .is_some_and(Owner::is_alive)
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -202,6 +229,7 @@ pub fn open(state_dir: &Path, driver: DriverChoice) -> Result<Box<dyn Snapshotte
 /// The one implementation of [`Snapshotter`]; driver-specific parts live in `overlay`/`native`.
 struct Store {
     root: PathBuf,
+    mount_root: PathBuf,
     driver: Driver,
 }
 
@@ -217,8 +245,14 @@ impl Store {
             .ctx("create", &root)?;
         let root = fs::canonicalize(&root).ctx("resolve", &root)?;
         let meta_path = root.join("metadata.json");
+        let mount_root = root
+            .parent()
+            .map_or_else(|| state_dir.join("mounts"), |p| p.join("mounts"));
+        // Mount points first: an orphaned mount may sit on a snapshot removed below.
+        owner::unmount_orphans(&mount_root);
         let mut store = Store {
             root: root.clone(),
+            mount_root,
             driver: Driver::Native,
         };
         let lock = store.lock()?;
@@ -263,30 +297,62 @@ impl Store {
             })?;
         }
         store.clean_stale_tmp();
-        if let Some(meta) = &existing {
-            store.clean_orphans(meta);
+        if let Some(meta) = existing {
+            store.reconcile(meta);
         }
         drop(lock);
         Ok(store)
     }
 
-    /// Removes `tmp-<pid>-*` directories left by dead processes.
+    /// Removes `tmp-<pid>-<starttime>-*` entries left by dead processes, and `.tmp*` files (the
+    /// metadata temp files of older versions: only ever made under the lock, which we hold).
     fn clean_stale_tmp(&self) {
+        owner::remove_orphans(&self.root, "tmp-");
         let Ok(rd) = fs::read_dir(&self.root) else {
             return;
         };
         for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let Some(rest) = name.strip_prefix("tmp-") else {
-                continue;
-            };
-            let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-                continue;
-            };
-            if !Path::new(&format!("/proc/{pid}")).exists() {
+            if e.file_name().to_string_lossy().starts_with(".tmp") {
                 let _ = fsutil::remove_any(&e.path());
             }
         }
+    }
+
+    /// Called under the lock by `open`: drops active and view snapshots whose process is gone,
+    /// records whose directory is missing (and, transitively, their children), then directories
+    /// no record names. The space is freed before the metadata is rewritten, so this works on a
+    /// full disk; a crash in between leaves records without directories, dropped next time.
+    fn reconcile(&self, mut meta: Metadata) {
+        let mut doomed: Vec<u64> = Vec::new();
+        meta.snapshots.retain(|_, r| {
+            let keep = !r.is_orphaned();
+            if !keep {
+                doomed.push(r.id);
+            }
+            keep
+        });
+        loop {
+            let names: std::collections::HashSet<String> = meta.snapshots.keys().cloned().collect();
+            let before = meta.snapshots.len();
+            meta.snapshots.retain(|_, r| {
+                let keep =
+                    self.dir(r.id).is_dir() && r.parent.as_ref().is_none_or(|p| names.contains(p));
+                if !keep {
+                    doomed.push(r.id);
+                }
+                keep
+            });
+            if meta.snapshots.len() == before {
+                break;
+            }
+        }
+        for id in &doomed {
+            let _ = fsutil::remove_any(&self.dir(*id));
+        }
+        if !doomed.is_empty() {
+            let _ = self.write_meta(&meta);
+        }
+        self.clean_orphans(&meta);
     }
 
     /// Removes snapshot directories no record points at (left by a crash between renaming a
@@ -408,7 +474,7 @@ impl Store {
         })?;
         let tmp = self.root.join(format!(
             "tmp-{}-{}",
-            std::process::id(),
+            Owner::current().tag(),
             TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
         fs::create_dir(&tmp).ctx("create", &tmp)?;
@@ -429,6 +495,7 @@ impl Store {
             let _ = fsutil::remove_any(&tmp);
             return Err(e);
         }
+        let placed = std::cell::Cell::new(None);
         let published = self.with_meta(|meta| {
             if meta.snapshots.contains_key(key) {
                 return Err(Error::AlreadyExists(key.to_string()));
@@ -437,11 +504,13 @@ impl Store {
             let id = meta.next_id;
             meta.next_id += 1;
             fs::rename(&tmp, self.dir(id)).ctx("rename", self.dir(id))?;
+            placed.set(Some(id));
             let rec = Record {
                 id,
                 kind,
                 parent: parent.map(str::to_string),
                 created: now(),
+                owner: Some(Owner::current().tag()),
             };
             meta.snapshots.insert(key.to_string(), rec.clone());
             let mounts = self.mounts_of(meta, &rec)?;
@@ -449,6 +518,10 @@ impl Store {
         });
         if published.is_err() {
             let _ = fsutil::remove_any(&tmp);
+            // Renamed into place but the metadata could not be written (a full disk).
+            if let Some(id) = placed.get() {
+                let _ = fsutil::remove_any(&self.dir(id));
+            }
         }
         published
     }
@@ -499,6 +572,10 @@ impl Snapshotter for Store {
         self.driver
     }
 
+    fn mount_root(&self) -> &Path {
+        &self.mount_root
+    }
+
     fn prepare(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
         self.create(key, parent, Kind::Active)
     }
@@ -532,6 +609,7 @@ impl Snapshotter for Store {
                 .remove(key)
                 .ok_or_else(|| Error::NotFound(key.to_string()))?;
             rec.kind = Kind::Committed;
+            rec.owner = None;
             if self.driver == Driver::Overlay {
                 // The work dir is only needed while mounted read-write.
                 let _ = fsutil::remove_any(&self.dir(rec.id).join("work"));
@@ -542,33 +620,43 @@ impl Snapshotter for Store {
     }
 
     fn remove(&self, key: &str) -> Result<()> {
-        // The record goes first (under the lock); the directory after, outside it: ids are never
-        // reused, and a crash in between leaves an orphan that the next `open` removes.
-        let id = self.with_meta(|meta| {
-            let rec = Self::get(meta, key)?;
-            let children = meta
-                .snapshots
-                .values()
-                .filter(|r| r.parent.as_deref() == Some(key))
-                .count();
-            if children > 0 {
-                return Err(Error::HasChildren {
-                    key: key.to_string(),
-                    children,
-                });
-            }
-            let id = rec.id;
-            meta.snapshots.remove(key);
-            Ok((id, true))
+        // Under the lock the directory is renamed to an owner-stamped `tmp-` name and the record
+        // dropped; the files are deleted after, outside it. When the metadata cannot be written
+        // (a full disk) the files go first, then the write is retried: removing never needs
+        // space. A crash leaves a `tmp-` directory or a record without directory, both cleaned
+        // by the next `open`.
+        let lock = self.lock()?;
+        let mut meta = self.read_meta()?.ok_or_else(|| Error::CorruptMetadata {
+            path: self.root.join("metadata.json"),
+            reason: "missing".into(),
         })?;
+        let id = Self::get(&meta, key)?.id;
+        let children = meta
+            .snapshots
+            .values()
+            .filter(|r| r.parent.as_deref() == Some(key))
+            .count();
+        if children > 0 {
+            return Err(Error::HasChildren {
+                key: key.to_string(),
+                children,
+            });
+        }
         let doomed = self
             .root
-            .join(format!("tmp-{}-rm-{id}", std::process::id()));
+            .join(format!("tmp-{}-rm-{id}", Owner::current().tag()));
         match fs::rename(self.dir(id), &doomed) {
-            Ok(()) => fsutil::remove_any(&doomed),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e).ctx("rename", self.dir(id)),
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).ctx("rename", self.dir(id)),
         }
+        meta.snapshots.remove(key);
+        if let Err(e) = self.write_meta(&meta) {
+            fsutil::remove_any(&doomed)?;
+            return self.write_meta(&meta).map_err(|_| e);
+        }
+        drop(lock);
+        fsutil::remove_any(&doomed)
     }
 
     fn stat(&self, key: &str) -> Result<Info> {

@@ -310,9 +310,10 @@ fn stale_temporary_and_orphan_dirs_are_removed_on_open() {
     // pid_max is at most 2^22, so this pid cannot be alive.
     let stale = state.path().join("snapshots/tmp-4194305-7");
     fs::create_dir_all(stale.join("fs/deep")).unwrap();
-    let mine = state
-        .path()
-        .join(format!("snapshots/tmp-{}-99", std::process::id()));
+    let mine = state.path().join(format!(
+        "snapshots/tmp-{}-99",
+        kiln_snapshotter::Owner::current().tag()
+    ));
     fs::create_dir_all(&mine).unwrap();
     open(state.path(), DriverChoice::Auto).unwrap();
     assert!(!stale.exists(), "stale temp dir survived");
