@@ -8,7 +8,9 @@
 //!
 //! A missing directory is created under `<instance>.init.lock` in a temporary name (seeded from
 //! `from`, then chowned and chmodded) and renamed into place, so a crash never leaves a
-//! half-seeded cache.
+//! half-seeded cache. No symlink is ever followed: a seed that is one is refused (the solver
+//! resolves `from=`/`source=` inside the stage), and a cache path that is not a real directory
+//! is replaced, so a cache can never stand for a host directory.
 
 use std::fmt::Write as _;
 use std::fs::{self, File};
@@ -117,13 +119,18 @@ fn ensure_created(
     cancel: &CancelToken,
 ) -> Result<PathBuf> {
     let dir = base.join(instance);
-    if dir.is_dir() {
+    let is_real_dir = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+    if is_real_dir(&dir) {
         return Ok(dir);
     }
     let init = open_lock(&base.join(format!("{instance}.init.lock")))?;
     wait_lock(&init, true, cancel)?;
-    if dir.is_dir() {
+    if is_real_dir(&dir) {
         return Ok(dir);
+    }
+    // A symlink or file in its place (left by an older kiln) goes.
+    if fs::symlink_metadata(&dir).is_ok() {
+        fs::remove_file(&dir).map_err(|e| Error::io("remove cache", &dir, e))?;
     }
     // Holding the init lock, every `<instance>.tmp-*` is a leftover of a crashed creator.
     let prefix = format!("{instance}.tmp-");
@@ -138,10 +145,22 @@ fn ensure_created(
     }
     let tmp = base.join(format!("{prefix}{}", std::process::id()));
     match &mount.seed {
-        Some(seed) => copy_tree(seed, &tmp)?,
+        Some(seed) => {
+            let meta =
+                fs::symlink_metadata(seed).map_err(|e| Error::io("stat cache seed", seed, e))?;
+            if !meta.is_dir() {
+                return Err(Error::InvalidSpec(format!(
+                    "cache mount `{}`: from source `{}` is not a directory",
+                    mount.target,
+                    seed.display()
+                )));
+            }
+            copy_tree(seed, &tmp)?;
+        }
         None => fs::create_dir(&tmp).map_err(|e| Error::io("create cache", &tmp, e))?,
     }
-    std::os::unix::fs::chown(&tmp, Some(mount.uid), Some(mount.gid))
+    // `tmp` is a directory this function made; lchown and a mode change on it follow nothing.
+    std::os::unix::fs::lchown(&tmp, Some(mount.uid), Some(mount.gid))
         .map_err(|e| Error::io("chown cache", &tmp, e))?;
     fs::set_permissions(&tmp, fs::Permissions::from_mode(mount.mode & 0o7777))
         .map_err(|e| Error::io("chmod cache", &tmp, e))?;

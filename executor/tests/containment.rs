@@ -8,7 +8,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use kiln_executor::{MountSpec, ProcessSpec, SecretMount, TmpfsMount};
+use kiln_executor::{BindMount, CacheMount, MountSpec, ProcessSpec, SecretMount, TmpfsMount};
 use support::{Fixture, compile_static, mknod, require_env};
 
 #[test]
@@ -188,9 +188,137 @@ fn stub_cleanup_under_a_swapped_parent_leaves_the_host_alone() {
     assert_eq!(out.ok(), "top secret\nswapped\n");
     bait.assert_untouched();
     // The stubs went away from the moved directory; the step's own symlink stays.
-    assert_eq!(fs::read_dir(f.upper().join("moved")).expect("moved").count(), 0);
+    assert_eq!(
+        fs::read_dir(f.upper().join("moved"))
+            .expect("moved")
+            .count(),
+        0
+    );
     assert_eq!(
         fs::read_link(f.upper().join("parent")).expect("link"),
         bait.dir
     );
+}
+
+/// `c0 -> c1 -> ... -> c299` in `dir`, with `c256` replaced by an absolute link to `host`.
+fn symlink_chain(dir: &Path, host: &Path) {
+    for i in 0..300 {
+        let link = dir.join(format!("c{i}"));
+        if i == 256 {
+            std::os::unix::fs::symlink(host, &link).expect("link");
+        } else {
+            std::os::unix::fs::symlink(format!("c{}", i + 1), &link).expect("link");
+        }
+    }
+}
+
+/// Runs `spec` expecting the executor to refuse it; returns the error text.
+fn run_fails(f: &Fixture, spec: &ProcessSpec, mounts: &[MountSpec]) -> String {
+    let result = f.executor.run(
+        spec,
+        &f.rootfs(),
+        mounts,
+        &mut |_, _| {},
+        &kiln_executor::CancelToken::new(),
+    );
+    match result {
+        Err(e) => e.to_string(),
+        Ok(status) => panic!("ran ({status:?}) instead of failing"),
+    }
+}
+
+#[test]
+fn symlink_chains_in_the_rootfs_stay_inside_it() {
+    require_env!();
+    let f = Fixture::new();
+    let bait = Bait::new(f.dir.path());
+    symlink_chain(&f.lower(), &bait.dir);
+    let sh = |script: &str| ProcessSpec {
+        args: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        ..ProcessSpec::default()
+    };
+    let tmpfs = |target: &str| {
+        MountSpec::Tmpfs(TmpfsMount {
+            target: target.into(),
+            size: None,
+        })
+    };
+    let bind = |target: &str| {
+        MountSpec::Bind(BindMount {
+            source: f.dir.path().join("state"),
+            target: target.into(),
+            rw: true,
+        })
+    };
+    // Too long for the kernel: refused, naming the path.
+    for (spec, mounts) in [
+        (sh("true"), vec![tmpfs("/c0/target")]),
+        (sh("true"), vec![bind("/c0/target")]),
+        (
+            ProcessSpec {
+                cwd: "/c0/made-by-workdir".into(),
+                ..sh("true")
+            },
+            vec![],
+        ),
+    ] {
+        let err = run_fails(&f, &spec, &mounts);
+        assert!(err.contains("too many levels of symbolic links"), "{err}");
+        assert!(err.contains("/c0"), "{err}");
+    }
+    bait.assert_untouched();
+    // A short tail of the chain (c250 .. c256 -> host path) resolves inside the rootfs.
+    let inside = f
+        .upper()
+        .join(bait.dir.strip_prefix("/").expect("absolute"));
+    let out = f.run(
+        &ProcessSpec {
+            cwd: "/c250/made-by-workdir".into(),
+            ..sh("pwd; echo in-tmpfs > /c251/target/f; cat /c252/target/f")
+        },
+        &[tmpfs("/c250/target"), bind("/c253/bound")],
+    );
+    assert_eq!(
+        out.ok(),
+        format!("{}/made-by-workdir\nin-tmpfs\n", bait.dir.display())
+    );
+    bait.assert_untouched();
+    assert!(inside.join("made-by-workdir").is_dir());
+    // The tmpfs and bind stubs are gone again, the working directory stays.
+    assert_eq!(support::tree(&inside), ["made-by-workdir"]);
+}
+
+#[test]
+fn cache_seeds_that_are_symlinks_are_refused() {
+    require_env!();
+    let f = Fixture::new();
+    let bait = Bait::new(f.dir.path());
+    let stage = f.dir.path().join("stage");
+    fs::create_dir(&stage).expect("mkdir stage");
+    symlink_chain(&stage, &bait.dir);
+    // What a resolver that gives up part-way hands over: a link in the chain, or its end.
+    for (i, seed) in ["c256", "c0"].iter().enumerate() {
+        let cache = MountSpec::Cache(CacheMount {
+            id: format!("seeded-{i}"),
+            target: "/cache".into(),
+            uid: 1000,
+            gid: 1000,
+            mode: 0o777,
+            seed: Some(stage.join(seed)),
+            ..CacheMount::default()
+        });
+        let err = run_fails(
+            &f,
+            &ProcessSpec {
+                args: vec!["/bin/sh".into(), "-c".into(), "touch /cache/x".into()],
+                ..ProcessSpec::default()
+            },
+            &[cache],
+        );
+        assert!(err.contains("is not a directory"), "{err}");
+        assert!(err.contains(seed), "{err}");
+        bait.assert_untouched();
+        let mode = fs::metadata(&bait.dir).expect("bait").mode();
+        assert_eq!(mode & 0o7777, 0o755);
+    }
 }
