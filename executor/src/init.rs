@@ -437,25 +437,45 @@ pub(crate) fn apply_mount(
             discard_writes,
             ..
         } => {
-            let meta =
-                fs::metadata(source).map_err(|e| Error::io("stat bind source", source, e))?;
-            let kind = if meta.is_dir() {
+            // The solver resolved the source; a symlink here means its resolution stopped
+            // short, and following it could bind anything on the host. What is checked is what
+            // gets bound: the mount is made from the descriptor.
+            let source_fd = rustix::fs::open(
+                source,
+                rustix::fs::OFlags::PATH
+                    | rustix::fs::OFlags::NOFOLLOW
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|e| Error::io("open bind source", source, e.into()))?;
+            let st = rustix::fs::fstat(&source_fd)
+                .map_err(|e| Error::io("stat bind source", source, e.into()))?;
+            let file_type = rustix::fs::FileType::from_raw_mode(st.st_mode);
+            if file_type == rustix::fs::FileType::Symlink {
+                return Err(Error::InvalidSpec(format!(
+                    "bind source `{}` is a symbolic link",
+                    source.display()
+                )));
+            }
+            let is_dir = file_type == rustix::fs::FileType::Directory;
+            let kind = if is_dir {
                 StubKind::Dir
             } else {
                 StubKind::File
             };
             let target = state.stubs.ensure(root, mount.target(), kind)?;
+            let source_path = kiln_fs::proc_fd_path(&source_fd);
             if *discard_writes {
                 let work = scratch.join(format!("bind-{index}"));
                 fs::create_dir(&work).map_err(|e| Error::io("create scratch", &work, e))?;
-                let overlaid = meta.is_dir() && overlay_bind(source, &work, &target).is_ok();
+                let overlaid = is_dir && overlay_bind(source, &work, &target).is_ok();
                 if !overlaid {
                     let copy = work.join("copy");
                     copy_tree(source, &copy)?;
                     bind_onto(&copy, &target, false)?;
                 }
             } else {
-                bind_onto(source, &target, *readonly)?;
+                bind_onto(&source_path, &target, *readonly)?;
             }
             target
         }

@@ -83,10 +83,10 @@ pub(crate) fn runtime_spec(
                     "rw"
                 };
                 json!({"destination": target, "type": "bind", "source": source,
-                       "options": ["rbind", ro]})
+                       "options": ["rbind", ro, "nodev"]})
             }
             PlannedMount::Tmpfs { target, size } => {
-                let mut options = vec!["nosuid".to_owned()];
+                let mut options = vec!["nosuid".to_owned(), "nodev".to_owned()];
                 options.extend(size.map(|s| format!("size={s}")));
                 json!({"destination": target, "type": "tmpfs", "source": "tmpfs",
                        "options": options})
@@ -108,7 +108,7 @@ pub(crate) fn runtime_spec(
                 )
                 .map_err(|e| Error::io("chmod mount file", &file, e))?;
                 json!({"destination": target, "type": "bind", "source": file,
-                       "options": ["bind", "ro"]})
+                       "options": ["bind", "ro", "nodev"]})
             }
         });
     }

@@ -289,7 +289,7 @@ fn symlink_chains_in_the_rootfs_stay_inside_it() {
 }
 
 #[test]
-fn cache_seeds_that_are_symlinks_are_refused() {
+fn cache_seeds_and_bind_sources_that_are_symlinks_are_refused() {
     require_env!();
     let f = Fixture::new();
     let bait = Bait::new(f.dir.path());
@@ -321,4 +321,23 @@ fn cache_seeds_that_are_symlinks_are_refused() {
         let mode = fs::metadata(&bait.dir).expect("bait").mode();
         assert_eq!(mode & 0o7777, 0o755);
     }
+    // The same for a bind source handed over as a link.
+    let bind = MountSpec::Bind(BindMount {
+        source: stage.join("c256"),
+        target: "/bound".into(),
+        rw: false,
+    });
+    let err = run_fails(
+        &f,
+        &ProcessSpec {
+            args: vec!["/bin/ls".into(), "/bound".into()],
+            ..ProcessSpec::default()
+        },
+        &[bind],
+    );
+    assert!(
+        err.contains("is a symbolic link") && err.contains("c256"),
+        "{err}"
+    );
+    bait.assert_untouched();
 }
