@@ -617,6 +617,20 @@ impl OutputPlan {
     }
 }
 
+/// Reads a Dockerfile (or any file named like one) the way BuildKit does: symlinks resolved
+/// inside the directory holding it, so a `Dockerfile` linking out of its directory (a hostile
+/// context's `Dockerfile -> /etc/shadow`) is missing rather than read and shown in an error.
+pub fn read_dockerfile_text(path: &std::path::Path) -> Result<String, Error> {
+    let bytes = kiln_fs::read_in_dir(path).map_err(|source| Error::ReadDockerfile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    String::from_utf8(bytes).map_err(|e| Error::ReadDockerfile {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })
+}
+
 /// The Dockerfile's display name and text.
 fn read_dockerfile(options: &BuildOptions) -> Result<(String, String), Error> {
     let path = match &options.dockerfile {
@@ -624,10 +638,7 @@ fn read_dockerfile(options: &BuildOptions) -> Result<(String, String), Error> {
         Dockerfile::InContext => options.context.join("Dockerfile"),
         Dockerfile::Path(p) => p.clone(),
     };
-    let text = std::fs::read_to_string(&path).map_err(|source| Error::ReadDockerfile {
-        path: path.clone(),
-        source,
-    })?;
+    let text = read_dockerfile_text(&path)?;
     let name = path
         .file_name()
         .map_or_else(|| "Dockerfile".into(), |n| n.to_string_lossy().into_owned());

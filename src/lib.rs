@@ -20,7 +20,7 @@
 mod builder;
 mod options;
 
-pub use builder::{BuildResult, Builder, Credentials, Error};
+pub use builder::{BuildResult, Builder, Credentials, Error, read_dockerfile_text};
 pub use kiln_executor::init_main_if_requested;
 pub use kiln_parser as parser;
 pub use kiln_solver::progress::{LogStream, NoProgress, Progress, ProgressEvent, StepId};

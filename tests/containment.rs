@@ -465,3 +465,45 @@ fn issue12_megabyte_copy_source_path_is_not_found_quickly() {
     assert!(stderr.trim_end().ends_with("a/a\": not found"), "not found");
     assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
 }
+
+#[test]
+fn issue10_dockerfile_symlink_out_of_its_directory_is_not_read() {
+    // BuildKit reads the Dockerfile from the directory it was sent, so a `Dockerfile` linking out
+    // of it is missing; kiln used to read the host file and print it in the syntax error.
+    let bait = Bait::new();
+    let ctx = tempdir();
+    let secret = format!("{}/secret", bait.path());
+    std::os::unix::fs::symlink(&secret, ctx.path().join("Dockerfile")).expect("symlink");
+    std::os::unix::fs::symlink(&secret, ctx.path().join("other.Dockerfile")).expect("symlink");
+    common::write_files(ctx.path(), &[("real", "FROM scratch\nCOPY real /\n")]);
+    std::os::unix::fs::symlink("real", ctx.path().join("inside.Dockerfile")).expect("symlink");
+    let state = tempdir();
+    let file = ctx.path().join("other.Dockerfile");
+    for extra in [vec![], vec!["-f".to_string(), file.display().to_string()]] {
+        let o = kiln(&state)
+            .args(["build", "--progress", "plain"])
+            .args(&extra)
+            .arg(ctx.path())
+            .output()
+            .expect("run kiln");
+        let (stdout, stderr) = text(&o);
+        assert!(!o.status.success(), "{stderr}");
+        assert!(
+            !stderr.contains("host secret") && !stdout.contains("host secret"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("No such file or directory"), "{stderr}");
+    }
+    if not_root() {
+        return;
+    }
+    // A link that stays inside the directory is followed.
+    let inside = ctx.path().join("inside.Dockerfile");
+    let o = kiln(&state)
+        .args(["build", "--progress", "plain", "-f"])
+        .arg(&inside)
+        .arg(ctx.path())
+        .output()
+        .expect("run kiln");
+    assert!(o.status.success(), "{}", text(&o).1);
+}

@@ -382,6 +382,36 @@ fn make_dir(
     })
 }
 
+/// Reads the file at `path` with symlinks resolved inside the directory that holds it, the way
+/// BuildKit reads a Dockerfile from the directory it was sent (`-f dir/Dockerfile` sends `dir`):
+/// a `Dockerfile` that links out of its directory (`Dockerfile -> /etc/shadow`) reads as missing
+/// instead of reading the host file.
+pub fn read_in_dir(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let to_io = |e: Error| match e {
+        Error::Io { source, .. } => source,
+        Error::TooManyLinks { .. } => std::io::Error::from_raw_os_error(Errno::LOOP.raw_os_error()),
+        Error::NotADirectory { .. } => {
+            std::io::Error::from_raw_os_error(Errno::NOTDIR.raw_os_error())
+        }
+        e @ Error::InvalidPath { .. } => std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+    };
+    let root = Root::open(dir).map_err(to_io)?;
+    let fd = root
+        .open_at(&name.to_string_lossy(), OFlags::RDONLY, Mode::empty(), true)
+        .map_err(to_io)?;
+    let mut data = Vec::new();
+    std::fs::File::from(fd).read_to_end(&mut data)?;
+    Ok(data)
+}
+
 /// `/proc/self/fd/N` for `fd`: a path the kernel resolves to exactly that file (for APIs such
 /// as `mount(2)` that take paths, so that nothing can be swapped in between).
 pub fn proc_fd_path(fd: &impl AsFd) -> PathBuf {
@@ -544,6 +574,22 @@ mod tests {
             .mkdir_all("/file/sub", 0o755, None)
             .expect_err("not a dir");
         assert!(matches!(err, Error::NotADirectory { .. }), "{err}");
+    }
+
+    #[test]
+    fn read_in_dir_keeps_links_inside_the_directory() {
+        let (root, out) = setup();
+        let r = root.path();
+        fs::write(out.path().join("shadow"), "host secret").expect("write");
+        fs::write(r.join("real"), "FROM scratch").expect("write");
+        symlink(out.path().join("shadow"), r.join("Dockerfile")).expect("symlink");
+        symlink("real", r.join("Dockerfile.rel")).expect("symlink");
+        let err = read_in_dir(&r.join("Dockerfile")).expect_err("link out of the dir");
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+        assert_eq!(
+            read_in_dir(&r.join("Dockerfile.rel")).expect("read"),
+            b"FROM scratch"
+        );
     }
 
     #[test]

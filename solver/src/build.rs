@@ -33,7 +33,7 @@ use crate::request::{
     BuildOutcome, BuildRequest, DockerfileSource, NetworkMode, OutputSpec, SecretSource,
     SolverConfig,
 };
-use crate::scheduler::{OnceMap, run_dag};
+use crate::scheduler::{CancelHandle, OnceMap, run_dag};
 use crate::users;
 
 mod exec;
@@ -110,7 +110,11 @@ struct BuildCtx<'a> {
     vertex_of_image: Vec<NodeIndex>,
     step_ids: Vec<(usize, StepId)>,
     total: usize,
-    cancel_tokens: Mutex<Vec<ex::CancelToken>>,
+    /// Tokens of the running `RUN` processes, cancelled on the first failure or on
+    /// [`CancelHandle::cancel`].
+    cancel_tokens: Arc<Mutex<Vec<ex::CancelToken>>>,
+    /// Set once the build is being cancelled (failure or caller): no new step starts.
+    cancelled: Arc<AtomicBool>,
     once: OnceMap<CacheKey, FsState>,
     cached: AtomicUsize,
     ran: AtomicUsize,
@@ -131,6 +135,8 @@ fn unique_key(prefix: &str) -> String {
 }
 
 /// Mounted read-only view of a committed snapshot (or an empty directory), removed on drop.
+/// Both live under the snapshotter's mount root, named after this process, so what a killed
+/// build leaves there is unmounted and removed by the next process that opens the state.
 struct View<'a> {
     snapshotter: &'a dyn Snapshotter,
     key: Option<String>,
@@ -145,9 +151,7 @@ impl<'a> View<'a> {
                 snapshotter,
                 key: None,
                 mounted: None,
-                empty: Some(
-                    tempfile::tempdir().map_err(io_err("create temp dir", std::env::temp_dir()))?,
-                ),
+                empty: Some(owned_temp_dir(snapshotter.mount_root())?),
             }),
             Some(p) => {
                 let key = unique_key("view");
@@ -161,7 +165,7 @@ impl<'a> View<'a> {
                     empty: None,
                 };
                 v.mounted = Some(
-                    snap::MountedSnapshot::new(&mounts)
+                    snap::MountedSnapshot::new_in(&mounts, snapshotter.mount_root())
                         .map_err(snap_err(format!("mount view of {p}")))?,
                 );
                 Ok(v)
@@ -190,11 +194,23 @@ impl Drop for View<'_> {
     }
 }
 
+/// A new directory `<dir>/<pid>-<starttime>-<random>` (removed on drop); one a killed process
+/// leaves behind is recognised as orphaned by its name and removed when the state is opened.
+pub(crate) fn owned_temp_dir(dir: &Path) -> Result<tempfile::TempDir> {
+    std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+    tempfile::Builder::new()
+        .prefix(&format!("{}-", snap::Owner::current().tag()))
+        .tempdir_in(dir)
+        .map_err(io_err("create temp dir in", dir))
+}
+
 impl Solver {
-    /// Opens (creating) the state directory: content store, snapshots, cache records.
+    /// Opens (creating) the state directory: content store, snapshots, cache records. What
+    /// killed kiln processes left (temporary snapshots, mounts, directories, files) is removed.
     pub fn new(config: SolverConfig) -> Result<Self> {
         std::fs::create_dir_all(&config.state_dir)
             .map_err(io_err("create directory", &config.state_dir))?;
+        snap::remove_orphans(&config.state_dir.join("tmp"), "");
         let store = ContentStore::open(&config.state_dir).map_err(img_err("content store"))?;
         let snapshotter = snap::open(&config.state_dir, config.snapshot_driver)
             .map_err(snap_err(config.state_dir.display().to_string()))?;
@@ -211,6 +227,12 @@ impl Solver {
             executor: OnceLock::new(),
             registry,
         })
+    }
+
+    /// A temporary directory under `<state_dir>/tmp`, named after this process (see
+    /// [`owned_temp_dir`]).
+    pub(crate) fn temp_dir(&self) -> Result<tempfile::TempDir> {
+        owned_temp_dir(&self.config.state_dir.join("tmp"))
     }
 
     /// The content store builds write to.
@@ -271,8 +293,29 @@ impl Solver {
 
     /// Runs a build: plan, execute (with the cache), write the image and the outputs.
     pub fn build(&self, req: &BuildRequest, progress: &dyn Progress) -> Result<BuildOutcome> {
+        self.build_cancellable(req, progress, &CancelHandle::new())
+    }
+
+    /// [`Solver::build`], stopped early when `cancel` is cancelled (from another thread): no
+    /// step starts after that, running `RUN` processes are killed, the build's mounts and
+    /// temporary snapshots are released, `BuildFinished { success: false }` is reported, and
+    /// the result is [`Error::Cancelled`].
+    pub fn build_cancellable(
+        &self,
+        req: &BuildRequest,
+        progress: &dyn Progress,
+        cancel: &CancelHandle,
+    ) -> Result<BuildOutcome> {
         let started = Instant::now();
-        let r = self.build_inner(req, progress);
+        let r = if cancel.is_cancelled() {
+            Err(Error::Cancelled)
+        } else {
+            self.build_inner(req, progress, cancel)
+        };
+        let r = match r {
+            Err(_) if cancel.is_cancelled() => Err(Error::Cancelled),
+            other => other,
+        };
         progress.event(&ProgressEvent::BuildFinished {
             success: r.is_ok(),
             elapsed: started.elapsed(),
@@ -280,19 +323,24 @@ impl Solver {
         r
     }
 
-    fn build_inner(&self, req: &BuildRequest, progress: &dyn Progress) -> Result<BuildOutcome> {
+    fn build_inner(
+        &self,
+        req: &BuildRequest,
+        progress: &dyn Progress,
+        cancel: &CancelHandle,
+    ) -> Result<BuildOutcome> {
         let context_root = std::fs::canonicalize(&req.context_dir)
             .map_err(io_err("open build context", &req.context_dir))?;
         let (df_bytes, df_path) = match &req.dockerfile {
             DockerfileSource::Default => {
                 let p = context_root.join("Dockerfile");
                 (
-                    std::fs::read(&p).map_err(io_err("read Dockerfile", &p))?,
+                    kiln_fs::read_in_dir(&p).map_err(io_err("read Dockerfile", &p))?,
                     Some(p),
                 )
             }
             DockerfileSource::Path(p) => (
-                std::fs::read(p).map_err(io_err("read Dockerfile", p))?,
+                kiln_fs::read_in_dir(p).map_err(io_err("read Dockerfile", p))?,
                 Some(p.clone()),
             ),
             DockerfileSource::Bytes { content, .. } => (content.clone(), None),
@@ -418,27 +466,30 @@ impl Solver {
             vertex_of_image,
             step_ids,
             total,
-            cancel_tokens: Mutex::new(Vec::new()),
+            cancel_tokens: Arc::new(Mutex::new(Vec::new())),
+            cancelled: Arc::new(AtomicBool::new(false)),
             once: OnceMap::new(),
             cached: AtomicUsize::new(0),
             ran: AtomicUsize::new(0),
             secrets,
             imported,
         };
-        let cancel = AtomicBool::new(false);
-        let results = run_dag(&g, self.jobs(), &cancel, |idx, v, inputs| {
+        let _on_cancel = {
+            let (flag, tokens) = (ctx.cancelled.clone(), ctx.cancel_tokens.clone());
+            cancel.on_cancel(move || cancel_all(&flag, &tokens))
+        };
+        let results = run_dag(&g, self.jobs(), &ctx.cancelled, |idx, v, inputs| {
             let r = ctx.vertex(idx, *v, &inputs);
-            if r.is_err()
-                && let Ok(tokens) = ctx.cancel_tokens.lock()
-            {
-                for t in tokens.iter() {
-                    t.cancel();
-                }
+            if r.is_err() {
+                cancel_all(&ctx.cancelled, &ctx.cancel_tokens);
             }
             r
         });
         let _ = ctx.content_cache.save();
         let results = results?;
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
 
         // The image.
         let target = plan.target;
@@ -593,6 +644,33 @@ impl Solver {
             }
         }
         Ok(())
+    }
+}
+
+/// Stops new steps and kills running processes. The flag is set before the tokens are locked
+/// and [`BuildCtx::register_cancel`] checks it under that lock, so no token is missed.
+fn cancel_all(flag: &AtomicBool, tokens: &Mutex<Vec<ex::CancelToken>>) {
+    flag.store(true, Ordering::SeqCst);
+    let tokens = tokens
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for t in tokens.iter() {
+        t.cancel();
+    }
+}
+
+impl BuildCtx<'_> {
+    /// Makes `token` (a `RUN` about to start) cancelled with the build, at once if the build
+    /// is already being cancelled.
+    pub(crate) fn register_cancel(&self, token: &ex::CancelToken) {
+        let mut tokens = self
+            .cancel_tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        tokens.push(token.clone());
+        if self.cancelled.load(Ordering::SeqCst) {
+            token.cancel();
+        }
     }
 }
 

@@ -403,11 +403,7 @@ fn read_dockerfile(
             Ok((Dockerfile::Text(text), source))
         }
         Some(path) => {
-            let text =
-                std::fs::read_to_string(path).map_err(|source| kiln::Error::ReadDockerfile {
-                    path: path.into(),
-                    source,
-                })?;
+            let text = kiln::read_dockerfile_text(Path::new(path))?;
             let name = Path::new(path)
                 .file_name()
                 .map_or_else(|| path.to_owned(), |n| n.to_string_lossy().into_owned());
@@ -418,11 +414,7 @@ fn read_dockerfile(
         }
         None => {
             let path = context.join("Dockerfile");
-            let text =
-                std::fs::read_to_string(&path).map_err(|source| kiln::Error::ReadDockerfile {
-                    path: path.clone(),
-                    source,
-                })?;
+            let text = kiln::read_dockerfile_text(&path)?;
             Ok((
                 Dockerfile::InContext,
                 DockerfileSource {
