@@ -46,6 +46,7 @@ mod untar;
 mod users;
 
 pub use build::Solver;
+pub use scheduler::CancelHandle;
 pub use cache::{PruneOptions, PruneReport};
 pub use error::{Error, Result};
 pub use progress::{LogStream, NoProgress, Progress, ProgressEvent, StepId};

@@ -113,6 +113,113 @@ where
     Ok(results.into_iter().flatten().collect())
 }
 
+/// Cancels a running build from another thread: a CLI's signal handler, a UI's stop button.
+///
+/// Pass it to [`crate::Solver::build_cancellable`]; [`CancelHandle::cancel`] stops the build
+/// as soon as possible: no new step starts, running `RUN` processes are killed, and every mount
+/// and temporary snapshot of the build is released before the build returns
+/// [`Error::Cancelled`]. Cheap to clone; all clones cancel the same builds. Cancelling is for
+/// good: a handle that was cancelled cancels every later build it is given at once.
+///
+/// ```
+/// let cancel = kiln_solver::CancelHandle::new();
+/// let for_signal = cancel.clone();
+/// std::thread::spawn(move || for_signal.cancel());
+/// # std::thread::sleep(std::time::Duration::from_millis(50));
+/// # assert!(cancel.is_cancelled());
+/// ```
+#[derive(Clone, Default)]
+pub struct CancelHandle {
+    inner: Arc<CancelInner>,
+}
+
+type Hook = Box<dyn Fn() + Send + Sync>;
+
+#[derive(Default)]
+struct CancelInner {
+    cancelled: AtomicBool,
+    hooks: Mutex<Vec<(u64, Hook)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for CancelHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CancelHandle")
+            .field("cancelled", &self.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CancelHandle {
+    /// A handle that has not been cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Cancels the builds running with this handle (and any later ones).
+    pub fn cancel(&self) {
+        self.inner.cancelled.store(true, Ordering::SeqCst);
+        let hooks = self
+            .inner
+            .hooks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (_, h) in hooks.iter() {
+            h();
+        }
+    }
+
+    /// Whether [`CancelHandle::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Runs `hook` on cancellation (at once if already cancelled) until the guard is dropped.
+    pub(crate) fn on_cancel(&self, hook: impl Fn() + Send + Sync + 'static) -> CancelGuard {
+        let id = self.inner.next.fetch_add(1, Ordering::SeqCst);
+        {
+            let mut hooks = self
+                .inner
+                .hooks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            hooks.push((id, Box::new(hook)));
+        }
+        if self.is_cancelled()
+            && let Some((_, h)) = self
+                .inner
+                .hooks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .find(|(i, _)| *i == id)
+        {
+            h();
+        }
+        CancelGuard {
+            handle: self.clone(),
+            id,
+        }
+    }
+}
+
+/// Unregisters a [`CancelHandle::on_cancel`] hook when dropped.
+pub(crate) struct CancelGuard {
+    handle: CancelHandle,
+    id: u64,
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        self.handle
+            .inner
+            .hooks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|(i, _)| *i != self.id);
+    }
+}
+
 type Slot<V> = Arc<(Mutex<Option<Result<V, String>>>, Condvar)>;
 
 /// Runs identical work once: the first caller for a key computes, later callers wait for it.
@@ -222,6 +329,26 @@ mod tests {
         });
         assert!(r.is_err());
         assert!(!ran_b.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn cancel_handle_runs_hooks_once_registered_and_at_once_when_late() {
+        let h = CancelHandle::new();
+        let n = Arc::new(AtomicUsize::new(0));
+        let n1 = n.clone();
+        let g = h.on_cancel(move || {
+            n1.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(n.load(Ordering::SeqCst), 0);
+        h.clone().cancel();
+        assert!(h.is_cancelled());
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+        drop(g);
+        let n2 = n.clone();
+        let _late = h.on_cancel(move || {
+            n2.fetch_add(10, Ordering::SeqCst);
+        });
+        assert_eq!(n.load(Ordering::SeqCst), 11);
     }
 
     #[test]
