@@ -32,6 +32,10 @@ enum Mode {
     Drip,
     /// HEAD of a blob is 404, every POST (upload start) 503.
     UploadsUnavailable,
+    /// The manifest asked for by tag never ends.
+    EndlessManifest,
+    /// The tag is an index; the manifest it points at (by digest and size) never ends.
+    EndlessChildManifest,
 }
 
 /// No server thread lives longer than this, whatever the client does.
@@ -162,6 +166,25 @@ fn serve(
                 }
                 return Ok(());
             }
+            if matches!(mode, Mode::EndlessManifest) {
+                return endless(
+                    &mut out,
+                    "application/vnd.oci.image.manifest.v1+json",
+                    &served.manifest,
+                    stop,
+                    layer_sent,
+                    born,
+                );
+            }
+            if matches!(mode, Mode::EndlessChildManifest) {
+                let index = format!(
+                    r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{},"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
+                    Digest::of_bytes(&served.manifest),
+                    served.manifest.len()
+                );
+                let headers = "Content-Type: application/vnd.oci.image.index.v1+json\r\n";
+                return send(&mut out, "200 OK", headers, index.as_bytes());
+            }
             let headers = format!(
                 "Content-Type: application/vnd.oci.image.manifest.v1+json\r\nDocker-Content-Digest: {}\r\n",
                 Digest::of_bytes(&served.manifest)
@@ -172,6 +195,21 @@ fn serve(
             send(&mut out, "200 OK", "", &served.config)
         }
         ("GET", p) if p == layer_path => layer(&mut out, mode, stop, layer_sent, born),
+        ("GET", p)
+            if p == format!(
+                "/v2/hostile/app/manifests/{}",
+                Digest::of_bytes(&served.manifest)
+            ) =>
+        {
+            endless(
+                &mut out,
+                "application/vnd.oci.image.manifest.v1+json",
+                &served.manifest,
+                stop,
+                layer_sent,
+                born,
+            )
+        }
         ("HEAD", _) => send(&mut out, "404 Not Found", "", b""),
         ("POST", _) => {
             posts.fetch_add(1, Ordering::SeqCst);
@@ -179,6 +217,29 @@ fn serve(
         }
         _ => send(&mut out, "404 Not Found", "", b""),
     }
+}
+
+/// `start`, then spaces without end (no `Content-Length`), up to [`ENDLESS_CAP`].
+fn endless(
+    out: &mut TcpStream,
+    content_type: &str,
+    start: &[u8],
+    stop: &AtomicBool,
+    sent: &AtomicU64,
+    born: Instant,
+) -> std::io::Result<()> {
+    out.set_write_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        out,
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nConnection: close\r\n\r\n"
+    )?;
+    out.write_all(start)?;
+    let chunk = vec![b' '; 64 * 1024];
+    while alive(stop, born) && sent.load(Ordering::SeqCst) < ENDLESS_CAP {
+        out.write_all(&chunk)?;
+        sent.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+    }
+    Ok(())
 }
 
 fn layer_digest_of(served: &Served) -> String {
@@ -442,5 +503,50 @@ fn issue12_an_upload_start_is_not_retried() {
         server.posts.load(Ordering::SeqCst),
         1,
         "a POST that reached the server was sent again"
+    );
+}
+
+#[test]
+fn issue12_endless_manifests_stop_at_their_size() {
+    // By tag: no descriptor, so the 4 MiB cap.
+    let server = Hostile::start(Mode::EndlessManifest, 1);
+    let (err, elapsed, _, store, _dir) =
+        pull_err(options(), &server, "a pull of an endless manifest");
+    let text = err.to_string();
+    println!("endless manifest by tag: failed after {elapsed:?}: {text}");
+    assert!(
+        matches!(
+            err,
+            Error::BodyTooLarge {
+                limit: 4_194_304,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    for part in ["manifest `v1`", server.addr.as_str(), "hostile/app"] {
+        assert!(text.contains(part), "`{part}` missing from: {text}");
+    }
+    assert!(store.list_tags().unwrap().is_empty());
+
+    // Through an index: the child's descriptor says how long it is, and no more is read.
+    let server = Hostile::start(Mode::EndlessChildManifest, 1);
+    let (err, elapsed, _, store, _dir) =
+        pull_err(options(), &server, "a pull of an endless child manifest");
+    let text = err.to_string();
+    println!("endless child manifest: failed after {elapsed:?}: {text}");
+    let Error::BodyTooLarge { limit, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        *limit < 1024,
+        "limit {limit}: the descriptor's size, not the 4 MiB cap"
+    );
+    assert!(text.contains("manifest `sha256:"), "{text}");
+    assert!(store.list_tags().unwrap().is_empty());
+    assert!(
+        store.list_blobs().unwrap().is_empty(),
+        "{:?}",
+        store.list_blobs()
     );
 }
