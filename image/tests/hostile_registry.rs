@@ -431,7 +431,7 @@ fn issue12_stall_after_headers_fails_within_the_read_timeout() {
     }
     // read_timeout is 1 s.
     assert!(
-        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(4),
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(6),
         "{elapsed:?}"
     );
     assert_nothing_kept(&store, &server.layer.0);
@@ -447,7 +447,7 @@ fn issue12_stall_after_headers_fails_within_the_read_timeout() {
     );
     println!("stall after headers, 3 attempts: failed after {elapsed:?}: {err}");
     assert!(
-        elapsed >= Duration::from_millis(2700) && elapsed < Duration::from_secs(8),
+        elapsed >= Duration::from_millis(2700) && elapsed < Duration::from_secs(10),
         "{elapsed:?}"
     );
     assert_nothing_kept(&store, &server.layer.0);
@@ -465,7 +465,7 @@ fn issue12_server_that_never_answers_fails_within_the_read_timeout() {
         text.contains(&server.addr) && text.contains("timeout"),
         "{text}"
     );
-    assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(6), "{elapsed:?}");
     assert!(store.list_tags().unwrap().is_empty());
 }
 
@@ -480,7 +480,7 @@ fn issue12_dripping_blob_fails_the_low_speed_rule() {
         assert!(text.contains(part), "`{part}` missing from: {text}");
     }
     // One 1 s window, plus the read that ends it.
-    assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(6), "{elapsed:?}");
     assert_nothing_kept(&store, &server.layer.0);
 }
 

@@ -41,6 +41,11 @@ fn append(b: &mut tar::Builder<std::fs::File>, name: &str, data: &[u8]) {
 /// An OCI layout tar holding one image: `config` and gzip `layers` (blob bytes as given),
 /// every descriptor true to its blob, named [`NAME`].
 fn oci_archive(dir: &Path, file: &str, config: &[u8], layers: &[Vec<u8>]) -> PathBuf {
+    oci_archive_of(dir, file, &[(NAME, config, layers)])
+}
+
+/// An OCI layout tar holding several images (name, config, layer blobs).
+fn oci_archive_of(dir: &Path, file: &str, images: &[(&str, &[u8], &[Vec<u8>])]) -> PathBuf {
     let desc = |mt: &str, data: &[u8]| {
         format!(
             r#"{{"mediaType":"{mt}","digest":"{}","size":{}}}"#,
@@ -48,26 +53,37 @@ fn oci_archive(dir: &Path, file: &str, config: &[u8], layers: &[Vec<u8>]) -> Pat
             data.len()
         )
     };
-    let layer_descs: Vec<String> = layers
-        .iter()
-        .map(|l| desc("application/vnd.oci.image.layer.v1.tar+gzip", l))
-        .collect();
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[{}]}}"#,
-        desc("application/vnd.oci.image.config.v1+json", config),
-        layer_descs.join(",")
-    );
+    let mut blobs: Vec<Vec<u8>> = Vec::new();
+    let mut entries = Vec::new();
+    for (name, config, layers) in images {
+        let layer_descs: Vec<String> = layers
+            .iter()
+            .map(|l| desc("application/vnd.oci.image.layer.v1.tar+gzip", l))
+            .collect();
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[{}]}}"#,
+            desc("application/vnd.oci.image.config.v1+json", config),
+            layer_descs.join(",")
+        );
+        entries.push(format!(
+            r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{},"annotations":{{"io.containerd.image.name":"docker.io/{name}"}}}}"#,
+            Digest::of_bytes(manifest.as_bytes()),
+            manifest.len()
+        ));
+        blobs.push(config.to_vec());
+        blobs.push(manifest.into_bytes());
+        blobs.extend(layers.iter().cloned());
+    }
     let index = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{},"annotations":{{"io.containerd.image.name":"docker.io/{NAME}","org.opencontainers.image.ref.name":"1"}}}}]}}"#,
-        Digest::of_bytes(manifest.as_bytes()),
-        manifest.len()
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{}]}}"#,
+        entries.join(",")
     );
     let path = dir.join(file);
     let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());
     append(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
     append(&mut b, "index.json", index.as_bytes());
-    let mut blobs = vec![config.to_vec(), manifest.into_bytes()];
-    blobs.extend(layers.iter().cloned());
+    blobs.sort();
+    blobs.dedup();
     for blob in &blobs {
         let name = format!("blobs/sha256/{}", Digest::of_bytes(blob).hex());
         append(&mut b, &name, blob);
@@ -235,4 +251,23 @@ fn issue12_a_good_archive_still_loads() {
     let loaded = load_archive(&s2, &archive, &Platform::linux_amd64()).unwrap();
     assert_eq!(loaded[0].image.layers[0].digest, Digest::of_bytes(&top));
     assert!(s2.resolve_tag(&name).unwrap().is_some());
+}
+
+#[test]
+fn issue12_one_bad_image_keeps_the_whole_archive_out() {
+    // The first image is sound, the second's layer is not its diff_id: neither is loaded.
+    let out = tempfile::tempdir().unwrap();
+    let (base, top) = layers();
+    let good = config_with(&[Digest::of_bytes(&base)]);
+    let bad = config_with(&[Digest::of_bytes(&top)]);
+    let archive = oci_archive_of(
+        out.path(),
+        "two.tar",
+        &[
+            ("kiln/first:1", &good, &[gzip(&base)]),
+            ("kiln/second:1", &bad, &[gzip(&base)]),
+        ],
+    );
+    let (_d, s) = store();
+    assert_refused(&s, &archive, &["layer 0", "diff_id"]);
 }
