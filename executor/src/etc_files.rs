@@ -21,6 +21,19 @@ pub(crate) fn hosts(hostname: &str, extra: &[(String, String)]) -> Vec<u8> {
 /// the host network, and Google's public servers are used when none remain.
 pub(crate) fn resolv_conf(host: Option<&str>, network: Network) -> Vec<u8> {
     let host = host.unwrap_or("");
+    if network == Network::Private {
+        // The host's search and options, and slirp4netns's forwarder as the only server.
+        let mut out = String::new();
+        for line in host
+            .lines()
+            .filter(|l| l.split_whitespace().next() != Some("nameserver"))
+        {
+            out.push_str(line);
+            out.push('\n');
+        }
+        let _ = writeln!(out, "nameserver {}", crate::nat::DNS);
+        return out.into_bytes();
+    }
     let keep_loopback = network != Network::None;
     let mut out = String::new();
     let mut nameservers = 0;
@@ -72,6 +85,13 @@ mod tests {
             b"search lan\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n"
         );
         assert_eq!(resolv_conf(Some(host), Network::Host), host.as_bytes());
+        assert_eq!(
+            resolv_conf(
+                Some("search lan\nnameserver 127.0.0.53\n"),
+                Network::Private
+            ),
+            b"search lan\nnameserver 10.0.2.3\n"
+        );
         assert_eq!(
             resolv_conf(None, Network::Default),
             b"nameserver 8.8.8.8\nnameserver 8.8.4.4\n"

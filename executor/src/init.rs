@@ -125,6 +125,12 @@ fn run(spec: &InitSpec, events: &Events, state: &mut Mounted) -> Result<()> {
     if spec.new_network {
         flags |= libc::CLONE_NEWNET;
     }
+    // Forked while the init is still in the host's namespaces; lives as long as the init.
+    let nat = spec
+        .nat
+        .as_deref()
+        .map(crate::nat::Nat::spawn)
+        .transpose()?;
     sys::unshare(flags).map_err(|e| Error::sys("unshare", "namespaces", e))?;
     sys::mount(
         None,
@@ -136,6 +142,9 @@ fn run(spec: &InitSpec, events: &Events, state: &mut Mounted) -> Result<()> {
     .map_err(|e| Error::sys("mount", "make / rprivate", e))?;
     if spec.new_network {
         sys::loopback_up().map_err(|e| Error::sys("ioctl", "bring lo up", e))?;
+    }
+    if let Some(nat) = &nat {
+        nat.start()?;
     }
     if spec.oci_runtime.is_none() {
         sys::sethostname(&spec.hostname)

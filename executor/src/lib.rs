@@ -11,7 +11,8 @@
 //!    `main` must call [`init_main_if_requested`] first. The spec travels over a socketpair.
 //!    No Rust code ever runs in a forked child of the (multithreaded) caller.
 //! 3. **Init** (single-threaded): unshare mount, PID, IPC, UTS (+ network for
-//!    [`Network::None`], with `lo` up) namespaces, hostname `buildkitsandbox`; mount the rootfs
+//!    [`Network::None`], with `lo` up, and [`Network::Private`], with `lo` and a slirp4netns
+//!    `tap0`) namespaces, hostname `buildkitsandbox`; mount the rootfs
 //!    ([`RootFs::Mounts`], e.g. overlay, or a bind of [`RootFs::Dir`]) on a private run
 //!    directory; resolve `USER` through the rootfs /etc/passwd and /etc/group; create a missing
 //!    working directory (0755, owned by the user; it stays in the snapshot); mount the /etc
@@ -73,6 +74,7 @@ mod copy;
 mod error;
 mod etc_files;
 mod init;
+mod nat;
 mod oci;
 mod pid1;
 mod proto;

@@ -285,6 +285,7 @@ mod tests {
             user: String::new(),
             hostname: "buildkitsandbox".into(),
             new_network: true,
+            nat: None,
             mounts: Vec::new(),
             oci_runtime: None,
         };

@@ -26,6 +26,9 @@ pub(crate) struct InitSpec {
     pub(crate) user: String,
     pub(crate) hostname: String,
     pub(crate) new_network: bool,
+    /// `slirp4netns` to give the new network namespace a way out ([`crate::Network::Private`]).
+    #[serde(default)]
+    pub(crate) nat: Option<PathBuf>,
     /// Sorted parents first.
     pub(crate) mounts: Vec<PlannedMount>,
     /// Run through this OCI runtime (runc, crun) instead of the built-in container.

@@ -262,7 +262,19 @@ impl Executor {
             cwd,
             user: process.user.clone(),
             hostname,
-            new_network: process.network == Network::None,
+            new_network: matches!(process.network, Network::None | Network::Private),
+            nat: match process.network {
+                Network::Private => {
+                    Some(crate::oci::find_oci_runtime("slirp4netns").ok_or_else(|| {
+                        Error::InvalidSpec(
+                            "network mode private needs slirp4netns on PATH \
+                             (apt-get install slirp4netns)"
+                                .to_owned(),
+                        )
+                    })?)
+                }
+                _ => None,
+            },
             mounts: planned,
             oci_runtime: self.oci_runtime.clone(),
         };

@@ -48,6 +48,10 @@ pub enum Network {
     Host,
     /// A fresh network namespace with only loopback up.
     None,
+    /// A fresh network namespace whose only way out is `slirp4netns` (user-mode NAT, on PATH):
+    /// outbound TCP/UDP and DNS work, the host's loopback services, abstract unix sockets,
+    /// interfaces and traffic are out of reach.
+    Private,
 }
 
 /// The root filesystem of the container.

@@ -341,3 +341,87 @@ fn cache_seeds_and_bind_sources_that_are_symlinks_are_refused() {
     );
     bait.assert_untouched();
 }
+
+/// The host's address on its default route, if it has one (no packet is sent).
+fn host_address() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("10.255.255.254:9").ok()?;
+    Some(socket.local_addr().ok()?.ip())
+}
+
+#[test]
+fn private_network_reaches_out_but_not_the_hosts_loopback_or_sockets() {
+    require_env!();
+    if kiln_executor::find_oci_runtime("slirp4netns").is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "cannot run under CI: needs slirp4netns (apt-get install slirp4netns)"
+        );
+        eprintln!("skipped: needs slirp4netns (apt-get install slirp4netns)");
+        return;
+    }
+    let f = Fixture::new();
+    let Some(binary) = compile_static("netprobe", f.dir.path()) else {
+        return;
+    };
+    fs::copy(&binary, f.lower().join("bin/netprobe")).expect("copy probe");
+    // Host services: a loopback TCP port, one on every address, an abstract unix socket.
+    let loopback = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let everywhere = std::net::TcpListener::bind("0.0.0.0:0").expect("listen");
+    let name = format!("kiln-test-{}", std::process::id());
+    let abstract_addr = {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("name")
+    };
+    let _unix = std::os::unix::net::UnixListener::bind_addr(&abstract_addr).expect("bind");
+    let lo_port = loopback.local_addr().expect("addr").port();
+    let any_port = everywhere.local_addr().expect("addr").port();
+    let script = format!(
+        "ls /sys/class/net | tr '\\n' ' '; echo; \
+         netprobe tcp 127.0.0.1 {lo_port}; netprobe tcp 10.0.2.2 {lo_port}; \
+         netprobe tcp 10.0.2.2 {any_port}; netprobe abstract {name}; cat /etc/resolv.conf | grep nameserver"
+    );
+    let spec = |network| ProcessSpec {
+        args: vec!["/bin/sh".into(), "-c".into(), script.clone()],
+        network,
+        ..ProcessSpec::default()
+    };
+    // The host network, for contrast: everything is reachable.
+    let host = f.run(&spec(kiln_executor::Network::Host), &[]);
+    let host = host.ok();
+    assert!(host.contains("reached\n"), "{host}");
+    assert!(
+        host.lines().nth(4) == Some("reached"),
+        "abstract socket on the host network: {host}"
+    );
+    let private = f.run(&spec(kiln_executor::Network::Private), &[]);
+    assert_eq!(
+        private.ok(),
+        "lo tap0 \nrefused: ECONNREFUSED\nrefused: ENETUNREACH\nrefused: ENETUNREACH\n\
+         refused: ECONNREFUSED\nnameserver 10.0.2.3\n"
+    );
+    let none = f.run(&spec(kiln_executor::Network::None), &[]);
+    assert!(
+        none.ok()
+            .starts_with("lo \nrefused: ECONNREFUSED\nrefused: ENETUNREACH\n"),
+        "{}",
+        none.stdout
+    );
+    assert!(
+        none.stdout.contains("refused: ECONNREFUSED\nnameserver"),
+        "{}",
+        none.stdout
+    );
+    // The way out works: the host's own address on its default route, through the NAT.
+    if let Some(ip) = host_address() {
+        let out = f.sh(
+            &format!("netprobe tcp {ip} {any_port}"),
+            ProcessSpec {
+                network: kiln_executor::Network::Private,
+                ..ProcessSpec::default()
+            },
+            &[],
+        );
+        assert_eq!(out.ok(), "reached\n", "{ip}");
+    }
+}
