@@ -283,3 +283,28 @@ fn devices_and_32bit_syscalls_match() {
          32 mount: EPERM\n/tmp/b refused\n/opt/loop0 refused\n2\n"
     );
 }
+
+#[test]
+fn private_network_matches() {
+    require_env!();
+    let Some(runtime) = runtime() else { return };
+    if find_oci_runtime("slirp4netns").is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "cannot run under CI: needs slirp4netns"
+        );
+        eprintln!("skipped: needs slirp4netns");
+        return;
+    }
+    let f = Fixture::new();
+    let (out, _) = same_on_both(
+        &f,
+        &runtime,
+        &ProcessSpec {
+            network: kiln_executor::Network::Private,
+            ..sh("ls /sys/class/net | tr '\\n' ' '; ip -4 addr show tap0 | grep -o 'inet [0-9./]*'")
+        },
+        &[],
+    );
+    assert_eq!(out, "lo tap0 inet 10.0.2.100/24\n");
+}
