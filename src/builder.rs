@@ -12,7 +12,8 @@ use kiln_image::{
 };
 use kiln_solver::progress::{Progress, ProgressEvent};
 use kiln_solver::{
-    self as solver, BuildRequest, DockerfileSource, PruneOptions, PruneReport, Solver, SolverConfig,
+    self as solver, BuildRequest, CancelHandle, DockerfileSource, PruneOptions, PruneReport,
+    Solver, SolverConfig,
 };
 
 use crate::options::{
@@ -79,6 +80,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the build stopped because its [`CancelHandle`] was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, Error::Solve(kiln_solver::Error::Cancelled))
+    }
+
     /// The Dockerfile line (1-based, first and last) the error points at, when it is known.
     pub fn dockerfile_lines(&self) -> Option<(usize, usize)> {
         match self {
@@ -198,6 +204,35 @@ impl Builder {
         options: &BuildOptions,
         progress: &dyn Progress,
     ) -> Result<BuildResult, Error> {
+        self.build_cancellable(options, progress, &CancelHandle::new())
+    }
+
+    /// [`Builder::build`], stopped when `cancel` is cancelled from another thread (a signal
+    /// handler's, a UI's): running steps are killed, the build's mounts and temporary
+    /// snapshots released, `BuildFinished { success: false }` reported, and the result is
+    /// `Error::Solve(kiln_solver::Error::Cancelled)` (see [`Error::is_cancelled`]). The library
+    /// never installs signal handlers; the `kiln` binary cancels on SIGINT and SIGTERM.
+    ///
+    /// ```no_run
+    /// # fn f(b: &kiln::Builder, o: &kiln::BuildOptions) {
+    /// let cancel = kiln::CancelHandle::new();
+    /// let stop = cancel.clone();
+    /// std::thread::spawn(move || {
+    ///     std::thread::sleep(std::time::Duration::from_secs(60));
+    ///     stop.cancel();
+    /// });
+    /// match b.build_cancellable(o, &kiln::NoProgress, &cancel) {
+    ///     Err(e) if e.is_cancelled() => eprintln!("took too long"),
+    ///     other => println!("{other:?}"),
+    /// }
+    /// # }
+    /// ```
+    pub fn build_cancellable(
+        &self,
+        options: &BuildOptions,
+        progress: &dyn Progress,
+        cancel: &CancelHandle,
+    ) -> Result<BuildResult, Error> {
         let (name, text) = read_dockerfile(options)?;
         // Parse up front: a syntax error is reported with its line before any work starts.
         kiln_parser::parse(text.as_bytes()).map_err(|e| Error::Parse(e.with_file(&name)))?;
@@ -266,7 +301,7 @@ impl Builder {
         config.jobs = self.jobs;
         config.executor_init_binary.clone_from(&self.init_binary);
         let solver = Solver::new(config).map_err(Error::Solve)?;
-        let outcome = solver.build(&request, progress);
+        let outcome = solver.build_cancellable(&request, progress, cancel);
         progress.flush();
         let outcome = outcome.map_err(Error::Solve)?;
 

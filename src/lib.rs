@@ -24,7 +24,7 @@ pub use builder::{BuildResult, Builder, Credentials, Error, read_dockerfile_text
 pub use kiln_executor::init_main_if_requested;
 pub use kiln_parser as parser;
 pub use kiln_solver::progress::{LogStream, NoProgress, Progress, ProgressEvent, StepId};
-pub use kiln_solver::{PruneOptions, PruneReport};
+pub use kiln_solver::{CancelHandle, PruneOptions, PruneReport};
 pub use options::{
     BuildOptions, CacheSpec, Compression, Destination, Dockerfile, NetworkMode, OutputSpec,
     SecretSource, SecretSpec, SshSpec,

@@ -212,6 +212,10 @@ impl Solver {
             .map_err(io_err("create directory", &config.state_dir))?;
         snap::remove_orphans(&config.state_dir.join("tmp"), "");
         let store = ContentStore::open(&config.state_dir).map_err(img_err("content store"))?;
+        // Layer temp files of killed builds (see `write_layer`).
+        if let Some(blobs) = store.blob_path(&Digest::of_bytes(b"")).parent() {
+            snap::remove_orphans(blobs, ".kiln-layer-");
+        }
         let snapshotter = snap::open(&config.state_dir, config.snapshot_driver)
             .map_err(snap_err(config.state_dir.display().to_string()))?;
         let cache = CacheStore::open(&config.state_dir)?;
@@ -245,7 +249,7 @@ impl Solver {
         &self.cache
     }
 
-    fn executor(&self) -> Result<&ex::Executor> {
+    pub(crate) fn executor(&self) -> Result<&ex::Executor> {
         let r = self.executor.get_or_init(|| {
             let init = match &self.config.executor_init_binary {
                 Some(p) => p.clone(),
@@ -660,6 +664,41 @@ fn cancel_all(flag: &AtomicBool, tokens: &Mutex<Vec<ex::CancelToken>>) {
 }
 
 impl BuildCtx<'_> {
+    /// Commits the active snapshot `active` as the result of `key`, normally as `step-<hex>`.
+    /// When that name exists already (under `--no-cache`, or after a lost record) the new result
+    /// is kept under a fresh name. When another process commits `step-<hex>` between the check
+    /// and the commit, the step is theirs (one writer per name): unless `fresh`, `active` is
+    /// dropped and `(name, true)` returned, a cache hit rather than an error.
+    pub(crate) fn commit_step(
+        &self,
+        key: &CacheKey,
+        active: &str,
+        fresh: bool,
+    ) -> Result<(String, bool)> {
+        let sn = self.solver.snapshotter.as_ref();
+        let name = format!("step-{}", key.hex());
+        if sn.stat(&name).is_err() {
+            match sn.commit(&name, active) {
+                Ok(()) => return Ok((name, false)),
+                Err(snap::Error::AlreadyExists(n)) if n == name && !fresh => {
+                    let _ = sn.remove(active);
+                    return Ok((name, true));
+                }
+                Err(snap::Error::AlreadyExists(n)) if n == name => {}
+                Err(e) => {
+                    let _ = sn.remove(active);
+                    return Err(snap_err(format!("commit {name}"))(e));
+                }
+            }
+        }
+        let unique = unique_key(&name);
+        if let Err(e) = sn.commit(&unique, active) {
+            let _ = sn.remove(active);
+            return Err(snap_err(format!("commit {unique}"))(e));
+        }
+        Ok((unique, false))
+    }
+
     /// Makes `token` (a `RUN` about to start) cancelled with the build, at once if the build
     /// is already being cancelled.
     pub(crate) fn register_cancel(&self, token: &ex::CancelToken) {

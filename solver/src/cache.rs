@@ -34,12 +34,18 @@ pub struct CacheRecord {
     pub layer: Option<LayerRecord>,
 }
 
-/// Writes `bytes` to `path` atomically.
+/// Writes `bytes` to `path` atomically. The temp file is named `.tmp-<pid>-<starttime>-…`, so
+/// one a killed process leaves is removed by the next [`CacheStore::open`].
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).map_err(io_err("create temp file in", dir))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(
+            "{TMP_PREFIX}{}-",
+            kiln_snapshotter::Owner::current().tag()
+        ))
+        .tempfile_in(dir)
+        .map_err(io_err("create temp file in", dir))?;
     tmp.write_all(bytes)
         .map_err(io_err("write", tmp.path().to_path_buf()))?;
     tmp.as_file()
@@ -53,6 +59,9 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Prefix of the temp files [`write_atomic`] makes (then the owner's tag).
+const TMP_PREFIX: &str = ".tmp-";
+
 /// The record store.
 #[derive(Debug, Clone)]
 pub struct CacheStore {
@@ -60,10 +69,12 @@ pub struct CacheStore {
 }
 
 impl CacheStore {
-    /// Opens (creating) `<state_dir>/cache`.
+    /// Opens (creating) `<state_dir>/cache`, removing the temp files of killed processes.
     pub fn open(state_dir: &Path) -> Result<Self> {
         let dir = state_dir.join("cache");
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        kiln_snapshotter::remove_orphans(&dir, TMP_PREFIX);
+        kiln_snapshotter::remove_orphans(&dir.join("digests"), TMP_PREFIX);
         Ok(Self { dir })
     }
 
@@ -140,6 +151,26 @@ mod tests {
         fs::write(d.path().join("cache/ab.json"), b"{trunc").expect("write");
         assert!(s.get(&k).is_none());
         assert_eq!(s.all().len(), 0);
+    }
+
+    #[test]
+    fn open_removes_temp_files_of_dead_processes_only() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let s = CacheStore::open(d.path()).expect("open");
+        s.put_digest("snap", &["a".into()], "sha256:00")
+            .expect("put");
+        let dead = d.path().join("cache/.tmp-999999999-1-abc");
+        let dead_digest = d.path().join("cache/digests/.tmp-999999999-1-abc");
+        let mine = d.path().join(format!(
+            "cache/.tmp-{}-abc",
+            kiln_snapshotter::Owner::current().tag()
+        ));
+        for p in [&dead, &dead_digest, &mine] {
+            fs::write(p, b"{").expect("write");
+        }
+        CacheStore::open(d.path()).expect("open");
+        assert!(!dead.exists() && !dead_digest.exists());
+        assert!(mine.exists());
     }
 }
 

@@ -46,7 +46,6 @@ mod untar;
 mod users;
 
 pub use build::Solver;
-pub use scheduler::CancelHandle;
 pub use cache::{PruneOptions, PruneReport};
 pub use error::{Error, Result};
 pub use progress::{LogStream, NoProgress, Progress, ProgressEvent, StepId};
@@ -54,3 +53,4 @@ pub use request::{
     BuildOutcome, BuildRequest, CacheExport, CacheLocation, DockerfileSource, NetworkMode,
     OutputSpec, SecretSource, SecretSpec, SolverConfig, SshSpec,
 };
+pub use scheduler::CancelHandle;

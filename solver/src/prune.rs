@@ -8,12 +8,16 @@ use kiln_snapshotter as snap;
 impl Solver {
     /// Removes cache records and the snapshots nothing needs any more (`kiln prune`): records
     /// whose snapshot is gone, and, with [`PruneOptions::all`](crate::PruneOptions::all), every record; with
-    /// [`PruneOptions::keep_storage`](crate::PruneOptions::keep_storage), the oldest records until the snapshots fit. Snapshots
-    /// left behind by interrupted builds (active or view, older than an hour) go too.
+    /// [`PruneOptions::keep_storage`](crate::PruneOptions::keep_storage), the oldest records until the snapshots fit. What
+    /// killed builds left (active and view snapshots, mounts, temp and run directories) goes
+    /// when the state is opened; removing never needs disk space, so this works on a full disk.
     pub fn prune(&self, opts: &crate::cache::PruneOptions) -> Result<crate::cache::PruneReport> {
         use std::collections::{BTreeMap, BTreeSet};
         let sn = self.snapshotter.as_ref();
         let mut report = crate::cache::PruneReport::default();
+        // Opening the executor reaps the run directories of killed builds; prune must not
+        // fail where RUN cannot work, so its error is ignored.
+        let _ = self.executor();
         let infos = sn.walk().map_err(snap_err("walk"))?;
         let by_name: BTreeMap<String, snap::Info> =
             infos.iter().map(|i| (i.name.clone(), i.clone())).collect();
@@ -61,13 +65,12 @@ impl Solver {
                 cur = by_name.get(&c).and_then(|i| i.parent.clone());
             }
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        // Active and view snapshots belong to running builds: those of killed ones were removed
+        // when the snapshotter was opened (their owner is gone), however young.
         let removable: BTreeSet<String> = by_name
             .values()
             .filter(|i| !keep.contains(&i.name))
-            .filter(|i| i.kind == snap::Kind::Committed || now - i.created > 3600)
+            .filter(|i| i.kind == snap::Kind::Committed)
             .map(|i| i.name.clone())
             .collect();
         // Children before parents: a snapshot goes once nothing remaining names it as parent.

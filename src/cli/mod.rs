@@ -6,6 +6,7 @@ mod debug;
 mod images;
 mod progress;
 mod prune;
+mod signals;
 
 use std::process::ExitCode;
 

@@ -182,8 +182,7 @@ impl BuildCtx<'_> {
             }
         }
         if let Some((name, data)) = &r.script {
-            let dir =
-                tempfile::tempdir().map_err(io_err("create temp dir", std::env::temp_dir()))?;
+            let dir = self.solver.temp_dir()?;
             let p = dir.path().join(name);
             std::fs::write(&p, data).map_err(io_err("write", &p))?;
             std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -222,9 +221,7 @@ impl BuildCtx<'_> {
             extra_hosts: Vec::new(),
         };
         let token = ex::CancelToken::new();
-        if let Ok(mut t) = self.cancel_tokens.lock() {
-            t.push(token.clone());
-        }
+        self.register_cancel(&token);
         let mut on_output = |stream: ex::Stream, line: &[u8]| {
             let text = String::from_utf8_lossy(line);
             let text = text.strip_suffix('\n').unwrap_or(&text).to_string();
@@ -287,9 +284,7 @@ impl BuildCtx<'_> {
         if all.len() == kept.len() {
             return Ok(None);
         }
-        let base = self.solver.config.state_dir.join("tmp");
-        std::fs::create_dir_all(&base).map_err(io_err("create directory", &base))?;
-        let dir = tempfile::tempdir_in(&base).map_err(io_err("create temp dir in", &base))?;
+        let dir = self.solver.temp_dir()?;
         for e in &kept {
             let target = if e.rel.is_empty() {
                 dir.path().to_path_buf()

@@ -187,6 +187,8 @@ impl BuildCtx<'_> {
                 elapsed: t0.elapsed(),
             }),
             Err(Error::Cancelled) => {}
+            // Killed because the build is being cancelled: shown as cancelled, not failed.
+            Err(_) if self.cancelled.load(Ordering::SeqCst) => {}
             Err(e) => self.progress.event(&ProgressEvent::StepFailed {
                 step: id,
                 error: e.to_string(),
@@ -432,12 +434,7 @@ impl BuildCtx<'_> {
             let _ = sn.remove(&active);
             return Err(e);
         }
-        let mut name = format!("step-{}", key.hex());
-        if sn.stat(&name).is_ok() {
-            name = unique_key(&name);
-        }
-        sn.commit(&name, &active)
-            .map_err(snap_err(format!("commit {name}")))?;
+        let (name, _) = self.commit_step(key, &active, false)?;
         solver.cache.put(
             key,
             &CacheRecord {
@@ -477,14 +474,14 @@ impl BuildCtx<'_> {
         let r = (|| -> Result<()> {
             match &step.op {
                 Op::Mkdir { path, user } => {
-                    let m = snap::MountedSnapshot::new(&mounts)
+                    let m = snap::MountedSnapshot::new_in(&mounts, sn.mount_root())
                         .map_err(snap_err(format!("mount {active}")))?;
                     let owner = users::resolve_user(Some(m.path()), user);
                     copy::mkdir_all(m.path(), path, Some(owner))?;
                     m.unmount().map_err(snap_err(format!("unmount {active}")))?;
                 }
                 Op::Copy(c) => {
-                    let m = snap::MountedSnapshot::new(&mounts)
+                    let m = snap::MountedSnapshot::new_in(&mounts, sn.mount_root())
                         .map_err(snap_err(format!("mount {active}")))?;
                     let src_state = self.state_of(inputs, self.source_vertex(&c.from));
                     let src_snapshot = src_state.as_ref().and_then(|f| f.snapshot.as_deref());
@@ -499,15 +496,13 @@ impl BuildCtx<'_> {
             let _ = sn.remove(&active);
             return Err(e);
         }
-        // Normally the first result for this key; under --no-cache (or after a lost record)
-        // a same-named snapshot may exist: keep the new result under a fresh name.
-        let mut name = format!("step-{}", key.hex());
-        if sn.stat(&name).is_ok() {
-            name = unique_key(&name);
-        }
-        sn.commit(&name, &active)
-            .map_err(snap_err(format!("commit {name}")))?;
-        let layer = self.write_layer(&name)?;
+        let (name, adopted) = self.commit_step(key, &active, step.no_cache)?;
+        // Another process committed this step first: its record, once written, names the
+        // same snapshot and layer; until then make the layer from that snapshot ourselves.
+        let layer = match adopted.then(|| self.lookup(key)).flatten() {
+            Some(rec) if rec.snapshot == name => rec.layer,
+            _ => self.write_layer(&name)?,
+        };
         self.solver.cache.put(
             key,
             &CacheRecord {
@@ -536,7 +531,7 @@ impl BuildCtx<'_> {
         let blobs = empty.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(blobs).map_err(io_err("create directory", blobs))?;
         let tmp = tempfile::Builder::new()
-            .prefix(".kiln-layer-")
+            .prefix(&format!(".kiln-layer-{}-", snap::Owner::current().tag()))
             .tempfile_in(blobs)
             .map_err(io_err("create temp file in", blobs))?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp);
@@ -696,7 +691,7 @@ impl BuildCtx<'_> {
         line: usize,
     ) -> Result<(View<'_>, String)> {
         use std::io::{Read as _, Write as _};
-        let dir = tempfile::tempdir().map_err(io_err("create temp dir", std::env::temp_dir()))?;
+        let dir = self.solver.temp_dir()?;
         let path = dir.path().join(url_file_name(url));
         let fail = |m: String| Error::Plan {
             line,

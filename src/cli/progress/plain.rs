@@ -114,7 +114,17 @@ impl Progress for Plain {
                         secs(*elapsed)
                     )
                 } else {
-                    format!("Build failed after {}\n", secs(*elapsed))
+                    // Steps still running when the build ended were cancelled (by a failing
+                    // step, or by SIGINT/SIGTERM), as BuildKit's `#N CANCELED`.
+                    let mut t = String::new();
+                    for p in 0..st.table.steps.len() {
+                        if st.table.steps[p].status == StepStatus::Running {
+                            let _ = writeln!(t, " ---> CANCELED{}", whose(st, p));
+                            st.last = Some(p);
+                        }
+                    }
+                    let _ = writeln!(t, "Build failed after {}", secs(*elapsed));
+                    t
                 }
             }
             _ => String::new(),
@@ -217,6 +227,25 @@ mod tests {
         };
         let p = Plain::new(Box::new(buf.clone()), clock.clone(), Some(Arc::new(source)));
         (p, buf, clock)
+    }
+
+    #[test]
+    fn steps_still_running_when_the_build_fails_are_shown_canceled() {
+        let (p, buf, clock) = plain();
+        p.event(&ProgressEvent::BuildStarted { total_steps: 2 });
+        p.event(&started(0, 1, "COPY hello.txt /", 2));
+        p.event(&done(0, 10));
+        p.event(&started(1, 2, "RUN sleep 100", 3));
+        clock.set_ms(2000);
+        p.event(&ProgressEvent::BuildFinished {
+            success: false,
+            elapsed: Duration::from_secs(2),
+        });
+        let text = buf.text();
+        assert!(
+            text.ends_with("Step 2/2 : RUN sleep 100\n ---> CANCELED\nBuild failed after 2.0s\n"),
+            "{text}"
+        );
     }
 
     #[test]
