@@ -458,13 +458,31 @@ pub fn parse_line(line: &str, escape: char) -> Result<Node> {
     new_node_from_line(line.to_owned(), escape, Vec::new()).map_err(|e| Error::syntax(1, 1, e))
 }
 
+/// How many ONBUILD triggers may nest in one node (`ONBUILD ONBUILD ... RUN x`). BuildKit's
+/// syntax layer nests any number (its typed layer then rejects every chain); a recursive
+/// parse of 100,000 would abort on the stack here and copy the line once per level, so
+/// deeper chains fail in the syntax layer already, with the typed layer's message.
+const MAX_ONBUILD_NESTING: usize = 32;
+
+pub(crate) const ONBUILD_CHAIN: &str = "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed";
+
 fn new_node_from_line(
     line: String,
     escape: char,
     comments: Vec<String>,
 ) -> std::result::Result<Node, String> {
+    node_from_line(line, escape, comments, 0)
+}
+
+/// A node whose line is the trigger of `depth` enclosing ONBUILDs.
+fn node_from_line(
+    line: String,
+    escape: char,
+    comments: Vec<String>,
+    depth: usize,
+) -> std::result::Result<Node, String> {
     let (cmd, flags, args) = split_command(&line);
-    let (args, trigger, json) = dispatch(cmd, args, escape)?;
+    let (args, trigger, json) = dispatch(cmd, args, escape, depth)?;
     let value = cmd.to_owned();
     Ok(Node {
         value,
@@ -508,7 +526,7 @@ pub(crate) const KEYWORDS: [&str; 18] = [
 type Dispatched = std::result::Result<(Vec<String>, Option<Box<Node>>, bool), String>;
 type Args = std::result::Result<(Vec<String>, bool), String>;
 
-fn dispatch(cmd: &str, rest: &str, escape: char) -> Dispatched {
+fn dispatch(cmd: &str, rest: &str, escape: char, depth: usize) -> Dispatched {
     let keyword = KEYWORDS
         .iter()
         .find(|k| k.eq_ignore_ascii_case(cmd))
@@ -518,7 +536,10 @@ fn dispatch(cmd: &str, rest: &str, escape: char) -> Dispatched {
         if rest.is_empty() {
             return Ok((Vec::new(), None, false));
         }
-        let child = new_node_from_line(rest.to_owned(), escape, Vec::new())?;
+        if depth == MAX_ONBUILD_NESTING {
+            return Err(ONBUILD_CHAIN.to_owned());
+        }
+        let child = node_from_line(rest.to_owned(), escape, Vec::new(), depth + 1)?;
         return Ok((Vec::new(), Some(Box::new(child)), false));
     }
     let (args, json) = match keyword {

@@ -415,7 +415,7 @@ pub(crate) fn from_node(node: &mut Node) -> Res<Instruction> {
             let trigger = args[0].trim().to_uppercase();
             match trigger.as_str() {
                 "ONBUILD" => {
-                    return Err("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".to_owned());
+                    return Err(crate::ast::ONBUILD_CHAIN.to_owned());
                 }
                 "MAINTAINER" | "FROM" => {
                     return Err(format!("{trigger} isn't allowed as an ONBUILD trigger"));

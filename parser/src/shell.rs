@@ -161,6 +161,7 @@ impl Lexer {
         }
         let mut sw = ShellWord {
             lex: self,
+            out: String::with_capacity(chars.len()),
             chars,
             pos: 0,
             env,
@@ -170,9 +171,9 @@ impl Lexer {
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
         };
-        match sw.process_stop_on(None, self.raw_escapes) {
-            Ok((word, words)) => Ok(Expansion {
-                word,
+        match sw.run() {
+            Ok(words) => Ok(Expansion {
+                word: sw.out,
                 words,
                 matched: sw.matched,
                 unmatched: sw.unmatched,
@@ -185,6 +186,15 @@ impl Lexer {
     }
 }
 
+/// The lexer's state for one input.
+///
+/// BuildKit's lexer is recursive (`processStopOn` -> `processDollar` -> `processStopOn`) and
+/// builds a fresh string at every level. Here the suspended calls are [`Frame`]s on an
+/// explicit stack, so nesting depth costs heap instead of call stack (BuildKit recurses on
+/// Go's growable stacks and so accepts any depth; recursion here would abort the process on
+/// a fixed-size thread stack after a few thousand `${a:-`, issue 12). And every level writes
+/// into the one output buffer `out`, so a nested result is kept in place (or cut off)
+/// instead of being copied once per level, which keeps deep nesting linear.
 struct ShellWord<'a> {
     lex: &'a Lexer,
     chars: Vec<char>,
@@ -192,8 +202,11 @@ struct ShellWord<'a> {
     env: &'a dyn Env,
     raw_escapes: bool,
     capture: bool,
-    /// Shared by every nested `process_stop_on`, as upstream does (its resets are observable
-    /// in word-splitting mode).
+    /// The output of every frame: a frame's text is `out[start..]`.
+    out: String,
+    /// The partial split word. Upstream shares it between all nesting levels and every
+    /// nested word empties it (observable in word-splitting mode); only the top-level word's
+    /// split words are used.
     words_buf: String,
     matched: BTreeSet<String>,
     unmatched: BTreeSet<String>,
@@ -202,6 +215,7 @@ struct ShellWord<'a> {
 /// Go's `string(rune(-1))` for the scanner's EOF.
 const EOF_TEXT: char = '\u{fffd}';
 
+#[derive(Default)]
 struct Words {
     words: Vec<String>,
     in_word: bool,
@@ -242,7 +256,86 @@ impl Words {
 
 type LexResult<T> = std::result::Result<T, String>;
 
-impl ShellWord<'_> {
+/// One suspended call of the recursive lexer.
+enum Frame {
+    /// `processStopOn`: a word up to its stop character (or the end).
+    Word(WordFrame),
+    /// `processDoubleQuote`: a `"..."` whose text starts at `out[start]`.
+    Quote { start: usize },
+}
+
+struct WordFrame {
+    stop: Option<char>,
+    /// The caller's `raw_escapes`, restored when the word ends.
+    saved_raw_escapes: bool,
+    /// Where the word's text starts in `out`.
+    start: usize,
+    /// Split words; only kept for the top-level word (nested words' are discarded).
+    words: Option<Words>,
+    /// The `${...}` this word is the operand of; `None` only for the top-level word.
+    owner: Option<Subst>,
+}
+
+/// A `${name...}` whose nested word is being read (`processDollar` mid-call).
+struct Subst {
+    name: String,
+    /// The modifier character (`-`, `+`, `?`, `#`, `%`, `/`), after any `:`.
+    ch: char,
+    /// The modifier as written (`:-`, `#`, ...), for messages and `skip_unset_env`.
+    chs: String,
+    null_is_unset: bool,
+    /// `skip_unset_env` and the variable is unset: the expression is output as written
+    /// (its prefix is already in `out`).
+    keep: bool,
+    /// Where the expression's output starts in `out`.
+    start: usize,
+    part: SubstPart,
+}
+
+enum SubstPart {
+    /// The word after a modifier, up to `}`.
+    Operand,
+    /// `${name/pattern/...`: the pattern, up to `/`.
+    Pattern { replace_all: bool },
+    /// `${name/pattern/replacement}`: the replacement, up to `}` (the pattern is in `out`
+    /// when the expression is kept as written).
+    Replacement { replace_all: bool, pattern: String },
+}
+
+impl SubstPart {
+    /// Upstream's message when the nested word fails at the end of input.
+    fn missing(&self) -> &'static str {
+        match self {
+            SubstPart::Pattern { .. } => "syntax error: missing '/' in ${}",
+            SubstPart::Operand | SubstPart::Replacement { .. } => "syntax error: missing '}'",
+        }
+    }
+}
+
+/// Why a frame stopped.
+enum Step {
+    /// A `$` is next: expand it, then resume the frame.
+    Dollar,
+    /// A `"` is next: read the quoted string, then resume the frame.
+    Quote,
+    /// The word ended (its text is `out[start..]`).
+    WordDone {
+        start: usize,
+        words: Vec<String>,
+        owner: Option<Subst>,
+    },
+    /// The quoted string ended (its text is `out[start..]`).
+    QuoteDone { start: usize },
+}
+
+/// How a `$` expression goes on: finished (its output is `out[start..]`), or a nested word
+/// to read first (stop character, its `raw_escapes`).
+enum Dollar {
+    Done { start: usize },
+    Nested(Subst, char, bool),
+}
+
+impl<'a> ShellWord<'a> {
     fn peek(&self) -> Option<char> {
         self.chars.get(self.pos).copied()
     }
@@ -255,102 +348,203 @@ impl ShellWord<'_> {
         c
     }
 
-    fn process_stop_on(
+    /// BuildKit's `processStopOn(EOF)` over the whole input: the output is left in `out`,
+    /// the split words are returned.
+    fn run(&mut self) -> LexResult<Vec<String>> {
+        let top = self.begin_word(None, self.raw_escapes, None);
+        let mut stack = vec![Frame::Word(top)];
+        while let Some(frame) = stack.last_mut() {
+            let step = match frame {
+                Frame::Word(w) => self.step_word(w),
+                Frame::Quote { start } => self.step_quote(*start),
+            };
+            let step = match step {
+                Ok(step) => step,
+                Err(e) => return Err(self.unwind(stack, e)),
+            };
+            let dollar = match step {
+                Step::Dollar => self.begin_dollar(),
+                Step::Quote => {
+                    let start = self.begin_quote();
+                    stack.push(Frame::Quote { start });
+                    continue;
+                }
+                Step::QuoteDone { start } => {
+                    stack.pop();
+                    if let Some(Frame::Word(w)) = stack.last_mut() {
+                        self.added(w, start, false);
+                    }
+                    continue;
+                }
+                Step::WordDone {
+                    start,
+                    words,
+                    owner,
+                } => {
+                    stack.pop();
+                    let Some(subst) = owner else {
+                        return Ok(words);
+                    };
+                    self.finish_subst(subst, start)
+                }
+            };
+            match dollar {
+                Ok(Dollar::Done { start }) => {
+                    if let Some(Frame::Word(w)) = stack.last_mut() {
+                        self.added(w, start, true);
+                    }
+                }
+                Ok(Dollar::Nested(subst, stop, raw_escapes)) => {
+                    let w = self.begin_word(Some(stop), raw_escapes, Some(subst));
+                    stack.push(Frame::Word(w));
+                }
+                Err(e) => return Err(self.unwind(stack, e)),
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    /// Propagates an error through the suspended calls as the recursive lexer does: each
+    /// `${...}` whose nested word failed at the end of input reports a missing delimiter.
+    fn unwind(&mut self, stack: Vec<Frame>, mut msg: String) -> String {
+        for frame in stack.into_iter().rev() {
+            if let Frame::Word(w) = frame {
+                self.raw_escapes = w.saved_raw_escapes;
+                if let Some(owner) = w.owner
+                    && self.peek().is_none()
+                {
+                    owner.part.missing().clone_into(&mut msg);
+                }
+            }
+        }
+        msg
+    }
+
+    /// Entering `processStopOn`.
+    fn begin_word(
         &mut self,
         stop: Option<char>,
         raw_escapes: bool,
-    ) -> LexResult<(String, Vec<String>)> {
-        let saved = self.raw_escapes;
+        owner: Option<Subst>,
+    ) -> WordFrame {
+        let saved_raw_escapes = self.raw_escapes;
         self.raw_escapes = raw_escapes;
-        let r = self.process_stop_on_inner(stop);
-        self.raw_escapes = saved;
-        r
+        self.words_buf.clear();
+        WordFrame {
+            stop,
+            saved_raw_escapes,
+            start: self.out.len(),
+            words: owner.is_none().then(Words::default),
+            owner,
+        }
     }
 
-    fn process_stop_on_inner(&mut self, stop: Option<char>) -> LexResult<(String, Vec<String>)> {
-        let mut result = String::with_capacity(self.chars.len() - self.pos);
-        self.words_buf.clear();
-        let mut words = Words {
-            words: Vec::new(),
-            in_word: false,
+    fn end_word(&mut self, w: &mut WordFrame) -> Step {
+        self.raw_escapes = w.saved_raw_escapes;
+        let words = match w.words.take() {
+            Some(words) => words.get_words(&mut self.words_buf),
+            None => {
+                self.words_buf.clear();
+                Vec::new()
+            }
         };
+        Step::WordDone {
+            start: w.start,
+            words,
+            owner: w.owner.take(),
+        }
+    }
+
+    /// `out[start..]` was just added to word `w` by a `$` expression (split on whitespace)
+    /// or a quoted string (one piece).
+    fn added(&mut self, w: &mut WordFrame, start: usize, expansion: bool) {
+        let Some(words) = &mut w.words else {
+            return;
+        };
+        let text = &self.out[start..];
+        let mut buf = std::mem::take(&mut self.words_buf);
+        if expansion {
+            words.add_string(&mut buf, text);
+        } else {
+            words.add_raw_string(&mut buf, text);
+        }
+        self.words_buf = buf;
+    }
+
+    /// The loop of `processStopOn`, up to the next `$` or `"` or the end of the word.
+    fn step_word(&mut self, w: &mut WordFrame) -> LexResult<Step> {
         let escape = self.lex.escape;
         let quotes = !self.lex.skip_process_quotes;
         while let Some(ch) = self.peek() {
-            if stop == Some(ch) {
+            if w.stop == Some(ch) {
                 self.pos += 1;
-                let mut buf = std::mem::take(&mut self.words_buf);
-                let w = words.get_words(&mut buf);
-                self.words_buf = buf;
-                return Ok((result, w));
+                return Ok(self.end_word(w));
             }
-            if ch == '$' || ch == '<' || (quotes && (ch == '\'' || ch == '"')) {
-                let tmp = match ch {
-                    '$' => self.process_dollar()?,
-                    '<' => self.process_possible_heredoc(),
-                    '\'' => self.process_single_quote()?,
-                    _ => self.process_double_quote()?,
-                };
-                result.push_str(&tmp);
-                let mut buf = std::mem::take(&mut self.words_buf);
-                if ch == '$' {
-                    words.add_string(&mut buf, &tmp);
-                } else {
-                    words.add_raw_string(&mut buf, &tmp);
+            match ch {
+                '$' => return Ok(Step::Dollar),
+                '"' if quotes => return Ok(Step::Quote),
+                '\'' if quotes => {
+                    let start = self.out.len();
+                    self.process_single_quote()?;
+                    self.added(w, start, false);
                 }
-                self.words_buf = buf;
-            } else {
-                let mut ch = ch;
-                self.pos += 1;
-                if ch == escape {
-                    if self.raw_escapes {
-                        words.add_raw_char(&mut self.words_buf, ch);
-                        result.push(ch);
-                    }
-                    match self.next() {
-                        None => break,
-                        Some(c) => {
-                            ch = c;
-                            words.add_raw_char(&mut self.words_buf, ch);
+                '<' => {
+                    let start = self.out.len();
+                    self.process_possible_heredoc();
+                    self.added(w, start, false);
+                }
+                mut ch => {
+                    self.pos += 1;
+                    if ch == escape {
+                        if self.raw_escapes {
+                            if let Some(words) = &mut w.words {
+                                words.add_raw_char(&mut self.words_buf, ch);
+                            }
+                            self.out.push(ch);
                         }
+                        match self.next() {
+                            None => break,
+                            Some(c) => {
+                                ch = c;
+                                if let Some(words) = &mut w.words {
+                                    words.add_raw_char(&mut self.words_buf, ch);
+                                }
+                            }
+                        }
+                    } else if let Some(words) = &mut w.words {
+                        words.add_char(&mut self.words_buf, ch);
                     }
-                } else {
-                    words.add_char(&mut self.words_buf, ch);
+                    self.out.push(ch);
                 }
-                result.push(ch);
             }
         }
-        if let Some(stop) = stop {
+        if let Some(stop) = w.stop {
             return Err(format!(
                 "unexpected end of statement while looking for matching {stop}"
             ));
         }
-        let mut buf = std::mem::take(&mut self.words_buf);
-        let w = words.get_words(&mut buf);
-        self.words_buf = buf;
-        Ok((result, w))
+        Ok(self.end_word(w))
     }
 
     /// `<<` keeps the blanks after it in its word, so `<<  EOF` stays one word.
-    fn process_possible_heredoc(&mut self) -> String {
+    fn process_possible_heredoc(&mut self) {
         self.pos += 1;
+        self.out.push('<');
         if self.peek() != Some('<') {
-            return "<".to_owned();
+            return;
         }
         self.pos += 1;
-        let mut out = String::from("<<");
+        self.out.push('<');
         while let Some(c @ ('\t' | '\r' | ' ')) = self.peek() {
-            out.push(c);
+            self.out.push(c);
             self.pos += 1;
         }
-        out
     }
 
-    fn process_single_quote(&mut self) -> LexResult<String> {
-        let mut result = String::new();
+    fn process_single_quote(&mut self) -> LexResult<()> {
         let q = self.next();
         if self.lex.raw_quotes {
-            result.extend(q);
+            self.out.extend(q);
         }
         loop {
             match self.next() {
@@ -362,21 +556,28 @@ impl ShellWord<'_> {
                 }
                 Some('\'') => {
                     if self.lex.raw_quotes {
-                        result.push('\'');
+                        self.out.push('\'');
                     }
-                    return Ok(result);
+                    return Ok(());
                 }
-                Some(c) => result.push(c),
+                Some(c) => self.out.push(c),
             }
         }
     }
 
-    fn process_double_quote(&mut self) -> LexResult<String> {
-        let mut result = String::new();
+    /// Entering `processDoubleQuote`: consumes the opening `"`; returns where the quoted
+    /// text starts.
+    fn begin_quote(&mut self) -> usize {
+        let start = self.out.len();
         let q = self.next();
         if self.lex.raw_quotes {
-            result.extend(q);
+            self.out.extend(q);
         }
+        start
+    }
+
+    /// The loop of `processDoubleQuote`, up to the next `$` or the closing `"`.
+    fn step_quote(&mut self, start: usize) -> LexResult<Step> {
         let escape = self.lex.escape;
         loop {
             match self.peek() {
@@ -389,19 +590,16 @@ impl ShellWord<'_> {
                 Some('"') => {
                     self.pos += 1;
                     if self.lex.raw_quotes {
-                        result.push('"');
+                        self.out.push('"');
                     }
-                    return Ok(result);
+                    return Ok(Step::QuoteDone { start });
                 }
-                Some('$') => {
-                    let v = self.process_dollar()?;
-                    result.push_str(&v);
-                }
+                Some('$') => return Ok(Step::Dollar),
                 Some(mut ch) => {
                     self.pos += 1;
                     if ch == escape {
                         if self.raw_escapes {
-                            result.push(ch);
+                            self.out.push(ch);
                         }
                         match self.peek() {
                             None => continue,
@@ -412,41 +610,41 @@ impl ShellWord<'_> {
                             Some(_) => {}
                         }
                     }
-                    result.push(ch);
+                    self.out.push(ch);
                 }
             }
         }
     }
 
-    fn get_env(&mut self, name: &str) -> (String, bool) {
-        match self.env.get(name) {
-            Some(v) => {
-                if self.capture {
-                    self.matched.insert(name.to_owned());
-                }
-                (v.into_owned(), true)
-            }
-            None => {
-                if self.capture {
-                    self.unmatched.insert(name.to_owned());
-                }
-                (String::new(), false)
+    /// Looks `name` up, recording it as matched or unmatched.
+    fn get_env(&mut self, name: &str) -> Option<Cow<'a, str>> {
+        let env: &'a dyn Env = self.env;
+        let value = env.get(name);
+        if self.capture {
+            if value.is_some() {
+                self.matched.insert(name.to_owned());
+            } else {
+                self.unmatched.insert(name.to_owned());
             }
         }
+        value
     }
 
-    fn process_dollar(&mut self) -> LexResult<String> {
+    /// `processDollar` up to its first nested word, if it has one.
+    fn begin_dollar(&mut self) -> LexResult<Dollar> {
+        let start = self.out.len();
         self.pos += 1; // '$'
         if self.peek() != Some('{') {
             let name = self.process_name();
             if name.is_empty() {
-                return Ok("$".to_owned());
+                self.out.push('$');
+            } else if let Some(value) = self.get_env(&name) {
+                self.out.push_str(&value);
+            } else if self.lex.skip_unset_env {
+                self.out.push('$');
+                self.out.push_str(&name);
             }
-            let (value, found) = self.get_env(&name);
-            if !found && self.lex.skip_unset_env {
-                return Ok(format!("${name}"));
-            }
-            return Ok(value);
+            return Ok(Dollar::Done { start });
         }
         self.pos += 1; // '{'
         match self.peek() {
@@ -459,13 +657,16 @@ impl ShellWord<'_> {
         let mut ch = first.unwrap_or(EOF_TEXT);
         let mut chs = String::from(ch);
         let mut null_is_unset = false;
-        match first {
+        let (stop, raw_escapes, part) = match first {
             Some('}') => {
-                let (value, set) = self.get_env(&name);
-                if !set && self.lex.skip_unset_env {
-                    return Ok(format!("${{{name}}}"));
+                if let Some(value) = self.get_env(&name) {
+                    self.out.push_str(&value);
+                } else if self.lex.skip_unset_env {
+                    self.out.push_str("${");
+                    self.out.push_str(&name);
+                    self.out.push('}');
                 }
-                Ok(value)
+                return Ok(Dollar::Done { start });
             }
             Some(':' | '+' | '-' | '?' | '#' | '%') => {
                 if ch == ':' {
@@ -477,106 +678,145 @@ impl ShellWord<'_> {
                 if null_is_unset && raw_escapes {
                     return Err(format!("unsupported modifier ({chs}) in substitution"));
                 }
-                let word = match self.process_stop_on(Some('}'), raw_escapes) {
-                    Ok((w, _)) => w,
-                    Err(e) => {
-                        if self.peek().is_none() {
-                            return Err("syntax error: missing '}'".to_owned());
-                        }
-                        return Err(e);
-                    }
-                };
-                let (value, set) = self.get_env(&name);
-                if self.lex.skip_unset_env && !set {
-                    return Ok(format!("${{{name}{chs}{word}}}"));
-                }
-                match ch {
-                    '-' => {
-                        if !set || (null_is_unset && value.is_empty()) {
-                            Ok(word)
-                        } else {
-                            Ok(value)
-                        }
-                    }
-                    '+' => {
-                        if !set || (null_is_unset && value.is_empty()) {
-                            Ok(String::new())
-                        } else {
-                            Ok(word)
-                        }
-                    }
-                    '?' => {
-                        if !set {
-                            let m = if word.is_empty() {
-                                "is not allowed to be unset"
-                            } else {
-                                &word
-                            };
-                            return Err(format!("{name}: {m}"));
-                        }
-                        if null_is_unset && value.is_empty() {
-                            let m = if word.is_empty() {
-                                "is not allowed to be empty"
-                            } else {
-                                &word
-                            };
-                            return Err(format!("{name}: {m}"));
-                        }
-                        Ok(value)
-                    }
-                    '%' | '#' => {
-                        let (greedy, pat) = match word.strip_prefix(ch) {
-                            Some(rest) => (true, rest.to_owned()),
-                            None => (false, word.clone()),
-                        };
-                        if ch == '%' {
-                            trim_suffix(&pat, &value, greedy)
-                        } else {
-                            trim_prefix(&pat, &value, greedy)
-                        }
-                    }
-                    _ => Err(format!("unsupported modifier ({chs}) in substitution")),
-                }
+                ('}', raw_escapes, SubstPart::Operand)
             }
             Some('/') => {
                 let replace_all = self.peek() == Some('/');
                 if replace_all {
                     self.pos += 1;
                 }
-                let pattern = match self.process_stop_on(Some('/'), true) {
-                    Ok((w, _)) => w,
-                    Err(e) => {
-                        if self.peek().is_none() {
-                            return Err("syntax error: missing '/' in ${}".to_owned());
-                        }
-                        return Err(e);
-                    }
-                };
-                let replacement = match self.process_stop_on(Some('}'), true) {
-                    Ok((w, _)) => w,
-                    Err(e) => {
-                        if self.peek().is_none() {
-                            return Err("syntax error: missing '}'".to_owned());
-                        }
-                        return Err(e);
-                    }
-                };
-                let (value, set) = self.get_env(&name);
-                if self.lex.skip_unset_env && !set {
-                    return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
-                }
-                let re = Pattern::compile(&pattern, true, false)
-                    .map_err(|e| format!("invalid pattern ({pattern}) in substitution: {e}"))?;
-                if replace_all {
-                    Ok(re.replace_all(&value, &replacement))
-                } else if let Some((s, e)) = re.find(&value) {
-                    Ok(format!("{}{}{}", &value[..s], replacement, &value[e..]))
+                ('/', true, SubstPart::Pattern { replace_all })
+            }
+            _ => return Err(format!("unsupported modifier ({chs}) in substitution")),
+        };
+        // Decided now (upstream decides after reading the nested word; the answer is the
+        // same) so that the expression's prefix goes out before its nested word.
+        let keep = self.lex.skip_unset_env && self.env.get(&name).is_none();
+        if keep {
+            self.out.push_str("${");
+            self.out.push_str(&name);
+            self.out.push_str(&chs);
+        }
+        let subst = Subst {
+            name,
+            ch,
+            chs,
+            null_is_unset,
+            keep,
+            start,
+            part,
+        };
+        Ok(Dollar::Nested(subst, stop, raw_escapes))
+    }
+
+    /// The rest of `processDollar` once a nested word of `subst` (`out[word..]`) is read.
+    fn finish_subst(&mut self, subst: Subst, word: usize) -> LexResult<Dollar> {
+        let Subst {
+            name,
+            ch,
+            chs,
+            null_is_unset,
+            keep,
+            start,
+            part,
+        } = subst;
+        match part {
+            SubstPart::Operand => {}
+            SubstPart::Pattern { replace_all } => {
+                let pattern = if keep {
+                    self.out.push('/');
+                    String::new()
                 } else {
-                    Ok(value)
+                    self.out.split_off(word)
+                };
+                let subst = Subst {
+                    name,
+                    ch,
+                    chs,
+                    null_is_unset,
+                    keep,
+                    start,
+                    part: SubstPart::Replacement {
+                        replace_all,
+                        pattern,
+                    },
+                };
+                return Ok(Dollar::Nested(subst, '}', true));
+            }
+            SubstPart::Replacement {
+                replace_all,
+                pattern,
+            } => {
+                let value = self.get_env(&name);
+                if keep {
+                    self.out.push('}');
+                } else {
+                    let replacement = self.out.split_off(word);
+                    let value = value.unwrap_or_default();
+                    let re = Pattern::compile(&pattern, true, false)
+                        .map_err(|e| pattern_error(&pattern, e))?;
+                    if replace_all {
+                        self.out.push_str(&re.replace_all(&value, &replacement));
+                    } else if let Some((s, e)) = re.find(&value) {
+                        self.out.push_str(&value[..s]);
+                        self.out.push_str(&replacement);
+                        self.out.push_str(&value[e..]);
+                    } else {
+                        self.out.push_str(&value);
+                    }
+                }
+                return Ok(Dollar::Done { start });
+            }
+        }
+        let value = self.get_env(&name);
+        if keep {
+            self.out.push('}');
+            return Ok(Dollar::Done { start });
+        }
+        let set = value.is_some();
+        let value = value.unwrap_or_default();
+        let null = null_is_unset && value.is_empty();
+        match ch {
+            // The word stays in place as the result, or is replaced by the value.
+            '-' => {
+                if set && !null {
+                    self.out.truncate(word);
+                    self.out.push_str(&value);
                 }
             }
-            _ => Err(format!("unsupported modifier ({chs}) in substitution")),
+            '+' => {
+                if !set || null {
+                    self.out.truncate(word);
+                }
+            }
+            '?' => {
+                if !set || null {
+                    let m = match (&self.out[word..], set) {
+                        ("", false) => "is not allowed to be unset",
+                        ("", true) => "is not allowed to be empty",
+                        (m, _) => m,
+                    };
+                    return Err(format!("{name}: {m}"));
+                }
+                self.out.truncate(word);
+                self.out.push_str(&value);
+            }
+            '%' | '#' => {
+                let word = self.out.split_off(word);
+                let (greedy, pat) = match word.strip_prefix(ch) {
+                    Some(rest) => (true, rest),
+                    None => (false, word.as_str()),
+                };
+                let trimmed = if ch == '%' {
+                    trim_suffix(pat, &value, greedy)?
+                } else {
+                    trim_prefix(pat, &value, greedy)?
+                };
+                self.out.push_str(&trimmed);
+            }
+            _ => return Err(format!("unsupported modifier ({chs}) in substitution")),
         }
+        Ok(Dollar::Done { start })
     }
 
     fn process_name(&mut self) -> String {
