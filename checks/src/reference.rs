@@ -15,7 +15,7 @@ fn grammar() -> &'static Regex {
         let domain = format!(r"{host}(?::[0-9]+)?");
         let path_component = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*";
         let name = format!(r"(?:{domain}/)?{path_component}(?:/{path_component})*");
-        let tag = r"[\w][\w.-]{0,127}";
+        let tag = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}";
         let digest = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}";
         let re = format!(r"^({name})(?::{tag})?(?:@{digest})?$");
         Regex::new(&re).unwrap_or_else(|e| unreachable!("reference grammar: {e}"))

@@ -137,6 +137,10 @@ pub(crate) struct BuildArgs {
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) jobs: Option<u16>,
 
+    /// Only run the build checks and print their result, like `kiln check`; do not build.
+    #[arg(long)]
+    pub(crate) check: bool,
+
     /// Build context directory, or `-` to read a tar archive of it from stdin.
     #[arg(value_name = "PATH")]
     pub(crate) context: String,
@@ -298,6 +302,9 @@ fn validate(args: &BuildArgs) -> Result<(), UsageError> {
 /// Runs `kiln build`.
 pub(crate) fn run(root: Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     validate(&args)?;
+    if args.check {
+        return super::check::run_for_build(root, &args);
+    }
     // The build context: a directory, or a tar archive on stdin extracted to a temporary one.
     let mut _stdin_context = None;
     let context = if args.context == "-" {
@@ -335,6 +342,13 @@ pub(crate) fn run(root: Option<PathBuf>, args: BuildArgs) -> anyhow::Result<Exit
         other => other.map(str::to_owned),
     };
     let (dockerfile, source) = read_dockerfile(file.as_deref(), &context)?;
+    let checks = super::check::before_build(
+        &source.text,
+        file.as_deref(),
+        &context,
+        &args,
+        root.as_deref(),
+    );
     let options = args.to_options(context, dockerfile);
 
     let state_dir = root.unwrap_or_else(kiln::default_state_dir);
@@ -344,16 +358,11 @@ pub(crate) fn run(root: Option<PathBuf>, args: BuildArgs) -> anyhow::Result<Exit
     }
     let format = args.progress_format();
     let renderer = progress::renderer(format, Some(Arc::new(source)));
-    // SIGINT/SIGTERM cancel the build cleanly; kiln then exits 130/143 (a second one at once).
-    let cancel = kiln::CancelHandle::new();
-    if let Err(e) = super::signals::cancel_on_signals(cancel.clone()) {
-        eprintln!("warning: cannot handle SIGINT/SIGTERM: {e}");
+    if let Some(code) = super::check::show_before_build(&checks, renderer.as_ref()) {
+        return Ok(code);
     }
-    let result = builder.build_cancellable(&options, renderer.as_progress(), &cancel);
+    let result = builder.build(&options, renderer.as_progress());
     renderer.finish(result.as_ref().err());
-    if let Some(code) = super::signals::exit_status() {
-        return Ok(ExitCode::from(code));
-    }
     let image = match result {
         Ok(image) => image,
         Err(_) => return Ok(ExitCode::from(1)),

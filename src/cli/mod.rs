@@ -2,11 +2,11 @@
 //! and maps outcomes to exit codes (0 success, 1 failure, 2 usage error).
 
 mod build;
+mod check;
 mod debug;
 mod images;
 mod progress;
 mod prune;
-mod signals;
 
 use std::process::ExitCode;
 
@@ -37,6 +37,8 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Build an image from a Dockerfile and a context directory.
     Build(Box<build::BuildArgs>),
+    /// Run BuildKit's Dockerfile checks (lint rules) without building.
+    Check(check::CheckArgs),
     /// Print a shell completion script.
     Completion {
         /// The shell.
@@ -101,6 +103,7 @@ pub(crate) fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Build(args) => build::run(cli.root, *args),
+        Command::Check(args) => check::run(cli.root, &args),
         Command::Completion { shell } => Ok(completion(shell)),
         Command::Debug(cmd) => debug::run(cmd),
         Command::Prune(args) => prune::run(cli.root, &args),
