@@ -361,8 +361,16 @@ pub(crate) fn run(root: Option<PathBuf>, args: BuildArgs) -> anyhow::Result<Exit
     if let Some(code) = super::check::show_before_build(&checks, renderer.as_ref()) {
         return Ok(code);
     }
-    let result = builder.build(&options, renderer.as_progress());
+    // SIGINT/SIGTERM cancel the build cleanly; kiln then exits 130/143 (a second one at once).
+    let cancel = kiln::CancelHandle::new();
+    if let Err(e) = super::signals::cancel_on_signals(cancel.clone()) {
+        eprintln!("warning: cannot handle SIGINT/SIGTERM: {e}");
+    }
+    let result = builder.build_cancellable(&options, renderer.as_progress(), &cancel);
     renderer.finish(result.as_ref().err());
+    if let Some(code) = super::signals::exit_status() {
+        return Ok(ExitCode::from(code));
+    }
     let image = match result {
         Ok(image) => image,
         Err(_) => return Ok(ExitCode::from(1)),

@@ -7,6 +7,7 @@ mod debug;
 mod images;
 mod progress;
 mod prune;
+mod signals;
 
 use std::process::ExitCode;
 
