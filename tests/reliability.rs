@@ -208,6 +208,58 @@ fn issue12_a_full_64m_tmpfs_state_dir_recovers_after_prune() {
     let (_, err) = text(&out);
     assert!(out.status.success(), "cached rebuild after prune: {err}");
     assert_eq!(err.matches(" ---> Using cache").count(), 2, "{err}");
+
+    // A build SIGKILLed while its RUN fills the disk leaves a full disk and its active
+    // snapshot: the next start (here `kiln prune`) removes it without writing first.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .env("KILN_ROOT", &state)
+        .args(build)
+        .arg(fill.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn kiln");
+    let full = wait_for(Duration::from_secs(60), || fs.free_bytes() < 256 * 1024);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(full, "the RUN never filled the disk");
+    // The next start removes the killed build's active snapshot. Its container dies with kiln
+    // (parent-death signal) and the kernel drops the container's overlay, which holds the
+    // unlinked files, a moment later: the space comes back then.
+    let t_kill = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .env("KILN_ROOT", &state)
+        .arg("prune")
+        .output()
+        .expect("run kiln prune");
+    let took = t_kill.elapsed();
+    assert!(out.status.success(), "prune after a kill: {}", text(&out).1);
+    let freed = wait_for(Duration::from_secs(5), || {
+        fs.free_bytes() + 1024 * 1024 >= free_before
+    });
+    let recovered = t_kill.elapsed();
+    assert!(
+        freed,
+        "{} KiB free\n{}\n{:?}",
+        fs.free_bytes() / 1024,
+        String::from_utf8_lossy(
+            &Command::new("du")
+                .args(["-a", "-k"])
+                .arg(&state)
+                .output()
+                .expect("du")
+                .stdout
+        ),
+        std::fs::read_to_string(state.join("snapshots/metadata.json"))
+    );
+    eprintln!(
+        "SIGKILL with a full disk: prune took {:.3}s, disk free again {:.3}s after the kill",
+        took.as_secs_f64(),
+        recovered.as_secs_f64()
+    );
+    let out = run(cached.path(), &build);
+    let (_, err) = text(&out);
+    assert!(out.status.success(), "cached rebuild after a kill: {err}");
 }
 
 /// Waits until `pred` holds (polling every few milliseconds) or `limit` passes.
@@ -332,6 +384,19 @@ fn start_sleeping_build(
     (child, rx)
 }
 
+/// Every line the reader thread got, until the child's stderr closes (at most 10 s).
+fn drain(rx: &mpsc::Receiver<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let t0 = Instant::now();
+    while let Some(left) = Duration::from_secs(10).checked_sub(t0.elapsed()) {
+        match rx.recv_timeout(left) {
+            Ok(l) => out.push(l),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
 fn send(child: &Child, sig: i32) {
     // SAFETY: kill has no memory preconditions; the pid is our own child.
     let r = unsafe { libc::kill(child.id() as i32, sig) };
@@ -366,8 +431,7 @@ fn issue12_sigint_during_run_prints_canceled_exits_130_and_leaves_nothing() {
     send(&child, libc::SIGINT);
     let status = child.wait().expect("wait");
     let took = t0.elapsed();
-    let err: Vec<String> = rx.try_iter().collect();
-    let err = err.join("\n");
+    let err = drain(&rx).join("\n");
     eprintln!("SIGINT to exit: {:.2}s", took.as_secs_f64());
     assert_eq!(status.code(), Some(130), "{status:?}\n{err}");
     assert!(took < Duration::from_secs(10), "took {took:?}");
@@ -387,7 +451,7 @@ fn issue12_sigterm_during_run_reports_build_finished_failure_in_json_and_exits_1
     send(&child, libc::SIGTERM);
     let status = child.wait().expect("wait");
     let took = t0.elapsed();
-    let lines: Vec<String> = rx.try_iter().collect();
+    let lines = drain(&rx);
     eprintln!("SIGTERM to exit: {:.2}s", took.as_secs_f64());
     assert_eq!(status.code(), Some(143), "{status:?}\n{lines:?}");
     let finished = lines

@@ -1,0 +1,94 @@
+//! Cancelling a build through the library facade (issue 12): `Builder::build_cancellable` with
+//! a `kiln::CancelHandle` cancelled from another thread stops a running `RUN`, reports
+//! `BuildFinished { success: false }` and leaves no temporary snapshot, mount or run directory.
+//! The library installs no signal handler of its own.
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::busybox_context;
+use kiln::{BuildOptions, Builder, CancelHandle, Progress, ProgressEvent};
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<ProgressEvent>>);
+
+impl Progress for Recorder {
+    fn event(&self, event: &ProgressEvent) {
+        self.0.lock().unwrap().push(event.clone());
+    }
+}
+
+#[test]
+fn issue12_a_cancel_handle_stops_a_running_build_and_releases_everything() {
+    if common::not_root() {
+        return;
+    }
+    let Some(ctx) = busybox_context(
+        "FROM scratch\nCOPY busybox /busybox\nRUN [\"/busybox\", \"sleep\", \"30\"]\n",
+    ) else {
+        return;
+    };
+    let state = common::tempdir();
+    let builder = Builder::new(state.path()).init_binary(env!("CARGO_BIN_EXE_kiln"));
+    let options = BuildOptions::new(ctx.path());
+    let cancel = CancelHandle::new();
+    let stop = cancel.clone();
+    let runs = state.path().join("executor");
+    let watcher = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(30) {
+            let running = std::fs::read_dir(&runs)
+                .map(|d| d.filter_map(Result::ok).count() > 0)
+                .unwrap_or(false);
+            if running {
+                std::thread::sleep(Duration::from_millis(300));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        stop.cancel();
+        Instant::now()
+    });
+    let progress = Recorder::default();
+    let result = builder.build_cancellable(&options, &progress, &cancel);
+    let cancelled_at = watcher.join().unwrap();
+    let err = result.expect_err("a cancelled build fails");
+    assert!(err.is_cancelled(), "{err}");
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(10),
+        "the RUN was not killed"
+    );
+    let events = progress.0.lock().unwrap();
+    assert!(
+        matches!(
+            events.last(),
+            Some(ProgressEvent::BuildFinished { success: false, .. })
+        ),
+        "{:?}",
+        events.last()
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, ProgressEvent::StepFailed { .. })),
+        "a cancelled step is not a failed one"
+    );
+    let meta = std::fs::read_to_string(state.path().join("snapshots/metadata.json")).unwrap();
+    assert!(
+        !meta.contains("\"active-") && !meta.contains("\"view-"),
+        "{meta}"
+    );
+    let runs: Vec<_> = std::fs::read_dir(state.path().join("executor"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert!(runs.is_empty(), "{runs:?}");
+    // A handle that was cancelled cancels the next build at once.
+    let t0 = Instant::now();
+    let again = builder.build_cancellable(&options, &kiln::NoProgress, &cancel);
+    assert!(again.is_err_and(|e| e.is_cancelled()));
+    assert!(t0.elapsed() < Duration::from_secs(2));
+}
