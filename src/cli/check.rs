@@ -217,8 +217,7 @@ fn read_dockerfile(
         }
         Some(f) => {
             let path = PathBuf::from(f);
-            let data = std::fs::read(&path)
-                .with_context(|| format!("cannot read Dockerfile `{}`", path.display()))?;
+            let data = kiln::read_dockerfile_text(&path)?.into_bytes();
             let name = path
                 .file_name()
                 .map_or_else(|| f.to_owned(), |n| n.to_string_lossy().into_owned());
@@ -226,8 +225,7 @@ fn read_dockerfile(
         }
         None => {
             let path = context.join("Dockerfile");
-            let data = std::fs::read(&path)
-                .with_context(|| format!("cannot read Dockerfile `{}`", path.display()))?;
+            let data = kiln::read_dockerfile_text(&path)?.into_bytes();
             Ok(("Dockerfile".into(), Some(path), data))
         }
     }
@@ -250,7 +248,8 @@ impl DockerIgnore {
         }
         candidates.push(context.join(".dockerignore"));
         for c in candidates {
-            match std::fs::read(&c) {
+            // Symlinks resolved inside the directory, as for the Dockerfile itself.
+            match kiln_fs::read_in_dir(&c) {
                 Ok(bytes) => {
                     let patterns = parse_ignore_file(&String::from_utf8_lossy(&bytes));
                     if patterns.is_empty() {
