@@ -794,10 +794,13 @@ impl<'a, 'd> Dispatcher<'a, 'd> {
             };
             let mut cmds: Vec<Cmd<'d>> = Vec::new();
             let stage_ranges = self.states[i].ranges.clone();
+            // ONBUILD triggers are only initialized for the stages the target needs, even
+            // when every stage is dispatched (`resolveStages`).
+            let triggers = reachable.contains(&i);
             let mut state = match self.states[i].base {
                 Some(b) => {
                     let base = &self.states[b];
-                    if let Some(bs) = base.stage {
+                    if let Some(bs) = base.stage.filter(|_| triggers) {
                         for l in &bs.instructions {
                             if let Instruction::Onbuild(o) = &l.instruction {
                                 cmds.push(Cmd {
@@ -823,7 +826,7 @@ impl<'a, 'd> Dispatcher<'a, 'd> {
                             st.env.set(k, v);
                         }
                         st.shell.clone_from(&img.shell);
-                        for t in &img.onbuild {
+                        for t in img.onbuild.iter().filter(|_| triggers) {
                             if let Ok(l) = kiln_parser::parse_instruction(t, '\\') {
                                 cmds.push(Cmd {
                                     name: t.split_whitespace().next().unwrap_or("").to_owned(),

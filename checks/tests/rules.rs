@@ -525,3 +525,15 @@ fn warnings_before_a_parse_error_are_kept() {
         Some("dockerfile parse error on line 2: unknown instruction: NOPE (did you mean COPY?)")
     );
 }
+
+#[test]
+fn onbuild_triggers_of_a_base_stage_run_in_the_child() {
+    let src = "FROM scratch AS base\nONBUILD COPY $nope /\nFROM base\n";
+    assert_eq!(
+        fired(src, "UndefinedVar"),
+        one(3, "Usage of undefined variable '$nope'")
+    );
+    // Not for a stage the target does not need, even when every stage is checked.
+    let src = "FROM scratch AS base\nONBUILD COPY $nope /\nFROM base AS child\nFROM scratch\n";
+    assert!(fired(src, "UndefinedVar").is_empty());
+}
