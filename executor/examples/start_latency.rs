@@ -1,6 +1,7 @@
 //! Prints the median start-to-reap latency of a container running `true` in a busybox overlay
 //! rootfs: `start_latency <init-binary> [runs]` (the init binary is `kiln` or
-//! `kiln-executor-init`). Root and /bin/busybox needed. The criterion bench in the root
+//! `kiln-executor-init`). Root and /bin/busybox needed; `KILN_NETWORK=none|private|host` picks
+//! the network mode. The criterion bench in the root
 //! package measures the same through the `kiln` binary. On a loaded machine, run it under
 //! `chrt -f 50` to see the container's own cost rather than the scheduler's queue.
 
@@ -43,8 +44,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         init_binary: init,
         state_dir: dir.join("state"),
     })?;
+    // `KILN_NETWORK=none|private|host` picks the network mode (default: the default mode).
+    let network = match std::env::var("KILN_NETWORK").as_deref() {
+        Ok("none") => kiln_executor::Network::None,
+        Ok("private") => kiln_executor::Network::Private,
+        Ok("host") => kiln_executor::Network::Host,
+        _ => kiln_executor::Network::Default,
+    };
     let spec = ProcessSpec {
         args: vec!["/bin/true".into()],
+        network,
         ..ProcessSpec::default()
     };
     let mut samples = Vec::with_capacity(runs);

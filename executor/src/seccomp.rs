@@ -432,6 +432,11 @@ enum Action {
 
 /// The rule for a syscall name, or `None` for the default (EPERM).
 fn rule(name: &str) -> Option<Action> {
+    rule_in(name, &ALLOWED.iter().copied().collect())
+}
+
+/// [`rule`] with [`ALLOWED`] as a set (the program is built at every container start).
+fn rule_in(name: &str, allowed: &std::collections::HashSet<&str>) -> Option<Action> {
     match name {
         "socket" => Some(Action::ArgIn {
             below: SOCKET_FAMILIES_BELOW,
@@ -443,7 +448,7 @@ fn rule(name: &str) -> Option<Action> {
         }),
         "clone" => Some(Action::ArgMaskClear(CLONE_NAMESPACE_MASK)),
         "clone3" => Some(Action::Errno(libc::ENOSYS)),
-        _ if ALLOWED.contains(&name) => Some(Action::Allow),
+        _ if allowed.contains(name) => Some(Action::Allow),
         _ => None,
     }
 }
@@ -591,15 +596,19 @@ fn ranges(background: &[(u32, Action)], points: &[(u32, Action)]) -> Vec<(u32, A
 /// The actions of every syscall the profile names, by number, for one ABI of the table
 /// (`column` picks the number); numbers are offset by `base`.
 #[cfg(target_arch = "x86_64")]
-fn points(column: fn(&(&str, u32, u32, u32)) -> u32, base: u32) -> (Vec<(u32, Action)>, u32) {
+fn points(
+    rules: &[Option<Action>],
+    column: fn(&(&str, u32, u32, u32)) -> u32,
+    base: u32,
+) -> (Vec<(u32, Action)>, u32) {
     let mut out = Vec::new();
     let mut max = 0;
-    for entry in x86::SYSCALLS {
+    for (entry, rule) in x86::SYSCALLS.iter().zip(rules) {
         let nr = column(entry);
         if nr == x86::NONE {
             continue;
         }
-        if let Some(action) = rule(entry.0) {
+        if let Some(action) = *rule {
             out.push((base | nr, action));
             max = max.max(nr);
         }
@@ -612,8 +621,13 @@ fn points(column: fn(&(&str, u32, u32, u32)) -> u32, base: u32) -> (Vec<(u32, Ac
 pub(crate) fn program() -> Vec<libc::sock_filter> {
     let eperm = Action::Errno(libc::EPERM);
     let enosys = Action::Errno(libc::ENOSYS);
-    let (mut native, max64) = points(|e| e.1, 0);
-    let (x32, max_x32) = points(|e| e.3, X32_SYSCALL_BIT);
+    let allowed = ALLOWED.iter().copied().collect();
+    let rules: Vec<Option<Action>> = x86::SYSCALLS
+        .iter()
+        .map(|e| rule_in(e.0, &allowed))
+        .collect();
+    let (mut native, max64) = points(&rules, |e| e.1, 0);
+    let (x32, max_x32) = points(&rules, |e| e.3, X32_SYSCALL_BIT);
     native.extend(x32);
     let tree64 = tree(&ranges(
         &[
@@ -624,7 +638,7 @@ pub(crate) fn program() -> Vec<libc::sock_filter> {
         ],
         &native,
     ));
-    let (i386, max32) = points(|e| e.2, 0);
+    let (i386, max32) = points(&rules, |e| e.2, 0);
     let tree32 = tree(&ranges(&[(0, eperm), (max32 + 1, enosys)], &i386));
     // 0 ld arch; 1 jeq x86_64 → 5; 2 jeq i386 else 4; 3 ja I386; 4 kill;
     // 5 ld nr; tree64; I386: ld nr; tree32.
