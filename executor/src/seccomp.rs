@@ -431,6 +431,7 @@ enum Action {
 }
 
 /// The rule for a syscall name, or `None` for the default (EPERM).
+#[cfg(test)]
 fn rule(name: &str) -> Option<Action> {
     rule_in(name, &ALLOWED.iter().copied().collect())
 }
