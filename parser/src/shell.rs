@@ -270,10 +270,9 @@ struct WordFrame {
     saved_raw_escapes: bool,
     /// Where the word's text starts in `out`.
     start: usize,
-    /// Split words; only kept for the top-level word (nested words' are discarded).
+    /// Split words, for the top-level word only. `None` marks a nested word: the operand of
+    /// the innermost pending `${...}` (whose split words upstream discards).
     words: Option<Words>,
-    /// The `${...}` this word is the operand of; `None` only for the top-level word.
-    owner: Option<Subst>,
 }
 
 /// A `${name...}` whose nested word is being read (`processDollar` mid-call).
@@ -318,11 +317,10 @@ enum Step {
     Dollar,
     /// A `"` is next: read the quoted string, then resume the frame.
     Quote,
-    /// The word ended (its text is `out[start..]`).
+    /// The word ended (its text is `out[start..]`); the split words of the top-level word.
     WordDone {
         start: usize,
-        words: Vec<String>,
-        owner: Option<Subst>,
+        words: Option<Vec<String>>,
     },
     /// The quoted string ended (its text is `out[start..]`).
     QuoteDone { start: usize },
@@ -351,8 +349,11 @@ impl<'a> ShellWord<'a> {
     /// BuildKit's `processStopOn(EOF)` over the whole input: the output is left in `out`,
     /// the split words are returned.
     fn run(&mut self) -> LexResult<Vec<String>> {
-        let top = self.begin_word(None, self.raw_escapes, None);
-        let mut stack = vec![Frame::Word(top)];
+        let top = self.begin_word(None, self.raw_escapes, true);
+        let mut stack = Vec::with_capacity(4);
+        stack.push(Frame::Word(top));
+        // The pending `${...}`, innermost last: one per nested word on `stack`.
+        let mut substs: Vec<Subst> = Vec::new();
         while let Some(frame) = stack.last_mut() {
             let step = match frame {
                 Frame::Word(w) => self.step_word(w),
@@ -360,7 +361,7 @@ impl<'a> ShellWord<'a> {
             };
             let step = match step {
                 Ok(step) => step,
-                Err(e) => return Err(self.unwind(stack, e)),
+                Err(e) => return Err(self.unwind(stack, substs, e)),
             };
             let dollar = match step {
                 Step::Dollar => self.begin_dollar(),
@@ -376,16 +377,15 @@ impl<'a> ShellWord<'a> {
                     }
                     continue;
                 }
-                Step::WordDone {
-                    start,
-                    words,
-                    owner,
-                } => {
+                Step::WordDone { start, words } => {
                     stack.pop();
-                    let Some(subst) = owner else {
+                    if let Some(words) = words {
                         return Ok(words);
-                    };
-                    self.finish_subst(subst, start)
+                    }
+                    match substs.pop() {
+                        Some(subst) => self.finish_subst(subst, start),
+                        None => Ok(Dollar::Done { start }),
+                    }
                 }
             };
             match dollar {
@@ -395,10 +395,11 @@ impl<'a> ShellWord<'a> {
                     }
                 }
                 Ok(Dollar::Nested(subst, stop, raw_escapes)) => {
-                    let w = self.begin_word(Some(stop), raw_escapes, Some(subst));
+                    substs.push(subst);
+                    let w = self.begin_word(Some(stop), raw_escapes, false);
                     stack.push(Frame::Word(w));
                 }
-                Err(e) => return Err(self.unwind(stack, e)),
+                Err(e) => return Err(self.unwind(stack, substs, e)),
             }
         }
         Ok(Vec::new())
@@ -406,11 +407,12 @@ impl<'a> ShellWord<'a> {
 
     /// Propagates an error through the suspended calls as the recursive lexer does: each
     /// `${...}` whose nested word failed at the end of input reports a missing delimiter.
-    fn unwind(&mut self, stack: Vec<Frame>, mut msg: String) -> String {
+    fn unwind(&mut self, stack: Vec<Frame>, mut substs: Vec<Subst>, mut msg: String) -> String {
         for frame in stack.into_iter().rev() {
             if let Frame::Word(w) = frame {
                 self.raw_escapes = w.saved_raw_escapes;
-                if let Some(owner) = w.owner
+                if w.words.is_none()
+                    && let Some(owner) = substs.pop()
                     && self.peek().is_none()
                 {
                     owner.part.missing().clone_into(&mut msg);
@@ -421,12 +423,7 @@ impl<'a> ShellWord<'a> {
     }
 
     /// Entering `processStopOn`.
-    fn begin_word(
-        &mut self,
-        stop: Option<char>,
-        raw_escapes: bool,
-        owner: Option<Subst>,
-    ) -> WordFrame {
+    fn begin_word(&mut self, stop: Option<char>, raw_escapes: bool, top: bool) -> WordFrame {
         let saved_raw_escapes = self.raw_escapes;
         self.raw_escapes = raw_escapes;
         self.words_buf.clear();
@@ -434,24 +431,22 @@ impl<'a> ShellWord<'a> {
             stop,
             saved_raw_escapes,
             start: self.out.len(),
-            words: owner.is_none().then(Words::default),
-            owner,
+            words: top.then(Words::default),
         }
     }
 
     fn end_word(&mut self, w: &mut WordFrame) -> Step {
         self.raw_escapes = w.saved_raw_escapes;
         let words = match w.words.take() {
-            Some(words) => words.get_words(&mut self.words_buf),
+            Some(words) => Some(words.get_words(&mut self.words_buf)),
             None => {
                 self.words_buf.clear();
-                Vec::new()
+                None
             }
         };
         Step::WordDone {
             start: w.start,
             words,
-            owner: w.owner.take(),
         }
     }
 
