@@ -1,6 +1,6 @@
 //! The rule set of BuildKit's `frontend/dockerfile/linter` (`ruleset.go`): names, descriptions,
 //! documentation URLs and the detail formats, word for word. Which code raises a rule, and
-//! when, lives in [`crate::engine`].
+//! when, lives in the crate's `engine` module.
 
 use std::fmt::Write as _;
 /// One lint rule.
