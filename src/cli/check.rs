@@ -294,14 +294,27 @@ struct StoreImages {
     registry: bool,
     /// Lookups already made (stages often share a base image).
     seen: std::cell::RefCell<BTreeMap<(String, String), Option<BaseImage>>>,
+    /// Keeps the temporary store alive.
+    _scratch: Option<tempfile::TempDir>,
 }
 
 impl StoreImages {
     fn new(root: Option<PathBuf>, registry: bool) -> Self {
         let root = root.unwrap_or_else(kiln::default_state_dir);
         // Do not create a state directory just to look into it.
+        let mut scratch = None;
         let store = if root.join("content").is_dir() || registry {
-            ContentStore::open(&root).ok()
+            ContentStore::open(&root).ok().or_else(|| {
+                // A state directory we cannot create (not root): configs fetched from a
+                // registry go to a temporary store instead.
+                let dir = tempfile::Builder::new()
+                    .prefix("kiln-check-")
+                    .tempdir()
+                    .ok()?;
+                let store = ContentStore::open(dir.path()).ok();
+                scratch = Some(dir);
+                store.filter(|_| registry)
+            })
         } else {
             None
         };
@@ -309,6 +322,7 @@ impl StoreImages {
             store,
             registry,
             seen: std::cell::RefCell::default(),
+            _scratch: scratch,
         }
     }
 }
