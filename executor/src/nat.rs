@@ -8,7 +8,8 @@
 //! The init forks a helper before it unshares anything; the helper waits until the init has its
 //! new network namespace, then becomes `slirp4netns <init pid> tap0`, which reports readiness on
 //! a pipe and exits when the init does (`--exit-fd`: the init holds the other end; the helper
-//! also has the parent-death signal).
+//! also has the parent-death signal). The init kills and reaps it when the run is over, so no
+//! zombie is left to whoever would inherit it.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -25,6 +26,7 @@ pub(crate) const DNS: &str = "10.0.2.3";
 
 /// A `slirp4netns` helper forked by the init, waiting for [`Nat::start`].
 pub(crate) struct Nat {
+    pid: libc::pid_t,
     go: OwnedFd,
     ready: OwnedFd,
     /// Held until the init exits: slirp4netns exits when it closes.
@@ -85,6 +87,7 @@ impl Nat {
             sys::exit_now(127);
         }
         Ok(Nat {
+            pid,
             go: go_write,
             ready: ready_read,
             _exit: exit_write,
@@ -109,5 +112,12 @@ impl Nat {
                 Err(e) => return Err(Error::sys("read", "slirp4netns ready", e.into())),
             }
         }
+    }
+}
+
+impl Drop for Nat {
+    fn drop(&mut self) {
+        let _ = sys::kill(self.pid, libc::SIGKILL);
+        let _ = sys::waitpid(self.pid);
     }
 }
