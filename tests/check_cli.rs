@@ -26,6 +26,12 @@ fn cases() -> Option<Vec<Value>> {
 /// Puts BuildKit's `testbaseimageplatform` image (FROM scratch + COPY foo, linux/arm64) in
 /// the store of `state`, under the name the case uses, so the case runs without a registry.
 fn store_arm64_image(state: &Path, name: &str) {
+    store_image(state, name, &serde_json::json!({}));
+}
+
+/// A one-layer linux/arm64 image with container config `config`, tagged `name` in the store
+/// at `state`.
+fn store_image(state: &Path, name: &str, config: &Value) -> kiln_image::Image {
     let store = kiln_image::ContentStore::open(state).expect("store");
     let mut tar = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_gnu();
@@ -46,7 +52,7 @@ fn store_arm64_image(state: &Path, name: &str) {
         serde_json::json!({
             "architecture": "arm64",
             "os": "linux",
-            "config": {},
+            "config": config,
             "rootfs": {"type": "layers", "diff_ids": [layer.diff_id.to_string()]},
         })
         .to_string()
@@ -58,6 +64,7 @@ fn store_arm64_image(state: &Path, name: &str) {
     store
         .set_tag(&reference, &image.manifest_digest)
         .expect("tag");
+    image
 }
 
 type Key = (String, String, String, String, u64);
@@ -358,4 +365,57 @@ fn build_prints_warnings_of_the_target_stages_only() {
         "{stderr}"
     );
     assert!(!stderr.contains("UndefinedVar"), "{stderr}");
+}
+
+#[test]
+fn base_image_config_and_platform_come_from_the_registry() {
+    let Some(registry) = common::registry::Registry::start(None) else {
+        return;
+    };
+    let name = format!("{}/kiln-check-test/arm64:latest", registry.addr);
+    let scratch = tempdir();
+    let image = store_image(
+        scratch.path(),
+        &name,
+        &serde_json::json!({"Env": ["GOPATH=/go"], "Shell": ["/bin/bash", "-c"]}),
+    );
+    let store = kiln_image::ContentStore::open(scratch.path()).expect("store");
+    let reference = kiln_image::Reference::parse(&name).expect("reference");
+    kiln_image::RegistryClient::new(kiln_image::RegistryOptions::default())
+        .push(&store, &image, &reference)
+        .expect("push");
+
+    // A fresh state: the image is only in the registry.
+    let state = tempdir();
+    let ctx = tempdir();
+    write_files(
+        ctx.path(),
+        &[(
+            "Dockerfile",
+            &format!("FROM {name}\nCOPY $GOPTH /\nCMD run\n"),
+        )],
+    );
+    let out = kiln(&state)
+        .args(["check", "--format", "json"])
+        .arg(ctx.path())
+        .output()
+        .expect("run");
+    let v: Value = serde_json::from_str(&text(&out).0).expect("json");
+    let details: Vec<&str> = v["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w["detail"].as_str())
+        .collect();
+    assert_eq!(
+        details,
+        [
+            format!(
+                "Base image {name} was pulled with platform \"linux/arm64\", expected \"linux/amd64\" for current build"
+            )
+            .as_str(),
+            // The image's Env names GOPATH; its Shell makes a shell-form CMD fine.
+            "Usage of undefined variable '$GOPTH' (did you mean $GOPATH?)",
+        ]
+    );
 }
