@@ -20,6 +20,7 @@
 
 use std::fmt::Write as _;
 mod config;
+mod dispatch;
 mod engine;
 mod output;
 mod platform;
