@@ -731,7 +731,14 @@ impl<'a, 'd> Dispatcher<'a, 'd> {
                 self.expand_all(v, st, r)?;
             }
             Instruction::Run(run) => {
-                self.expand_all(&run.mounts, st, r)?;
+                // `parseMount` expands each `key=value` field's value on its own.
+                for m in &run.mounts {
+                    for field in m.split(',') {
+                        if let Some((_, value)) = field.split_once('=') {
+                            self.expand(&lexer, value, st, r)?;
+                        }
+                    }
+                }
             }
             Instruction::Cmd(cmd) => {
                 trackers.cmd.used(&c.name, r, self.lint);

@@ -537,3 +537,12 @@ fn onbuild_triggers_of_a_base_stage_run_in_the_child() {
     let src = "FROM scratch AS base\nONBUILD COPY $nope /\nFROM base AS child\nFROM scratch\n";
     assert!(fired(src, "UndefinedVar").is_empty());
 }
+
+#[test]
+fn undefined_var_in_run_mount_options_only() {
+    let src = "FROM scratch\nARG CACHE=c\nRUN --mount=type=cache,id=$CACHE,target=$TGT echo $NOT_EXPANDED\n";
+    assert_eq!(
+        fired(src, "UndefinedVar"),
+        one(3, "Usage of undefined variable '$TGT'")
+    );
+}
