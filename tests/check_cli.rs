@@ -169,10 +169,10 @@ fn text_output_and_exit_status() {
     assert_eq!(out.status.code(), Some(0), "warnings alone exit 0");
     assert_eq!(
         stdout,
-        "\nWARNING: FromAsCasing - https://docs.docker.com/go/dockerfile/rule/from-as-casing/\n\
+        "Check complete, 1 warning has been found!\n\
+         \nWARNING: FromAsCasing - https://docs.docker.com/go/dockerfile/rule/from-as-casing/\n\
          'as' and 'FROM' keywords' casing do not match\n\
-         Dockerfile:1\n--------------------\n   1 | >>> FROM scratch as base\n   2 |     COPY a /a\n   3 |     \n--------------------\n\
-         \nCheck complete, 1 warning has been found!\n"
+         Dockerfile:1\n--------------------\n   1 | >>> FROM scratch as base\n   2 |     COPY a /a\n   3 |     \n--------------------\n"
     );
 
     write_files(

@@ -110,6 +110,10 @@ pub(crate) fn run(root: Option<PathBuf>, args: &CheckArgs) -> anyhow::Result<Exi
             println!("{text}");
         }
         CheckFormat::Text => {
+            // buildx prints the count first, then each warning.
+            if !(report.warnings.is_empty() && report.error.is_some()) {
+                println!("{}", kiln_checks::summary_line(&report));
+            }
             let warnings_only = Report {
                 warnings: report.warnings.clone(),
                 error: None,
@@ -118,10 +122,6 @@ pub(crate) fn run(root: Option<PathBuf>, args: &CheckArgs) -> anyhow::Result<Exi
                 "{}",
                 kiln_checks::render_text(&warnings_only, &name, &source)
             );
-            if !report.warnings.is_empty() {
-                println!();
-            }
-            println!("{}", kiln_checks::summary_line(&report));
             if let Some(e) = &report.error {
                 let located = Report {
                     warnings: Vec::new(),
