@@ -271,19 +271,22 @@ impl Builder {
                 }
             )
         });
+        // Named after this process under `<state>/tmp`: one a killed build leaves is removed
+        // by the next start.
         let staging = if to_stdout {
-            std::fs::create_dir_all(&self.state_dir)
+            let tmp = self.state_dir.join("tmp");
+            std::fs::create_dir_all(&tmp)
                 .and_then(|()| {
                     tempfile::Builder::new()
-                        .prefix(".out-")
-                        .tempdir_in(&self.state_dir)
+                        .prefix(&format!(
+                            "{}-out-",
+                            kiln_snapshotter::Owner::current().tag()
+                        ))
+                        .tempdir_in(&tmp)
                 })
                 .map(Some)
                 .map_err(|source| Error::Io {
-                    what: format!(
-                        "create a temporary directory in `{}`",
-                        self.state_dir.display()
-                    ),
+                    what: format!("create a temporary directory in `{}`", tmp.display()),
                     source,
                 })?
         } else {

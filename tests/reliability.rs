@@ -482,3 +482,112 @@ fn issue12_second_sigint_exits_at_once() {
     assert!(out.status.success(), "{}", text(&out).1);
     assert_nothing_left(state.path());
 }
+
+/// Everything a killed build could leave in `state`, as "what: names".
+fn leftovers(state: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut check = |what: &str, names: Vec<String>| {
+        if !names.is_empty() {
+            out.push(format!("{what}: {names:?}"));
+        }
+    };
+    let snaps = state.join("snapshots");
+    check("snapshots/tmp-", entries(&snaps, "tmp-"));
+    check("snapshots/.tmp", entries(&snaps, ".tmp"));
+    check(
+        "active/view snapshots",
+        snapshot_keys(state)
+            .into_iter()
+            .filter(|k| !k.starts_with("step-") && !k.starts_with("layer-"))
+            .collect(),
+    );
+    check("mounts", mounts_below(&[state]));
+    check(
+        "mount points",
+        entries(&state.join("mounts"), "")
+            .into_iter()
+            .filter(|n| n != "cache")
+            .collect(),
+    );
+    check("tmp/", entries(&state.join("tmp"), ""));
+    check("cache/.tmp", entries(&state.join("cache"), ".tmp"));
+    check("executor/run-", entries(&state.join("executor"), "run-"));
+    check(
+        "layer temp files",
+        entries(&state.join("content/blobs/sha256"), ".kiln-layer-"),
+    );
+    out
+}
+
+#[test]
+fn issue12_random_sigkills_leave_nothing_after_the_next_start() {
+    if not_root() {
+        return;
+    }
+    let Some(ctx) = busybox_context(
+        "FROM scratch AS src\nCOPY busybox /busybox\n\
+         RUN [\"/busybox\", \"sh\", \"-c\", \"/busybox mkdir /d && cd /d && for i in $(/busybox seq 300); do echo $i > $i; done\"]\n\
+         FROM scratch\nCOPY --from=src /busybox /busybox\nCOPY --from=src /d /d\n\
+         RUN [\"/busybox\", \"sh\", \"-c\", \"echo done > /done\"]\n",
+    ) else {
+        return;
+    };
+    let state = tempdir();
+    let t0 = Instant::now();
+    let out = kiln(&state)
+        .args(["build", "--progress=plain"])
+        .arg(ctx.path())
+        .output()
+        .expect("run kiln");
+    assert!(out.status.success(), "{}", text(&out).1);
+    let full = t0.elapsed();
+    let mut recoveries = Vec::new();
+    for i in 0..20u32 {
+        let mut child = kiln(&state)
+            .args(["build", "--progress=plain", "--no-cache"])
+            .arg(ctx.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn kiln");
+        // Spread the kills over the whole build (a fixed, varied sequence, not a seed).
+        let at = full.mul_f64(f64::from((i * 7919) % 20) / 20.0);
+        std::thread::sleep(at);
+        let _ = child.kill();
+        let _ = child.wait();
+        // The next start: a cached build (it must work), then a prune (it reaps run dirs).
+        let t = Instant::now();
+        let out = kiln(&state)
+            .args(["build", "--progress=plain"])
+            .arg(ctx.path())
+            .output()
+            .expect("run kiln");
+        recoveries.push(t.elapsed());
+        assert!(out.status.success(), "after kill {i}: {}", text(&out).1);
+        let out = kiln(&state).arg("prune").output().expect("run kiln prune");
+        assert!(out.status.success(), "{}", text(&out).1);
+        // The kernel drops a killed container's mounts a moment after it dies.
+        let mut left = leftovers(state.path());
+        if !left.is_empty() {
+            eprintln!("kill {i}: first pass left {left:?}");
+            std::thread::sleep(Duration::from_millis(200));
+            let _ = kiln(&state).arg("prune").output();
+            left = leftovers(state.path());
+        }
+        assert!(left.is_empty(), "kill {i} after {at:?} left {left:?}");
+    }
+    let out = kiln(&state)
+        .args(["build", "--progress=plain"])
+        .arg(ctx.path())
+        .output()
+        .expect("run kiln");
+    assert!(out.status.success(), "{}", text(&out).1);
+    let max = recoveries.iter().max().copied().unwrap_or_default();
+    let sum: Duration = recoveries.iter().sum();
+    eprintln!(
+        "20 random SIGKILLs over a {:.2}s build: next start (a cached build) {:.3}s mean, {:.3}s max",
+        full.as_secs_f64(),
+        sum.as_secs_f64() / 20.0,
+        max.as_secs_f64()
+    );
+}

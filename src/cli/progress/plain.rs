@@ -243,7 +243,7 @@ mod tests {
         });
         let text = buf.text();
         assert!(
-            text.ends_with("Step 2/2 : RUN sleep 100\n ---> CANCELED\nBuild failed after 2.0s\n"),
+            text.ends_with("Step 2/3 : RUN sleep 100\n ---> CANCELED\nBuild failed after 2.0s\n"),
             "{text}"
         );
     }
