@@ -39,9 +39,8 @@ fn issue12_a_cancel_handle_stops_a_running_build_and_releases_everything() {
     let watcher = std::thread::spawn(move || {
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(30) {
-            let running = std::fs::read_dir(&runs)
-                .map(|d| d.filter_map(Result::ok).count() > 0)
-                .unwrap_or(false);
+            let running =
+                std::fs::read_dir(&runs).is_ok_and(|d| d.filter_map(Result::ok).count() > 0);
             if running {
                 std::thread::sleep(Duration::from_millis(300));
                 break;
