@@ -365,6 +365,25 @@ fn build_prints_warnings_of_the_target_stages_only() {
         "{stderr}"
     );
     assert!(!stderr.contains("UndefinedVar"), "{stderr}");
+
+    // JSON progress: the stream still begins with build_started, the warning follows.
+    let out = kiln(&state)
+        .args(["build", "--progress=json"])
+        .arg(ctx.path())
+        .output()
+        .expect("run");
+    let events: Vec<Value> = text(&out)
+        .1
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(events[0]["type"], "build_started", "{events:?}");
+    assert_eq!(events[1]["type"], "warning", "{events:?}");
+    assert_eq!(
+        events[1]["message"],
+        "FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 3)"
+    );
 }
 
 #[test]

@@ -95,7 +95,9 @@ pub(crate) struct BuildArgs {
     #[arg(long = "ssh", value_name = "SPEC", value_parser = parse_spec::<SshSpec>)]
     pub(crate) ssh: Vec<SshSpec>,
 
-    /// Network of RUN steps: `default`, `none` or `host`.
+    /// Network of RUN steps: `default` (a private network namespace with outbound access through
+    /// slirp4netns; the host's network, with a warning, when slirp4netns is not installed),
+    /// `none` (loopback only) or `host` (the host's network namespace).
     #[arg(long, value_name = "MODE", default_value = "default", value_parser = parse_spec::<NetworkMode>)]
     pub(crate) network: NetworkMode,
 
@@ -358,9 +360,10 @@ pub(crate) fn run(root: Option<PathBuf>, args: BuildArgs) -> anyhow::Result<Exit
     }
     let format = args.progress_format();
     let renderer = progress::renderer(format, Some(Arc::new(source)));
-    if let Some(code) = super::check::show_before_build(&checks, renderer.as_ref()) {
-        return Ok(code);
-    }
+    let renderer = match super::check::with_warnings(&checks, renderer) {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
     // SIGINT/SIGTERM cancel the build cleanly; kiln then exits 130/143 (a second one at once).
     let cancel = kiln::CancelHandle::new();
     if let Err(e) = super::signals::cancel_on_signals(cancel.clone()) {

@@ -8,16 +8,17 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Mutex, PoisonError};
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
+use kiln::{Progress, ProgressEvent};
 use kiln_checks::{BaseImage, BaseImages, CheckOptions, ContextIgnore, Platform, Report};
 use kiln_image::{ContentStore, Image, ImageConfig, Reference, RegistryClient, RegistryOptions};
 use kiln_solver::dockerignore::{IgnoreMatcher, parse_ignore_file};
 
 use super::UsageError;
 use super::progress::Renderer;
-use kiln::ProgressEvent;
 
 const CHECK_EXAMPLES: &str = "\
 Examples:
@@ -183,22 +184,75 @@ pub(crate) fn before_build(
     kiln_checks::check(source.as_bytes(), &opts)
 }
 
-/// Shows the checks' warnings through the build's progress renderer (BuildKit's short form,
-/// `Rule: detail (line N)`); with `check=error=true` and a warning, ends the build before it
-/// starts (exit 1), as BuildKit does. Other check errors are left to the build to report.
-pub(crate) fn show_before_build(report: &Report, renderer: &dyn Renderer) -> Option<ExitCode> {
-    for w in &report.warnings {
-        renderer
-            .as_progress()
-            .event(&ProgressEvent::Warning { message: w.short() });
+/// Puts the checks' warnings into the build's progress (BuildKit's short form,
+/// `Rule: detail (line N)`), sent right after `BuildStarted` so that event streams still begin
+/// with it. With `check=error=true` and a warning, the build ends before it starts: the
+/// warnings and the error are shown and the exit status is 1, as BuildKit does. Other check
+/// errors (a Dockerfile that does not parse...) are left to the build to report.
+pub(crate) fn with_warnings(
+    report: &Report,
+    renderer: Box<dyn Renderer>,
+) -> Result<Box<dyn Renderer>, ExitCode> {
+    let messages: Vec<String> = report
+        .warnings
+        .iter()
+        .map(kiln_checks::Warning::short)
+        .collect();
+    if let Some(e) = &report.error
+        && e.message.starts_with("lint violation found for rules:")
+    {
+        for message in messages {
+            renderer
+                .as_progress()
+                .event(&ProgressEvent::Warning { message });
+        }
+        renderer.finish(None);
+        eprintln!("error: {}", e.message);
+        return Err(ExitCode::from(1));
     }
-    let e = report.error.as_ref()?;
-    if !e.message.starts_with("lint violation found for rules:") {
-        return None;
+    Ok(Box::new(LintWarnings {
+        inner: renderer,
+        pending: Mutex::new(messages),
+    }))
+}
+
+/// A renderer that sends the lint warnings after `BuildStarted` (or at the end, if the build
+/// failed before starting).
+struct LintWarnings {
+    inner: Box<dyn Renderer>,
+    pending: Mutex<Vec<String>>,
+}
+
+impl LintWarnings {
+    fn flush(&self) {
+        let pending =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        for message in pending {
+            self.inner
+                .as_progress()
+                .event(&ProgressEvent::Warning { message });
+        }
     }
-    renderer.finish(None);
-    eprintln!("error: {}", e.message);
-    Some(ExitCode::from(1))
+}
+
+impl Progress for LintWarnings {
+    fn event(&self, event: &ProgressEvent) {
+        self.inner.as_progress().event(event);
+        if matches!(event, ProgressEvent::BuildStarted { .. }) {
+            self.flush();
+        }
+    }
+}
+
+impl Renderer for LintWarnings {
+    fn as_progress(&self) -> &dyn Progress {
+        self
+    }
+
+    fn finish(&self, error: Option<&kiln::Error>) {
+        self.flush();
+        self.inner.finish(error);
+    }
 }
 
 /// (name shown in output, path if it is a file, bytes).
