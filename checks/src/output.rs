@@ -141,7 +141,7 @@ pub fn render_text(report: &Report, filename: &str, source: &[u8]) -> String {
     out
 }
 
-/// buildx's closing line of a check run.
+/// The count line buildx prints before the warnings of a check run.
 pub fn summary_line(report: &Report) -> String {
     match report.warnings.len() {
         0 => "Check complete, no warnings found.".to_owned(),
