@@ -324,9 +324,14 @@ impl BuildCtx<'_> {
                 self.cached.fetch_add(1, Ordering::SeqCst);
                 return Ok((f, true));
             }
-            self.ran.fetch_add(1, Ordering::SeqCst);
-            let f = self.execute(s, step, parent, inputs, &key, &views, id)?;
-            Ok((f, false))
+            let (f, hit) = self.execute(s, step, parent, inputs, &key, &views, id)?;
+            // A step another process committed first is a cache hit.
+            if hit {
+                self.cached.fetch_add(1, Ordering::SeqCst);
+            } else {
+                self.ran.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok((f, hit))
         };
         // Identical steps in flight run once (same key ⇒ same result).
         // A step that waited for an identical one counts as cached: it did no work.
@@ -454,6 +459,8 @@ impl BuildCtx<'_> {
         }))
     }
 
+    /// Runs a step that missed the cache and commits it; `true` when another process
+    /// committed the same step first and its result is used (a cache hit).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn execute(
         &self,
@@ -464,7 +471,7 @@ impl BuildCtx<'_> {
         key: &CacheKey,
         views: &[View<'_>],
         id: StepId,
-    ) -> Result<FsState> {
+    ) -> Result<(FsState, bool)> {
         let sn = self.snapshotter();
         let active = unique_key("active");
         let parent_snap = parent.and_then(|p| p.snapshot.clone());
@@ -514,12 +521,15 @@ impl BuildCtx<'_> {
         if let Some(l) = &layer {
             layers.push(l.clone());
         }
-        Ok(FsState {
-            key: key.clone(),
-            snapshot: Some(name),
-            layers,
-            own_layer: layer,
-        })
+        Ok((
+            FsState {
+                key: key.clone(),
+                snapshot: Some(name),
+                layers,
+                own_layer: layer,
+            },
+            adopted,
+        ))
     }
 
     pub(super) fn write_layer(&self, name: &str) -> Result<Option<LayerRecord>> {
