@@ -507,3 +507,83 @@ fn issue10_dockerfile_symlink_out_of_its_directory_is_not_read() {
         .expect("run kiln");
     assert!(o.status.success(), "{}", text(&o).1);
 }
+
+#[test]
+fn issue10_default_network_cannot_reach_the_hosts_loopback() {
+    // `--network default` was the host's namespace: a RUN reached every 127.0.0.1 service.
+    if not_root() {
+        return;
+    }
+    if !std::process::Command::new("sh")
+        .args(["-c", "command -v slirp4netns"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        common::skip("slirp4netns is not installed");
+        return;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = {
+        let (served, stop) = (served.clone(), stop.clone());
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut c, _)) => {
+                        served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        c.set_nonblocking(false).ok();
+                        let mut buf = [0u8; 1024];
+                        let _ = c.read(&mut buf);
+                        let _ = c
+                            .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 10\r\n\r\nhost-only\n");
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
+            }
+        })
+    };
+    for (mode, reachable) in [("default", false), ("none", false), ("host", true)] {
+        let df = format!(
+            "FROM scratch\nCOPY busybox /busybox\n\
+             RUN [\"/busybox\", \"sh\", \"-c\", \"echo GET | /busybox nc -w 5 127.0.0.1 {port} > /got; echo $? > /rc; /busybox ls /sys/class/net > /ifaces\"]\n"
+        );
+        let Some(ctx) = busybox_context(&df) else {
+            return;
+        };
+        let state = tempdir();
+        let out = tempdir();
+        let before = served.load(std::sync::atomic::Ordering::SeqCst);
+        let o = kiln(&state)
+            .args(["build", "--progress", "plain", "--network", mode, "-o"])
+            .arg(format!("type=local,dest={}", out.path().display()))
+            .arg(ctx.path())
+            .output()
+            .expect("run kiln");
+        let (_, stderr) = text(&o);
+        assert!(o.status.success(), "{mode}: {stderr}");
+        let rc = fs::read_to_string(out.path().join("rc")).expect("rc");
+        let hits = served.load(std::sync::atomic::Ordering::SeqCst) - before;
+        let ifaces = fs::read_to_string(out.path().join("ifaces")).expect("ifaces");
+        if reachable {
+            assert_eq!(rc.trim(), "0", "{mode}: the host's service is reachable");
+            assert!(
+                fs::read_to_string(out.path().join("got"))
+                    .expect("got")
+                    .ends_with("host-only\n")
+            );
+            assert_eq!(hits, 1);
+        } else {
+            assert_ne!(rc.trim(), "0", "{mode}: reached the host's loopback");
+            assert_eq!(hits, 0, "{mode}: the host's service saw a connection");
+            assert!(!stderr.contains("slirp4netns is not installed"), "{stderr}");
+            let want = if mode == "none" { "lo\n" } else { "lo\ntap0\n" };
+            assert_eq!(ifaces, want, "{mode}: interfaces");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    server.join().expect("server");
+}

@@ -120,6 +120,8 @@ struct BuildCtx<'a> {
     ran: AtomicUsize,
     secrets: Vec<(String, Vec<u8>)>,
     imported: Imported,
+    /// Set once the "no slirp4netns, host network" warning was shown.
+    warned_host_network: AtomicBool,
 }
 
 fn unique_key(prefix: &str) -> String {
@@ -477,6 +479,7 @@ impl Solver {
             ran: AtomicUsize::new(0),
             secrets,
             imported,
+            warned_host_network: AtomicBool::new(false),
         };
         let _on_cancel = {
             let (flag, tokens) = (ctx.cancelled.clone(), ctx.cancel_tokens.clone());

@@ -213,7 +213,7 @@ impl BuildCtx<'_> {
             cwd: r.cwd.clone(),
             user: r.user.clone(),
             network: match r.network {
-                NetworkMode::Default => ex::Network::Default,
+                NetworkMode::Default => self.default_network(),
                 NetworkMode::Host => ex::Network::Host,
                 NetworkMode::None => ex::Network::None,
             },
@@ -314,5 +314,38 @@ impl BuildCtx<'_> {
             }
         }
         Ok(Some(dir))
+    }
+}
+
+impl BuildCtx<'_> {
+    /// The network of a `RUN` without `--network`: like docker's default bridge, a private
+    /// network namespace with outbound access (through slirp4netns, user-mode NAT), so a step
+    /// cannot reach the host's loopback services, sockets or traffic. Without slirp4netns on
+    /// PATH, the host's network, with one warning per build naming the package.
+    fn default_network(&self) -> ex::Network {
+        static HAVE_SLIRP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let have = *HAVE_SLIRP.get_or_init(|| {
+            std::env::var_os("PATH").is_some_and(|paths| {
+                std::env::split_paths(&paths).any(|d| {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::metadata(d.join("slirp4netns"))
+                        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                })
+            })
+        });
+        if have {
+            return ex::Network::Private;
+        }
+        if !self
+            .warned_host_network
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.progress.event(&ProgressEvent::Warning {
+                message: "slirp4netns is not installed, so RUN steps use the host's network \
+                          (install the `slirp4netns` package for a private network per step)"
+                    .into(),
+            });
+        }
+        ex::Network::Host
     }
 }
