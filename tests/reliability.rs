@@ -591,3 +591,46 @@ fn issue12_random_sigkills_leave_nothing_after_the_next_start() {
         max.as_secs_f64()
     );
 }
+
+#[test]
+fn issue12_sigkill_with_a_stdin_context_leaves_no_temp_dir_after_the_next_start() {
+    if not_root() {
+        return;
+    }
+    let Some(ctx) = sleep_context() else { return };
+    let state = tempdir();
+    let tmp = tempdir();
+    let archive = Command::new("tar")
+        .arg("-C")
+        .arg(ctx.path())
+        .args(["-c", "."])
+        .output()
+        .expect("run tar");
+    assert!(archive.status.success());
+    let mut child = kiln(&state)
+        .env("TMPDIR", tmp.path())
+        .args(["build", "--progress=plain", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn kiln");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(&archive.stdout).expect("write the context");
+    }
+    let runs = state.path().join("executor");
+    let running = wait_for(Duration::from_secs(30), || {
+        !entries(&runs, "run-").is_empty()
+    });
+    assert!(running, "the RUN never started");
+    let _ = child.kill();
+    let _ = child.wait();
+    let out = kiln(&state).arg("prune").output().expect("run kiln prune");
+    assert!(out.status.success(), "{}", text(&out).1);
+    let left = leftovers(state.path());
+    assert!(left.is_empty(), "{left:?}");
+    let in_tmp = entries(tmp.path(), "");
+    assert!(in_tmp.is_empty(), "left in $TMPDIR: {in_tmp:?}");
+}

@@ -301,6 +301,25 @@ fn validate(args: &BuildArgs) -> Result<(), UsageError> {
     Ok(())
 }
 
+/// A directory for a tar context read from stdin: under `<state>/tmp`, named after this
+/// process, so one a killed build leaves is removed by the next start; in `$TMPDIR` when the
+/// state directory cannot be written.
+fn stdin_context_dir(root: Option<&Path>) -> anyhow::Result<tempfile::TempDir> {
+    let tmp = root
+        .map_or_else(kiln::default_state_dir, Path::to_path_buf)
+        .join("tmp");
+    let prefix = format!("{}-context-", kiln_snapshotter::Owner::current().tag());
+    let owned = std::fs::create_dir_all(&tmp)
+        .and_then(|()| tempfile::Builder::new().prefix(&prefix).tempdir_in(&tmp));
+    match owned {
+        Ok(dir) => Ok(dir),
+        Err(_) => tempfile::Builder::new()
+            .prefix("kiln-context-")
+            .tempdir()
+            .context("cannot create a temporary directory for the stdin context"),
+    }
+}
+
 /// Runs `kiln build`.
 pub(crate) fn run(root: Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     validate(&args)?;
@@ -310,10 +329,7 @@ pub(crate) fn run(root: Option<PathBuf>, args: BuildArgs) -> anyhow::Result<Exit
     // The build context: a directory, or a tar archive on stdin extracted to a temporary one.
     let mut _stdin_context = None;
     let context = if args.context == "-" {
-        let dir = tempfile::Builder::new()
-            .prefix("kiln-context-")
-            .tempdir()
-            .context("cannot create a temporary directory for the stdin context")?;
+        let dir = stdin_context_dir(root.as_deref())?;
         let stdin = std::io::stdin().lock();
         let mut archive = tar::Archive::new(stdin);
         // Modes are part of what COPY copies: keep them exactly, without the umask.
