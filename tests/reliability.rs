@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::screen::Screen;
 use common::{busybox_context, kiln, not_root, tempdir, text, write_files};
 
 /// Keys of the snapshots recorded in the state directory's metadata.
@@ -633,4 +634,75 @@ fn issue12_sigkill_with_a_stdin_context_leaves_no_temp_dir_after_the_next_start(
     assert!(left.is_empty(), "{left:?}");
     let in_tmp = entries(tmp.path(), "");
     assert!(in_tmp.is_empty(), "left in $TMPDIR: {in_tmp:?}");
+}
+
+#[test]
+fn issue12_sigint_on_a_terminal_shows_the_step_canceled() {
+    use std::io::Read as _;
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+    if not_root() {
+        return;
+    }
+    let Some(ctx) = sleep_context() else { return };
+    let state = tempdir();
+    let (mut master, mut slave) = (-1, -1);
+    let ws = libc::winsize {
+        ws_row: 24,
+        ws_col: 80,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: out-pointers are valid; name and termios may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &raw mut master,
+            &raw mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &raw const ws,
+        )
+    };
+    assert_eq!(rc, 0, "openpty");
+    // SAFETY: openpty returned two fresh descriptors we now own.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut cmd = kiln(&state);
+    cmd.args(["build", "--progress=tty"])
+        .arg(ctx.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(slave));
+    let mut child = cmd.spawn().expect("spawn kiln");
+    drop(cmd);
+    let reader = std::thread::spawn(move || {
+        let mut f = std::fs::File::from(master);
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = f.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    let runs = state.path().join("executor");
+    assert!(
+        wait_for(Duration::from_secs(30), || !entries(&runs, "run-")
+            .is_empty()),
+        "the RUN never started"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    send(&child, libc::SIGINT);
+    let status = child.wait().expect("wait");
+    let written = reader.join().expect("reader");
+    let mut screen = Screen::new(80);
+    screen.feed(&written);
+    let text = screen.text();
+    assert_eq!(status.code(), Some(130), "{text}");
+    let run_line = text
+        .lines()
+        .find(|l| l.contains("RUN [\"/busybox\", \"sleep\", \"30\"]"))
+        .unwrap_or_default();
+    assert!(run_line.ends_with("CANCELED"), "{text}");
+    assert_nothing_left(state.path());
 }
