@@ -116,8 +116,9 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
-    /// The build was cancelled because another step failed.
-    #[error("cancelled")]
+    /// The build was cancelled: through its [`crate::CancelHandle`] (SIGINT/SIGTERM in the
+    /// CLI), or, for the steps still running, because another step failed.
+    #[error("the build was canceled")]
     Cancelled,
 }
 
