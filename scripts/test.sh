@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The test command: installs the system tools the tests drive for real (when missing; needs
+# root and apt), then runs the BuildKit conformance cases and every cargo test of the workspace.
+# Run it as root from the repository: `sudo bash scripts/test.sh` (tests that need root or a tool
+# skip with a message when they cannot run; under CI=true they fail instead).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Registry, busybox rootfs, OCI checkers, htpasswd, time, the tty tests' tmux, runc and crun-free
+# OCI differential tests, reflink and full-disk filesystems, the RUN network's user-mode NAT, and
+# a C compiler with static libc for the seccomp probes.
+pkgs=(busybox-static docker-registry skopeo umoci apache2-utils time curl openssl tmux runc
+      xfsprogs e2fsprogs slirp4netns gcc libc6-dev)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "note: missing packages (install them as root for the full suite): ${missing[*]}" >&2
+  fi
+fi
+
+echo "== conformance (kiln vs BuildKit v0.24 on ../shared/conformance/cases)"
+bash scripts/conformance.sh
+echo "== tests"
+cargo test --workspace --locked
