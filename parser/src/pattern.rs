@@ -201,7 +201,12 @@ impl Matches {
 
     /// The leftmost match starting at or after byte `from` (only at `from` when anchored).
     fn first_from(&self, from: usize, anchored: bool) -> Option<(usize, usize)> {
-        let first = self.offsets.iter().position(|&b| b >= from)?;
+        // Binary search: `replace_all` calls this once per match, so a linear scan made
+        // `${V//a/b}` quadratic in the length of `V`.
+        let first = self.offsets.partition_point(|&b| b < from);
+        if first == self.offsets.len() {
+            return None;
+        }
         let last = if anchored { first } else { self.ends.len() - 1 };
         (first..=last).find_map(|i| self.ends[i].map(|e| (self.offsets[i], self.offsets[e])))
     }
@@ -238,6 +243,21 @@ mod tests {
         assert_eq!(p.find(&"a".repeat(3_000)), None);
         let p = Pattern::compile(&pat, true, true).unwrap();
         assert_eq!(p.find(&"a".repeat(3_000)), Some((0, 3_000)));
+    }
+
+    #[test]
+    fn replace_all_is_linear_in_the_value() {
+        // Issue 12: 200,000 matches, each found with a binary search of the char offsets.
+        let value = "ab".repeat(100_000);
+        let start = std::time::Instant::now();
+        let p = Pattern::compile("b", true, false).unwrap();
+        let out = p.replace_all(&value, "c");
+        assert_eq!(out, "ac".repeat(100_000));
+        let p = Pattern::compile("", true, false).unwrap();
+        assert_eq!(p.replace_all(&value[..6], "-"), "-a-b-a-b-a-b-");
+        assert_eq!(p.replace_all(&value, "-").len(), 400_001);
+        let took = start.elapsed();
+        assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
     }
 
     #[test]
