@@ -5,6 +5,8 @@
 //! [`crate::shell::Lexer`]. Each field says whether BuildKit expands it and how:
 //! "word" = `process_word` in default mode, "words" = `process_words` in default mode.
 
+use std::collections::HashMap;
+
 use crate::ast::{Heredoc, Node, parse_heredoc};
 use crate::flags::{FlagKind, Flags};
 use crate::suggest::suggest;
@@ -617,6 +619,9 @@ fn sources_and_dest(node: &Node, mut args: Vec<String>, cmd: &str) -> Res<SrcDes
     }
     let mut sources = Vec::new();
     let mut contents = Vec::new();
+    // The last heredoc of each name, indexed on first use: a search per source made a line
+    // of many heredocs quadratic (issue 12).
+    let mut by_name: Option<HashMap<&str, &Heredoc>> = None;
     for s in srcs {
         let heredoc = if node.json || !s.contains("<<") {
             None
@@ -625,7 +630,10 @@ fn sources_and_dest(node: &Node, mut args: Vec<String>, cmd: &str) -> Res<SrcDes
         };
         match heredoc {
             Some(h) => {
-                let found = node.heredocs.iter().rev().find(|d| d.name == h.name);
+                let by_name = by_name.get_or_insert_with(|| {
+                    node.heredocs.iter().map(|d| (d.name.as_str(), d)).collect()
+                });
+                let found = by_name.get(h.name.as_str());
                 let content = found.map(|d| d.content.clone()).unwrap_or_default();
                 let data = if h.chomp {
                     crate::ast::chomp_heredoc_content(&content)

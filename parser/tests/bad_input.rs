@@ -158,3 +158,31 @@ fn issue12_env_100k_pairs_parse_in_linear_time() {
         assert!(took < LINEAR_BOUND, "{keyword}: 100k pairs took {took:?}");
     }
 }
+
+#[test]
+fn issue12_copy_with_40k_heredocs_parses_in_linear_time() {
+    let n = 40_000;
+    let mut src = String::from("FROM scratch\nCOPY");
+    for i in 0..n {
+        let _ = write!(src, " <<H{i}");
+    }
+    src.push_str(" /dest/\n");
+    for i in 0..n {
+        let _ = write!(src, "body {i}\nH{i}\n");
+    }
+    let start = Instant::now();
+    let df = parse(src.as_bytes()).expect("parses");
+    let took = start.elapsed();
+    let Instruction::Copy(copy) = &df.stages[0].instructions[0].instruction else {
+        panic!("not COPY");
+    };
+    assert!(copy.sources.is_empty());
+    assert_eq!(copy.source_contents.len(), n);
+    let last = &copy.source_contents[n - 1];
+    assert_eq!(
+        (last.path.as_str(), last.data.as_str()),
+        ("H39999", "body 39999\n")
+    );
+    assert_eq!(copy.source_contents[7].data, "body 7\n");
+    assert!(took < LINEAR_BOUND, "40k heredocs took {took:?}");
+}
