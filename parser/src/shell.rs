@@ -402,6 +402,7 @@ impl<'a> ShellWord<'a> {
                 Err(e) => return Err(self.unwind(stack, substs, e)),
             }
         }
+        // Not reached: the stack empties only when the top-level word returns above.
         Ok(Vec::new())
     }
 
