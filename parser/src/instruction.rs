@@ -619,9 +619,10 @@ fn sources_and_dest(node: &Node, mut args: Vec<String>, cmd: &str) -> Res<SrcDes
     }
     let mut sources = Vec::new();
     let mut contents = Vec::new();
-    // The last heredoc of each name, indexed on first use: a search per source made a line
-    // of many heredocs quadratic (issue 12).
+    // The last heredoc of each name. Indexed on first use when there are many: a search per
+    // source made a line of many heredocs quadratic (issue 12).
     let mut by_name: Option<HashMap<&str, &Heredoc>> = None;
+    let indexed = node.heredocs.len() > 16;
     for s in srcs {
         let heredoc = if node.json || !s.contains("<<") {
             None
@@ -630,10 +631,14 @@ fn sources_and_dest(node: &Node, mut args: Vec<String>, cmd: &str) -> Res<SrcDes
         };
         match heredoc {
             Some(h) => {
-                let by_name = by_name.get_or_insert_with(|| {
-                    node.heredocs.iter().map(|d| (d.name.as_str(), d)).collect()
-                });
-                let found = by_name.get(h.name.as_str());
+                let found = if indexed {
+                    let by_name = by_name.get_or_insert_with(|| {
+                        node.heredocs.iter().map(|d| (d.name.as_str(), d)).collect()
+                    });
+                    by_name.get(h.name.as_str()).copied()
+                } else {
+                    node.heredocs.iter().rev().find(|d| d.name == h.name)
+                };
                 let content = found.map(|d| d.content.clone()).unwrap_or_default();
                 let data = if h.chomp {
                     crate::ast::chomp_heredoc_content(&content)

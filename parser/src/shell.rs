@@ -349,15 +349,17 @@ impl<'a> ShellWord<'a> {
     /// BuildKit's `processStopOn(EOF)` over the whole input: the output is left in `out`,
     /// the split words are returned.
     fn run(&mut self) -> LexResult<Vec<String>> {
-        let top = self.begin_word(None, self.raw_escapes, true);
-        let mut stack = Vec::with_capacity(4);
-        stack.push(Frame::Word(top));
+        // The top-level word lives outside `stack`, which allocates only when something
+        // nests (a quote or a `${...}` with a word).
+        let mut top = self.begin_word(None, self.raw_escapes, true);
+        let mut stack: Vec<Frame> = Vec::new();
         // The pending `${...}`, innermost last: one per nested word on `stack`.
         let mut substs: Vec<Subst> = Vec::new();
-        while let Some(frame) = stack.last_mut() {
-            let step = match frame {
-                Frame::Word(w) => self.step_word(w),
-                Frame::Quote { start } => self.step_quote(*start),
+        loop {
+            let step = match stack.last_mut() {
+                Some(Frame::Word(w)) => self.step_word(w),
+                Some(Frame::Quote { start }) => self.step_quote(*start),
+                None => self.step_word(&mut top),
             };
             let step = match step {
                 Ok(step) => step,
@@ -372,16 +374,16 @@ impl<'a> ShellWord<'a> {
                 }
                 Step::QuoteDone { start } => {
                     stack.pop();
-                    if let Some(Frame::Word(w)) = stack.last_mut() {
+                    if let Some(w) = innermost_word(&mut stack, &mut top) {
                         self.added(w, start, false);
                     }
                     continue;
                 }
                 Step::WordDone { start, words } => {
-                    stack.pop();
                     if let Some(words) = words {
                         return Ok(words);
                     }
+                    stack.pop();
                     match substs.pop() {
                         Some(subst) => self.finish_subst(subst, start),
                         None => Ok(Dollar::Done { start }),
@@ -390,7 +392,7 @@ impl<'a> ShellWord<'a> {
             };
             match dollar {
                 Ok(Dollar::Done { start }) => {
-                    if let Some(Frame::Word(w)) = stack.last_mut() {
+                    if let Some(w) = innermost_word(&mut stack, &mut top) {
                         self.added(w, start, true);
                     }
                 }
@@ -402,8 +404,6 @@ impl<'a> ShellWord<'a> {
                 Err(e) => return Err(self.unwind(stack, substs, e)),
             }
         }
-        // Not reached: the stack empties only when the top-level word returns above.
-        Ok(Vec::new())
     }
 
     /// Propagates an error through the suspended calls as the recursive lexer does: each
@@ -839,6 +839,15 @@ impl<'a> ShellWord<'a> {
             name.push(ch);
         }
         name
+    }
+}
+
+/// The word the innermost frame is reading, `None` inside a quoted string.
+fn innermost_word<'s>(stack: &'s mut [Frame], top: &'s mut WordFrame) -> Option<&'s mut WordFrame> {
+    match stack.last_mut() {
+        Some(Frame::Word(w)) => Some(w),
+        Some(Frame::Quote { .. }) => None,
+        None => Some(top),
     }
 }
 
