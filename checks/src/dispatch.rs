@@ -25,24 +25,27 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 
 /// An ordered environment with BuildKit's `AddOrReplace` semantics.
 #[derive(Debug, Clone, Default)]
-struct EnvList(Vec<(String, String)>);
+struct EnvList {
+    entries: Vec<(String, String)>,
+    /// Position of each key in `entries`: a set or lookup costs the same however many
+    /// variables there are (100k `ENV` pairs were quadratic).
+    index: std::collections::HashMap<String, usize>,
+}
 
 impl EnvList {
     fn set(&mut self, k: &str, v: &str) {
-        if let Some(e) = self.0.iter_mut().find(|(key, _)| key == k) {
-            v.clone_into(&mut e.1);
+        if let Some(&i) = self.index.get(k) {
+            v.clone_into(&mut self.entries[i].1);
         } else {
-            self.0.push((k.to_owned(), v.to_owned()));
+            self.index.insert(k.to_owned(), self.entries.len());
+            self.entries.push((k.to_owned(), v.to_owned()));
         }
     }
     fn get(&self, k: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
+        self.index.get(k).map(|&i| self.entries[i].1.as_str())
     }
     fn keys(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|(k, _)| k.as_str())
+        self.entries.iter().map(|(k, _)| k.as_str())
     }
 }
 

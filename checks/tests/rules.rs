@@ -546,3 +546,25 @@ fn undefined_var_in_run_mount_options_only() {
         one(3, "Usage of undefined variable '$TGT'")
     );
 }
+
+#[test]
+fn issue12_env_with_100k_pairs_is_checked_in_linear_time() {
+    // Each ENV pair was a linear search of the environment: 100k pairs took 28 s.
+    let mut df = String::from("FROM scratch\nENV");
+    for i in 0..100_000 {
+        df.push_str(&format!(" K{i}=v{i}"));
+    }
+    df.push_str("\nRUN echo $K99999\n");
+    let started = std::time::Instant::now();
+    let report = kiln_checks::check(df.as_bytes(), &kiln_checks::CheckOptions::default());
+    let took = started.elapsed();
+    assert!(
+        report
+            .warnings
+            .iter()
+            .all(|w| w.rule.name != "UndefinedVar"),
+        "{:?}",
+        report.warnings
+    );
+    assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
+}
