@@ -56,6 +56,22 @@ impl EnvList {
         }
     }
 
+    /// `set` for every pair in order, in time linear in both lists (ENV with many pairs).
+    pub(crate) fn set_all(&mut self, pairs: &[(String, String)]) {
+        let mut index: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, (k, _)) in self.0.iter().enumerate() {
+            index.entry(k.clone()).or_insert(i);
+        }
+        for (k, v) in pairs {
+            if let Some(&i) = index.get(k) {
+                self.0[i].1.clone_from(v);
+            } else {
+                index.insert(k.clone(), self.0.len());
+                self.0.push((k.clone(), v.clone()));
+            }
+        }
+    }
+
     pub(crate) fn get(&self, k: &str) -> Option<&str> {
         self.0
             .iter()

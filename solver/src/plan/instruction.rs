@@ -83,16 +83,24 @@ impl Planner<'_, '_> {
                         self.word(&kv.value, &env, line)?,
                     ));
                 }
-                for (k, v) in pairs {
-                    let _ = write!(msg, " {k}={v}");
-                    state.env.set(&k, &v);
-                    let mut list = state.config.config.env.clone().unwrap_or_default();
-                    match list
-                        .iter_mut()
-                        .find(|e| e.split_once('=').map_or(e.as_str(), |(a, _)| a) == k)
-                    {
-                        Some(e) => *e = format!("{k}={v}"),
-                        None => list.push(format!("{k}={v}")),
+                // One pass with an index: a clone of the config list and a linear search
+                // per pair made `ENV K0=v ... Kn=v` quadratic (issue 12).
+                state.env.set_all(&pairs);
+                if !pairs.is_empty() {
+                    let mut list = state.config.config.env.take().unwrap_or_default();
+                    let mut index: BTreeMap<String, usize> = BTreeMap::new();
+                    for (i, e) in list.iter().enumerate() {
+                        let key = e.split_once('=').map_or(e.as_str(), |(a, _)| a);
+                        index.entry(key.to_owned()).or_insert(i);
+                    }
+                    for (k, v) in &pairs {
+                        let _ = write!(msg, " {k}={v}");
+                        if let Some(&i) = index.get(k) {
+                            list[i] = format!("{k}={v}");
+                        } else {
+                            index.insert(k.clone(), list.len());
+                            list.push(format!("{k}={v}"));
+                        }
                     }
                     state.config.config.env = Some(list);
                 }
