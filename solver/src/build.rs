@@ -794,7 +794,7 @@ fn step_sources(step: &StepPlan) -> Vec<SourceRef> {
     }
 }
 
-fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+pub(crate) fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for d in diff_ids {
         let next = match out.last() {

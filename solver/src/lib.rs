@@ -41,6 +41,7 @@ pub mod progress;
 mod prune;
 mod remote_cache;
 mod request;
+pub mod rootfs;
 mod scheduler;
 mod untar;
 mod users;

@@ -93,51 +93,8 @@ impl BuildCtx<'_> {
                 message: "layer count does not match the config's diff_ids".into(),
             });
         }
-        let chains = chain_ids(&diff_ids);
-        let sn = self.snapshotter();
-        let mut parent: Option<String> = None;
-        let mut unpacked = false;
-        for (k, chain) in chains.iter().enumerate() {
-            let name = format!("layer-{}", chain.trim_start_matches("sha256:"));
-            if sn.stat(&name).is_err() {
-                unpacked = true;
-                let active = unique_key("unpack");
-                sn.prepare(&active, parent.as_deref())
-                    .map_err(snap_err(format!("prepare {active}")))?;
-                let r = (|| -> Result<()> {
-                    let blob = self
-                        .solver
-                        .store
-                        .open_blob(&img.layers[k].digest)
-                        .map_err(img_err(img.layers[k].digest.to_string()))?;
-                    let applied =
-                        snap::apply_layer_to_snapshot(sn, &active, std::io::BufReader::new(blob))
-                            .map_err(snap_err(format!("apply layer {}", img.layers[k].digest)))?;
-                    if applied.diff_id != diff_ids[k] {
-                        return Err(Error::Image {
-                            what: img.layers[k].digest.to_string(),
-                            message: format!(
-                                "diff_id {} does not match the config's {}",
-                                applied.diff_id, diff_ids[k]
-                            ),
-                        });
-                    }
-                    Ok(())
-                })();
-                if let Err(e) = r {
-                    let _ = sn.remove(&active);
-                    return Err(e);
-                }
-                if let Err(e) = sn.commit(&name, &active) {
-                    // Another build committed the same layer meanwhile.
-                    let _ = sn.remove(&active);
-                    if sn.stat(&name).is_err() {
-                        return Err(snap_err(format!("commit {name}"))(e));
-                    }
-                }
-            }
-            parent = Some(name);
-        }
+        let (parent, unpacked) =
+            crate::rootfs::unpack_image(self.snapshotter(), &self.solver.store, img, reference)?;
         let layers: Vec<LayerRecord> = img
             .layers
             .iter()

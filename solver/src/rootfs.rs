@@ -1,0 +1,194 @@
+//! An image's filesystem outside a build, for `kiln run`: the image's layers unpacked into the
+//! same committed snapshot chain a `FROM` uses (`layer-<chain id>`, shared with builds, so a
+//! base already unpacked costs nothing), a throwaway writable snapshot on top, and a process run
+//! over it through the same executor (and so the same isolation) as `RUN` steps.
+//!
+//! ```no_run
+//! use kiln_solver::{Solver, SolverConfig};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let solver = Solver::new(SolverConfig::new("/var/lib/kiln"))?;
+//! let r = kiln_image::Reference::parse("busybox")?;
+//! let image =
+//!     kiln_image::Image::resolve(solver.content_store(), &r, &kiln_image::Platform::host())?;
+//! let rootfs = solver.container_rootfs(&image)?; // removed when dropped
+//! let process = kiln_executor::ProcessSpec {
+//!     args: vec!["echo".into(), "hi".into()],
+//!     cwd: "/".into(),
+//!     ..Default::default()
+//! };
+//! let status = rootfs.run(&process, &mut |_, line| print!("{}", String::from_utf8_lossy(line)),
+//!     &kiln_executor::CancelToken::new())?;
+//! std::process::exit(status.code());
+//! # }
+//! ```
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use kiln_executor as ex;
+use kiln_image::{ContentStore, Image};
+use kiln_snapshotter::{self as snap, Snapshotter};
+
+use crate::build::chain_ids;
+use crate::build::{Solver, snap_err};
+use crate::error::{Error, Result};
+
+/// A snapshot key unique to this process (the snapshotter records the owner, so one a killed
+/// process leaves is removed by the next kiln process that opens the state).
+fn unique_key(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        snap::Owner::current().tag(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Unpacks `img`'s layers into committed snapshots `layer-<chain id>` (each parent of the
+/// next; layers already unpacked, by a build or an earlier run, are reused) and returns the
+/// top one (`None` for an image without layers) and whether any layer had to be unpacked.
+/// Each layer's diff_id is checked against the config. `what` names the image in errors.
+pub(crate) fn unpack_image(
+    sn: &dyn Snapshotter,
+    store: &ContentStore,
+    img: &Image,
+    what: &str,
+) -> Result<(Option<String>, bool)> {
+    let diff_ids: Vec<String> = img
+        .config
+        .rootfs
+        .diff_ids
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    if diff_ids.len() != img.layers.len() {
+        return Err(Error::Image {
+            what: what.to_owned(),
+            message: "layer count does not match the config's diff_ids".into(),
+        });
+    }
+    let chains = chain_ids(&diff_ids);
+    let mut parent: Option<String> = None;
+    let mut unpacked = false;
+    for (k, chain) in chains.iter().enumerate() {
+        let name = format!("layer-{}", chain.trim_start_matches("sha256:"));
+        if sn.stat(&name).is_err() {
+            unpacked = true;
+            let active = unique_key("unpack");
+            sn.prepare(&active, parent.as_deref())
+                .map_err(snap_err(format!("prepare {active}")))?;
+            let r = (|| -> Result<()> {
+                let digest = &img.layers[k].digest;
+                let blob = store.open_blob(digest).map_err(|e| Error::Image {
+                    what: digest.to_string(),
+                    message: e.to_string(),
+                })?;
+                let applied =
+                    snap::apply_layer_to_snapshot(sn, &active, std::io::BufReader::new(blob))
+                        .map_err(snap_err(format!("apply layer {digest}")))?;
+                if applied.diff_id != diff_ids[k] {
+                    return Err(Error::Image {
+                        what: digest.to_string(),
+                        message: format!(
+                            "diff_id {} does not match the config's {}",
+                            applied.diff_id, diff_ids[k]
+                        ),
+                    });
+                }
+                Ok(())
+            })();
+            if let Err(e) = r {
+                let _ = sn.remove(&active);
+                return Err(e);
+            }
+            if let Err(e) = sn.commit(&name, &active) {
+                // Another process committed the same layer meanwhile.
+                let _ = sn.remove(&active);
+                if sn.stat(&name).is_err() {
+                    return Err(snap_err(format!("commit {name}"))(e));
+                }
+            }
+        }
+        parent = Some(name);
+    }
+    Ok((parent, unpacked))
+}
+
+/// A writable snapshot (`active-run-…`) over an image's filesystem, for one container. It is
+/// removed when dropped, with everything the container wrote; nothing of it is mounted in the
+/// caller's namespace (the executor mounts it inside the container's own mount namespace).
+pub struct ContainerRootfs<'a> {
+    solver: &'a Solver,
+    key: String,
+    mounts: Vec<snap::Mount>,
+}
+
+impl std::fmt::Debug for ContainerRootfs<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerRootfs")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Solver {
+    /// Unpacks `image` (from this solver's content store) into its committed snapshot chain,
+    /// as a build's `FROM` does, and prepares a throwaway writable snapshot on top.
+    pub fn container_rootfs(&self, image: &Image) -> Result<ContainerRootfs<'_>> {
+        let sn = self.snapshotter.as_ref();
+        let what = image.config_digest.to_string();
+        let (top, _) = unpack_image(sn, self.content_store(), image, &what)?;
+        let key = unique_key("active-run");
+        let mounts = sn
+            .prepare(&key, top.as_deref())
+            .map_err(snap_err(format!("prepare {key}")))?;
+        Ok(ContainerRootfs {
+            solver: self,
+            key,
+            mounts,
+        })
+    }
+}
+
+impl ContainerRootfs<'_> {
+    /// The writable snapshot's key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Runs `process` in a container over this filesystem with kiln's executor (the isolation
+    /// of `RUN` steps: namespaces, Docker's capabilities and seccomp profile), passing each
+    /// output line to `on_output` as it arrives. `cancel` kills the container.
+    pub fn run(
+        &self,
+        process: &ex::ProcessSpec,
+        on_output: &mut dyn FnMut(ex::Stream, &[u8]),
+        cancel: &ex::CancelToken,
+    ) -> Result<ex::ExitStatus> {
+        let executor = self.solver.executor()?;
+        let rootfs = ex::RootFs::Mounts(
+            self.mounts
+                .iter()
+                .map(|m| ex::RootMount {
+                    fstype: m.fstype.clone(),
+                    source: m.source.to_string_lossy().to_string(),
+                    options: m.options.clone(),
+                })
+                .collect(),
+        );
+        match executor.run(process, &rootfs, &[], on_output, cancel) {
+            Ok(s) => Ok(s),
+            Err(ex::Error::Cancelled) => Err(Error::Cancelled),
+            Err(e) => Err(Error::Exec {
+                line: 0,
+                command: process.args.join(" "),
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+impl Drop for ContainerRootfs<'_> {
+    fn drop(&mut self) {
+        let _ = self.solver.snapshotter.remove(&self.key);
+    }
+}
