@@ -83,7 +83,7 @@ impl ContentStore {
     }
 
     /// The blobs a manifest or index names; nothing for other blobs (layers, configs).
-    fn children(&self, d: &Digest) -> Vec<Digest> {
+    pub(crate) fn children(&self, d: &Digest) -> Vec<Digest> {
         // Only small JSON documents can be manifests; do not read layers.
         let small = self.blob_size(d).is_ok_and(|s| s <= 4 * 1024 * 1024);
         if !small {

@@ -21,6 +21,7 @@
 
 mod compression;
 mod convert;
+mod dangling;
 mod digest;
 mod error;
 mod export;
@@ -35,6 +36,7 @@ mod store;
 
 pub use compression::{Compression, CompressionOptions, decompress};
 pub use convert::{convert_image, convert_layer};
+pub use dangling::{DanglingImage, RemovedImage};
 pub use digest::Digest;
 pub use error::{Error, Result};
 pub use export::{

@@ -242,11 +242,16 @@ impl ContentStore {
     }
 
     /// Points the tag of `reference` (`name:tag`) at a manifest digest, replacing any old value.
+    /// An image the tag moved off that no other tag names becomes dangling (`<none>`, see
+    /// [`list_dangling`](Self::list_dangling)).
     pub fn set_tag(&self, reference: &Reference, manifest: &Digest) -> Result<()> {
         let key = tag_key(reference)?;
+        let mut noted = Ok(());
         self.update_tags(|tags| {
-            tags.insert(key, manifest.clone());
-        })
+            let old = tags.insert(key, manifest.clone());
+            noted = self.note_retag(tags, old.as_ref(), manifest);
+        })?;
+        noted
     }
 
     /// The manifest digest a tag points at, if it exists.
