@@ -40,7 +40,13 @@ pub(crate) enum ImageCommand {
         quiet: bool,
         /// Only images of this repository (`busybox`, `registry:5000/app`), optionally `:tag`.
         repository: Option<String>,
+        /// Filter: `dangling=true` (only `<none>` images) or `dangling=false`.
+        #[arg(short, long, value_name = "FILTER")]
+        filter: Vec<String>,
     },
+    /// Manage images.
+    #[command(subcommand)]
+    Image(ImageSubcommand),
     /// Print an image's config as JSON.
     Inspect {
         /// The image.
@@ -76,16 +82,40 @@ pub(crate) enum ImageCommand {
     },
 }
 
+/// `kiln image ...`.
+#[derive(Subcommand, Debug)]
+pub(crate) enum ImageSubcommand {
+    /// Remove dangling (`<none>`) images and the blobs only they use.
+    Prune {
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
 /// Registry connection flags.
 #[derive(Args, Debug)]
 pub(crate) struct RegistryArgs {
     /// Talk plain HTTP to this registry (host[:port]); repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST")]
-    insecure: Vec<String>,
+    pub(crate) insecure: Vec<String>,
 }
 
-/// A client printing Docker-style per-layer lines.
-fn client(args: &RegistryArgs, pushing: bool, moved: Arc<AtomicBool>) -> RegistryClient {
+/// A client printing Docker-style per-layer lines (to stderr with `to_stderr`, as `docker run`
+/// prints its pull).
+pub(crate) fn client(
+    args: &RegistryArgs,
+    pushing: bool,
+    moved: Arc<AtomicBool>,
+    to_stderr: bool,
+) -> RegistryClient {
+    let say = move |line: String| {
+        if to_stderr {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
     let (done, present) = if pushing {
         ("Pushed", "Layer already exists")
     } else {
@@ -100,10 +130,10 @@ fn client(args: &RegistryArgs, pushing: bool, moved: Arc<AtomicBool>) -> Registr
             digest,
             present: true,
             ..
-        } => println!("{}: {present}", digest.short()),
+        } => say(format!("{}: {present}", digest.short())),
         TransferEvent::Done { digest } => {
             moved.store(true, Ordering::Relaxed);
-            println!("{}: {done}", digest.short());
+            say(format!("{}: {done}", digest.short()));
         }
         _ => {}
     })
@@ -113,27 +143,62 @@ fn parse_ref(s: &str) -> anyhow::Result<Reference> {
     Ok(Reference::parse(s)?)
 }
 
-/// Finds a local image by name, or by an image id prefix (`5a254e344c43`, `sha256:5a25...`)
-/// as `docker inspect` accepts.
-fn resolve(store: &ContentStore, s: &str, platform: &Platform) -> anyhow::Result<Image> {
-    let by_name = Reference::parse(s)
-        .map_err(anyhow::Error::from)
-        .and_then(|r| Ok(Image::resolve(store, &r, platform)?));
-    if by_name.is_ok() {
-        return by_name;
-    }
+/// Finds a local image as docker does: a full image ID (the config digest, with or without
+/// `sha256:`), else a name, else a unique ID prefix; an ID prefix that several images share is
+/// an error. Dangling (`<none>`) images are found by ID too.
+pub(crate) fn find_image(
+    store: &ContentStore,
+    s: &str,
+    platform: &Platform,
+) -> anyhow::Result<Image> {
     let hex = s.strip_prefix("sha256:").unwrap_or(s);
-    if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        for (_, digest) in store.list_tags()? {
-            if let Ok(image) = Image::load(store, &digest, platform)
-                && (image.config_digest.hex().starts_with(hex)
-                    || image.manifest_digest.hex().starts_with(hex))
-            {
-                return Ok(image);
-            }
+    let is_hex = !hex.is_empty() && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let full_id = is_hex && hex.len() == 64;
+    if !full_id && !s.starts_with("sha256:") {
+        let by_name = Reference::parse(s)
+            .map_err(anyhow::Error::from)
+            .and_then(|r| Ok(Image::resolve(store, &r, platform)?));
+        if by_name.is_ok() || !is_hex {
+            return by_name;
         }
     }
-    by_name
+    if !is_hex {
+        bail!("no such image: {s}");
+    }
+    let mut found: Vec<Image> = Vec::new();
+    for (_, digest) in all_images(store)? {
+        if let Ok(image) = Image::load(store, &digest, platform)
+            && image.config_digest.hex().starts_with(hex)
+            && !found.iter().any(|f| f.config_digest == image.config_digest)
+        {
+            found.push(image);
+        }
+    }
+    match found.len() {
+        0 => bail!("no such image: {s}"),
+        1 => Ok(found.remove(0)),
+        _ => bail!(
+            "multiple images found with provided prefix: {hex} ({})",
+            found
+                .iter()
+                .map(|i| i.config_digest.short().to_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Every image in the store: tagged ones with their tag, dangling ones with `None`.
+fn all_images(
+    store: &ContentStore,
+) -> anyhow::Result<Vec<(Option<Reference>, kiln_image::Digest)>> {
+    let mut out: Vec<(Option<Reference>, kiln_image::Digest)> = store
+        .list_tags()?
+        .into_iter()
+        .map(|(r, d)| (Some(r), d))
+        .collect();
+    out.extend(store.list_dangling()?.into_iter().map(|d| (None, d.digest)));
+    Ok(out)
 }
 
 /// Runs one image command against the store under `root` (or the default state dir).
@@ -160,7 +225,7 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<Ex
                 r.repository()
             );
             let moved = Arc::new(AtomicBool::new(false));
-            let image = client(&registry, false, moved.clone()).pull(&store, &r, &p)?;
+            let image = client(&registry, false, moved.clone(), false).pull(&store, &r, &p)?;
             println!(
                 "Digest: {}",
                 image
@@ -178,10 +243,10 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<Ex
             reference,
             registry,
         } => {
-            let r = parse_ref(&reference)?;
-            let image = Image::resolve(&store, &r, &platform)?;
+            let image = find_image(&store, &reference, &platform)?;
+            let r = push_name(&store, &reference, &image)?;
             println!("The push refers to repository [{}]", r.name());
-            let report = client(&registry, true, Arc::default()).push(&store, &image, &r)?;
+            let report = client(&registry, true, Arc::default(), false).push(&store, &image, &r)?;
             println!(
                 "{}: digest: {} size: {}",
                 r.tag().unwrap_or("latest"),
@@ -189,7 +254,28 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<Ex
                 report.manifest_size
             );
         }
-        ImageCommand::Images { quiet, repository } => {
+        ImageCommand::Images {
+            quiet,
+            repository,
+            filter: filters,
+        } => {
+            let mut dangling = None;
+            for f in &filters {
+                match f.split_once('=') {
+                    Some(("dangling", v)) => {
+                        dangling = Some(match v {
+                            "true" | "1" => true,
+                            "false" | "0" => false,
+                            _ => bail!(super::UsageError(format!(
+                                "invalid filter 'dangling={v}': use dangling=true or dangling=false"
+                            ))),
+                        });
+                    }
+                    _ => bail!(super::UsageError(format!(
+                        "invalid filter '{f}' (supported: dangling=true|false)"
+                    ))),
+                }
+            }
             // `busybox` means the repository (every tag); `busybox:1` one tag.
             let filter = repository
                 .map(|r| {
@@ -202,10 +288,10 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<Ex
                     })
                 })
                 .transpose()?;
-            list(&store, &platform, quiet, filter.as_ref())?;
+            list(&store, &platform, quiet, filter.as_ref(), dangling)?;
         }
         ImageCommand::Inspect { reference } => {
-            let image = resolve(&store, &reference, &platform)?;
+            let image = find_image(&store, &reference, &platform)?;
             let mut text = serde_json::to_vec_pretty(&image.config)?;
             text.push(b'\n');
             // A closed pipe (`kiln inspect x | head`) is not an error.
@@ -216,7 +302,7 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<Ex
             }
         }
         ImageCommand::Tag { source, target } => {
-            let image = resolve(&store, &source, &platform)?;
+            let image = find_image(&store, &source, &platform)?;
             let target = parse_ref(&target)?;
             if target.tag().is_none() {
                 bail!("`{}` has no tag to set", target.familiar());
@@ -226,11 +312,8 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<Ex
         ImageCommand::Rmi { references } => {
             let mut failed = false;
             for s in references {
-                let r = parse_ref(&s)?;
-                if store.remove_tag(&r)?.is_some() {
-                    println!("Untagged: {}", r.familiar());
-                } else {
-                    eprintln!("error: no such image: {}", r.familiar());
+                if let Err(e) = rmi(&store, &root, &s, &platform) {
+                    eprintln!("error: {e:#}");
                     failed = true;
                 }
             }
@@ -238,18 +321,22 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<Ex
                 return Ok(ExitCode::from(1));
             }
         }
+        ImageCommand::Image(ImageSubcommand::Prune { force }) => prune(&store, &root, force)?,
         ImageCommand::Save { output, references } => {
             // One entry per image, with every name it was asked under (as `docker save`).
             let mut images: Vec<(Image, Vec<Reference>)> = Vec::new();
             for s in references {
-                let r = parse_ref(&s)?;
-                let image = Image::resolve(&store, &r, &platform)?;
+                let image = find_image(&store, &s, &platform)?;
+                // Asked for by name: saved under it; by ID: without a name (as docker).
+                let name = parse_ref(&s)
+                    .ok()
+                    .filter(|r| store.resolve_tag(r).ok().flatten().is_some());
                 match images
                     .iter_mut()
                     .find(|(i, _)| i.manifest_digest == image.manifest_digest)
                 {
-                    Some((_, names)) => names.push(r),
-                    None => images.push((image, vec![r])),
+                    Some((_, names)) => names.extend(name),
+                    None => images.push((image, name.into_iter().collect())),
                 }
             }
             match output.filter(|o| o.as_os_str() != "-") {
@@ -290,26 +377,150 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
+/// The repository `kiln push` sends `image` (found from `asked`) to: the name asked for, or
+/// for an ID the image's only tag.
+fn push_name(store: &ContentStore, asked: &str, image: &Image) -> anyhow::Result<Reference> {
+    if let Ok(r) = parse_ref(asked)
+        && store.resolve_tag(&r)?.is_some()
+    {
+        return Ok(r);
+    }
+    let tags = tags_of(store, image)?;
+    match tags.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("image {asked} has no name to push it under: tag it first"),
+        _ => bail!(
+            "image {asked} has several names ({}): push one of them",
+            tags.iter()
+                .map(Reference::familiar)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// The tags naming `image` (its manifest, or the index it came from).
+fn tags_of(store: &ContentStore, image: &Image) -> anyhow::Result<Vec<Reference>> {
+    Ok(store
+        .list_tags()?
+        .into_iter()
+        .filter(|(_, d)| *d == image.manifest_digest || image.index_digest.as_ref() == Some(d))
+        .map(|(r, _)| r)
+        .collect())
+}
+
+/// Blobs the build cache still uses (its records' layers): kept when images are removed.
+fn cache_layers(root: &std::path::Path) -> Vec<kiln_image::Digest> {
+    kiln_solver::cache::CacheStore::open(root)
+        .map(|c| {
+            c.all()
+                .into_iter()
+                .filter_map(|(_, r)| r.layer)
+                .filter_map(|l| kiln_image::Digest::parse(&l.digest).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `kiln rmi NAME|ID`: a name is untagged; an ID (or prefix) of an image with one tag is
+/// untagged, of a dangling one deleted with the blobs only it used; of an image with several
+/// tags refused, as docker does without `-f`.
+fn rmi(
+    store: &ContentStore,
+    root: &std::path::Path,
+    s: &str,
+    platform: &Platform,
+) -> anyhow::Result<()> {
+    if let Ok(r) = parse_ref(s)
+        && store.remove_tag(&r)?.is_some()
+    {
+        println!("Untagged: {}", r.familiar());
+        return Ok(());
+    }
+    let image = find_image(store, s, platform)?;
+    let tags = tags_of(store, &image)?;
+    match tags.as_slice() {
+        [] => {
+            let removed = store.remove_image(&image.manifest_digest, &cache_layers(root))?;
+            println!("Deleted: {}", image.config_digest);
+            let _ = removed;
+        }
+        [one] => {
+            store.remove_tag(one)?;
+            println!("Untagged: {}", one.familiar());
+        }
+        _ => bail!(
+            "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
+            image.config_digest.short()
+        ),
+    }
+    Ok(())
+}
+
+/// `kiln image prune`: removes the dangling images and the blobs only they use, printing
+/// what went and the space reclaimed as `docker image prune` does.
+fn prune(store: &ContentStore, root: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    if !force {
+        print!(
+            "WARNING! This will remove all dangling images.\nAre you sure you want to continue? [y/N] "
+        );
+        std::io::stdout().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes" | "Yes") {
+            return Ok(());
+        }
+    }
+    let keep = cache_layers(root);
+    let mut total = 0;
+    let mut lines = Vec::new();
+    for d in store.list_dangling()? {
+        let removed = store.remove_image(&d.digest, &keep)?;
+        total += removed.bytes;
+        for b in removed.blobs {
+            lines.push(format!("deleted: {b}"));
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if !lines.is_empty() {
+        writeln!(out, "Deleted Images:")?;
+        for l in lines {
+            writeln!(out, "{l}")?;
+        }
+        writeln!(out)?;
+    }
+    writeln!(out, "Total reclaimed space: {}", human_size(total))?;
+    Ok(())
+}
+
 fn list(
     store: &ContentStore,
     platform: &Platform,
     quiet: bool,
     filter: Option<&(String, Option<String>)>,
+    dangling: Option<bool>,
 ) -> anyhow::Result<()> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     let mut rows = Vec::new();
-    for (r, digest) in store.list_tags()? {
-        if let Some((name, tag)) = filter
-            && (r.name() != *name || tag.as_deref().is_some_and(|t| r.tag() != Some(t)))
-        {
+    for (r, digest) in all_images(store)? {
+        if dangling.is_some_and(|d| d != r.is_none()) {
             continue;
+        }
+        if let Some((name, tag)) = filter {
+            let Some(r) = &r else { continue };
+            if r.name() != *name || tag.as_deref().is_some_and(|t| r.tag() != Some(t)) {
+                continue;
+            }
         }
         let image = match Image::load(store, &digest, platform) {
             Ok(i) => i,
             Err(e) => {
-                eprintln!("warning: {}: {e}", r.familiar());
+                let what = r
+                    .as_ref()
+                    .map_or_else(|| digest.to_string(), Reference::familiar);
+                eprintln!("warning: {what}: {e}");
                 continue;
             }
         };
@@ -319,14 +530,20 @@ fn list(
             .as_deref()
             .and_then(kiln_image::spec::parse_rfc3339)
             .map_or_else(|| "N/A".to_owned(), |t| human_ago(now - t));
-        let familiar = r.familiar();
-        let repo = familiar
-            .rsplit_once(':')
-            .map_or(familiar.as_str(), |(n, _)| n)
-            .to_owned();
+        let (repo, tag) = match &r {
+            Some(r) => {
+                let familiar = r.familiar();
+                let repo = familiar
+                    .rsplit_once(':')
+                    .map_or(familiar.as_str(), |(n, _)| n)
+                    .to_owned();
+                (repo, r.tag().unwrap_or("<none>").to_owned())
+            }
+            None => ("<none>".to_owned(), "<none>".to_owned()),
+        };
         rows.push([
             repo,
-            r.tag().unwrap_or("<none>").to_owned(),
+            tag,
             image.config_digest.short().to_owned(),
             created,
             human_size(image.content_size()),
@@ -416,6 +633,68 @@ fn human_size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn images_are_found_by_name_full_id_and_unique_prefix_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ContentStore::open(dir.path()).expect("store");
+        let platform = Platform::linux_amd64();
+        // Images until two IDs share their first digit (17 at most).
+        let mut images: Vec<Image> = Vec::new();
+        let (a, b) = loop {
+            let mut config = kiln_image::ImageConfig::new(&platform);
+            config.author = Some(format!("image {}", images.len()));
+            let image = kiln_image::write_image(&store, &config, &[]).expect("write image");
+            let r = Reference::parse(&format!("app:{}", images.len())).expect("ref");
+            store.set_tag(&r, &image.manifest_digest).expect("tag");
+            let first = &image.config_digest.hex()[..1];
+            if let Some(other) = images
+                .iter()
+                .find(|i| i.config_digest.hex().starts_with(first))
+            {
+                break (other.clone(), image);
+            }
+            images.push(image);
+        };
+        let common = a
+            .config_digest
+            .hex()
+            .chars()
+            .zip(b.config_digest.hex().chars())
+            .take_while(|(x, y)| x == y)
+            .map(|(x, _)| x)
+            .collect::<String>();
+        let e = find_image(&store, &common, &platform).unwrap_err();
+        assert!(
+            e.to_string().starts_with(&format!(
+                "multiple images found with provided prefix: {common}"
+            )),
+            "{e}"
+        );
+        for id in [
+            a.config_digest.hex().to_owned(),
+            a.config_digest.to_string(),
+            a.config_digest.hex()[..=common.len()].to_owned(),
+        ] {
+            assert_eq!(
+                find_image(&store, &id, &platform)
+                    .expect("found")
+                    .config_digest,
+                a.config_digest,
+                "{id}"
+            );
+        }
+        assert_eq!(
+            find_image(&store, "app:0", &platform)
+                .expect("by name")
+                .config_digest,
+            images[0].config_digest
+        );
+        let e = find_image(&store, "sha256:0000", &platform);
+        assert!(a.config_digest.hex().starts_with("0000") || e.is_err());
+        let e = find_image(&store, "nope:1", &platform).unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+    }
 
     #[test]
     fn human_units_match_docker() {

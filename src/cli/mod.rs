@@ -7,6 +7,7 @@ mod debug;
 mod images;
 mod progress;
 mod prune;
+mod run;
 mod signals;
 
 use std::process::ExitCode;
@@ -51,6 +52,8 @@ pub(crate) enum Command {
     Debug(debug::DebugCommand),
     /// Remove build cache (like `docker builder prune`).
     Prune(prune::PruneArgs),
+    /// Run a command in a new container from an image (as `docker run`).
+    Run(Box<run::RunArgs>),
     #[command(flatten)]
     Images(images::ImageCommand),
 }
@@ -108,6 +111,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Completion { shell } => Ok(completion(shell)),
         Command::Debug(cmd) => debug::run(cmd),
         Command::Prune(args) => prune::run(cli.root, &args),
+        Command::Run(args) => run::run(cli.root, *args),
         Command::Images(cmd) => images::run(cli.root, cmd),
     };
     match result {

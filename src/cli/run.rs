@@ -1,0 +1,416 @@
+//! `kiln run`: an image from the local store (pulled first when missing, as docker does) run in
+//! kiln's own container, the isolation of `RUN` steps, over a throwaway writable snapshot that
+//! is removed when the container exits. The command line, environment, working directory and
+//! user follow docker's rules for merging `docker run` flags with the image config.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use kiln_executor as ex;
+use kiln_image::{ContainerConfig, Image, Platform, Reference};
+
+use super::UsageError;
+use super::images::{RegistryArgs, client, find_image};
+
+/// Flags of `kiln run`.
+#[derive(Args, Debug)]
+pub(crate) struct RunArgs {
+    /// Remove the container when it exits (always the case: kiln keeps no containers).
+    #[arg(long)]
+    rm: bool,
+    /// Set an environment variable (`K=V`, or `K` to take it from kiln's environment).
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// Read environment variables from a file (`K=V` lines, `#` comments).
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_file: Vec<PathBuf>,
+    /// Working directory inside the container (absolute).
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    workdir: Option<String>,
+    /// User to run as (`name|uid[:group|gid]`).
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Overwrite the image's ENTRYPOINT (`''` clears it); the image's CMD is not used either.
+    #[arg(long, value_name = "CMD")]
+    entrypoint: Option<String>,
+    /// Network: `default` (a private namespace with outbound access), `none` or `host`.
+    #[arg(long, value_enum, default_value_t = RunNetwork::Default)]
+    network: RunNetwork,
+    /// Pull the image: `missing` (when not in the store), `always` or `never`.
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
+    pull: PullPolicy,
+    /// Platform of the image to pull (os/arch[/variant]; default: the host's).
+    #[arg(long)]
+    platform: Option<String>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// The image (name, ID or unique ID prefix).
+    image: String,
+    /// The command and its arguments (replace the image's CMD).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// `--network` of `kiln run`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum RunNetwork {
+    /// A private network namespace with outbound access (docker's bridge).
+    #[value(alias = "bridge")]
+    Default,
+    /// Only a loopback interface.
+    None,
+    /// The host's network.
+    Host,
+}
+
+/// `--pull` of `kiln run`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub(crate) enum PullPolicy {
+    /// Pull when the image is not in the local store.
+    Missing,
+    /// Always pull.
+    Always,
+    /// Never pull.
+    Never,
+}
+
+/// The process docker would start for `config` with these flags: argv, env, cwd and user.
+fn process_spec(
+    config: &ContainerConfig,
+    args: &RunArgs,
+    user_env: Vec<String>,
+) -> anyhow::Result<ex::ProcessSpec> {
+    // moby's merge(): an --entrypoint (even '') drops the image's CMD; an empty one is then
+    // reset, so `--entrypoint ''` without arguments has no command.
+    let (entrypoint, cmd) = match &args.entrypoint {
+        Some(e) if e.is_empty() => (Vec::new(), args.command.clone()),
+        Some(e) => (vec![e.clone()], args.command.clone()),
+        None if args.command.is_empty() => (
+            config.entrypoint.clone().unwrap_or_default(),
+            config.cmd.clone().unwrap_or_default(),
+        ),
+        None => (
+            config.entrypoint.clone().unwrap_or_default(),
+            args.command.clone(),
+        ),
+    };
+    let argv: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if argv.is_empty() {
+        bail!("no command specified");
+    }
+    let cwd = match &args.workdir {
+        Some(w) if !w.starts_with('/') => bail!(UsageError(format!(
+            "the working directory '{w}' is invalid, it needs to be an absolute path"
+        ))),
+        Some(w) => w.clone(),
+        None => config
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into()),
+    };
+    let user = args
+        .user
+        .clone()
+        .or_else(|| config.user.clone())
+        .unwrap_or_default();
+    Ok(ex::ProcessSpec {
+        args: argv,
+        env: merge_env(config.env.as_deref().unwrap_or_default(), &user_env),
+        cwd,
+        user,
+        network: ex::Network::None,
+        hostname: None,
+        extra_hosts: Vec::new(),
+    })
+}
+
+fn key_of(e: &str) -> &str {
+    e.split_once('=').map_or(e, |(k, _)| k)
+}
+
+/// Docker's environment: the user's variables (a later one replacing an earlier one of the same
+/// name, `K` without `=` unsetting K), then the image's that the user did not name.
+fn merge_env(image: &[String], user: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for e in user {
+        match out.iter_mut().find(|o| key_of(o) == key_of(e)) {
+            Some(o) => o.clone_from(e),
+            None => out.push(e.clone()),
+        }
+    }
+    for e in image {
+        if !user.iter().any(|u| key_of(u) == key_of(e)) {
+            out.push(e.clone());
+        }
+    }
+    out.retain(|e| e.contains('='));
+    out
+}
+
+/// One `-e` value or env-file line as docker reads it: `K=V` as is, `K` from kiln's own
+/// environment (or `K` alone, which unsets it, when kiln has no such variable).
+fn env_entry(s: &str, what: &str) -> anyhow::Result<String> {
+    let key = key_of(s);
+    if key.is_empty() {
+        bail!(UsageError(format!("invalid environment variable: {s}")));
+    }
+    if key.chars().any(char::is_whitespace) {
+        bail!(UsageError(format!(
+            "{what}: variable '{key}' contains whitespaces"
+        )));
+    }
+    if s.contains('=') {
+        return Ok(s.to_owned());
+    }
+    Ok(std::env::var(s).map_or_else(|_| s.to_owned(), |v| format!("{s}={v}")))
+}
+
+/// The `--env-file` files, then the `-e` flags, as docker orders them.
+fn user_env(args: &RunArgs) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for f in &args.env_file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading env file {}", f.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim_start();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            out.push(env_entry(line, &format!("{}:{}", f.display(), n + 1))?);
+        }
+    }
+    for e in &args.env {
+        out.push(env_entry(e, "-e")?);
+    }
+    Ok(out)
+}
+
+/// Whether slirp4netns (the private network's NAT) is on PATH.
+fn have_slirp() -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|d| {
+            std::fs::metadata(d.join("slirp4netns"))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// A random 12-hex-digit id, the container's hostname (as docker's short container id).
+fn container_id() -> String {
+    use std::io::Read as _;
+    let mut b = [0u8; 6];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_err()
+    {
+        b.copy_from_slice(&u64::from(std::process::id()).to_be_bytes()[2..]);
+    }
+    b.iter().fold(String::new(), |mut s, x| {
+        use std::fmt::Write as _;
+        let _ = write!(s, "{x:02x}");
+        s
+    })
+}
+
+/// Finds the image in the store or pulls it, according to `--pull`.
+fn image(
+    solver: &kiln_solver::Solver,
+    args: &RunArgs,
+    platform: &Platform,
+) -> anyhow::Result<Image> {
+    let store = solver.content_store();
+    if args.pull != PullPolicy::Always
+        && let Ok(image) = find_image(store, &args.image, platform)
+    {
+        return Ok(image);
+    }
+    if args.pull == PullPolicy::Never {
+        return find_image(store, &args.image, platform);
+    }
+    let r = Reference::parse(&args.image)?;
+    if args.pull == PullPolicy::Missing {
+        eprintln!("Unable to find image '{}' locally", r.familiar());
+    }
+    eprintln!(
+        "{}: Pulling from {}",
+        r.tag().unwrap_or("latest"),
+        r.repository()
+    );
+    let image = client(&args.registry, false, Arc::default(), true).pull(store, &r, platform)?;
+    eprintln!(
+        "Digest: {}",
+        image
+            .index_digest
+            .as_ref()
+            .unwrap_or(&image.manifest_digest)
+    );
+    eprintln!("Status: Downloaded newer image for {}", r.familiar());
+    Ok(image)
+}
+
+/// Runs `kiln run`: the container's exit status is kiln's (125 when kiln itself fails, as
+/// docker).
+pub(crate) fn run(root: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let root = root.unwrap_or_else(kiln_image::default_state_dir);
+    let mut config = kiln_solver::SolverConfig::new(&root);
+    config
+        .insecure_registries
+        .clone_from(&args.registry.insecure);
+    let solver = kiln_solver::Solver::new(config)
+        .with_context(|| format!("opening the state in {}", root.display()))?;
+    let platform = args
+        .platform
+        .as_deref()
+        .map(Platform::parse)
+        .transpose()?
+        .unwrap_or_else(Platform::host);
+    let image = image(&solver, &args, &platform)?;
+    let env = user_env(&args)?;
+    let mut process = process_spec(&image.config.config, &args, env)?;
+    let id = container_id();
+    if !process.env.iter().any(|e| key_of(e) == "HOSTNAME") {
+        process.env.insert(0, format!("HOSTNAME={id}"));
+    }
+    process.hostname = Some(id);
+    process.network = match args.network {
+        RunNetwork::Default if have_slirp() => ex::Network::Private,
+        RunNetwork::Default => {
+            eprintln!(
+                "warning: slirp4netns is not installed, so the container uses the host's network \
+                 (install the `slirp4netns` package for a private network)"
+            );
+            ex::Network::Host
+        }
+        RunNetwork::None => ex::Network::None,
+        RunNetwork::Host => ex::Network::Host,
+    };
+    let rootfs = solver.container_rootfs(&image)?;
+    let mut on_output = |stream: ex::Stream, line: &[u8]| {
+        // Each line as it arrives; a closed stdout (`kiln run img | head`) is not an error.
+        let _ = if matches!(stream, ex::Stream::Stderr) {
+            let mut e = std::io::stderr().lock();
+            e.write_all(line).and_then(|()| e.flush())
+        } else {
+            let mut o = std::io::stdout().lock();
+            o.write_all(line).and_then(|()| o.flush())
+        };
+    };
+    let status = rootfs.run(&process, &mut on_output, &ex::CancelToken::new());
+    drop(rootfs);
+    match status {
+        Ok(s) => Ok(ExitCode::from(u8::try_from(s.code()).unwrap_or(255))),
+        Err(kiln_solver::Error::Exec { message, .. }) => {
+            eprintln!("error: running `{}`: {message}", process.args.join(" "));
+            // Docker's codes: 127 for a command not found, 126 for one that cannot run.
+            Ok(ExitCode::from(if message.contains("not found") {
+                127
+            } else if message.contains("permission denied") {
+                126
+            } else {
+                125
+            }))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn args(cli: &[&str]) -> RunArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        Cli::try_parse_from(std::iter::once("run").chain(cli.iter().copied()))
+            .expect("valid flags")
+            .run
+    }
+
+    fn config(entrypoint: Option<&[&str]>, cmd: Option<&[&str]>) -> ContainerConfig {
+        let v = |s: &[&str]| s.iter().map(|x| (*x).to_owned()).collect();
+        ContainerConfig {
+            entrypoint: entrypoint.map(v),
+            cmd: cmd.map(v),
+            env: Some(vec!["PATH=/bin".into(), "NAME=Bob".into()]),
+            working_dir: Some("/app".into()),
+            user: Some("nobody".into()),
+            ..ContainerConfig::default()
+        }
+    }
+
+    fn argv(c: &ContainerConfig, cli: &[&str]) -> anyhow::Result<Vec<String>> {
+        Ok(process_spec(c, &args(cli), Vec::new())?.args)
+    }
+
+    #[test]
+    fn entrypoint_and_cmd_merge_as_docker() {
+        let both = config(Some(&["/ep", "x"]), Some(&["c1", "c2"]));
+        assert_eq!(argv(&both, &["img"]).unwrap(), ["/ep", "x", "c1", "c2"]);
+        // Arguments replace CMD, and flags after IMAGE are the command's.
+        assert_eq!(
+            argv(&both, &["img", "-c", "exit 7"]).unwrap(),
+            ["/ep", "x", "-c", "exit 7"]
+        );
+        // --entrypoint resets CMD.
+        assert_eq!(argv(&both, &["--entrypoint", "sh", "img"]).unwrap(), ["sh"]);
+        assert_eq!(
+            argv(&both, &["--entrypoint", "sh", "img", "-c", "exit 7"]).unwrap(),
+            ["sh", "-c", "exit 7"]
+        );
+        // --entrypoint '' clears it: the arguments alone, and without them no command.
+        assert_eq!(
+            argv(&both, &["--entrypoint", "", "img", "ls", "-l"]).unwrap(),
+            ["ls", "-l"]
+        );
+        let e = argv(&both, &["--entrypoint", "", "img"]).unwrap_err();
+        assert_eq!(e.to_string(), "no command specified");
+        // Shell-form ENTRYPOINT: CMD and arguments land after `-c STRING`, where sh ignores them.
+        let shell = config(Some(&["/bin/sh", "-c", "echo hi"]), Some(&["ignored"]));
+        assert_eq!(
+            argv(&shell, &["img", "a"]).unwrap(),
+            ["/bin/sh", "-c", "echo hi", "a"]
+        );
+        let cmd_only = config(None, Some(&["sh"]));
+        assert_eq!(argv(&cmd_only, &["img", "true"]).unwrap(), ["true"]);
+        assert!(argv(&config(None, None), &["img"]).is_err());
+    }
+
+    #[test]
+    fn env_workdir_user_as_docker() {
+        let c = config(None, Some(&["sh"]));
+        let p = process_spec(
+            &c,
+            &args(&["img"]),
+            vec!["NAME=Sam".into(), "X=1".into(), "X=2".into()],
+        )
+        .unwrap();
+        assert_eq!(p.env, ["NAME=Sam", "X=2", "PATH=/bin"]);
+        assert_eq!(p.cwd, "/app");
+        assert_eq!(p.user, "nobody");
+        let p = process_spec(
+            &c,
+            &args(&["-w", "/tmp", "-u", "0:0", "img"]),
+            vec!["PATH".into()],
+        )
+        .unwrap();
+        assert_eq!(p.env, ["NAME=Bob"], "`K` alone unsets K");
+        assert_eq!((p.cwd.as_str(), p.user.as_str()), ("/tmp", "0:0"));
+        let e = process_spec(&c, &args(&["-w", "rel", "img"]), Vec::new()).unwrap_err();
+        assert!(
+            e.to_string().contains("needs to be an absolute path"),
+            "{e}"
+        );
+        assert!(env_entry("=x", "-e").is_err());
+        assert!(env_entry("A B=x", "-e").is_err());
+    }
+}

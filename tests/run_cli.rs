@@ -1,0 +1,267 @@
+//! `kiln run` and image housekeeping end to end through the binary: the book's hello-uncle
+//! example (examples/hello-uncle) built, run with its ENV and with `-e`, rebuilt from the cache,
+//! run with another entrypoint and exit status; images found by ID and ID prefix; a rebuild's
+//! dangling image listed as `<none>` and removed by `kiln image prune` with its blobs. Offline:
+//! the `busybox` base is built locally from the host's static busybox.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{busybox_context, kiln, not_root, tempdir, text};
+
+/// Keys of the snapshots recorded in the state directory's metadata.
+fn snapshot_keys(state: &Path) -> Vec<String> {
+    let Ok(bytes) = std::fs::read(state.join("snapshots/metadata.json")) else {
+        return Vec::new();
+    };
+    let v: serde_json::Value = serde_json::from_slice(&bytes).expect("snapshot metadata is json");
+    v["snapshots"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Mount points at or below `dir`.
+fn mounts_below(dir: &Path) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A state directory holding `busybox:latest` (the host's static busybox with its applets in
+/// /bin), so `FROM busybox` needs no registry; `None` after a skip message.
+fn state_with_busybox() -> Option<tempfile::TempDir> {
+    if not_root() {
+        return None;
+    }
+    let ctx = busybox_context(
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+    )?;
+    let state = tempdir();
+    let out = kiln(&state)
+        .args(["build", "-q", "-t", "busybox:latest"])
+        .arg(ctx.path())
+        .output()
+        .expect("run kiln");
+    assert!(out.status.success(), "{}", text(&out).1);
+    Some(state)
+}
+
+/// A copy of examples/hello-uncle.
+fn hello_uncle() -> tempfile::TempDir {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/hello-uncle");
+    let dir = tempdir();
+    for f in ["Dockerfile", "hello.sh"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).expect("copy the example");
+    }
+    dir
+}
+
+fn build(state: &tempfile::TempDir, ctx: &Path, tag: &str) -> String {
+    let out = kiln(state)
+        .args(["build", "--progress=plain", "-t", tag])
+        .arg(ctx)
+        .output()
+        .expect("run kiln");
+    let (o, e) = text(&out);
+    assert!(out.status.success(), "{o}{e}");
+    format!("{o}{e}")
+}
+
+fn run_kiln(state: &tempfile::TempDir, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = kiln(state).args(args).output().expect("run kiln");
+    let (o, e) = text(&out);
+    (out.status.code(), o, e)
+}
+
+#[test]
+fn hello_uncle_builds_runs_with_env_from_cache_and_with_another_entrypoint() {
+    let Some(state) = state_with_busybox() else {
+        return;
+    };
+    let ctx = hello_uncle();
+    build(&state, ctx.path(), "hello-uncle");
+    assert_eq!(
+        run_kiln(&state, &["run", "hello-uncle"]),
+        (Some(0), "Bob is your uncle.\n".into(), String::new())
+    );
+    assert_eq!(
+        run_kiln(&state, &["run", "--rm", "-e", "NAME=Sam", "hello-uncle"]),
+        (Some(0), "Sam is your uncle.\n".into(), String::new())
+    );
+    let again = build(&state, ctx.path(), "hello-uncle");
+    assert_eq!(again.matches(" ---> Using cache").count(), 2, "{again}");
+    assert!(again.contains("Step 2/2 : COPY --chmod=755 hello.sh"), "{again}");
+    let (code, _, err) = run_kiln(
+        &state,
+        &["run", "--entrypoint", "sh", "hello-uncle", "-c", "exit 7"],
+    );
+    assert_eq!(code, Some(7), "{err}");
+    // Arguments replace CMD; stderr passes through; env-file then -e; -w and -u apply.
+    let envf = ctx.path().join("env");
+    std::fs::write(&envf, "# comment\nNAME=File\nOTHER=x\n").expect("write env file");
+    let (code, out, err) = run_kiln(
+        &state,
+        &[
+            "run",
+            "--env-file",
+            envf.to_str().expect("utf-8 path"),
+            "-e",
+            "OTHER=y",
+            "-w",
+            "/tmp",
+            "-u",
+            "1000:1000",
+            "--network",
+            "none",
+            "hello-uncle",
+            "sh",
+            "-c",
+            "echo $NAME $OTHER $(pwd) $(id -u):$(id -g); echo oops >&2; touch /tmp/written",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "File y /tmp 1000:1000\n");
+    assert_eq!(err, "oops\n");
+    // Each container starts from the image, not from what an earlier one wrote.
+    let (code, _, _) = run_kiln(&state, &["run", "hello-uncle", "test", "-e", "/tmp/written"]);
+    assert_eq!(code, Some(1));
+    // A missing command: docker's 127.
+    let (code, _, err) = run_kiln(&state, &["run", "hello-uncle", "no-such-command"]);
+    assert_eq!(code, Some(127), "{err}");
+    assert!(err.contains("no-such-command"), "{err}");
+    // Nothing is left: no active snapshot, no mount under the state dir.
+    let active: Vec<String> = snapshot_keys(state.path())
+        .into_iter()
+        .filter(|k| k.starts_with("active-") || k.starts_with("view-"))
+        .collect();
+    assert!(active.is_empty(), "{active:?}");
+    let mounts = mounts_below(state.path());
+    assert!(mounts.is_empty(), "{mounts:?}");
+}
+
+#[test]
+fn images_are_found_by_id_and_unique_id_prefix() {
+    let Some(state) = state_with_busybox() else {
+        return;
+    };
+    let ctx = hello_uncle();
+    build(&state, ctx.path(), "hello-uncle");
+    let (_, ids, _) = run_kiln(&state, &["images", "-q", "hello-uncle"]);
+    let short = ids.trim().to_owned();
+    assert_eq!(short.len(), 12, "{ids}");
+    let (_, full, _) = run_kiln(&state, &["inspect", "hello-uncle"]);
+    assert!(full.contains("Bob"), "{full}");
+    for id in [short.as_str(), &short[..6], &format!("sha256:{short}")] {
+        assert_eq!(
+            run_kiln(&state, &["run", id]),
+            (Some(0), "Bob is your uncle.\n".into(), String::new()),
+            "run {id}"
+        );
+    }
+    let tar = ctx.path().join("img.tar");
+    let (code, _, err) = run_kiln(
+        &state,
+        &["save", "-o", tar.to_str().expect("utf-8"), &short[..8]],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(std::fs::metadata(&tar).expect("archive").len() > 1000);
+    let (code, _, err) = run_kiln(&state, &["tag", &short[..8], "again:v1"]);
+    assert_eq!(code, Some(0), "{err}");
+    // Two names: rmi by ID is refused as docker does; by name it untags.
+    let (code, _, err) = run_kiln(&state, &["rmi", &short]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("referenced in multiple repositories"), "{err}");
+    let (code, out, _) = run_kiln(&state, &["rmi", "again:v1"]);
+    assert_eq!((code, out.as_str()), (Some(0), "Untagged: again:v1\n"));
+    let (code, out, err) = run_kiln(&state, &["rmi", &short[..7]]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "Untagged: hello-uncle:latest\n");
+    let (code, _, err) = run_kiln(&state, &["run", "--pull", "never", "hello-uncle"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("hello-uncle"), "{err}");
+}
+
+/// The blob files of the store.
+fn blob(state: &Path, digest: &str) -> PathBuf {
+    state
+        .join("content/blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+#[test]
+fn a_rebuild_leaves_a_dangling_image_that_image_prune_removes_with_its_blobs() {
+    let Some(state) = state_with_busybox() else {
+        return;
+    };
+    let ctx = hello_uncle();
+    build(&state, ctx.path(), "hello-uncle");
+    let (_, old_id, _) = run_kiln(&state, &["images", "-q", "hello-uncle"]);
+    let (_, inspect, _) = run_kiln(&state, &["inspect", "hello-uncle"]);
+    let config: serde_json::Value = serde_json::from_str(&inspect).expect("config json");
+    let old_layer = config["rootfs"]["diff_ids"]
+        .as_array()
+        .and_then(|a| a.last())
+        .and_then(|d| d.as_str())
+        .expect("diff_ids")
+        .to_owned();
+    std::fs::write(
+        ctx.path().join("hello.sh"),
+        "#!/bin/sh\necho \"$NAME is still your uncle.\"\n",
+    )
+    .expect("change the script");
+    build(&state, ctx.path(), "hello-uncle");
+    let (_, listing, _) = run_kiln(&state, &["images"]);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("<none>") && l.contains(old_id.trim())),
+        "{listing}"
+    );
+    let (_, dangling, _) = run_kiln(&state, &["images", "--filter", "dangling=true", "-q"]);
+    assert_eq!(dangling, old_id);
+    let (_, tagged, _) = run_kiln(&state, &["images", "--filter", "dangling=false", "-q"]);
+    assert!(!tagged.contains(old_id.trim()), "{tagged}");
+    // The old image's blobs: its config, and (uncompressed local layers) its last layer.
+    let old_full = run_kiln(&state, &["inspect", old_id.trim()]).1;
+    assert!(
+        old_full.contains(&old_layer),
+        "the old image by id: {old_full}"
+    );
+    let old_config = std::fs::read_dir(state.path().join("content/blobs/sha256"))
+        .expect("blobs")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with(old_id.trim()))
+        .expect("the old config blob");
+    assert!(blob(state.path(), &old_layer).exists());
+    // The build cache still names the old layer: drop it, then prune the images.
+    let (code, _, err) = run_kiln(&state, &["prune", "--all"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, out, err) = run_kiln(&state, &["image", "prune", "-f"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("Deleted Images:"), "{out}");
+    assert!(out.contains("Total reclaimed space: "), "{out}");
+    assert!(!out.contains("Total reclaimed space: 0B"), "{out}");
+    assert!(
+        !blob(state.path(), &old_config).exists(),
+        "old config blob left"
+    );
+    assert!(
+        !blob(state.path(), &old_layer).exists(),
+        "old layer blob left"
+    );
+    let (_, dangling, _) = run_kiln(&state, &["images", "--filter", "dangling=true", "-q"]);
+    assert_eq!(dangling, "");
+    // The current image is intact.
+    assert_eq!(
+        run_kiln(&state, &["run", "hello-uncle"]),
+        (Some(0), "Bob is still your uncle.\n".into(), String::new())
+    );
+    let (_, out, _) = run_kiln(&state, &["image", "prune", "-f"]);
+    assert_eq!(out, "Total reclaimed space: 0B\n");
+}
