@@ -95,7 +95,10 @@ fn hello_uncle_builds_runs_with_env_from_cache_and_with_another_entrypoint() {
     );
     let again = build(&state, ctx.path(), "hello-uncle");
     assert_eq!(again.matches(" ---> Using cache").count(), 2, "{again}");
-    assert!(again.contains("Step 2/2 : COPY --chmod=755 hello.sh"), "{again}");
+    assert!(
+        again.contains("Step 2/2 : COPY --chmod=755 hello.sh"),
+        "{again}"
+    );
     let (code, _, err) = run_kiln(
         &state,
         &["run", "--entrypoint", "sh", "hello-uncle", "-c", "exit 7"],
@@ -128,7 +131,10 @@ fn hello_uncle_builds_runs_with_env_from_cache_and_with_another_entrypoint() {
     assert_eq!(out, "File y /tmp 1000:1000\n");
     assert_eq!(err, "oops\n");
     // Each container starts from the image, not from what an earlier one wrote.
-    let (code, _, _) = run_kiln(&state, &["run", "hello-uncle", "test", "-e", "/tmp/written"]);
+    let (code, _, _) = run_kiln(
+        &state,
+        &["run", "hello-uncle", "test", "-e", "/tmp/written"],
+    );
     assert_eq!(code, Some(1));
     // A missing command: docker's 127.
     let (code, _, err) = run_kiln(&state, &["run", "hello-uncle", "no-such-command"]);
@@ -180,7 +186,24 @@ fn images_are_found_by_id_and_unique_id_prefix() {
     assert_eq!((code, out.as_str()), (Some(0), "Untagged: again:v1\n"));
     let (code, out, err) = run_kiln(&state, &["rmi", &short[..7]]);
     assert_eq!(code, Some(0), "{err}");
-    assert_eq!(out, "Untagged: hello-uncle:latest\n");
+    // Its last tag gone, the image is deleted, with the blobs only it used.
+    assert!(
+        out.starts_with(&format!(
+            "Untagged: hello-uncle:latest\nDeleted: sha256:{short}"
+        )),
+        "{out}"
+    );
+    let blobs = state.path().join("content/blobs/sha256");
+    let left: Vec<String> = std::fs::read_dir(&blobs)
+        .expect("blobs")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&short))
+        .collect();
+    assert!(left.is_empty(), "config blob left: {left:?}");
+    // The base it was built on is untouched.
+    let (code, out, _) = run_kiln(&state, &["run", "busybox", "echo", "base"]);
+    assert_eq!((code, out.as_str()), (Some(0), "base\n"));
     let (code, _, err) = run_kiln(&state, &["run", "--pull", "never", "hello-uncle"]);
     assert_ne!(code, Some(0));
     assert!(err.contains("hello-uncle"), "{err}");
@@ -264,4 +287,43 @@ fn a_rebuild_leaves_a_dangling_image_that_image_prune_removes_with_its_blobs() {
     );
     let (_, out, _) = run_kiln(&state, &["image", "prune", "-f"]);
     assert_eq!(out, "Total reclaimed space: 0B\n");
+}
+
+#[test]
+fn an_image_missing_from_the_store_is_pulled_first_as_docker_does() {
+    let Some(state) = state_with_busybox() else {
+        return;
+    };
+    let Some(registry) = common::registry::Registry::start(None) else {
+        return;
+    };
+    let name = format!("{}/busybox:latest", registry.addr);
+    let insecure = ["--insecure-registry", registry.addr.as_str()];
+    let (code, _, err) = run_kiln(&state, &["tag", "busybox", &name]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = run_kiln(&state, &[&["push"][..], &insecure, &[&name]].concat());
+    assert_eq!(code, Some(0), "{err}");
+    let fresh = tempdir();
+    let (code, _, err) = run_kiln(&fresh, &["run", "--pull", "never", &name, "true"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("busybox"), "{err}");
+    let run = |extra: &[&str]| {
+        run_kiln(
+            &fresh,
+            &[&["run"][..], &insecure, extra, &[&name, "echo", "pulled"]].concat(),
+        )
+    };
+    let (code, out, err) = run(&[]);
+    assert_eq!((code, out.as_str()), (Some(0), "pulled\n"), "{err}");
+    assert!(
+        err.starts_with(&format!("Unable to find image '{name}' locally\n")),
+        "{err}"
+    );
+    assert!(err.contains("Pull complete"), "{err}");
+    // Now in the store: no pull.
+    assert_eq!(run(&[]), (Some(0), "pulled\n".into(), String::new()));
+    let (code, _, err) = run(&["--pull", "always"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("Pulling from busybox"), "{err}");
+    assert!(!err.contains("Unable to find"), "{err}");
 }

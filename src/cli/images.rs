@@ -423,8 +423,8 @@ fn cache_layers(root: &std::path::Path) -> Vec<kiln_image::Digest> {
 }
 
 /// `kiln rmi NAME|ID`: a name is untagged; an ID (or prefix) of an image with one tag is
-/// untagged, of a dangling one deleted with the blobs only it used; of an image with several
-/// tags refused, as docker does without `-f`.
+/// untagged, of an image with several tags refused, as docker does without `-f`. An image left
+/// without a tag (or dangling) is deleted with the blobs only it used (`Deleted: ID`).
 fn rmi(
     store: &ContentStore,
     root: &std::path::Path,
@@ -432,22 +432,19 @@ fn rmi(
     platform: &Platform,
 ) -> anyhow::Result<()> {
     if let Ok(r) = parse_ref(s)
-        && store.remove_tag(&r)?.is_some()
+        && untag(store, root, &r, platform)?
     {
-        println!("Untagged: {}", r.familiar());
         return Ok(());
     }
     let image = find_image(store, s, platform)?;
     let tags = tags_of(store, &image)?;
     match tags.as_slice() {
         [] => {
-            let removed = store.remove_image(&image.manifest_digest, &cache_layers(root))?;
+            store.remove_image(&image.manifest_digest, &cache_layers(root))?;
             println!("Deleted: {}", image.config_digest);
-            let _ = removed;
         }
         [one] => {
-            store.remove_tag(one)?;
-            println!("Untagged: {}", one.familiar());
+            untag(store, root, one, platform)?;
         }
         _ => bail!(
             "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
@@ -455,6 +452,34 @@ fn rmi(
         ),
     }
     Ok(())
+}
+
+/// Removes the tag `r` (false when there is none); when no other tag names its image, the
+/// image is deleted with the blobs only it used.
+fn untag(
+    store: &ContentStore,
+    root: &std::path::Path,
+    r: &Reference,
+    platform: &Platform,
+) -> anyhow::Result<bool> {
+    let Some(digest) = store.resolve_tag(r)? else {
+        return Ok(false);
+    };
+    let id = Image::load(store, &digest, platform)
+        .ok()
+        .map(|i| i.config_digest);
+    if store.remove_tag(r)?.is_none() {
+        return Ok(false);
+    }
+    println!("Untagged: {}", r.familiar());
+    let still_named = store.list_tags()?.iter().any(|(_, d)| *d == digest);
+    // Tagged again meanwhile by another process: refused, and kept.
+    if !still_named && store.remove_image(&digest, &cache_layers(root)).is_ok() {
+        if let Some(id) = id {
+            println!("Deleted: {id}");
+        }
+    }
+    Ok(true)
 }
 
 /// `kiln image prune`: removes the dangling images and the blobs only they use, printing
