@@ -474,10 +474,11 @@ fn untag(
     println!("Untagged: {}", r.familiar());
     let still_named = store.list_tags()?.iter().any(|(_, d)| *d == digest);
     // Tagged again meanwhile by another process: refused, and kept.
-    if !still_named && store.remove_image(&digest, &cache_layers(root)).is_ok() {
-        if let Some(id) = id {
-            println!("Deleted: {id}");
-        }
+    if !still_named
+        && store.remove_image(&digest, &cache_layers(root)).is_ok()
+        && let Some(id) = id
+    {
+        println!("Deleted: {id}");
     }
     Ok(true)
 }
