@@ -327,3 +327,54 @@ fn an_image_missing_from_the_store_is_pulled_first_as_docker_does() {
     assert!(err.contains("Pulling from busybox"), "{err}");
     assert!(!err.contains("Unable to find"), "{err}");
 }
+
+/// Pids of the processes whose command line is exactly `args`.
+fn processes(args: &[&str]) -> Vec<String> {
+    let want: Vec<u8> = args
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(Result::ok)
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn sigint_kills_the_container_and_leaves_nothing() {
+    let Some(state) = state_with_busybox() else {
+        return;
+    };
+    let ctx = hello_uncle();
+    build(&state, ctx.path(), "hello-uncle");
+    let mut child = kiln(&state)
+        .args(["run", "hello-uncle", "sleep", "37.25"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start kiln run");
+    let t0 = std::time::Instant::now();
+    while processes(&["sleep", "37.25"]).is_empty() {
+        assert!(t0.elapsed().as_secs() < 20, "the container never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let t1 = std::time::Instant::now();
+    let status = child.wait().expect("wait");
+    assert!(t1.elapsed().as_secs() < 10, "kiln run outlived the signal");
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        processes(&["sleep", "37.25"]).is_empty(),
+        "the container survived"
+    );
+    let active: Vec<String> = snapshot_keys(state.path())
+        .into_iter()
+        .filter(|k| k.starts_with("active-"))
+        .collect();
+    assert!(active.is_empty(), "{active:?}");
+    let mounts = mounts_below(state.path());
+    assert!(mounts.is_empty(), "{mounts:?}");
+}

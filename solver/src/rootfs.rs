@@ -17,7 +17,7 @@
 //!     ..Default::default()
 //! };
 //! let status = rootfs.run(&process, &mut |_, line| print!("{}", String::from_utf8_lossy(line)),
-//!     &kiln_executor::CancelToken::new())?;
+//!     &kiln_solver::CancelHandle::new())?;
 //! std::process::exit(status.code());
 //! # }
 //! ```
@@ -31,6 +31,7 @@ use kiln_snapshotter::{self as snap, Snapshotter};
 use crate::build::chain_ids;
 use crate::build::{Solver, snap_err};
 use crate::error::{Error, Result};
+use crate::scheduler::CancelHandle;
 
 /// A snapshot key unique to this process (the snapshotter records the owner, so one a killed
 /// process leaves is removed by the next kiln process that opens the state).
@@ -157,14 +158,18 @@ impl ContainerRootfs<'_> {
 
     /// Runs `process` in a container over this filesystem with kiln's executor (the isolation
     /// of `RUN` steps: namespaces, Docker's capabilities and seccomp profile), passing each
-    /// output line to `on_output` as it arrives. `cancel` kills the container.
+    /// output line to `on_output` as it arrives. [`CancelHandle::cancel`] kills the container
+    /// (every process in it) and `run` returns [`Error::Cancelled`].
     pub fn run(
         &self,
         process: &ex::ProcessSpec,
         on_output: &mut dyn FnMut(ex::Stream, &[u8]),
-        cancel: &ex::CancelToken,
+        cancel: &CancelHandle,
     ) -> Result<ex::ExitStatus> {
         let executor = self.solver.executor()?;
+        let token = ex::CancelToken::new();
+        let for_hook = token.clone();
+        let _hook = cancel.on_cancel(move || for_hook.cancel());
         let rootfs = ex::RootFs::Mounts(
             self.mounts
                 .iter()
@@ -175,7 +180,7 @@ impl ContainerRootfs<'_> {
                 })
                 .collect(),
         );
-        match executor.run(process, &rootfs, &[], on_output, cancel) {
+        match executor.run(process, &rootfs, &[], on_output, &token) {
             Ok(s) => Ok(s),
             Err(ex::Error::Cancelled) => Err(Error::Cancelled),
             Err(e) => Err(Error::Exec {

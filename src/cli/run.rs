@@ -301,8 +301,14 @@ pub(crate) fn run(root: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitCo
             o.write_all(line).and_then(|()| o.flush())
         };
     };
-    let status = rootfs.run(&process, &mut on_output, &ex::CancelToken::new());
+    // SIGINT/SIGTERM kill the container; its snapshot is removed and kiln exits 130/143.
+    let cancel = kiln_solver::CancelHandle::new();
+    super::signals::cancel_on_signals(cancel.clone()).context("installing signal handlers")?;
+    let status = rootfs.run(&process, &mut on_output, &cancel);
     drop(rootfs);
+    if let Some(code) = super::signals::exit_status() {
+        return Ok(ExitCode::from(code));
+    }
     match status {
         Ok(s) => Ok(ExitCode::from(u8::try_from(s.code()).unwrap_or(255))),
         Err(kiln_solver::Error::Exec { message, .. }) => {
