@@ -51,6 +51,7 @@ fn main() -> ExitCode {
         tar: true,
         names: vec!["hello:latest".into()],
         compression: kiln::Compression::Gzip,
+        rewrite_timestamp: false,
     });
 
     match builder.build(&options, &Lines) {

@@ -367,6 +367,18 @@ impl Builder {
             .filter_map(cache_location)
             .map(|(location, max)| solver::CacheExport { location, max })
             .collect();
+        req.source_date_epoch = options.source_date_epoch;
+        // The layers are made once for every output: any OCI output asking for clamped
+        // timestamps gets them (and so do the others).
+        req.rewrite_timestamp = options.outputs.iter().any(|o| {
+            matches!(
+                o,
+                OutputSpec::Oci {
+                    rewrite_timestamp: true,
+                    ..
+                }
+            )
+        });
         req.no_cache = options.no_cache;
         req.no_cache_filter.clone_from(&options.no_cache_filter);
         req.pull = options.pull;
@@ -529,6 +541,7 @@ impl OutputPlan {
                     tar,
                     names: n,
                     compression,
+                    ..
                 } => {
                     names.extend(n.iter().cloned());
                     if *compression == Compression::Gzip {
@@ -548,6 +561,7 @@ impl OutputPlan {
                     dest: d,
                     names: n,
                     compression,
+                    ..
                 } => {
                     names.extend(n.iter().cloned());
                     if *compression == Compression::Gzip {

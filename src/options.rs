@@ -112,6 +112,9 @@ pub enum OutputSpec {
         names: Vec<String>,
         /// Layer compression.
         compression: Compression,
+        /// `rewrite-timestamp=true` (BuildKit's name): with `SOURCE_DATE_EPOCH`, clamp every
+        /// file mtime in the layers the build makes to the epoch.
+        rewrite_timestamp: bool,
     },
     /// A `docker save`-style archive that `docker load` accepts.
     Docker {
@@ -205,6 +208,7 @@ impl FromStr for OutputSpec {
         let mut names = Vec::new();
         let mut compression = Compression::default();
         let mut push = false;
+        let mut rewrite_timestamp = false;
         for field in split_csv(s) {
             let Some((k, v)) = field.split_once('=') else {
                 return Err(err(format!("`{field}` is not of the form key=value")));
@@ -216,6 +220,7 @@ impl FromStr for OutputSpec {
                 "name" => names.extend(names_of(v)),
                 "compression" => compression = v.parse()?,
                 "push" => push = parse_bool(OPT, k, v)?,
+                "rewrite-timestamp" => rewrite_timestamp = parse_bool(OPT, k, v)?,
                 // Accepted for compatibility with buildx; kiln has a single behaviour for these.
                 "compression-level" | "force-compression" | "oci-mediatypes" => {}
                 other => return Err(err(format!("unknown key `{other}`"))),
@@ -235,6 +240,7 @@ impl FromStr for OutputSpec {
                 tar,
                 names,
                 compression,
+                rewrite_timestamp,
             },
             "docker" => Self::Docker {
                 dest: Destination::parse(&need_dest(dest)?),
@@ -501,6 +507,10 @@ pub struct BuildOptions {
     pub cache_from: Vec<CacheSpec>,
     /// Caches to export.
     pub cache_to: Vec<CacheSpec>,
+    /// `SOURCE_DATE_EPOCH` (seconds since the epoch): created times, and with
+    /// `rewrite-timestamp=true` file mtimes. The CLI takes it from the environment;
+    /// `--build-arg SOURCE_DATE_EPOCH=N` takes precedence, as in BuildKit.
+    pub source_date_epoch: Option<i64>,
 }
 
 impl BuildOptions {
@@ -545,7 +555,8 @@ mod tests {
 
     #[test]
     fn output_oci_with_all_keys() {
-        let o: OutputSpec = "type=oci,dest=/tmp/x.tar,tar=false,compression=zstd,name=\"a:1,b:2\""
+        let o: OutputSpec =
+            "type=oci,dest=/tmp/x.tar,tar=false,compression=zstd,name=\"a:1,b:2\",rewrite-timestamp=true"
             .parse()
             .unwrap();
         assert_eq!(
@@ -555,6 +566,7 @@ mod tests {
                 tar: false,
                 names: vec!["a:1".into(), "b:2".into()],
                 compression: Compression::Zstd,
+                rewrite_timestamp: true,
             }
         );
     }

@@ -41,6 +41,7 @@ fn build_through_the_facade_reports_events_and_returns_the_image() {
         tar: false,
         names: Vec::new(),
         compression: kiln::Compression::Gzip,
+        rewrite_timestamp: false,
     });
     let progress = Recorder::default();
     let image = builder.build(&options, &progress).expect("build");

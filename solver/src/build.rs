@@ -88,6 +88,8 @@ struct FsState {
     layers: Vec<LayerRecord>,
     /// Whether this vertex's own layer is empty (for history's `empty_layer`).
     own_layer: Option<LayerRecord>,
+    /// When this vertex's step really ran (RFC 3339, from its cache record): its history time.
+    created: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -508,34 +510,42 @@ impl Solver {
         })?;
         let mut config = tsp.config.clone();
         let layers: Vec<LayerRecord> = fs.as_ref().map(|f| f.layers.clone()).unwrap_or_default();
-        // `--build-arg SOURCE_DATE_EPOCH=N` stamps the image as BuildKit does; else the
-        // environment variable or now.
-        let ts = match req
-            .build_args
-            .iter()
-            .rev()
-            .find(|(k, _)| k == "SOURCE_DATE_EPOCH")
-            .and_then(|(_, v)| v.trim().parse::<i64>().ok())
-        {
-            Some(secs) => kiln_image::spec::format_rfc3339(secs, 0),
-            None => kiln_image::spec::build_timestamp(),
-        };
-        config.created = Some(ts.clone());
+        let epoch = req.epoch();
         let mut diff_ids = Vec::new();
         for l in &layers {
             diff_ids.push(Digest::parse(&l.diff_id).map_err(img_err("diff_id"))?);
         }
         config.rootfs.diff_ids = diff_ids;
-        for (h, step) in config.history.iter_mut().zip(tsp_history(&plan, target)) {
-            // Entries this build made carry its time, as BuildKit's image writer stamps them.
-            if h.created.is_none() {
-                h.created = Some(ts.clone());
-            }
+        let steps_of_history = tsp_history(&plan, target);
+        // The base image's entries (kept as they are, as BuildKit keeps them under an epoch).
+        let base_len = config
+            .history
+            .iter()
+            .zip(steps_of_history.iter().chain(std::iter::repeat(&None)))
+            .take_while(|(h, s)| s.is_none() && h.created.is_some())
+            .count();
+        for (h, step) in config.history.iter_mut().zip(steps_of_history) {
             if let Some(s) = step {
-                let v = ctx.vertex_of_step[s];
-                h.empty_layer = results[v.index()].own_layer.is_none();
+                let st = &results[ctx.vertex_of_step[s].index()];
+                h.empty_layer = st.own_layer.is_none();
+                // A step's time is when it really ran (its cache record's), as BuildKit takes
+                // a layer's time from its ref: a cached rebuild is the same image.
+                if h.created.is_none() {
+                    h.created.clone_from(&st.created);
+                }
             }
         }
+        stamp_history(&mut config.history, base_len, epoch);
+        // As BuildKit's exporter: the epoch, else the latest history time.
+        config.created = match epoch {
+            Some(secs) => Some(kiln_image::spec::format_rfc3339(secs, 0)),
+            None => config
+                .history
+                .iter()
+                .rev()
+                .find_map(|h| h.created.clone())
+                .or_else(|| Some(step::now_rfc3339())),
+        };
         let mut descs = Vec::new();
         for l in &layers {
             descs.push(Descriptor::new(
@@ -758,6 +768,49 @@ impl Solver {
     /// Makes sure an imported step's layer blob is in the content store.
     pub(crate) fn imported_layer(&self, imported: &Imported, key: &str) -> Result<()> {
         imported.fetch_layer(&self.store, &self.registry, key)
+    }
+}
+
+/// Fills the history times a step did not give as BuildKit's `normalizeLayersAndHistory`
+/// does (the first new entry's time, then each later entry's predecessor's), then clamps every
+/// time after the first `base_len` (the base image's) to `epoch` when given, as its exporter
+/// does for `SOURCE_DATE_EPOCH`.
+fn stamp_history(history: &mut [kiln_image::spec::History], base_len: usize, epoch: Option<i64>) {
+    let mut created: Option<String> = None;
+    let mut gap = false;
+    for h in history.iter() {
+        if let Some(c) = &h.created {
+            created = Some(c.clone());
+            if gap {
+                break;
+            }
+        } else {
+            gap = true;
+        }
+    }
+    gap = false;
+    for h in history.iter_mut() {
+        if let Some(c) = &h.created {
+            if gap {
+                created = Some(c.clone());
+            }
+        } else {
+            gap = true;
+            h.created.clone_from(&created);
+        }
+    }
+    if let Some(secs) = epoch {
+        let ts = kiln_image::spec::format_rfc3339(secs, 0);
+        for h in history.iter_mut().skip(base_len) {
+            let later = h
+                .created
+                .as_deref()
+                .and_then(kiln_image::spec::parse_rfc3339)
+                .is_none_or(|t| t > secs);
+            if later {
+                h.created = Some(ts.clone());
+            }
+        }
     }
 }
 

@@ -32,6 +32,10 @@ pub struct CacheRecord {
     pub snapshot: String,
     /// The layer made from the step's diff; `None` when the step changed nothing.
     pub layer: Option<LayerRecord>,
+    /// When the step really ran (RFC 3339), used for its history entry on every later hit so
+    /// a cached rebuild is the same image. `None` in records of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
 }
 
 /// Writes `bytes` to `path` atomically. The temp file is named `.tmp-<pid>-<starttime>-…`, so
@@ -145,9 +149,17 @@ mod tests {
         let r = CacheRecord {
             snapshot: "snap".into(),
             layer: None,
+            created: Some("2026-01-01T00:00:00Z".into()),
         };
         s.put(&k, &r).expect("put");
         assert_eq!(s.get(&k), Some(r));
+        // A record of an older version (no `created`) still reads.
+        fs::write(
+            d.path().join("cache/ab.json"),
+            br#"{"snapshot":"snap","layer":null}"#,
+        )
+        .expect("write");
+        assert_eq!(s.get(&k).map(|r| r.created), Some(None));
         fs::write(d.path().join("cache/ab.json"), b"{trunc").expect("write");
         assert!(s.get(&k).is_none());
         assert_eq!(s.all().len(), 0);

@@ -280,6 +280,12 @@ pub struct BuildRequest {
     pub cache_from: Vec<CacheLocation>,
     /// `--cache-to`: where this build's step results are exported.
     pub cache_to: Vec<CacheExport>,
+    /// `SOURCE_DATE_EPOCH` (seconds) for created times; `--build-arg SOURCE_DATE_EPOCH=N`
+    /// takes precedence, as BuildKit takes the epoch from that build arg.
+    pub source_date_epoch: Option<i64>,
+    /// `rewrite-timestamp=true`: with an epoch, clamp every file mtime in the layers this
+    /// build makes to it (the epoch is then part of every step's cache key).
+    pub rewrite_timestamp: bool,
 }
 
 /// Where a build cache lives (kiln's own format: an OCI manifest whose config maps step cache
@@ -320,7 +326,25 @@ impl BuildRequest {
             outputs: Vec::new(),
             cache_from: Vec::new(),
             cache_to: Vec::new(),
+            source_date_epoch: None,
+            rewrite_timestamp: false,
         }
+    }
+
+    /// The build's `SOURCE_DATE_EPOCH`: the last `--build-arg SOURCE_DATE_EPOCH=N`, else
+    /// [`BuildRequest::source_date_epoch`].
+    pub fn epoch(&self) -> Option<i64> {
+        self.build_args
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "SOURCE_DATE_EPOCH")
+            .and_then(|(_, v)| v.trim().parse::<i64>().ok())
+            .or(self.source_date_epoch)
+    }
+
+    /// The epoch layer mtimes are clamped to (`rewrite-timestamp=true` with an epoch).
+    pub fn layer_epoch(&self) -> Option<i64> {
+        self.epoch().filter(|_| self.rewrite_timestamp)
     }
 }
 

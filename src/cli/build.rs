@@ -203,6 +203,10 @@ impl BuildArgs {
                 None => std::env::var(k).ok().map(|v| (k.clone(), v)),
             })
             .collect::<BTreeMap<_, _>>();
+        // As buildx: the environment's epoch (a `--build-arg` of it wins, in the solver).
+        options.source_date_epoch = std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .and_then(|v| v.trim().parse().ok());
         options.target.clone_from(&self.target);
         options.tags.clone_from(&self.tags);
         options.labels = self.labels.iter().cloned().collect();

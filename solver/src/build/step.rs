@@ -119,6 +119,7 @@ impl BuildCtx<'_> {
             snapshot: parent,
             own_layer: layers.last().cloned(),
             layers,
+            created: None,
         })
     }
 
@@ -170,6 +171,10 @@ impl BuildCtx<'_> {
             Op::Mkdir { .. } => "mkdir",
         });
         key.opt("parent", parent.map(|p| p.key.0.as_str()));
+        // Clamped mtimes make a different layer: the epoch is part of the key.
+        if let Some(e) = self.req.layer_epoch() {
+            key.field("rewrite-timestamp", &e.to_string());
+        }
         let mut views: Vec<View<'_>> = Vec::new();
         match &step.op {
             Op::Mkdir { path, user } => {
@@ -267,12 +272,20 @@ impl BuildCtx<'_> {
                 if let Some(l) = &rec.layer {
                     layers.push(l.clone());
                 }
+                // Records of older versions have no time: their file's mtime is as stable.
+                let created = rec.created.or_else(|| {
+                    Some(kiln_image::spec::format_rfc3339(
+                        self.solver.cache.mtime(&key),
+                        0,
+                    ))
+                });
                 return Ok((
                     FsState {
                         key: key.clone(),
                         snapshot: Some(rec.snapshot),
                         layers,
                         own_layer: rec.layer,
+                        created,
                     },
                     true,
                 ));
@@ -397,11 +410,13 @@ impl BuildCtx<'_> {
             return Err(e);
         }
         let (name, _) = self.commit_step(key, &active, false)?;
+        let created = Some(now_rfc3339());
         solver.cache.put(
             key,
             &CacheRecord {
                 snapshot: name.clone(),
                 layer: entry.layer.clone(),
+                created: created.clone(),
             },
         )?;
         let mut layers = parent.map(|p| p.layers.clone()).unwrap_or_default();
@@ -413,6 +428,7 @@ impl BuildCtx<'_> {
             snapshot: Some(name),
             layers,
             own_layer: entry.layer.clone(),
+            created,
         }))
     }
 
@@ -463,15 +479,17 @@ impl BuildCtx<'_> {
         let (name, adopted) = self.commit_step(key, &active, step.no_cache)?;
         // Another process committed this step first: its record, once written, names the
         // same snapshot and layer; until then make the layer from that snapshot ourselves.
-        let layer = match adopted.then(|| self.lookup(key)).flatten() {
-            Some(rec) if rec.snapshot == name => rec.layer,
-            _ => self.write_layer(&name)?,
+        let (layer, created) = match adopted.then(|| self.lookup(key)).flatten() {
+            Some(rec) if rec.snapshot == name => (rec.layer, rec.created),
+            _ => (self.write_layer(&name)?, None),
         };
+        let created = Some(created.unwrap_or_else(now_rfc3339));
         self.solver.cache.put(
             key,
             &CacheRecord {
                 snapshot: name.clone(),
                 layer: layer.clone(),
+                created: created.clone(),
             },
         )?;
         let mut layers = parent.map(|p| p.layers.clone()).unwrap_or_default();
@@ -484,6 +502,7 @@ impl BuildCtx<'_> {
                 snapshot: Some(name),
                 layers,
                 own_layer: layer,
+                created,
             },
             adopted,
         ))
@@ -506,9 +525,7 @@ impl BuildCtx<'_> {
             // Stored uncompressed: a local build pays no compression; exports that want gzip
             // convert (once, remembered by the content store).
             compression: snap::Compression::None,
-            source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
-                .ok()
-                .and_then(|v| v.trim().parse().ok()),
+            source_date_epoch: self.req.layer_epoch(),
         };
         let info = snap::write_layer(self.snapshotter(), name, &opts, &mut w)
             .map_err(snap_err(format!("write layer of {name}")))?;
@@ -639,6 +656,15 @@ impl BuildCtx<'_> {
 }
 
 /// The file name BuildKit gives a downloaded URL: the last path segment, or `__unnamed__`.
+/// The current time in RFC 3339 (a step's creation time, kept in its cache record).
+pub(super) fn now_rfc3339() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    #[allow(clippy::cast_possible_wrap)]
+    kiln_image::spec::format_rfc3339(now.as_secs() as i64, now.subsec_nanos())
+}
+
 pub(super) fn url_file_name(url: &str) -> String {
     let no_query = url.split(['?', '#']).next().unwrap_or(url);
     let path = no_query.splitn(4, '/').nth(3).unwrap_or("");
