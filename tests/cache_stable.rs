@@ -85,3 +85,105 @@ fn a_cached_rebuild_is_the_same_image_and_the_same_bytes() {
     assert_ne!(id1, id3);
     assert!(tar1 != tar3);
 }
+
+const REPRO: &str = "FROM scratch\nCOPY busybox /busybox\nCOPY app /app\n\
+RUN [\"/busybox\", \"sh\", \"-c\", \"mkdir -p /out/d && echo made > /out/f && echo x > /out/d/g && /busybox touch /app/a.txt\"]\n";
+
+fn repro_context() -> Option<tempfile::TempDir> {
+    let ctx = busybox_context(REPRO)?;
+    common::write_files(
+        ctx.path(),
+        &[("app/a.txt", "one\n"), ("app/b/c.txt", "two\n")],
+    );
+    Some(ctx)
+}
+
+fn ran_run_step(plain: &str) -> bool {
+    // The RUN is the last step; it ran when it has no `Using cache` line of its own.
+    let run = plain.rsplit("Step 4/4").next().unwrap_or("");
+    !run.contains("Using cache")
+}
+
+#[test]
+fn source_date_epoch_with_rewrite_timestamp_gives_the_same_bytes_fresh_or_cached() {
+    if not_root() {
+        return;
+    }
+    let Some(ctx) = repro_context() else { return };
+    let out = tempdir();
+    let args = ["--build-arg", "SOURCE_DATE_EPOCH=1700000000"];
+    let opts = ",rewrite-timestamp=true";
+    let (s1, s2) = (tempdir(), tempdir());
+    let (id1, tar1, _) = build(&s1, ctx.path(), &out.path().join("1"), &args, opts, &[]);
+    // The clock moves on between the builds; file mtimes are clamped.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::write(ctx.path().join("app/a.txt"), "one\n").expect("rewrite a file");
+    let (id2, tar2, _) = build(&s2, ctx.path(), &out.path().join("2"), &args, opts, &[]);
+    assert_eq!(id1, id2, "two fresh state dirs give the same image id");
+    assert!(
+        tar1 == tar2,
+        "two fresh state dirs give byte-identical archives"
+    );
+    let (id3, tar3, plain3) = build(&s1, ctx.path(), &out.path().join("3"), &args, opts, &[]);
+    assert!(
+        !ran_run_step(&plain3),
+        "the RUN came from the cache: {plain3}"
+    );
+    assert_eq!(id1, id3);
+    assert!(
+        tar1 == tar3,
+        "a cached build gives the same bytes as a fresh one"
+    );
+
+    // The environment's epoch (as buildx passes it) does the same.
+    let (id4, _, _) = build(
+        &tempdir(),
+        ctx.path(),
+        &out.path().join("4"),
+        &[],
+        opts,
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    );
+    assert_eq!(id1, id4, "SOURCE_DATE_EPOCH from the environment");
+    // The config blob is stored uncompressed in the archive.
+    let text = String::from_utf8_lossy(&tar1);
+    assert!(
+        text.contains("\"created\":\"2023-11-14T22:13:20Z\""),
+        "the config carries the epoch"
+    );
+}
+
+#[test]
+fn the_epoch_is_part_of_the_keys_of_rewritten_layers() {
+    if not_root() {
+        return;
+    }
+    let Some(ctx) = repro_context() else { return };
+    let out = tempdir();
+    let opts = ",rewrite-timestamp=true";
+    let state = tempdir();
+    let env1 = [("SOURCE_DATE_EPOCH", "1000")];
+    let env2 = [("SOURCE_DATE_EPOCH", "2000000")];
+    let (id1, _, _) = build(&state, ctx.path(), &out.path().join("1"), &[], opts, &env1);
+    let (id2, tar2, plain2) = build(&state, ctx.path(), &out.path().join("2"), &[], opts, &env2);
+    assert!(
+        ran_run_step(&plain2),
+        "a new epoch runs the step again: {plain2}"
+    );
+    assert_ne!(id1, id2);
+    let (id3, tar3, _) = build(
+        &tempdir(),
+        ctx.path(),
+        &out.path().join("3"),
+        &[],
+        opts,
+        &env2,
+    );
+    assert_eq!(id2, id3, "the same as a fresh build with that epoch");
+    assert!(tar2 == tar3);
+    // Without rewrite-timestamp the layers do not depend on the epoch and are reused.
+    let (_, _, plain4) = build(&state, ctx.path(), &out.path().join("4"), &[], "", &env1);
+    let (_, _, plain5) = build(&state, ctx.path(), &out.path().join("5"), &[], "", &env2);
+    assert!(ran_run_step(&plain4), "{plain4}");
+    assert!(!ran_run_step(&plain5), "{plain5}");
+}
