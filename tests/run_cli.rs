@@ -140,6 +140,14 @@ fn hello_uncle_builds_runs_with_env_from_cache_and_with_another_entrypoint() {
     let (code, _, err) = run_kiln(&state, &["run", "hello-uncle", "no-such-command"]);
     assert_eq!(code, Some(127), "{err}");
     assert!(err.contains("no-such-command"), "{err}");
+    let (code, _, err) = run_kiln(&state, &["run", "hello-uncle", "/no/such/file"]);
+    assert_eq!(code, Some(127), "{err}");
+    let (code, _, err) = run_kiln(&state, &["run", "hello-uncle", "/usr/local"]);
+    assert_eq!(code, Some(126), "{err}");
+    // An unknown user is kiln's failure: 125, as docker.
+    let (code, _, err) = run_kiln(&state, &["run", "-u", "bob", "hello-uncle", "true"]);
+    assert_eq!(code, Some(125), "{err}");
+    assert!(err.contains("unable to find user bob"), "{err}");
     // Nothing is left: no active snapshot, no mount under the state dir.
     let active: Vec<String> = snapshot_keys(state.path())
         .into_iter()

@@ -314,13 +314,16 @@ pub(crate) fn run(root: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitCo
         Err(kiln_solver::Error::Exec { message, .. }) => {
             eprintln!("error: running `{}`: {message}", process.args.join(" "));
             // Docker's codes: 127 for a command not found, 126 for one that cannot run.
-            Ok(ExitCode::from(if message.contains("not found") {
-                127
-            } else if message.contains("permission denied") {
-                126
-            } else {
-                125
-            }))
+            let m = message.to_lowercase();
+            Ok(ExitCode::from(
+                if m.contains("executable file not found") || m.contains("no such file") {
+                    127
+                } else if m.contains("permission denied") {
+                    126
+                } else {
+                    125
+                },
+            ))
         }
         Err(e) => Err(e.into()),
     }
