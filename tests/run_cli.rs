@@ -213,7 +213,7 @@ fn images_are_found_by_id_and_unique_id_prefix() {
     let (code, out, _) = run_kiln(&state, &["run", "busybox", "echo", "base"]);
     assert_eq!((code, out.as_str()), (Some(0), "base\n"));
     let (code, _, err) = run_kiln(&state, &["run", "--pull", "never", "hello-uncle"]);
-    assert_ne!(code, Some(0));
+    assert_eq!(code, Some(125), "{err}");
     assert!(err.contains("hello-uncle"), "{err}");
 }
 
@@ -313,7 +313,7 @@ fn an_image_missing_from_the_store_is_pulled_first_as_docker_does() {
     assert_eq!(code, Some(0), "{err}");
     let fresh = tempdir();
     let (code, _, err) = run_kiln(&fresh, &["run", "--pull", "never", &name, "true"]);
-    assert_ne!(code, Some(0));
+    assert_eq!(code, Some(125), "{err}");
     assert!(err.contains("busybox"), "{err}");
     let run = |extra: &[&str]| {
         run_kiln(

@@ -254,9 +254,19 @@ fn image(
     Ok(image)
 }
 
-/// Runs `kiln run`: the container's exit status is kiln's (125 when kiln itself fails, as
-/// docker).
+/// Runs `kiln run`: the container's exit status is kiln's; 125 when kiln itself fails (no such
+/// image, pull or snapshot error), as docker (usage errors stay 2).
 pub(crate) fn run(root: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitCode> {
+    match run_container(root, args) {
+        Err(e) if e.downcast_ref::<UsageError>().is_none() => {
+            eprintln!("error: {e:#}");
+            Ok(ExitCode::from(125))
+        }
+        r => r,
+    }
+}
+
+fn run_container(root: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitCode> {
     let root = root.unwrap_or_else(kiln_image::default_state_dir);
     let mut config = kiln_solver::SolverConfig::new(&root);
     config
