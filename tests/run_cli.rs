@@ -386,3 +386,53 @@ fn sigint_kills_the_container_and_leaves_nothing() {
     let mounts = mounts_below(state.path());
     assert!(mounts.is_empty(), "{mounts:?}");
 }
+
+#[test]
+fn images_lists_with_docker_formats_and_filters() {
+    let Some(state) = state_with_busybox() else {
+        return;
+    };
+    let ctx = hello_uncle();
+    build(&state, ctx.path(), "hello-uncle");
+    let (code, out, err) = run_kiln(&state, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "busybox:latest\nhello-uncle:latest\n");
+    let (_, out, _) = run_kiln(&state, &["images", "--filter", "reference=hello*", "-q"]);
+    let (_, id, _) = run_kiln(&state, &["images", "-q", "hello-uncle"]);
+    assert_eq!(out, id);
+    let (_, full, _) = run_kiln(&state, &["images", "-q", "--no-trunc", "hello-uncle"]);
+    assert!(
+        full.starts_with(&format!("sha256:{}", id.trim())) && full.len() == 72,
+        "{full}"
+    );
+    let (_, json, _) = run_kiln(&state, &["images", "--format", "json", "hello-uncle"]);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).expect("one json object");
+    assert_eq!(v["Repository"], "hello-uncle");
+    assert_eq!(v["Tag"], "latest");
+    assert_eq!(v["ID"], id.trim());
+    assert_eq!(v["Containers"], "N/A");
+    assert!(
+        v["CreatedAt"]
+            .as_str()
+            .is_some_and(|s| s.ends_with(" +0000 UTC")),
+        "{v}"
+    );
+    let (_, table, _) = run_kiln(
+        &state,
+        &[
+            "images",
+            "--format",
+            "table {{.Repository}}\\t{{.ID}}",
+            "hello-uncle",
+        ],
+    );
+    assert_eq!(table, format!("REPOSITORY    IMAGE ID\nhello-uncle   {id}"));
+    let (_, digests, _) = run_kiln(&state, &["images", "--digests", "hello-uncle"]);
+    assert!(
+        digests.starts_with("REPOSITORY    TAG      DIGEST"),
+        "{digests}"
+    );
+    let (code, _, err) = run_kiln(&state, &["images", "--filter", "label=x"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("invalid filter 'label=x'"), "{err}");
+}
