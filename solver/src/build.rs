@@ -23,6 +23,7 @@ use crate::context::{ContentCache, SourceTree, digest_sources};
 use crate::copy::{self, Chmod, CopyOptions, CopySource};
 use crate::dockerignore::IgnoreMatcher;
 use crate::error::{Error, Result, io_err};
+use crate::explain;
 use crate::key::{CacheKey, KeyBuilder};
 use crate::plan::{
     self, BaseRef, CopyOp, MountPlan, Op, Plan, PlanInput, RunOp, SourceRef, StepPlan,
@@ -90,6 +91,8 @@ struct FsState {
     own_layer: Option<LayerRecord>,
     /// When this vertex's step really ran (RFC 3339, from its cache record): its history time.
     created: Option<String>,
+    /// How the vertex is named when explaining a child's cache miss.
+    label: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +127,8 @@ struct BuildCtx<'a> {
     imported: Imported,
     /// Set once the "no slirp4netns, host network" warning was shown.
     warned_host_network: AtomicBool,
+    /// Each step's last inputs, to explain a miss.
+    explain: crate::explain::ExplainStore,
 }
 
 fn unique_key(prefix: &str) -> String {
@@ -482,6 +487,7 @@ impl Solver {
             secrets,
             imported,
             warned_host_network: AtomicBool::new(false),
+            explain: crate::explain::ExplainStore::open(&self.config.state_dir),
         };
         let _on_cancel = {
             let (flag, tokens) = (ctx.cancelled.clone(), ctx.cancel_tokens.clone());

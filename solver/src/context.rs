@@ -444,10 +444,12 @@ fn xattr_string(path: &Path) -> String {
 
 /// Digest of exactly the selected entries: for each (in order) its path, type, mode, uid, gid,
 /// xattrs and content digest or link target. `label` distinguishes sources in one selection.
-pub(crate) fn digest_entries(
+/// Also returns each entry's line (`path\0kind\0mode\0uid\0gid\0xattrs\0content`, after a
+/// length prefix), which explains a later change.
+pub(crate) fn digest_entries_listed(
     entries: &[(String, WalkEntry)],
     cache: &ContentCache,
-) -> Result<String> {
+) -> Result<(String, Vec<String>)> {
     let lines: Vec<String> = entries
         .par_iter()
         .map(|(label, e)| -> Result<String> {
@@ -492,10 +494,10 @@ pub(crate) fn digest_entries(
         })
         .collect::<Result<Vec<_>>>()?;
     let mut h = Sha256::new();
-    for l in lines {
+    for l in &lines {
         h.update(l.as_bytes());
     }
-    Ok(format!("sha256:{}", hex::encode(h.finalize())))
+    Ok((format!("sha256:{}", hex::encode(h.finalize())), lines))
 }
 
 /// Expands and walks `sources` in `tree`, returning the digest of the selection. A source that
@@ -506,6 +508,16 @@ pub(crate) fn digest_sources(
     cache: &ContentCache,
     line: usize,
 ) -> Result<String> {
+    digest_sources_listed(tree, sources, cache, line).map(|(d, _)| d)
+}
+
+/// [`digest_sources`], also returning each entry's line (see [`digest_entries_listed`]).
+pub(crate) fn digest_sources_listed(
+    tree: &SourceTree<'_>,
+    sources: &[String],
+    cache: &ContentCache,
+    line: usize,
+) -> Result<(String, Vec<String>)> {
     let mut all = Vec::new();
     for s in sources {
         let matches = tree.expand(s)?;
@@ -521,7 +533,7 @@ pub(crate) fn digest_sources(
             }
         }
     }
-    digest_entries(&all, cache)
+    digest_entries_listed(&all, cache)
 }
 
 #[cfg(test)]

@@ -25,12 +25,17 @@ impl std::fmt::Display for CacheKey {
 /// Builds a [`CacheKey`] from tagged fields.
 pub(crate) struct KeyBuilder {
     h: Sha256,
+    /// The named fields added, in order (list items one per entry), to explain a miss.
+    fields: Vec<(String, String)>,
 }
 
 impl KeyBuilder {
     /// Starts a key for an operation kind; the version tag lets the encoding evolve.
     pub(crate) fn new(op: &str) -> Self {
-        let mut k = Self { h: Sha256::new() };
+        let mut k = Self {
+            h: Sha256::new(),
+            fields: Vec::new(),
+        };
         k.str("kiln-cache-key-v1");
         k.str(op);
         k
@@ -49,6 +54,7 @@ impl KeyBuilder {
 
     /// Adds a named string field.
     pub(crate) fn field(&mut self, name: &str, value: &str) -> &mut Self {
+        self.fields.push((name.to_owned(), value.to_owned()));
         self.str(name);
         self.str(value)
     }
@@ -58,6 +64,7 @@ impl KeyBuilder {
         self.str(name);
         self.h.update((items.len() as u64).to_le_bytes());
         for i in items {
+            self.fields.push((name.to_owned(), i.as_ref().to_owned()));
             self.raw(i.as_ref().as_bytes());
         }
         self
@@ -72,8 +79,17 @@ impl KeyBuilder {
     }
 
     /// Finishes the key.
+    #[cfg(test)]
     pub(crate) fn finish(self) -> CacheKey {
-        CacheKey(format!("sha256:{}", hex::encode(self.h.finalize())))
+        self.finish_with_fields().0
+    }
+
+    /// Finishes the key, also returning its named fields.
+    pub(crate) fn finish_with_fields(self) -> (CacheKey, Vec<(String, String)>) {
+        (
+            CacheKey(format!("sha256:{}", hex::encode(self.h.finalize()))),
+            self.fields,
+        )
     }
 }
 

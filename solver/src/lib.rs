@@ -34,6 +34,7 @@ mod context;
 mod copy;
 pub mod dockerignore;
 mod error;
+mod explain;
 mod fsutil;
 pub mod key;
 mod plan;

@@ -42,6 +42,11 @@ pub enum ProgressEvent {
         instruction: String,
         /// Dockerfile line of the instruction (1-based).
         line: usize,
+        /// For a step that will run (missed the cache): why, compared with the last build of
+        /// the same Dockerfile step in this state directory (a changed file's path and both
+        /// digests, a changed build arg or env, a parent step that missed, or no earlier
+        /// build). `None` for a step looked up in the cache and found, and for base images.
+        reason: Option<String>,
     },
     /// One line of a running step's output (without the trailing newline).
     StepLog {

@@ -71,6 +71,11 @@ pub(crate) struct BuildArgs {
     #[arg(long)]
     pub(crate) no_cache: bool,
 
+    /// Show why each step that runs missed the cache (also `KILN_EXPLAIN=1`); the json
+    /// progress always carries it as `reason`.
+    #[arg(long, env = "KILN_EXPLAIN", value_parser = clap::builder::BoolishValueParser::new())]
+    pub(crate) explain: bool,
+
     /// Do not use the cache for the steps of this stage; repeatable.
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
     pub(crate) no_cache_filter: Vec<String>,
@@ -379,7 +384,7 @@ pub(crate) fn run(root: Option<PathBuf>, args: BuildArgs) -> anyhow::Result<Exit
         builder = builder.jobs(usize::from(jobs));
     }
     let format = args.progress_format();
-    let renderer = progress::renderer(format, Some(Arc::new(source)));
+    let renderer = progress::renderer(format, Some(Arc::new(source)), args.explain);
     let renderer = match super::check::with_warnings(&checks, renderer) {
         Ok(r) => r,
         Err(code) => return Ok(code),

@@ -15,6 +15,7 @@ impl BuildCtx<'_> {
         instruction: String,
         stage: String,
         line: usize,
+        reason: Option<String>,
     ) -> StepId {
         let (n, id) = self.step_ids[idx.index()];
         self.progress.event(&ProgressEvent::StepStarted {
@@ -24,6 +25,7 @@ impl BuildCtx<'_> {
             stage,
             instruction,
             line,
+            reason,
         });
         id
     }
@@ -78,7 +80,7 @@ impl BuildCtx<'_> {
     pub(super) fn image_vertex(&self, idx: NodeIndex, i: usize) -> Result<FsState> {
         let img = &self.images[i];
         let reference = &self.plan.images[i].0;
-        let id = self.started(idx, format!("FROM {reference}"), String::new(), 0);
+        let id = self.started(idx, format!("FROM {reference}"), String::new(), 0, None);
         let t0 = Instant::now();
         let diff_ids: Vec<String> = img
             .config
@@ -120,6 +122,7 @@ impl BuildCtx<'_> {
             own_layer: layers.last().cloned(),
             layers,
             created: None,
+            label: format!("the base image {reference}"),
         })
     }
 
@@ -134,10 +137,24 @@ impl BuildCtx<'_> {
             .as_ref()
             .map(|p| p.name.clone())
             .unwrap_or_default();
-        let id = self.started(idx, step.instruction.clone(), stage_name, step.line);
+        let id = self.step_ids[idx.index()].1;
+        // Started once the key is known: a step that will run says why it missed the cache.
+        let was_started = std::cell::Cell::new(false);
+        let start = |reason: Option<String>| {
+            if !was_started.replace(true) {
+                self.started(
+                    idx,
+                    step.instruction.clone(),
+                    stage_name.clone(),
+                    step.line,
+                    reason,
+                );
+            }
+        };
         let t0 = Instant::now();
         let parent = self.state_of(inputs, self.parent_vertex(s));
-        let r = self.step_inner(s, step, parent.as_deref(), inputs, id);
+        let r = self.step_inner(s, step, parent.as_deref(), inputs, id, &start);
+        start(None);
         match &r {
             Ok((_, true)) => self.progress.event(&ProgressEvent::StepCached { step: id }),
             Ok((_, false)) => self.progress.event(&ProgressEvent::StepDone {
@@ -163,7 +180,9 @@ impl BuildCtx<'_> {
         parent: Option<&FsState>,
         inputs: &[(NodeIndex, Arc<FsState>)],
         id: StepId,
+        start: &dyn Fn(Option<String>),
     ) -> Result<(FsState, bool)> {
+        let mut files: Vec<String> = Vec::new();
         // Source views stay mounted while the key is computed and the step runs.
         let mut key = KeyBuilder::new(match &step.op {
             Op::Run(_) => "run",
@@ -201,7 +220,14 @@ impl BuildCtx<'_> {
                                 root: &self.context_root,
                                 ignore: Some(&self.ignore),
                             };
-                            digest_sources(&tree, &c.sources, &self.content_cache, step.line)?
+                            let (d, lines) = crate::context::digest_sources_listed(
+                                &tree,
+                                &c.sources,
+                                &self.content_cache,
+                                step.line,
+                            )?;
+                            files = lines;
+                            d
                         }
                         other => {
                             let src_state = self.state_of(inputs, self.source_vertex(other));
@@ -263,10 +289,38 @@ impl BuildCtx<'_> {
                 }
             }
         }
-        let key = key.finish();
+        let (key, mut fields) = key.finish_with_fields();
+        fields.retain(|(n, _)| n != "parent");
         let no_cache = step.no_cache;
+        let found = if no_cache { None } else { self.lookup(&key) };
+        let will_run = found.is_none()
+            && (no_cache
+                || self
+                    .imported
+                    .get(&key.0, parent.map(|p| p.key.0.as_str()))
+                    .is_none());
+        let step_id = self.step_identity(s, step);
+        let new_inputs = explain::StepInputs {
+            key: key.0.clone(),
+            parent: parent.map(|p| p.key.0.clone()),
+            fields,
+            files,
+        };
+        let previous = self.explain.last_key(&step_id);
+        if will_run {
+            let reason = if no_cache {
+                "the cache is disabled for this step (--no-cache)".to_string()
+            } else {
+                let old = self.explain.load(&step_id);
+                let parent_label = parent.map_or_else(|| "scratch".to_string(), |p| p.label.clone());
+                explain::explain(old.as_ref(), &new_inputs, &parent_label)
+            };
+            start(Some(reason));
+        } else {
+            start(None);
+        }
         let compute = || -> Result<(FsState, bool)> {
-            if !no_cache && let Some(rec) = self.lookup(&key) {
+            if let Some(rec) = found {
                 self.cached.fetch_add(1, Ordering::SeqCst);
                 let mut layers = parent.map(|p| p.layers.clone()).unwrap_or_default();
                 if let Some(l) = &rec.layer {
@@ -286,6 +340,7 @@ impl BuildCtx<'_> {
                         layers,
                         own_layer: rec.layer,
                         created,
+                        label: String::new(),
                     },
                     true,
                 ));
@@ -307,12 +362,38 @@ impl BuildCtx<'_> {
         // A step that waited for an identical one counts as cached: it did no work.
         let mut was_cached = true;
         let st = self.once.get_or_run(&key, || {
-            let (f, c) = compute()?;
+            let (mut f, c) = compute()?;
             was_cached = c;
+            f.label = step_label(step);
             Ok(f)
         })?;
         drop(views);
+        // The comparison base of the next miss is this build (written only when it changed).
+        if previous.as_deref() != Some(key.0.as_str()) {
+            let _ = self.explain.save(&step_id, &new_inputs);
+        }
         Ok((st, was_cached))
+    }
+
+    /// The identity of a Dockerfile step across builds: its context, Dockerfile, stage,
+    /// position in the stage and text.
+    fn step_identity(&self, s: usize, step: &StepPlan) -> String {
+        let dockerfile = match &self.req.dockerfile {
+            DockerfileSource::Default => "Dockerfile".to_string(),
+            DockerfileSource::Path(p) => p.display().to_string(),
+            DockerfileSource::Bytes { name, .. } => name.clone(),
+        };
+        let pos = self.plan.stages[step.stage]
+            .as_ref()
+            .and_then(|st| st.steps.iter().position(|&x| x == s))
+            .unwrap_or(s);
+        explain::ExplainStore::identity(&[
+            &self.context_root.display().to_string(),
+            &dockerfile,
+            &step.stage.to_string(),
+            &pos.to_string(),
+            &step.instruction,
+        ])
     }
 
     pub(super) fn mount_key(
@@ -429,6 +510,7 @@ impl BuildCtx<'_> {
             layers,
             own_layer: entry.layer.clone(),
             created,
+            label: String::new(),
         }))
     }
 
@@ -503,6 +585,7 @@ impl BuildCtx<'_> {
                 layers,
                 own_layer: layer,
                 created,
+                label: String::new(),
             },
             adopted,
         ))
@@ -656,6 +739,11 @@ impl BuildCtx<'_> {
 }
 
 /// The file name BuildKit gives a downloaded URL: the last path segment, or `__unnamed__`.
+/// How a step is named in an explanation: its instruction and line.
+pub(super) fn step_label(step: &StepPlan) -> String {
+    format!("`{}` (line {})", step.instruction, step.line)
+}
+
 /// The current time in RFC 3339 (a step's creation time, kept in its cache record).
 pub(super) fn now_rfc3339() -> String {
     let now = std::time::SystemTime::now()

@@ -36,10 +36,18 @@ pub(crate) fn event_json(event: &ProgressEvent) -> Value {
             stage,
             instruction,
             line,
-        } => json!({
-            "type": "step_started", "step": step.0, "index": index, "total": total,
-            "stage": stage, "instruction": instruction, "line": line,
-        }),
+            reason,
+        } => {
+            let mut v = json!({
+                "type": "step_started", "step": step.0, "index": index, "total": total,
+                "stage": stage, "instruction": instruction, "line": line,
+            });
+            // Present for a step that will run: why it missed the cache.
+            if let Some(r) = reason {
+                v["reason"] = json!(r);
+            }
+            v
+        }
         ProgressEvent::StepLog { step, stream, line } => json!({
             "type": "step_log", "step": step.0,
             "stream": match stream { LogStream::Stdout => "stdout", LogStream::Stderr => "stderr" },

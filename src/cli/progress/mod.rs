@@ -40,17 +40,55 @@ pub(crate) trait Renderer: Send + Sync {
 }
 
 /// Creates the renderer for `format`, writing to stderr.
+/// With `explain` (`--explain`), plain and tty show why each step that runs missed the cache.
 pub(crate) fn renderer(
     format: ProgressFormat,
     source: Option<Arc<DockerfileSource>>,
+    explain: bool,
 ) -> Box<dyn Renderer> {
     let clock: Arc<dyn Clock> = Arc::new(WallClock(Instant::now()));
     let out: Box<dyn Write + Send> = Box::new(std::io::stderr());
-    match format {
+    let inner: Box<dyn Renderer> = match format {
         ProgressFormat::Plain => Box::new(plain::Plain::new(out, clock, source)),
-        ProgressFormat::Json => Box::new(json::Json::new(out)),
-        ProgressFormat::Quiet => Box::new(plain::Quiet::new(out, clock, source)),
+        ProgressFormat::Json => return Box::new(json::Json::new(out)),
+        ProgressFormat::Quiet => return Box::new(plain::Quiet::new(out, clock, source)),
         ProgressFormat::Tty => Box::new(tty::Tty::live(out, clock, source, color_enabled())),
+    };
+    if explain {
+        Box::new(Explained(inner))
+    } else {
+        inner
+    }
+}
+
+/// Shows a running step's cache-miss reason as its first output line (`cache miss: ...`).
+struct Explained(Box<dyn Renderer>);
+
+impl Progress for Explained {
+    fn event(&self, event: &ProgressEvent) {
+        let inner = self.0.as_progress();
+        inner.event(event);
+        if let ProgressEvent::StepStarted {
+            step,
+            reason: Some(reason),
+            ..
+        } = event
+        {
+            inner.event(&ProgressEvent::StepLog {
+                step: *step,
+                stream: kiln::LogStream::Stderr,
+                line: format!("cache miss: {reason}"),
+            });
+        }
+    }
+}
+
+impl Renderer for Explained {
+    fn as_progress(&self) -> &dyn Progress {
+        self
+    }
+    fn finish(&self, error: Option<&kiln::Error>) {
+        self.0.finish(error);
     }
 }
 
@@ -169,6 +207,7 @@ impl StepTable {
                 stage,
                 instruction,
                 line,
+                ..
             } => {
                 let pos = self.steps.len();
                 self.steps.push(StepInfo {
@@ -334,6 +373,7 @@ pub(crate) mod testing {
             stage: "0".into(),
             instruction: instruction.into(),
             line,
+            reason: None,
         }
     }
 
