@@ -872,6 +872,53 @@ pub(crate) fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 mod tests {
     use super::*;
 
+    fn hist(created: Option<&str>) -> kiln_image::spec::History {
+        kiln_image::spec::History {
+            created: created.map(String::from),
+            ..kiln_image::spec::History::default()
+        }
+    }
+
+    #[test]
+    fn history_times_are_filled_and_clamped_as_buildkit_does() {
+        let t = |h: &[kiln_image::spec::History]| -> Vec<Option<String>> {
+            h.iter().map(|x| x.created.clone()).collect()
+        };
+        let s = |v: &str| Some(v.to_string());
+        // A base entry, an ENV (no time), a step, an ENV after it.
+        let mut h = vec![
+            hist(Some("2020-01-01T00:00:00Z")),
+            hist(None),
+            hist(Some("2026-01-01T00:00:00Z")),
+            hist(None),
+        ];
+        stamp_history(&mut h, 1, None);
+        assert_eq!(
+            t(&h),
+            [
+                s("2020-01-01T00:00:00Z"),
+                s("2026-01-01T00:00:00Z"),
+                s("2026-01-01T00:00:00Z"),
+                s("2026-01-01T00:00:00Z")
+            ]
+        );
+        // An epoch clamps later times past the base image's entries, and keeps earlier ones.
+        let mut h = vec![
+            hist(Some("2024-01-01T00:00:00Z")),
+            hist(Some("2026-01-01T00:00:00Z")),
+            hist(Some("1970-01-01T00:00:10Z")),
+        ];
+        stamp_history(&mut h, 1, Some(1_000_000));
+        assert_eq!(
+            t(&h),
+            [
+                s("2024-01-01T00:00:00Z"),
+                s("1970-01-12T13:46:40Z"),
+                s("1970-01-01T00:00:10Z")
+            ]
+        );
+    }
+
     #[test]
     fn chain_ids_follow_the_oci_spec() {
         let a = "sha256:aaa".to_string();

@@ -207,6 +207,11 @@ pub struct PruneReport {
 }
 
 impl CacheStore {
+    /// Removes every step's remembered inputs (`cache/explain`, see `crate::explain`).
+    pub(crate) fn remove_explanations(&self) {
+        let _ = fs::remove_dir_all(self.dir.join("explain"));
+    }
+
     /// Modification time of a record (seconds), for oldest-first pruning.
     pub(crate) fn mtime(&self, key: &CacheKey) -> i64 {
         use std::os::unix::fs::MetadataExt;

@@ -33,6 +33,8 @@ impl Solver {
             false
         });
         if opts.all {
+            // Explanations compare with earlier builds; after this there are none.
+            self.cache.remove_explanations();
             for (k, _) in &records {
                 if self.cache.remove(k).is_ok() {
                     report.records_removed += 1;
