@@ -187,3 +187,38 @@ fn the_epoch_is_part_of_the_keys_of_rewritten_layers() {
     assert!(ran_run_step(&plain4), "{plain4}");
     assert!(!ran_run_step(&plain5), "{plain5}");
 }
+
+#[test]
+fn a_build_from_an_imported_cache_is_the_same_image() {
+    if not_root() {
+        return;
+    }
+    let Some(ctx) = context() else { return };
+    let out = tempdir();
+    let cache = out.path().join("cache");
+    let to = format!("type=local,dest={},mode=max", cache.display());
+    let from = format!("type=local,src={}", cache.display());
+    let (id1, tar1, _) = build(
+        &tempdir(),
+        ctx.path(),
+        &out.path().join("1"),
+        &["--cache-to", &to],
+        "",
+        &[],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (id2, tar2, err2) = build(
+        &tempdir(),
+        ctx.path(),
+        &out.path().join("2"),
+        &["--cache-from", &from],
+        "",
+        &[],
+    );
+    assert!(
+        err2.contains("Using cache"),
+        "the RUN came from the cache: {err2}"
+    );
+    assert_eq!(id1, id2, "the same image as the exporting build");
+    assert!(tar1 == tar2);
+}

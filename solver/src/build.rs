@@ -750,6 +750,7 @@ fn cache_entries(
             CacheEntry {
                 parent,
                 layer: results[v.index()].own_layer.clone(),
+                created: results[v.index()].created.clone(),
             },
         )
     };

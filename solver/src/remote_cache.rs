@@ -29,6 +29,10 @@ pub(crate) struct CacheEntry {
     pub(crate) parent: Option<String>,
     /// The step's layer; `None` when it changed nothing.
     pub(crate) layer: Option<LayerRecord>,
+    /// When the step really ran (RFC 3339): a build from this cache stamps its history with it,
+    /// so it makes the same image as the exporting build. Absent in older exports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) created: Option<String>,
 }
 
 /// The config blob.

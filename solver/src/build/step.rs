@@ -312,7 +312,8 @@ impl BuildCtx<'_> {
                 "the cache is disabled for this step (--no-cache)".to_string()
             } else {
                 let old = self.explain.load(&step_id);
-                let parent_label = parent.map_or_else(|| "scratch".to_string(), |p| p.label.clone());
+                let parent_label =
+                    parent.map_or_else(|| "scratch".to_string(), |p| p.label.clone());
                 explain::explain(old.as_ref(), &new_inputs, &parent_label)
             };
             start(Some(reason));
@@ -491,7 +492,7 @@ impl BuildCtx<'_> {
             return Err(e);
         }
         let (name, _) = self.commit_step(key, &active, false)?;
-        let created = Some(now_rfc3339());
+        let created = Some(entry.created.clone().unwrap_or_else(now_rfc3339));
         solver.cache.put(
             key,
             &CacheRecord {
