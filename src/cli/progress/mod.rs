@@ -52,7 +52,11 @@ pub(crate) fn renderer(
         ProgressFormat::Plain => Box::new(plain::Plain::new(out, clock, source)),
         ProgressFormat::Json => return Box::new(json::Json::new(out)),
         ProgressFormat::Quiet => return Box::new(plain::Quiet::new(out, clock, source)),
-        ProgressFormat::Tty => Box::new(tty::Tty::live(out, clock, source, color_enabled())),
+        ProgressFormat::Tty => {
+            return Box::new(
+                tty::Tty::live(out, clock, source, color_enabled()).with_explain(explain),
+            );
+        }
     };
     if explain {
         Box::new(Explained(inner))
@@ -61,7 +65,8 @@ pub(crate) fn renderer(
     }
 }
 
-/// Shows a running step's cache-miss reason as its first output line (`cache miss: ...`).
+/// Shows a running step's cache-miss reason as its first output line (`cache miss: ...`), for
+/// plain output.
 struct Explained(Box<dyn Renderer>);
 
 impl Progress for Explained {
@@ -154,6 +159,8 @@ pub(crate) struct StepInfo {
     /// (time since the step started, line)
     pub(crate) logs: VecDeque<(Duration, String)>,
     pub(crate) dropped_logs: usize,
+    /// Why the step missed the cache (for a step that ran), shown with `--explain`.
+    pub(crate) reason: Option<String>,
 }
 
 impl StepInfo {
@@ -207,7 +214,7 @@ impl StepTable {
                 stage,
                 instruction,
                 line,
-                ..
+                reason,
             } => {
                 let pos = self.steps.len();
                 self.steps.push(StepInfo {
@@ -220,6 +227,7 @@ impl StepTable {
                     status: StepStatus::Running,
                     logs: VecDeque::new(),
                     dropped_logs: 0,
+                    reason: reason.clone(),
                 });
                 self.by_id.insert(*step, pos);
                 self.total = self.total.max(*total);

@@ -379,6 +379,7 @@ mod tests {
                 .map(|i| (Duration::from_millis(i * 10), format!("out {i}")))
                 .collect(),
             dropped_logs: 0,
+            reason: None,
         };
         let r = step_report(
             &step,

@@ -37,6 +37,8 @@ struct State {
     drawn: Vec<usize>,
     /// Terminal width at the last frame.
     width: usize,
+    /// `--explain`: a step that ran is followed by why it missed the cache.
+    explain: bool,
 }
 
 /// The tty renderer.
@@ -75,6 +77,7 @@ impl Tty {
             committed: 0,
             drawn: Vec::new(),
             width: 0,
+            explain: false,
         };
         Self {
             state: Arc::new(Mutex::new(state)),
@@ -108,6 +111,12 @@ impl Tty {
             *lock(&tty.ticker) = Some((stop, handle));
         }
         tty
+    }
+
+    /// With `on`, each committed step that ran is followed by why it missed the cache.
+    pub(crate) fn with_explain(self, on: bool) -> Self {
+        lock(&self.state).explain = on;
+        self
     }
 
     /// Redraws the live region now.
@@ -228,8 +237,18 @@ fn frame(st: &mut State, now: Duration, (cols, rows): (usize, usize), color: boo
     while st.committed < st.table.steps.len()
         && (last || st.table.steps[st.committed].status != StepStatus::Running)
     {
-        let line = step_line(&st.table.steps[st.committed], now, width, color, last);
-        emit(&mut buf, &line);
+        let step = &st.table.steps[st.committed];
+        emit(&mut buf, &step_line(step, now, width, color, last));
+        if st.explain
+            && let Some(r) = &step.reason
+        {
+            let l = paint(
+                cut(&format!("   cache miss: {}", printable(r)), width),
+                "2",
+                color,
+            );
+            emit(&mut buf, &l);
+        }
         st.committed += 1;
     }
     if last && let Some((digest, names)) = &st.table.image {
@@ -449,6 +468,42 @@ pub(crate) mod tests {
             screen(&buf, 50),
             " => [1/3] FROM scratch                     CACHED\n => [2/3] RUN make                      DONE 1.6s\n[+] Building 1.6s (2/3)"
         );
+    }
+
+    #[test]
+    fn explain_shows_why_a_step_ran_under_its_line() {
+        for on in [true, false] {
+            let (t, buf, clock) = tty(60, 20, false);
+            let t = t.with_explain(on);
+            t.event(&ProgressEvent::BuildStarted { total_steps: 2 });
+            t.event(&started(0, 1, "FROM scratch", 1));
+            t.event(&ProgressEvent::StepCached { step: StepId(0) });
+            let mut run = started(1, 2, "RUN echo hi", 3);
+            if let ProgressEvent::StepStarted { reason, .. } = &mut run {
+                *reason = Some("build arg or env V changed: \"1\" -> \"2\"".into());
+            }
+            t.event(&run);
+            clock.set_ms(400);
+            t.event(&done(1, 400));
+            t.event(&ProgressEvent::BuildFinished {
+                success: true,
+                elapsed: Duration::from_millis(400),
+            });
+            t.finish(None);
+            let why = if on {
+                "   cache miss: build arg or env V changed: \"1\" -> \"2\"\n"
+            } else {
+                ""
+            };
+            assert_eq!(
+                screen(&buf, 60),
+                format!(
+                    " => [1/3] FROM scratch                               CACHED\n \
+                     => [2/3] RUN echo hi                             DONE 0.4s\n\
+                     {why}[+] Building 0.4s (2/3) FINISHED"
+                )
+            );
+        }
     }
 
     #[test]
