@@ -309,7 +309,7 @@ impl BuildCtx<'_> {
         let previous = self.explain.last_key(&step_id);
         if will_run {
             let reason = if no_cache {
-                "the cache is disabled for this step (--no-cache)".to_string()
+                "the cache is disabled for this step (--no-cache or --no-cache-filter)".to_string()
             } else {
                 let old = self.explain.load(&step_id);
                 let parent_label =
