@@ -41,6 +41,9 @@ mod pattern;
 mod quote;
 pub mod shell;
 mod suggest;
+/// BuildKit's "did you mean X?" search (`util/suggest.Search`): the closest option by
+/// Levenshtein distance below 3, `None` when `val` is itself an option.
+pub use suggest::suggest;
 
 pub use ast::{Directive, Heredoc, Warning};
 pub use column::error_column;

@@ -26,7 +26,7 @@ pub(crate) fn append(msg: &mut String, suggestion: &str) {
 
 /// The option closest to `val` (distance < 3), in `val`'s case when matching case-insensitively;
 /// `None` when there is none or `val` matches an option exactly.
-pub(crate) fn suggest(val: &str, options: &[&str], case_sensitive: bool) -> Option<String> {
+pub fn suggest(val: &str, options: &[&str], case_sensitive: bool) -> Option<String> {
     let v = if case_sensitive {
         val.to_owned()
     } else {
