@@ -82,28 +82,16 @@ impl BuildCtx<'_> {
         let reference = &self.plan.images[i].0;
         let id = self.started(idx, format!("FROM {reference}"), String::new(), 0, None);
         let t0 = Instant::now();
-        let diff_ids: Vec<String> = img
-            .config
-            .rootfs
-            .diff_ids
-            .iter()
-            .map(|d| d.to_string())
-            .collect();
-        if diff_ids.len() != img.layers.len() {
-            return Err(Error::Image {
-                what: reference.clone(),
-                message: "layer count does not match the config's diff_ids".into(),
-            });
-        }
+        // Checks that the config has one diff_id per layer before unpacking anything.
         let (parent, unpacked) =
             crate::rootfs::unpack_image(self.snapshotter(), &self.solver.store, img, reference)?;
         let layers: Vec<LayerRecord> = img
             .layers
             .iter()
-            .zip(&diff_ids)
+            .zip(&img.config.rootfs.diff_ids)
             .map(|(d, diff)| LayerRecord {
                 digest: d.digest.to_string(),
-                diff_id: diff.clone(),
+                diff_id: diff.to_string(),
                 size: d.size,
                 media_type: d.media_type.clone(),
             })
