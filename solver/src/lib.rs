@@ -28,7 +28,7 @@
 //! Progress arrives as [`ProgressEvent`]s through the [`Progress`] trait: `StepStarted` carries
 //! the `Step N/M` numbering and the instruction, `StepCached` marks a cache hit.
 
-mod build;
+mod solve;
 pub mod cache;
 mod context;
 mod copy;
@@ -47,7 +47,7 @@ mod scheduler;
 mod untar;
 mod users;
 
-pub use build::Solver;
+pub use solve::Solver;
 pub use cache::{PruneOptions, PruneReport};
 pub use error::{Error, Result};
 pub use progress::{LogStream, NoProgress, Progress, ProgressEvent, StepId};

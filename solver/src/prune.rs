@@ -1,7 +1,7 @@
 //! `kiln prune`: removing cache records and the snapshots nothing needs any more, children
 //! before parents, without touching what remaining records (or running builds) use.
 
-use crate::build::{Solver, snap_err};
+use crate::solve::{Solver, snap_err};
 use crate::error::Result;
 use kiln_snapshotter as snap;
 

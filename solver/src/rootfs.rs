@@ -28,8 +28,8 @@ use kiln_executor as ex;
 use kiln_image::{ContentStore, Image};
 use kiln_snapshotter::{self as snap, Snapshotter};
 
-use crate::build::chain_ids;
-use crate::build::{Solver, snap_err};
+use crate::solve::chain_ids;
+use crate::solve::{Solver, snap_err};
 use crate::error::{Error, Result};
 use crate::scheduler::CancelHandle;
 

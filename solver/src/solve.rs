@@ -37,7 +37,7 @@ use crate::request::{
 use crate::scheduler::{CancelHandle, OnceMap, run_dag};
 use crate::users;
 
-mod exec;
+mod run;
 mod step;
 
 /// sha256 of an empty tar stream (two zero blocks): the diff_id of a step that changed nothing.

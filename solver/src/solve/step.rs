@@ -1,6 +1,6 @@
 //! Running one vertex: a base image unpacked into a snapshot chain, or a filesystem step keyed,
 //! looked up in the cache, or executed (COPY/ADD/WORKDIR on a mounted snapshot, RUN through
-//! [`super::exec`]), committed, turned into a layer and only then recorded.
+//! [`super::run`]), committed, turned into a layer and only then recorded.
 
 use super::*;
 
