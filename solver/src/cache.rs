@@ -6,6 +6,8 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -136,9 +138,97 @@ impl CacheStore {
     }
 }
 
+/// The right to run the step of one cache key, held across threads and kiln processes sharing
+/// the state directory: an exclusive `flock(2)` on `cache/locks/<hex>`, which the kernel
+/// releases when the holder ends or dies, so a killed build never leaves a step claimed.
+#[derive(Debug)]
+pub(crate) struct StepClaim {
+    _file: fs::File,
+}
+
+/// How often a waiting build looks whether the claim was released (or the build cancelled).
+const CLAIM_POLL: Duration = Duration::from_millis(20);
+
+impl CacheStore {
+    /// Claims the step of `key`, waiting while another build (thread or process) holds it.
+    /// `on_wait` is called once if the claim is busy (to show that the build waits). The wait
+    /// ends when the holder releases it (done, failed or killed) or, with [`Error::Cancelled`],
+    /// when `cancelled` is set. The caller looks the key up again once it holds the claim.
+    pub(crate) fn claim(
+        &self,
+        key: &CacheKey,
+        cancelled: &AtomicBool,
+        on_wait: &mut dyn FnMut(),
+    ) -> Result<StepClaim> {
+        let dir = self.dir.join("locks");
+        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        let path = dir.join(key.hex());
+        let file = fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err("open lock", &path))?;
+        let mut waited = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(StepClaim { _file: file }),
+                Err(fs::TryLockError::WouldBlock) => {}
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(Error::Io {
+                        op: "lock",
+                        path,
+                        source: e,
+                    });
+                }
+            }
+            if cancelled.load(Ordering::SeqCst) {
+                return Err(Error::Cancelled);
+            }
+            if !waited {
+                waited = true;
+                on_wait();
+            }
+            std::thread::sleep(CLAIM_POLL);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claim_waits_for_its_holder_and_ends_on_cancel() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let s = CacheStore::open(d.path()).expect("open");
+        let k = CacheKey("sha256:cd".into());
+        let no = AtomicBool::new(false);
+        let mut waits = 0;
+        let held = s.claim(&k, &no, &mut || waits += 1).expect("claim");
+        assert_eq!(waits, 0);
+        // Another open file description (as another process has) waits until it is released.
+        let released = std::thread::scope(|sc| {
+            let t = sc.spawn(|| {
+                let mut w = 0;
+                let c = s.claim(&k, &AtomicBool::new(false), &mut || w += 1);
+                (c.is_ok(), w)
+            });
+            std::thread::sleep(Duration::from_millis(150));
+            assert!(!t.is_finished(), "the second claim did not wait");
+            drop(held);
+            t.join().expect("join")
+        });
+        assert_eq!(released, (true, 1));
+        // A cancelled waiter stops waiting.
+        let _held = s.claim(&k, &no, &mut || {}).expect("claim");
+        let yes = AtomicBool::new(true);
+        assert!(matches!(
+            s.claim(&k, &yes, &mut || {}),
+            Err(Error::Cancelled)
+        ));
+    }
 
     #[test]
     fn roundtrip_and_corrupt_records() {

@@ -261,6 +261,20 @@ impl BuildCtx<'_> {
 }
 
 impl BuildCtx<'_> {
+    /// Claims the step of `key` across builds sharing the state dir (see
+    /// [`CacheStore::claim`]), saying in the step's log when it waits for another build.
+    pub(super) fn claim_step(&self, key: &CacheKey, id: StepId) -> Result<crate::cache::StepClaim> {
+        self.solver.cache.claim(key, &self.cancelled, &mut || {
+            self.progress.event(&ProgressEvent::StepLog {
+                step: id,
+                stream: LogStream::Stderr,
+                line: "waiting for another build of this step".into(),
+            });
+        })
+    }
+}
+
+impl BuildCtx<'_> {
     /// For a context directory that `.dockerignore` filters, a hard-linked copy (plain copies
     /// across filesystems) of exactly the kept entries under `<state_dir>/tmp/`; `None` when
     /// nothing below `src_rel` is excluded, so the context itself can be bound.
