@@ -1,8 +1,27 @@
 //! User namespaces for kiln: which one this process is in (so the snapshotter and executor can
 //! pick what works there, such as overlayfs `userxattr` or a bind of /sys), and entering one so
-//! an ordinary user builds what root builds (rootless).
+//! an ordinary user builds what root builds (rootless): [`enter_rootless`] moves the whole
+//! process into a user namespace where the user is root and their subordinate ids
+//! (`/etc/subuid`, `/etc/subgid`) are mapped, as `buildah unshare` does.
+//!
+//! ```no_run
+//! // First thing in `main`, before any thread starts.
+//! match kiln_userns::enter_rootless() {
+//!     Ok(kiln_userns::Entry::Entered(r)) if r.single_id.is_some() => {
+//!         eprintln!("note: {}", kiln_userns::subid_hint(r.user.as_deref()));
+//!     }
+//!     Ok(_) => {}
+//!     Err(e) => eprintln!("error: {e}"),
+//! }
+//! ```
+
+mod enter;
+mod subid;
 
 use std::fs;
+
+pub use enter::{Entry, Rootless, enter_rootless, rootless, started_as_root};
+pub use subid::{SubIdRange, parse_subids, subid_hint};
 
 /// One line of `/proc/self/uid_map` or `gid_map`: ids `inside..inside+count` of this
 /// namespace are ids `outside..outside+count` of the parent.
@@ -45,6 +64,28 @@ pub enum Error {
         path: String,
         /// The line.
         line: String,
+    },
+    /// A non-root process with several threads cannot enter a user namespace.
+    #[error(
+        "cannot build rootless: this process already runs {threads} threads and only a \
+         single-threaded process can enter a user namespace; call \
+         `kiln_userns::enter_rootless()` at the top of `main`, before any thread starts \
+         (the `kiln` binary does), or run as root"
+    )]
+    MultiThreaded {
+        /// How many threads were running.
+        threads: usize,
+    },
+    /// The kernel refused to create the user namespace.
+    #[error(
+        "cannot build rootless: creating a user namespace failed: {source}; unprivileged user \
+         namespaces may be disabled (sysctl user.max_user_namespaces, \
+         kernel.unprivileged_userns_clone, an AppArmor or seccomp policy), or run as root"
+    )]
+    Unshare {
+        /// The cause.
+        #[source]
+        source: std::io::Error,
     },
 }
 
