@@ -100,41 +100,63 @@ impl<'de> Deserialize<'de> for Digest {
     }
 }
 
-/// A writer that hashes and counts everything written through it to an inner writer.
-pub(crate) struct HashingWriter<W> {
+/// A writer that hashes (sha256) and counts everything written through it to an inner writer:
+/// the one way kiln computes a diff_id or a blob digest while bytes stream past (the content
+/// store's ingest, layer writers, the snapshotter's differ).
+pub struct HashingWriter<W> {
     inner: W,
-    hasher: Sha256,
+    /// `None` when only counting (the caller hashes the same bytes elsewhere).
+    hasher: Option<Sha256>,
     written: u64,
 }
 
 impl<W: Write> HashingWriter<W> {
-    pub(crate) fn new(inner: W) -> Self {
+    /// Hashes and counts what goes to `inner`.
+    pub fn new(inner: W) -> Self {
         Self {
             inner,
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
             written: 0,
         }
     }
 
-    /// Returns the inner writer, the digest and the byte count.
-    pub(crate) fn finish(self) -> (W, Digest, u64) {
+    /// Only counts (for a stream whose digest is known from another hash of the same bytes, as
+    /// an uncompressed layer's digest is its diff_id).
+    pub fn counting(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: None,
+            written: 0,
+        }
+    }
+
+    /// Returns the inner writer, the digest (`None` when only counting) and the byte count.
+    pub fn finish(self) -> (W, Option<Digest>, u64) {
         (
             self.inner,
-            Digest::from_sha256(self.hasher.finalize().into()),
+            self.hasher
+                .map(|h| Digest::from_sha256(h.finalize().into())),
             self.written,
         )
     }
 
     /// Bytes written so far.
-    pub(crate) fn written(&self) -> u64 {
+    pub fn written(&self) -> u64 {
         self.written
+    }
+
+    /// The inner writer.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
     }
 }
 
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         self.written += n as u64;
         Ok(n)
     }
@@ -143,15 +165,17 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// A reader that hashes and counts everything read through it.
-pub(crate) struct HashingReader<R> {
+/// A reader that hashes (sha256) and counts everything read through it (the reading side of
+/// [`HashingWriter`]: layer appliers, pulls).
+pub struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
     read: u64,
 }
 
 impl<R: io::Read> HashingReader<R> {
-    pub(crate) fn new(inner: R) -> Self {
+    /// Hashes and counts what is read from `inner`.
+    pub fn new(inner: R) -> Self {
         Self {
             inner,
             hasher: Sha256::new(),
@@ -160,12 +184,12 @@ impl<R: io::Read> HashingReader<R> {
     }
 
     /// The digest of the bytes read so far.
-    pub(crate) fn digest(&self) -> Digest {
+    pub fn digest(&self) -> Digest {
         Digest::from_sha256(self.hasher.clone().finalize().into())
     }
 
     /// Bytes read so far.
-    pub(crate) fn bytes_read(&self) -> u64 {
+    pub fn bytes_read(&self) -> u64 {
         self.read
     }
 }
@@ -211,6 +235,9 @@ mod tests {
         let (buf, d, n) = w.finish();
         assert_eq!(buf, b"hello world");
         assert_eq!(n, 11);
-        assert_eq!(d, Digest::of_bytes(b"hello world"));
+        assert_eq!(d, Some(Digest::of_bytes(b"hello world")));
+        let mut c = HashingWriter::counting(Vec::new());
+        c.write_all(b"abc").unwrap();
+        assert_eq!(c.finish(), (b"abc".to_vec(), None, 3));
     }
 }

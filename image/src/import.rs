@@ -65,10 +65,7 @@ pub fn load_tar(
     path: &Path,
     platform: &Platform,
 ) -> Result<Vec<LoadedImage>> {
-    let tmp = tempfile::Builder::new()
-        .prefix("load-")
-        .tempdir_in(store.state_dir().join("content/ingest"))
-        .at(store.state_dir())?;
+    let tmp = store.ingest_dir("load")?;
     let mut archive = tar::Archive::new(BufReader::new(reader));
     for entry in archive.entries().map_err(|e| bad(path, &e.to_string()))? {
         let mut entry = entry.map_err(|e| bad(path, &format!("not a tar archive: {e}")))?;
@@ -341,6 +338,7 @@ fn check_layer(file: impl Read, what: &str) -> Result<LayerCheck> {
     })?;
     drop(buffered);
     let (_, diff_id, _) = plain.finish();
+    let diff_id = diff_id.expect("a hashing writer hashes");
     Ok(LayerCheck {
         digest: raw.digest(),
         size: raw.bytes_read(),

@@ -29,6 +29,7 @@ mod gc;
 mod image;
 mod import;
 mod json;
+mod owner;
 mod reference;
 mod registry;
 pub mod spec;
@@ -37,7 +38,7 @@ mod store;
 pub use compression::{Compression, CompressionOptions, decompress};
 pub use convert::{convert_image, convert_layer};
 pub use dangling::{DanglingImage, RemovedImage};
-pub use digest::Digest;
+pub use digest::{Digest, HashingReader, HashingWriter};
 pub use error::{Error, Result};
 pub use export::{
     ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, export_docker, export_oci, write_docker_archive,
@@ -47,6 +48,7 @@ pub use gc::GcReport;
 pub use image::{Image, PulledImage, WriteOptions, write_image, write_image_with};
 pub use import::{LoadedImage, load_archive, load_tar};
 pub use json::to_canonical_json;
+pub use owner::Owner;
 pub use reference::{DOCKER_HUB, Reference};
 pub use registry::{
     Credentials, ProgressFn, PushReport, RegistryClient, RegistryOptions, TransferEvent,

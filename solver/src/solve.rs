@@ -221,10 +221,7 @@ impl Solver {
             .map_err(io_err("create directory", &config.state_dir))?;
         snap::remove_orphans(&config.state_dir.join("tmp"), "");
         let store = ContentStore::open(&config.state_dir).map_err(img_err("content store"))?;
-        // Layer temp files of killed builds (see `write_layer`).
-        if let Some(blobs) = store.blob_path(&Digest::of_bytes(b"")).parent() {
-            snap::remove_orphans(blobs, ".kiln-layer-");
-        }
+        // (ContentStore::open removed the ingest files of killed builds, see `write_layer`.)
         let snapshotter = snap::open(&config.state_dir, config.snapshot_driver)
             .map_err(snap_err(config.state_dir.display().to_string()))?;
         let cache = CacheStore::open(&config.state_dir)?;

@@ -590,18 +590,16 @@ impl BuildCtx<'_> {
     }
 
     pub(super) fn write_layer(&self, name: &str) -> Result<Option<LayerRecord>> {
-        use std::io::Write as _;
-        let store = &self.solver.store;
-        // The layer streams straight into a temp file next to the blobs and is renamed to its
-        // digest: the differ already hashes the stream, so no second pass is needed.
-        let empty = store.blob_path(&Digest::of_bytes(b""));
-        let blobs = empty.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(blobs).map_err(io_err("create directory", blobs))?;
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".kiln-layer-{}-", snap::Owner::current().tag()))
-            .tempfile_in(blobs)
-            .map_err(io_err("create temp file in", blobs))?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp);
+        // The layer streams into a content-store ingest: hashed and counted as it is written,
+        // checked against the differ's digest, fsynced and renamed into place by the store. A
+        // killed build's ingest file is removed by the next open; an empty layer's is dropped.
+        let what = format!("layer of {name}");
+        let mut w = self
+            .solver
+            .store
+            .blob_writer()
+            .map_err(img_err(what.clone()))?
+            .named(what.clone());
         let opts = snap::LayerOptions {
             // Stored uncompressed: a local build pays no compression; exports that want gzip
             // convert (once, remembered by the content store).
@@ -613,31 +611,12 @@ impl BuildCtx<'_> {
         if info.diff_id == EMPTY_TAR_DIFF_ID {
             return Ok(None);
         }
-        w.flush().map_err(io_err("write layer", blobs))?;
-        let tmp = w.into_inner().map_err(|e| Error::Io {
-            op: "write layer",
-            path: blobs.to_path_buf(),
-            source: e.into_error(),
-        })?;
-        let digest = Digest::parse(&info.digest).map_err(img_err("layer digest"))?;
-        let dest = store.blob_path(&digest);
-        if !dest.is_file() {
-            tmp.as_file()
-                .sync_all()
-                .map_err(io_err("fsync", tmp.path().to_path_buf()))?;
-            tmp.persist(&dest).map_err(|e| Error::Io {
-                op: "rename",
-                path: dest.clone(),
-                source: e.error,
-            })?;
-            std::fs::File::open(blobs)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err("fsync", blobs))?;
-        }
+        let expected = Digest::parse(&info.digest).map_err(img_err("layer digest"))?;
+        let (digest, size) = w.commit(Some(&expected)).map_err(img_err(what))?;
         Ok(Some(LayerRecord {
             digest: digest.to_string(),
             diff_id: info.diff_id,
-            size: info.size,
+            size,
             media_type: info.media_type.to_string(),
         }))
     }
