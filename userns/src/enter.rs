@@ -51,12 +51,14 @@ pub struct Rootless {
     pub single_id: Option<String>,
 }
 
-static STATE: Mutex<Option<Entry>> = Mutex::new(None);
+/// The outcome of the first [`enter_rootless`], failures included: a failed attempt is not
+/// retried (the process may be half inside a namespace, or running threads by then).
+static STATE: Mutex<Option<std::result::Result<Entry, Error>>> = Mutex::new(None);
 
 /// Makes this process able to build as an ordinary user, once: when it runs as a non-root user
 /// in the initial user namespace, it moves **the whole process** (every later thread and child
 /// with it) into a new user namespace and a new mount namespace, where it is uid and gid 0.
-/// Idempotent: later calls return the first outcome.
+/// Idempotent: later calls return the first outcome (the same error, if it failed).
 ///
 /// - Root in the initial namespace ([`Entry::Root`]) and a process already in a user namespace
 ///   ([`Entry::Inherited`]) are left as they are.
@@ -76,19 +78,25 @@ static STATE: Mutex<Option<Entry>> = Mutex::new(None);
 /// threads gets [`Error::MultiThreaded`].
 pub fn enter_rootless() -> Result<Entry> {
     let mut state = STATE.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(entry) = state.as_ref() {
-        return Ok(entry.clone());
+    match state.as_ref() {
+        Some(Ok(entry)) => return Ok(entry.clone()),
+        Some(Err(e)) => return Err(e.duplicate()),
+        None => {}
     }
     let uid = rustix::process::geteuid().as_raw();
     let entry = if in_user_namespace() {
-        Entry::Inherited
+        Ok(Entry::Inherited)
     } else if uid == 0 {
-        Entry::Root
+        Ok(Entry::Root)
     } else {
-        Entry::Entered(enter_new(uid, rustix::process::getegid().as_raw())?)
+        enter_new(uid, rustix::process::getegid().as_raw()).map(Entry::Entered)
     };
-    *state = Some(entry.clone());
-    Ok(entry)
+    let out = match &entry {
+        Ok(e) => Ok(e.clone()),
+        Err(e) => Err(e.duplicate()),
+    };
+    *state = Some(entry);
+    out
 }
 
 /// The namespace [`enter_rootless`] made, if it made one.
@@ -98,7 +106,7 @@ pub fn rootless() -> Option<Rootless> {
         .unwrap_or_else(PoisonError::into_inner)
         .as_ref()
     {
-        Some(Entry::Entered(r)) => Some(r.clone()),
+        Some(Ok(Entry::Entered(r))) => Some(r.clone()),
         _ => None,
     }
 }

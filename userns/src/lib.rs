@@ -89,6 +89,31 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// The same error again (for the remembered outcome of `enter_rootless`); an I/O cause
+    /// keeps its OS error number or, without one, its kind and text.
+    fn duplicate(&self) -> Error {
+        let io = |e: &std::io::Error| {
+            e.raw_os_error().map_or_else(
+                || std::io::Error::new(e.kind(), e.to_string()),
+                std::io::Error::from_raw_os_error,
+            )
+        };
+        match self {
+            Error::Io { what, source } => Error::Io {
+                what: what.clone(),
+                source: io(source),
+            },
+            Error::Malformed { path, line } => Error::Malformed {
+                path: path.clone(),
+                line: line.clone(),
+            },
+            Error::MultiThreaded { threads } => Error::MultiThreaded { threads: *threads },
+            Error::Unshare { source } => Error::Unshare { source: io(source) },
+        }
+    }
+}
+
 /// This crate's result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -63,6 +63,9 @@ fn child_threaded() {
     println!("error={e}");
     tx.send(()).unwrap();
     let _ = t.join();
+    // Not retried once the threads are gone: the first outcome is remembered.
+    let again = kiln_userns::enter_rootless().expect_err("remembered");
+    assert_eq!(again.to_string(), e.to_string());
 }
 
 fn value<'a>(out: &'a str, key: &str) -> &'a str {
