@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 # OCI differential tests, reflink and full-disk filesystems, the RUN network's user-mode NAT, and
 # a C compiler with static libc for the seccomp probes.
 pkgs=(busybox-static docker-registry skopeo umoci apache2-utils time curl openssl tmux runc
-      xfsprogs e2fsprogs slirp4netns gcc libc6-dev)
+      xfsprogs e2fsprogs slirp4netns gcc libc6-dev docker.io)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

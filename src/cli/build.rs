@@ -107,12 +107,17 @@ pub(crate) struct BuildArgs {
     pub(crate) network: NetworkMode,
 
     /// Output: `type=oci|docker|local|tar|image,dest=...`, `DIR` (local) or `-` (tar on stdout).
-    #[arg(short = 'o', long = "output", value_name = "SPEC", value_parser = parse_spec::<OutputSpec>)]
+    #[arg(short = 'o', long = "output", value_name = "SPEC", value_parser = super::load::parse_output)]
     pub(crate) outputs: Vec<OutputSpec>,
 
     /// Push the tagged image to its registry (like `--output type=image,push=true`).
     #[arg(long)]
     pub(crate) push: bool,
+
+    /// Load the image into the docker daemon (`DOCKER_HOST`, else /var/run/docker.sock), as
+    /// `--output type=docker` without `dest`.
+    #[arg(long)]
+    pub(crate) load: bool,
 
     /// Write the image id (config digest) to FILE.
     #[arg(long, value_name = "FILE")]
@@ -330,11 +335,12 @@ fn stdin_context_dir(root: Option<&Path>) -> anyhow::Result<tempfile::TempDir> {
 }
 
 /// Runs `kiln build`.
-pub(crate) fn run(root: Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(root: Option<PathBuf>, mut args: BuildArgs) -> anyhow::Result<ExitCode> {
     validate(&args)?;
     if args.check {
         return super::check::run_for_build(root, &args);
     }
+    let load = super::load::take_daemon_outputs(&mut args.outputs, args.load, &args.tags)?;
     // The build context: a directory, or a tar archive on stdin extracted to a temporary one.
     let mut _stdin_context = None;
     let context = if args.context == "-" {
@@ -379,7 +385,7 @@ pub(crate) fn run(root: Option<PathBuf>, args: BuildArgs) -> anyhow::Result<Exit
     let options = args.to_options(context, dockerfile);
 
     let state_dir = root.unwrap_or_else(kiln::default_state_dir);
-    let mut builder = Builder::new(state_dir);
+    let mut builder = Builder::new(state_dir.clone());
     if let Some(jobs) = args.jobs {
         builder = builder.jobs(usize::from(jobs));
     }
@@ -415,6 +421,9 @@ pub(crate) fn run(root: Option<PathBuf>, args: BuildArgs) -> anyhow::Result<Exit
         let text = serde_json::to_string_pretty(&metadata).context("cannot encode metadata")?;
         std::fs::write(path, text + "\n")
             .with_context(|| format!("cannot write --metadata-file `{}`", path.display()))?;
+    }
+    if let Some(load) = load {
+        load.run(&state_dir, &image)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -105,9 +105,17 @@ pub(crate) struct ImagesArgs {
 pub(crate) enum ImageSubcommand {
     /// Remove dangling (`<none>`) images and the blobs only they use.
     Prune {
+        /// Remove every image, not only dangling ones (kiln keeps no containers, so no image
+        /// is in use).
+        #[arg(short, long)]
+        all: bool,
         /// Do not ask for confirmation.
         #[arg(short, long)]
         force: bool,
+        /// `until=TIMESTAMP|DURATION`: only images created before it (`24h`, `2026-01-02`,
+        /// RFC 3339, unix seconds).
+        #[arg(long, value_name = "FILTER")]
+        filter: Vec<String>,
     },
 }
 
@@ -207,7 +215,7 @@ pub(crate) fn find_image(
 }
 
 /// Every image in the store: tagged ones with their tag, dangling ones with `None`.
-fn all_images(
+pub(crate) fn all_images(
     store: &ContentStore,
 ) -> anyhow::Result<Vec<(Option<Reference>, kiln_image::Digest)>> {
     let mut out: Vec<(Option<Reference>, kiln_image::Digest)> = store
@@ -304,7 +312,9 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<Ex
                 return Ok(ExitCode::from(1));
             }
         }
-        ImageCommand::Image(ImageSubcommand::Prune { force }) => prune(&store, &root, force)?,
+        ImageCommand::Image(ImageSubcommand::Prune { all, force, filter }) => {
+            prune(&store, &root, all, force, &filter)?;
+        }
         ImageCommand::Save { output, references } => {
             // One entry per image, with every name it was asked under (as `docker save`).
             let mut images: Vec<(Image, Vec<Reference>)> = Vec::new();
@@ -466,13 +476,31 @@ fn untag(
     Ok(true)
 }
 
-/// `kiln image prune`: removes the dangling images and the blobs only they use, printing
-/// what went and the space reclaimed as `docker image prune` does.
-fn prune(store: &ContentStore, root: &std::path::Path, force: bool) -> anyhow::Result<()> {
+/// `kiln image prune`: removes the dangling images (with `all`, every image) and the blobs
+/// only they use, printing what went and the space reclaimed as `docker image prune` does.
+fn prune(
+    store: &ContentStore,
+    root: &std::path::Path,
+    all: bool,
+    force: bool,
+    filters: &[String],
+) -> anyhow::Result<()> {
+    let mut until = None;
+    for f in filters {
+        match f.split_once('=') {
+            Some(("until", v)) => until = Some(parse_until(v)?),
+            _ => bail!(super::UsageError(format!(
+                "invalid filter '{f}' (supported: until=TIMESTAMP|DURATION)"
+            ))),
+        }
+    }
     if !force {
-        print!(
-            "WARNING! This will remove all dangling images.\nAre you sure you want to continue? [y/N] "
-        );
+        let what = if all {
+            "WARNING! This will remove all images without at least one container associated to them."
+        } else {
+            "WARNING! This will remove all dangling images."
+        };
+        print!("{what}\nAre you sure you want to continue? [y/N] ");
         std::io::stdout().flush()?;
         let mut answer = String::new();
         std::io::stdin().read_line(&mut answer)?;
@@ -480,16 +508,7 @@ fn prune(store: &ContentStore, root: &std::path::Path, force: bool) -> anyhow::R
             return Ok(());
         }
     }
-    let keep = cache_layers(root);
-    let mut total = 0;
-    let mut lines = Vec::new();
-    for d in store.list_dangling()? {
-        let removed = store.remove_image(&d.digest, &keep)?;
-        total += removed.bytes;
-        for b in removed.blobs {
-            lines.push(format!("deleted: {b}"));
-        }
-    }
+    let (lines, total) = remove_images(store, root, all, until)?;
     let mut out = std::io::stdout().lock();
     if !lines.is_empty() {
         writeln!(out, "Deleted Images:")?;
@@ -500,6 +519,106 @@ fn prune(store: &ContentStore, root: &std::path::Path, force: bool) -> anyhow::R
     }
     writeln!(out, "Total reclaimed space: {}", human_size(total))?;
     Ok(())
+}
+
+/// `until=` of `image prune`: a unix time, an RFC 3339 time or date, or a duration before now
+/// (Go's syntax: `90m`, `24h`, `1h30m`, `10s`).
+fn parse_until(v: &str) -> anyhow::Result<i64> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    if let Ok(n) = v.parse::<i64>() {
+        return Ok(n);
+    }
+    if let Some(t) = kiln_image::spec::parse_rfc3339(v)
+        .or_else(|| kiln_image::spec::parse_rfc3339(&format!("{v}T00:00:00Z")))
+    {
+        return Ok(t);
+    }
+    let mut secs = 0f64;
+    let mut rest = v;
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(n);
+        let u = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(u);
+        let num: f64 = num.parse().map_err(|_| {
+            super::UsageError(format!(
+                "invalid until={v}: expected a time or a duration like 24h"
+            ))
+        })?;
+        secs += num
+            * match unit {
+                "s" => 1.0,
+                "m" => 60.0,
+                "h" => 3600.0,
+                "ms" => 0.001,
+                _ => bail!(super::UsageError(format!(
+                    "invalid until={v}: unknown unit '{unit}' (use h, m or s)"
+                ))),
+            };
+        rest = tail;
+    }
+    Ok(now - secs as i64)
+}
+
+/// Removes the dangling images (with `all`, every image, untagging it first), only those
+/// created before `until` when given, with the blobs only they used; returns docker's report
+/// lines (`untagged: NAME`, `deleted: DIGEST`) and the bytes freed.
+pub(crate) fn remove_images(
+    store: &ContentStore,
+    root: &std::path::Path,
+    all: bool,
+    until: Option<i64>,
+) -> anyhow::Result<(Vec<String>, u64)> {
+    let keep = cache_layers(root);
+    let platform = Platform::host();
+    let created = |d: &kiln_image::Digest| {
+        Image::load(store, d, &platform).ok().and_then(|i| {
+            i.config
+                .created
+                .as_deref()
+                .and_then(kiln_image::spec::parse_rfc3339)
+        })
+    };
+    let old_enough =
+        |d: &kiln_image::Digest| until.is_none_or(|u| created(d).is_some_and(|c| c < u));
+    let mut total = 0;
+    let mut lines = Vec::new();
+    let mut victims: Vec<kiln_image::Digest> = Vec::new();
+    if all {
+        for (r, d) in store.list_tags()? {
+            if !old_enough(&d) {
+                continue;
+            }
+            if store.remove_tag(&r)?.is_some() {
+                lines.push(format!("untagged: {}", r.familiar()));
+                if !victims.contains(&d) {
+                    victims.push(d);
+                }
+            }
+        }
+    }
+    for d in store.list_dangling()? {
+        if old_enough(&d.digest) && !victims.contains(&d.digest) {
+            victims.push(d.digest);
+        }
+    }
+    for d in victims {
+        // Tagged again meanwhile (or still named by another tag): kept.
+        let Ok(removed) = store.remove_image(&d, &keep) else {
+            continue;
+        };
+        total += removed.bytes;
+        for b in removed.blobs {
+            lines.push(format!("deleted: {b}"));
+        }
+    }
+    Ok((lines, total))
 }
 
 /// One line of `kiln images`, with docker's `--format` fields.
@@ -621,6 +740,7 @@ fn reference_matches(pattern: &str, r: &Reference) -> bool {
 }
 
 fn list(store: &ContentStore, platform: &Platform, args: &ImagesArgs) -> anyhow::Result<()> {
+    let mut sizes = super::system::LayerSizes::open(store.state_dir());
     // `-a` adds intermediate images, which kiln does not keep: nothing to add.
     let _ = args.all;
     // `busybox` means the repository (every tag); `busybox:1` one tag.
@@ -737,7 +857,7 @@ fn list(store: &ContentStore, platform: &Platform, args: &ImagesArgs) -> anyhow:
             },
             created,
             created_since: created.map_or_else(|| "N/A".to_owned(), |t| human_ago(now - t)),
-            size: human_size(image.content_size()),
+            size: human_size(sizes.image(store, &image)),
         });
     }
     let mut out = std::io::stdout().lock();
@@ -829,7 +949,7 @@ fn human_ago(secs: i64) -> String {
 }
 
 /// Docker's `units.HumanSize`: decimal units, 3 significant digits ("4.26MB").
-fn human_size(bytes: u64) -> String {
+pub(crate) fn human_size(bytes: u64) -> String {
     let units = ["B", "kB", "MB", "GB", "TB", "PB"];
     let mut v = bytes as f64;
     let mut i = 0;

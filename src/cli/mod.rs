@@ -5,10 +5,12 @@ mod build;
 mod check;
 mod debug;
 mod images;
+mod load;
 mod progress;
 mod prune;
 mod run;
 mod signals;
+mod system;
 
 use std::process::ExitCode;
 
@@ -54,6 +56,9 @@ pub(crate) enum Command {
     Prune(prune::PruneArgs),
     /// Run a command in a new container from an image (as `docker run`).
     Run(Box<run::RunArgs>),
+    /// Disk usage and cleanup (as `docker system`).
+    #[command(subcommand)]
+    System(system::SystemCommand),
     #[command(flatten)]
     Images(images::ImageCommand),
 }
@@ -112,6 +117,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Debug(cmd) => debug::run(cmd),
         Command::Prune(args) => prune::run(cli.root, &args),
         Command::Run(args) => run::run(cli.root, *args),
+        Command::System(cmd) => system::run(cli.root, cmd),
         Command::Images(cmd) => images::run(cli.root, cmd),
     };
     match result {
