@@ -31,8 +31,6 @@ impl Progress for Lines {
 }
 
 fn main() -> ExitCode {
-    // RUN steps re-execute this binary as the container init: let it take over then.
-    kiln::init_main_if_requested();
     let mut args = std::env::args().skip(1);
     let context = args.next().unwrap_or_else(|| "examples/hello".into());
     let dest = args.next().unwrap_or_else(|| "hello.oci.tar".into());

@@ -64,8 +64,6 @@ impl Progress for SummaryProgress {
 }
 
 fn main() -> ExitCode {
-    // RUN steps re-execute this binary as the container init: let it take over then.
-    kiln::init_main_if_requested();
     let context = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "examples/hello".into());

@@ -140,9 +140,9 @@ pub struct BuildResult {
 /// Builds images. Cheap to create; one per state directory is enough, and it may be shared
 /// between threads.
 ///
-/// `RUN` steps run in a child process that re-executes a binary whose `main` starts with
-/// [`crate::init_main_if_requested`]: the current executable by default (so call it first thing
-/// in your `main`), or the one given to [`Builder::init_binary`].
+/// `RUN` steps run in a child process that re-executes the current executable (or the binary
+/// given to [`Builder::init_binary`]) as the container init; the init starts from a
+/// constructor of the executor before `main`, so nothing needs to be called first.
 #[derive(Debug, Clone)]
 pub struct Builder {
     state_dir: PathBuf,

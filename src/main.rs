@@ -3,6 +3,5 @@
 mod cli;
 
 fn main() -> std::process::ExitCode {
-    kiln_executor::init_main_if_requested(); // container init re-exec (kiln-executor)
     cli::main()
 }

@@ -49,6 +49,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The re-executed binary did not become the container init: it exited, ran its own
+    /// `main`, or sent nothing within the handshake time.
+    #[error("container init `{}` did not start: {reason}", binary.display())]
+    InitNotStarted {
+        /// The binary that was re-executed.
+        binary: PathBuf,
+        /// What happened and what to do.
+        reason: String,
+    },
     /// The process or mount description is unusable.
     #[error("invalid spec: {0}")]
     InvalidSpec(String),

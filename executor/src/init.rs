@@ -24,35 +24,30 @@ use std::path::{Path, PathBuf};
 
 use crate::copy::copy_tree;
 use crate::error::{Error, Result};
-use crate::proto::{INIT_ARG, InitEvent, InitSpec, PlannedMount, RootPlan};
+use crate::proto::{InitEvent, InitSpec, PlannedMount, RootPlan};
 use crate::spec::RootMount;
 use crate::stubs::{MountPoint, StubKind, Stubs, Target};
 use crate::sys;
 use crate::user::resolve;
-
-/// If this process was started as the container init (`argv[1]` is the sentinel), runs the
-/// container and exits; otherwise returns at once. Call it first thing in `main`, before any
-/// thread is started.
-pub fn init_main_if_requested() {
-    if std::env::args_os().nth(1).as_deref() != Some(OsStr::new(INIT_ARG)) {
-        return;
-    }
-    sys::exit_now(init_main())
-}
 
 /// Reports events to the parent over the socket; shared (inherited) by PID 1 until its exec.
 struct Events(UnixStream);
 
 impl Events {
     fn send(&self, event: &InitEvent) {
-        if let Ok(mut line) = serde_json::to_vec(event) {
-            line.push(b'\n');
-            let _ = (&self.0).write_all(&line);
-        }
+        send_event(&self.0, event);
     }
 }
 
-fn init_main() -> i32 {
+fn send_event(sock: &UnixStream, event: &InitEvent) {
+    if let Ok(mut line) = serde_json::to_vec(event) {
+        line.push(b'\n');
+        let _ = (&*sock).write_all(&line);
+    }
+}
+
+/// The init's whole life (called from the constructor in `entry.rs`); returns the exit code.
+pub(crate) fn init_main() -> i32 {
     sys::reset_signals();
     sys::cloexec_from_3();
     // A cancellation during setup is noted and acted on before the fork, after which it kills
@@ -66,6 +61,8 @@ fn init_main() -> i32 {
         return 120;
     };
     let mut sock = UnixStream::from(sock);
+    // The handshake: the parent now knows the init (not the binary's own main) is running.
+    send_event(&sock, &InitEvent::Ready);
     if let Ok(null) = File::open("/dev/null") {
         let _ = sys::dup2(null.as_raw_fd(), 0);
     }

@@ -7,9 +7,19 @@
 //!    the cwd), `type=cache` directories under `<state_dir>/mounts/cache/` are created or seeded
 //!    and locked according to `sharing` (file locks, so it holds across kiln processes),
 //!    secrets become bytes, and /etc/hosts, /etc/resolv.conf and /etc/hostname are generated.
-//! 2. **Re-exec**: the [`ExecutorConfig::init_binary`] is spawned with a sentinel argument; its
-//!    `main` must call [`init_main_if_requested`] first. The spec travels over a socketpair.
-//!    No Rust code ever runs in a forked child of the (multithreaded) caller.
+//! 2. **Re-exec**: the [`ExecutorConfig::init_binary`] (by default the caller's own
+//!    executable, `/proc/self/exe`) is spawned with a sentinel `argv[1]`, the environment
+//!    cleared but for a mark, `KILN_EXECUTOR_INIT_OF=<parent pid>`. This crate ships the init
+//!    as an ELF constructor (an `.init_array` entry, kept in every binary that links the
+//!    crate): the C library calls it with `argc`/`argv` before `main`, before Rust's runtime,
+//!    libtest or tokio start a thread; seeing the sentinel, it runs the init and `_exit`s, so
+//!    the embedder's `main` never runs there and needs no hook ([`init_main_if_requested`] is
+//!    a no-op kept for old callers). The init's first event is a handshake; the parent kills
+//!    an init that sent none within 2 s, and a marked process whose `main` reaches
+//!    [`Executor::new`] (the constructor did not run) reports that and exits at once:
+//!    [`Error::InitNotStarted`] says what happened and what to do, and a build never
+//!    recurses. The spec travels over a socketpair. No Rust code ever runs in a forked child
+//!    of the (multithreaded) caller.
 //! 3. **Init** (single-threaded): unshare mount, PID, IPC, UTS (+ network for
 //!    [`Network::None`], with `lo` up, and [`Network::Private`], with `lo` and a slirp4netns
 //!    `tap0`) namespaces, hostname `buildkitsandbox`; mount the rootfs
@@ -47,10 +57,8 @@
 //! ```no_run
 //! use kiln_executor::*;
 //! # fn main() -> Result<()> {
-//! let executor = Executor::new(ExecutorConfig {
-//!     init_binary: std::env::current_exe().expect("own path"),
-//!     state_dir: "/var/lib/kiln".into(),
-//! })?;
+//! // No hook in `main`: RUN re-executes this binary, whose init starts before `main`.
+//! let executor = Executor::new(ExecutorConfig::new("/var/lib/kiln"))?;
 //! let process = ProcessSpec {
 //!     args: vec!["/bin/sh".into(), "-c".into(), "echo hi; id".into()],
 //!     cwd: "/src".into(),
@@ -71,6 +79,7 @@
 
 mod cache;
 mod copy;
+mod entry;
 mod error;
 mod etc_files;
 mod init;
@@ -86,8 +95,8 @@ mod stubs;
 mod sys;
 mod user;
 
+pub use entry::init_main_if_requested;
 pub use error::{Error, Result};
-pub use init::init_main_if_requested;
 pub use oci::find_oci_runtime;
 pub use run::{Executor, ExecutorConfig};
 pub use spec::{

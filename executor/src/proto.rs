@@ -77,9 +77,11 @@ impl PlannedMount {
     }
 }
 
-/// What the init reports, in order: `Started`, then `Failed` and/or `Exited`.
+/// What the init reports, in order: `Ready`, `Started`, then `Failed` and/or `Exited`.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum InitEvent {
+    /// The init is running (its first event, the handshake).
+    Ready,
     /// The container's PID 1 exists (host pid).
     Started { pid: i32 },
     /// Setup or exec failed; the message is the whole error.

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::cache::{self, CacheLease};
+use crate::entry::{HANDSHAKE_TIMEOUT, INIT_MARK_ENV, NOT_AN_INIT_EXIT};
 use crate::error::{Error, Result};
 use crate::etc_files;
 use crate::proto::{INIT_ARG, InitEvent, InitSpec, PlannedMount, RootPlan};
@@ -27,12 +28,23 @@ use crate::sys;
 /// Where the executor finds its init binary and keeps its state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecutorConfig {
-    /// The binary re-executed as the container init: one whose `main` calls
-    /// [`crate::init_main_if_requested`] first (kiln itself: `std::env::current_exe()`).
+    /// The binary re-executed as the container init: any binary that links this crate (its
+    /// constructor runs the init before `main`; see the crate docs), usually the current
+    /// executable (`/proc/self/exe`, [`ExecutorConfig::new`]).
     pub init_binary: PathBuf,
     /// The state directory: run directories go to `executor/`, cache mounts to
     /// `mounts/cache/`.
     pub state_dir: PathBuf,
+}
+
+impl ExecutorConfig {
+    /// Re-executes the current executable (`/proc/self/exe`) as the init, state in `state_dir`.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        ExecutorConfig {
+            init_binary: PathBuf::from("/proc/self/exe"),
+            state_dir: state_dir.into(),
+        }
+    }
 }
 
 /// Runs build-step processes in containers. Cheap to share between threads: every
@@ -53,7 +65,14 @@ const CANCEL_GRACE: Duration = Duration::from_secs(5);
 
 impl Executor {
     /// Checks the config and creates `<state_dir>/executor`.
+    ///
+    /// In a process the executor started as its container init that nevertheless reached
+    /// this (its `main` runs a build again because the init constructor did not run), this
+    /// reports the failure to the parent and exits the process at once (see the crate docs):
+    /// a build never recurses.
     pub fn new(config: ExecutorConfig) -> Result<Self> {
+        crate::entry::keep_constructor();
+        crate::entry::refuse_if_marked();
         let meta = fs::metadata(&config.init_binary)
             .map_err(|e| Error::io("stat init binary", &config.init_binary, e))?;
         if !meta.is_file() {
@@ -313,6 +332,7 @@ impl Executor {
             let mut cmd = Command::new(binary);
             cmd.arg(INIT_ARG)
                 .env_clear()
+                .env(INIT_MARK_ENV, std::process::id().to_string())
                 .stdin(Stdio::from(OwnedFd::from(child_sock)))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
@@ -331,18 +351,43 @@ impl Executor {
         if let Err(e) = sent {
             return Err(Error::Protocol(format!("send spec: {e}")));
         }
-        let (events, tail, cancelled) = watch(&mut child.child, sock, on_output, cancel)?;
+        let (events, tail, cancelled) =
+            watch(&mut child.child, sock, on_output, cancel).map_err(|e| match e {
+                Error::InitNotStarted { reason, .. } => Error::InitNotStarted {
+                    binary: binary.clone(),
+                    reason,
+                },
+                e => e,
+            })?;
         let status = child
             .wait()
             .map_err(|e| Error::Protocol(format!("wait: {e}")))?;
         if cancelled {
             return Err(Error::Cancelled);
         }
+        if !matches!(events.first(), Some(InitEvent::Ready)) {
+            let reason = match events.into_iter().next() {
+                Some(InitEvent::Failed { message }) => message,
+                _ if status.code() == Some(NOT_AN_INIT_EXIT) => {
+                    format!("it exited ({status}) after running its own main")
+                }
+                _ => format!(
+                    "it exited ({status}) without the kiln init handshake: the kiln-executor \
+                     constructor did not run in it; re-execute a binary that links \
+                     kiln-executor (the default, the current executable) or whose main calls \
+                     `kiln_executor::init_main_if_requested()` first"
+                ),
+            };
+            return Err(Error::InitNotStarted {
+                binary: binary.clone(),
+                reason,
+            });
+        }
         let mut exit = None;
         let mut failure = None;
         for event in events {
             match event {
-                InitEvent::Started { .. } => {}
+                InitEvent::Ready | InitEvent::Started { .. } => {}
                 InitEvent::Failed { message } => {
                     failure.get_or_insert(message);
                 }
@@ -363,8 +408,7 @@ impl Executor {
                 last_lines: tail.into(),
             }),
             None => Err(Error::Protocol(format!(
-                "`{}` exited ({status}) without reporting the command's status; does its `main` \
-                 call `kiln_executor::init_main_if_requested()` first?",
+                "`{}` exited ({status}) without reporting the command's status",
                 self.config.init_binary.display()
             ))),
         }
@@ -554,6 +598,7 @@ fn watch(
         tail.push_back(String::from_utf8_lossy(text).into_owned());
     };
     let mut events_buf = Vec::new();
+    let handshake_by = Instant::now() + HANDSHAKE_TIMEOUT;
     let mut cancelled_at: Option<Instant> = None;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -562,6 +607,20 @@ fn watch(
             .collect();
         if open.is_empty() {
             break;
+        }
+        if events_buf.is_empty() && sources[2].1.is_some() && Instant::now() > handshake_by {
+            let _ = child.kill();
+            return Err(Error::InitNotStarted {
+                binary: PathBuf::new(),
+                reason: format!(
+                    "no handshake within {} s, so it was killed: most likely it ran its own \
+                     main instead of the kiln init (the kiln-executor constructor did not run \
+                     in it); re-execute a binary that links kiln-executor (the default, the \
+                     current executable) or whose main calls \
+                     `kiln_executor::init_main_if_requested()` first",
+                    HANDSHAKE_TIMEOUT.as_secs()
+                ),
+            });
         }
         if cancel.is_cancelled() {
             match cancelled_at {

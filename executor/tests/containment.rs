@@ -352,12 +352,7 @@ fn host_address() -> Option<std::net::IpAddr> {
 #[test]
 fn private_network_reaches_out_but_not_the_hosts_loopback_or_sockets() {
     require_env!();
-    if kiln_executor::find_oci_runtime("slirp4netns").is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "cannot run under CI: needs slirp4netns (apt-get install slirp4netns)"
-        );
-        eprintln!("skipped: needs slirp4netns (apt-get install slirp4netns)");
+    if !kiln_testkit::require_tool(module_path!(), "slirp4netns", "slirp4netns") {
         return;
     }
     let f = Fixture::new();

@@ -288,12 +288,7 @@ fn devices_and_32bit_syscalls_match() {
 fn private_network_matches() {
     require_env!();
     let Some(runtime) = runtime() else { return };
-    if find_oci_runtime("slirp4netns").is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "cannot run under CI: needs slirp4netns"
-        );
-        eprintln!("skipped: needs slirp4netns");
+    if !kiln_testkit::require_tool(module_path!(), "slirp4netns", "slirp4netns") {
         return;
     }
     let f = Fixture::new();

@@ -41,7 +41,6 @@ impl Progress for Plain {
 }
 
 fn main() -> ExitCode {
-    kiln_executor::init_main_if_requested();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.into_iter();
     if it.next().as_deref() != Some("build") {

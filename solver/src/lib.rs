@@ -13,8 +13,8 @@
 //! use kiln_solver::{BuildRequest, NoProgress, OutputSpec, Solver, SolverConfig};
 //!
 //! # fn main() -> kiln_solver::Result<()> {
-//! // A binary that runs RUN steps must call `kiln_executor::init_main_if_requested()` first
-//! // thing in `main` (the executor re-executes it as the container init).
+//! // RUN steps re-execute this binary as the container init, which starts from the
+//! // executor's constructor before `main`: nothing to call first.
 //! let solver = Solver::new(SolverConfig::new("/var/lib/kiln"))?;
 //! let mut req = BuildRequest::new("./app");
 //! req.build_args.push(("VERSION".into(), "1.2".into()));

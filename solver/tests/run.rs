@@ -148,7 +148,6 @@ fn context_bind_mount_hides_dockerignored_files(state: &Path) {
 }
 
 fn main() {
-    kiln_executor::init_main_if_requested();
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !root || !registry_up() {

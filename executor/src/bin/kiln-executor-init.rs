@@ -5,6 +5,8 @@
 //! syscalls the seccomp filter refuses (with harmless arguments) and prints each outcome.
 
 fn main() {
+    // This binary never calls `Executor::new`, so nothing else would make the linker keep the
+    // init constructor (which runs before `main` and never returns here as the init).
     kiln_executor::init_main_if_requested();
     if std::env::args().nth(1).as_deref() == Some("--probe-syscalls") {
         probe_syscalls();

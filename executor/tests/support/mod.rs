@@ -1,7 +1,7 @@
 //! Fixtures for the executor's integration tests: a busybox rootfs built from the system's
 //! busybox-static, an overlay over it, and an executor re-executing the crate's init binary.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_macros, unused_imports)]
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
@@ -15,38 +15,25 @@ use kiln_executor::{
 
 pub const BUSYBOX: &str = "/bin/busybox";
 
-/// `Some(reason)` when the tests cannot run here (not root, no busybox); panics under CI.
-pub fn skip_reason() -> Option<String> {
-    let reason = if !rustix_is_root() {
-        Some("needs root".to_owned())
-    } else if !Path::new(BUSYBOX).exists() {
-        Some(format!("needs {BUSYBOX} (apt-get install busybox-static)"))
-    } else {
-        None
-    };
-    if let Some(r) = &reason
-        && std::env::var_os("CI").is_some()
-    {
-        panic!("cannot run under CI: {r}");
-    }
-    reason
+/// Whether `test` can run here (root, busybox); else a skip message, or a panic under CI
+/// (kiln-testkit's rule).
+pub fn can_run(test: &str) -> bool {
+    kiln_testkit::require_root(test)
+        && (Path::new(BUSYBOX).exists()
+            || kiln_testkit::skip(
+                test,
+                &format!("needs {BUSYBOX} (apt-get install busybox-static)"),
+            ))
 }
 
-fn rustix_is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
+/// `true` (after the skip message) when `test` cannot run here.
+pub fn skip_reason_for(test: &str) -> bool {
+    !can_run(test)
 }
 
 macro_rules! require_env {
     () => {
-        if let Some(reason) = support::skip_reason() {
-            eprintln!("skipped: {reason}");
+        if !support::can_run(module_path!()) {
             return;
         }
     };
@@ -295,12 +282,13 @@ pub fn compile_static(name: &str, out: &Path) -> Option<PathBuf> {
                 Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
                 Err(e) => e.to_string(),
             };
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "cannot run under CI: gcc -static {}: {reason}",
-                source.display()
+            kiln_testkit::skip(
+                name,
+                &format!(
+                    "needs gcc and a static libc (libc6-dev): gcc -static {}: {reason}",
+                    source.display()
+                ),
             );
-            eprintln!("skipped: needs gcc and a static libc (libc6-dev): {reason}");
             None
         }
     }

@@ -14,8 +14,8 @@ pub struct SolverConfig {
     pub state_dir: PathBuf,
     /// At most this many steps run at once (0: number of cores).
     pub jobs: usize,
-    /// The binary the executor re-executes as the container init (its `main` must call
-    /// `kiln_executor::init_main_if_requested` first). `None`: the current executable.
+    /// The binary the executor re-executes as the container init (any binary that links
+    /// kiln-executor). `None`: the current executable.
     pub executor_init_binary: Option<PathBuf>,
     /// Snapshot driver selection.
     pub snapshot_driver: kiln_snapshotter::DriverChoice,

@@ -1,0 +1,234 @@
+//! An embedder whose `main` has no init hook (`harness = false`, so this file's `main` is the
+//! whole program) and runs a RUN step with the executor re-executing this very binary. Before
+//! the init shipped inside the library (an ELF constructor), the re-executed child ran this
+//! `main` again, which ran the step again: an unbounded chain of processes. The supervisor
+//! below runs the workload in its own process group, watches how many processes it has, and
+//! pins that it builds quickly with a handful of processes.
+//!
+//! Also here, as they need their own `main` too: a marked child that reaches normal code fails
+//! at once, and an init binary that never answers fails within the handshake time.
+
+mod support;
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kiln_executor::{CancelToken, Error, Executor, ExecutorConfig, ProcessSpec, RootFs, Stream};
+
+/// The workload: one RUN step in a busybox rootfs, init = this binary (the default config).
+fn workload() -> i32 {
+    // A thread of the embedder's own, running before and during the build (as a
+    // `#[tokio::main]` runtime's workers would be).
+    std::thread::spawn(|| {
+        loop {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("root");
+    support::build_busybox_rootfs(&root);
+    let executor = match Executor::new(ExecutorConfig::new(dir.path().join("state"))) {
+        Ok(e) => e,
+        Err(e) => {
+            println!("executor: {e}");
+            return 3;
+        }
+    };
+    let spec = ProcessSpec {
+        args: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "echo hello from RUN as $(id -u)".into(),
+        ],
+        ..ProcessSpec::default()
+    };
+    let mut out = Vec::new();
+    let result = executor.run(
+        &spec,
+        &RootFs::Dir(root),
+        &[],
+        &mut |stream, line| {
+            if stream == Stream::Stdout {
+                out.extend_from_slice(line);
+            }
+        },
+        &CancelToken::new(),
+    );
+    print!("{}", String::from_utf8_lossy(&out));
+    match result {
+        Ok(status) => {
+            println!("status {}", status.code());
+            0
+        }
+        Err(e) => {
+            println!("error: {e}");
+            4
+        }
+    }
+}
+
+/// How many live processes are in process group `pgid`.
+fn processes_in_group(pgid: i32) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            // pid (comm) state ppid pgrp ...; comm may hold spaces, so split after the `)`.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+                .and_then(|p| p.parse::<i32>().ok())
+                == Some(pgid)
+        })
+        .count()
+}
+
+/// Runs this binary's workload in its own process group; kills the group on a runaway.
+fn no_hook_main_runs_a_step_without_recursing() {
+    const TEST: &str = "no_hook_main_runs_a_step_without_recursing";
+    if support::skip_reason_for(TEST) {
+        return;
+    }
+    let mut child = Command::new("/proc/self/exe")
+        .arg("--workload")
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn workload");
+    let pgid = i32::try_from(child.id()).expect("pid");
+    let started = Instant::now();
+    let mut most = 0;
+    let status = loop {
+        most = most.max(processes_in_group(pgid));
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if most > 20 || started.elapsed() > Duration::from_secs(30) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let elapsed = started.elapsed();
+    // SAFETY: kill(2) of our own child's process group.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    let _ = child.wait();
+    let mut out = String::new();
+    let _ = child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out);
+    let Some(status) = status else {
+        panic!("runaway: {most} processes in the workload's group after {elapsed:?}\n{out}");
+    };
+    assert!(status.success(), "{status}: {out}");
+    assert_eq!(out, "hello from RUN as 0\nstatus 0\n");
+    // The workload, its init, the container's PID 1 (and a short-lived `id`).
+    assert!(most <= 5, "{most} processes in the workload's group");
+    println!("test {TEST} ... ok ({elapsed:?}, at most {most} processes)");
+}
+
+/// A process carrying the init mark that reaches `Executor::new` (as a `main` would whose
+/// init constructor did not run) reports over its stdin socket and exits 125 at once.
+fn marked_process_reaching_normal_code_fails_at_once() {
+    const TEST: &str = "marked_process_reaching_normal_code_fails_at_once";
+    let (parent, child_end) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    let started = Instant::now();
+    let out = Command::new("/proc/self/exe")
+        .arg("--workload")
+        .env("KILN_EXECUTOR_INIT_OF", "4242")
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(child_end)))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // Nothing of the workload ran: no output of its own.
+    assert_eq!(out.stdout, b"");
+    let mut report = String::new();
+    (&parent).read_to_string(&mut report).expect("read report");
+    assert!(report.starts_with("{\"Failed\":"), "{report}");
+    assert!(
+        report.contains(
+            "was started as the container init of kiln process 4242 but ran its own main"
+        ),
+        "{report}"
+    );
+    assert!(report.contains("init_main_if_requested"), "{report}");
+    println!("test {TEST} ... ok");
+}
+
+/// An init binary that runs but never becomes the init (here: a script that sleeps) is killed
+/// and reported within the handshake time; one that exits at once is reported as such.
+fn init_binary_without_handshake_fails_within_two_seconds() {
+    const TEST: &str = "init_binary_without_handshake_fails_within_two_seconds";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).expect("mkdir");
+    for (name, body) in [("sleeper", "sleep 30"), ("quitter", "exit 0")] {
+        let script = dir.path().join(name);
+        std::fs::write(&script, format!("#!/bin/sh\n{body}\n")).expect("write script");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let executor = Executor::new(ExecutorConfig {
+            init_binary: script.clone(),
+            state_dir: dir.path().join("state"),
+        })
+        .expect("executor");
+        let spec = ProcessSpec {
+            args: vec!["/bin/true".into()],
+            ..ProcessSpec::default()
+        };
+        let started = Instant::now();
+        let err = executor
+            .run(
+                &spec,
+                &RootFs::Dir(root.clone()),
+                &[],
+                &mut |_, _| {},
+                &CancelToken::new(),
+            )
+            .expect_err("not an init");
+        let elapsed = started.elapsed();
+        assert!(elapsed < Duration::from_secs(3), "{name}: {elapsed:?}");
+        assert!(matches!(err, Error::InitNotStarted { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "container init `{}` did not start: ",
+                script.display()
+            )),
+            "{text}"
+        );
+        if name == "sleeper" {
+            assert!(elapsed >= Duration::from_secs(2), "{elapsed:?}");
+            assert!(
+                text.contains("no handshake within 2 s, so it was killed"),
+                "{text}"
+            );
+        } else {
+            assert!(text.contains("without the kiln init handshake"), "{text}");
+        }
+        assert!(text.contains("init_main_if_requested()"), "{text}");
+    }
+    println!("test {TEST} ... ok");
+}
+
+fn main() {
+    // Deliberately no `kiln_executor::init_main_if_requested()` here.
+    match std::env::args().nth(1).as_deref() {
+        // Run as the supervisor by `cargo test` (maybe with harness flags such as --nocapture).
+        None => {}
+        Some(flag) if flag.starts_with('-') && flag != "--workload" => {}
+        // The workload, or (before the fix) this main re-executed as the init: the embedder's
+        // main does its build again.
+        Some(_) => std::process::exit(workload()),
+    }
+    marked_process_reaching_normal_code_fails_at_once();
+    init_binary_without_handshake_fails_within_two_seconds();
+    no_hook_main_runs_a_step_without_recursing();
+}
