@@ -129,6 +129,9 @@ fn run(spec: &InitSpec, events: &Events, state: &mut Mounted) -> Result<()> {
         .map(crate::nat::Nat::spawn)
         .transpose()?;
     sys::unshare(flags).map_err(|e| Error::sys("unshare", "namespaces", e))?;
+    if spec.private_root {
+        crate::chroot::enter_private_root(&spec.run_dir)?;
+    }
     sys::mount(
         None,
         Path::new("/"),
@@ -136,7 +139,15 @@ fn run(spec: &InitSpec, events: &Events, state: &mut Mounted) -> Result<()> {
         libc::MS_REC | libc::MS_PRIVATE,
         None,
     )
-    .map_err(|e| Error::sys("mount", "make / rprivate", e))?;
+    .map_err(|e| {
+        let hint = if e.raw_os_error() == Some(libc::EINVAL) {
+            " (`/` is not a mount point: kiln runs in a chroot on a kernel older than 5.8, \
+             which cannot tell; run kiln outside the chroot or bind-mount its root onto itself)"
+        } else {
+            ""
+        };
+        Error::sys("mount", format!("make / rprivate{hint}"), e)
+    })?;
     if spec.new_network {
         sys::loopback_up().map_err(|e| Error::sys("ioctl", "bring lo up", e))?;
     }

@@ -78,6 +78,7 @@
 //! ```
 
 mod cache;
+mod chroot;
 mod copy;
 mod entry;
 mod error;

@@ -286,6 +286,7 @@ mod tests {
             hostname: "buildkitsandbox".into(),
             new_network: true,
             nat: None,
+            private_root: false,
             mounts: Vec::new(),
             oci_runtime: None,
         };

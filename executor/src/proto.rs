@@ -29,6 +29,10 @@ pub(crate) struct InitSpec {
     /// `slirp4netns` to give the new network namespace a way out ([`crate::Network::Private`]).
     #[serde(default)]
     pub(crate) nat: Option<PathBuf>,
+    /// `/` is not a mount point (a chroot): the parent bound `run_dir` onto itself and the
+    /// init enters a private bind of `/` first (see `chroot.rs`).
+    #[serde(default)]
+    pub(crate) private_root: bool,
     /// Sorted parents first.
     pub(crate) mounts: Vec<PlannedMount>,
     /// Run through this OCI runtime (runc, crun) instead of the built-in container.

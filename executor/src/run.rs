@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::cache::{self, CacheLease};
+use crate::chroot::RunDirBind;
 use crate::entry::{HANDSHAKE_TIMEOUT, INIT_MARK_ENV, NOT_AN_INIT_EXIT};
 use crate::error::{Error, Result};
 use crate::etc_files;
@@ -54,6 +55,8 @@ pub struct Executor {
     config: ExecutorConfig,
     oci_runtime: Option<PathBuf>,
     host_resolv_conf: Option<String>,
+    /// Whether `/` is a mount point here (not in a plain chroot; see `chroot.rs`).
+    root_is_mount: bool,
     runs: AtomicU64,
 }
 
@@ -88,6 +91,7 @@ impl Executor {
             host_resolv_conf: fs::read_to_string("/etc/resolv.conf").ok(),
             config,
             oci_runtime: None,
+            root_is_mount: crate::chroot::root_is_mount_point(),
             runs: AtomicU64::new(0),
         })
     }
@@ -130,8 +134,13 @@ impl Executor {
         }
         let run_dir = self.make_run_dir()?;
         let mut held = Held::default();
-        let result = self
-            .plan(process, rootfs, mounts, cancel, &run_dir, &mut held)
+        let bound = if self.root_is_mount {
+            Ok(())
+        } else {
+            RunDirBind::new(&run_dir).map(|bind| held.run_dir_bind = Some(bind))
+        };
+        let result = bound
+            .and_then(|()| self.plan(process, rootfs, mounts, cancel, &run_dir, &mut held))
             .and_then(|spec| self.spawn_and_watch(&spec, on_output, cancel));
         drop(held);
         remove_run_dir(&run_dir);
@@ -294,6 +303,7 @@ impl Executor {
                 }
                 _ => None,
             },
+            private_root: !self.root_is_mount,
             mounts: planned,
             oci_runtime: self.oci_runtime.clone(),
         };
@@ -345,12 +355,10 @@ impl Executor {
             reaped: false,
         };
         let payload = serde_json::to_vec(spec).map_err(|e| Error::Protocol(e.to_string()))?;
-        let sent = (&sock)
-            .write_all(&payload)
+        // Without SIGPIPE (the embedder may not ignore it): an init that died early is
+        // reported below from what it did send.
+        let sent = sys::send_all_nosignal(sock.as_fd(), &payload)
             .and_then(|()| sock.shutdown(std::net::Shutdown::Write));
-        if let Err(e) = sent {
-            return Err(Error::Protocol(format!("send spec: {e}")));
-        }
         let (events, tail, cancelled) =
             watch(&mut child.child, sock, on_output, cancel).map_err(|e| match e {
                 Error::InitNotStarted { reason, .. } => Error::InitNotStarted {
@@ -382,6 +390,9 @@ impl Executor {
                 binary: binary.clone(),
                 reason,
             });
+        }
+        if let Err(e) = sent {
+            return Err(Error::Protocol(format!("send spec: {e}")));
         }
         let mut exit = None;
         let mut failure = None;
@@ -439,11 +450,13 @@ impl Drop for ReapOnDrop {
     }
 }
 
-/// What a run holds on the host until it ends: cache locks and ssh proxies.
+/// What a run holds on the host until it ends: cache locks, ssh proxies and, in a chroot, the
+/// bind of the run directory.
 #[derive(Debug, Default)]
 struct Held {
     leases: Vec<CacheLease>,
     ssh: Vec<SshProxy>,
+    run_dir_bind: Option<RunDirBind>,
 }
 
 /// The joined absolute form of a mount target; `/` itself is refused like BuildKit does.
@@ -497,8 +510,10 @@ fn reap_stale_runs(runs: &Path) {
             continue;
         }
         let dir = entry.path();
+        // The bind of a run in a chroot (EINVAL when there is none).
+        let _ = sys::umount2(&dir, libc::MNT_DETACH);
         let _ = fs::remove_file(dir.join("bundle").join("config.json"));
-        for sub in ["bundle", "oci-state", "rootfs", "scratch"] {
+        for sub in ["bundle", "oci-state", "rootfs", "scratch", "host"] {
             let _ = fs::remove_dir(dir.join(sub));
         }
         if let Ok(files) = fs::read_dir(&dir) {
@@ -519,6 +534,14 @@ fn reap_stale_runs(runs: &Path) {
 
 fn remove_run_dir(dir: &Path) {
     // Only empty directories: if a mount were somehow still alive, never delete through it.
+    match fs::remove_dir(dir.join("host")) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!("leaving run directory `{}`: {e}", dir.display());
+            return;
+        }
+    }
     for d in [dir.join("rootfs"), dir.join("scratch"), dir.to_path_buf()] {
         if let Err(e) = fs::remove_dir(&d) {
             tracing::warn!("leaving run directory `{}`: {e}", d.display());

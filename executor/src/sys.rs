@@ -482,6 +482,30 @@ pub(crate) fn dup_cloexec(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
+/// `send(2)` of all of `data` with `MSG_NOSIGNAL`: a closed peer is `EPIPE`, never SIGPIPE.
+pub(crate) fn send_all_nosignal(fd: BorrowedFd<'_>, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: pointer and length of a live slice.
+        let n = unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                data.as_ptr().cast(),
+                data.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        data = &data[n.unsigned_abs()..];
+    }
+    Ok(())
+}
+
 /// `poll(2)` for readability of `fds`; returns, per fd, whether it is readable or hung up.
 pub(crate) fn poll_readable(fds: &[BorrowedFd<'_>], timeout_ms: i32) -> io::Result<Vec<bool>> {
     let mut pfds: Vec<libc::pollfd> = fds

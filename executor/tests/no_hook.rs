@@ -58,6 +58,8 @@ fn workload() -> i32 {
         &CancelToken::new(),
     );
     print!("{}", String::from_utf8_lossy(&out));
+    let left = std::fs::read_dir(dir.path().join("state/executor")).map_or(0, Iterator::count);
+    println!("run directories left: {left}");
     match result {
         Ok(status) => {
             println!("status {}", status.code());
@@ -128,7 +130,10 @@ fn no_hook_main_runs_a_step_without_recursing() {
         panic!("runaway: {most} processes in the workload's group after {elapsed:?}\n{out}");
     };
     assert!(status.success(), "{status}: {out}");
-    assert_eq!(out, "hello from RUN as 0\nstatus 0\n");
+    assert_eq!(
+        out,
+        "hello from RUN as 0\nrun directories left: 0\nstatus 0\n"
+    );
     // The workload, its init, the container's PID 1 (and a short-lived `id`).
     assert!(most <= 5, "{most} processes in the workload's group");
     println!("test {TEST} ... ok ({elapsed:?}, at most {most} processes)");
@@ -218,6 +223,58 @@ fn init_binary_without_handshake_fails_within_two_seconds() {
     println!("test {TEST} ... ok");
 }
 
+/// Inside a fresh mount namespace, a chroot into a plain directory (host dirs bound under it,
+/// its `/` not a mount point): the workload's RUN step works, and no mount of it is left in
+/// that namespace afterwards. Before, every RUN failed with `mount make / rprivate: Invalid
+/// argument`.
+fn run_step_in_a_chroot_whose_root_is_not_a_mount_point() {
+    const TEST: &str = "run_step_in_a_chroot_whose_root_is_not_a_mount_point";
+    if support::skip_reason_for(TEST)
+        || !kiln_testkit::require_tool(TEST, "unshare", "util-linux")
+        || !kiln_testkit::require_tool(TEST, "chroot", "coreutils")
+    {
+        return;
+    }
+    let chroot = tempfile::tempdir().expect("tempdir");
+    let exe = std::fs::read_link("/proc/self/exe").expect("own path");
+    let script = r#"
+        cd "$1"
+        mkdir usr etc dev proc sys tmp
+        for l in bin lib lib64 sbin; do ln -s usr/$l $l; done
+        for d in usr etc dev proc sys; do mount --rbind /$d $d; done
+        touch probe && mount --bind "$2" probe
+        if [ "$(stat -c %m .)" = "$PWD" ]; then echo "chroot dir is a mount point"; exit 7; fi
+        chroot . /probe --workload
+        if grep -q /executor/run- /proc/self/mountinfo; then echo "run mount left"; exit 8; fi
+    "#;
+    let out = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-ec",
+            script,
+            "sh",
+        ])
+        .arg(chroot.path())
+        .arg(&exe)
+        .output()
+        .expect("unshare");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}: {stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout,
+        "hello from RUN as 0\nrun directories left: 0\nstatus 0\n"
+    );
+    println!("test {TEST} ... ok");
+}
+
 fn main() {
     // Deliberately no `kiln_executor::init_main_if_requested()` here.
     match std::env::args().nth(1).as_deref() {
@@ -231,4 +288,5 @@ fn main() {
     marked_process_reaching_normal_code_fails_at_once();
     init_binary_without_handshake_fails_within_two_seconds();
     no_hook_main_runs_a_step_without_recursing();
+    run_step_in_a_chroot_whose_root_is_not_a_mount_point();
 }
