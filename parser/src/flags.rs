@@ -25,11 +25,12 @@ pub(crate) struct Flags {
 }
 
 impl Flags {
-    /// Parses `args` (`--name=value` words from the AST) against `decl`.
+    /// Parses `args` (`--name=value` words from the AST) against `decl`. An error names the
+    /// index of the offending word.
     pub(crate) fn parse(
         args: &[String],
         decl: &[(&'static str, FlagKind)],
-    ) -> Result<Flags, String> {
+    ) -> Result<Flags, (usize, String)> {
         if args.is_empty() {
             return Ok(Flags { flags: Vec::new() });
         }
@@ -42,12 +43,13 @@ impl Flags {
                 values: Vec::new(),
             })
             .collect();
-        for a in args {
+        for (index, a) in args.iter().enumerate() {
+            let fail = |message: String| Err((index, message));
             if a == "--" {
                 break;
             }
             let Some(body) = a.strip_prefix("--") else {
-                return Err(format!("arg should start with -- : {a}"));
+                return fail(format!("arg should start with -- : {a}"));
             };
             let (name, value, has_value) = match body.split_once('=') {
                 Some((n, v)) => (n, v, true),
@@ -59,22 +61,22 @@ impl Flags {
                 if let Some(s) = suggest(name, &names, true) {
                     crate::suggest::append(&mut msg, &s);
                 }
-                return Err(msg);
+                return fail(msg);
             };
             let used = flag.value.is_some() || !flag.values.is_empty();
             if used && flag.kind != FlagKind::Strings {
-                return Err(format!("duplicate flag specified: {name}"));
+                return fail(format!("duplicate flag specified: {name}"));
             }
             match flag.kind {
                 FlagKind::Bool => {
                     if has_value && value.is_empty() {
-                        return Err(format!("missing a value on flag: {name}"));
+                        return fail(format!("missing a value on flag: {name}"));
                     }
                     match value.to_ascii_lowercase().as_str() {
                         "true" | "" => flag.value = Some("true".to_owned()),
                         "false" => flag.value = Some("false".to_owned()),
                         _ => {
-                            return Err(format!(
+                            return fail(format!(
                                 "expecting boolean value for flag {name}, not: {value}"
                             ));
                         }
@@ -82,13 +84,13 @@ impl Flags {
                 }
                 FlagKind::String => {
                     if !has_value {
-                        return Err(format!("missing a value on flag: {name}"));
+                        return fail(format!("missing a value on flag: {name}"));
                     }
                     flag.value = Some(value.to_owned());
                 }
                 FlagKind::Strings => {
                     if !has_value {
-                        return Err(format!("missing a value on flag: {name}"));
+                        return fail(format!("missing a value on flag: {name}"));
                     }
                     flag.values.push(value.to_owned());
                 }
@@ -144,7 +146,7 @@ mod tests {
 
     fn p(args: &[&str]) -> Result<Flags, String> {
         let v: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-        Flags::parse(&v, DECL)
+        Flags::parse(&v, DECL).map_err(|(_, e)| e)
     }
 
     #[test]

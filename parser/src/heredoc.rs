@@ -132,3 +132,26 @@ pub(crate) fn heredocs_from_line(line: &str) -> std::result::Result<Vec<Heredoc>
     }
     Ok(docs)
 }
+
+/// The byte ranges of the heredoc marker words (`<<EOF`, `3<<-"X"`) in `line`, in order:
+/// where an unterminated heredoc is reported.
+pub(crate) fn heredoc_markers(line: &str) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let mut from = 0;
+    std::iter::from_fn(move || {
+        while let Some(i) = line.get(from..)?.find("<<") {
+            let at = from + i;
+            let start = at - line[..at].len()
+                + line[..at]
+                    .trim_end_matches(|c: char| c.is_ascii_digit())
+                    .len();
+            let end = line[at..]
+                .find(char::is_whitespace)
+                .map_or(line.len(), |e| at + e);
+            from = end.max(at + 2);
+            if matches!(parse_heredoc(&line[start..end]), Ok(Some(_))) {
+                return Some(start..end);
+            }
+        }
+        None
+    })
+}

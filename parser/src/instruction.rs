@@ -7,7 +7,8 @@
 
 use std::collections::HashMap;
 
-use crate::ast::{Heredoc, Node, parse_heredoc};
+use crate::ast::{Heredoc, Node, Parts, parse_heredoc};
+use crate::error::Fault;
 use crate::flags::{FlagKind, Flags};
 use crate::suggest::suggest;
 
@@ -267,6 +268,14 @@ impl Instruction {
 
 type Res<T> = std::result::Result<T, String>;
 
+/// A flag error at the flag it names.
+fn flag_fault(parts: &Parts) -> impl Fn((usize, String)) -> Fault + '_ {
+    |(i, message)| Fault {
+        message,
+        at: parts.flags.get(i).cloned(),
+    }
+}
+
 fn at_least_one(cmd: &str) -> String {
     format!("{cmd} requires at least one argument")
 }
@@ -288,14 +297,32 @@ fn command_of(mut args: Vec<String>, json: bool) -> Command {
 /// BuildKit's message without location.
 ///
 /// Argument strings, flags and heredocs are moved out of `node` (the caller drops it).
-pub(crate) fn from_node(node: &mut Node) -> Res<Instruction> {
+pub(crate) fn from_node(node: &mut Node) -> std::result::Result<Instruction, Fault> {
+    let parts = std::mem::take(&mut node.parts);
+    let at_args = |message: String| Fault {
+        message,
+        at: Some(parts.args.clone()),
+    };
+    let at_flag = flag_fault(&parts);
+    // A bad value of the flag `--name`: at that flag.
+    let at_named_flag = |name: &str, message: String| {
+        let index = node.flags.iter().position(|f| {
+            f.strip_prefix("--")
+                .and_then(|f| f.strip_prefix(name))
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('='))
+        });
+        Fault {
+            message,
+            at: index.and_then(|i| parts.flags.get(i).cloned()),
+        }
+    };
     let mut args = if node.trigger.is_some() {
         node.args()
     } else {
         std::mem::take(&mut node.args)
     };
     let flags = &node.flags;
-    let no_flags = || Flags::parse(flags, &[]);
+    let no_flags = || Flags::parse(flags, &[]).map_err(&at_flag);
     let lower = crate::ast::KEYWORDS
         .iter()
         .find(|k| k.eq_ignore_ascii_case(&node.value))
@@ -306,16 +333,16 @@ pub(crate) fn from_node(node: &mut Node) -> Res<Instruction> {
             no_flags()?;
             let name = if lower == "env" { "ENV" } else { "LABEL" };
             if args.is_empty() {
-                return Err(at_least_one(name));
+                return Err(at_args(at_least_one(name)));
             }
             if !args.len().is_multiple_of(3) {
-                return Err(format!("Bad input to {name}, too many arguments"));
+                return Err(at_args(format!("Bad input to {name}, too many arguments")));
             }
             let mut kvs = Vec::with_capacity(args.len() / 3);
             let mut it = std::mem::take(&mut args).into_iter();
             while let (Some(key), Some(value), Some(sep)) = (it.next(), it.next(), it.next()) {
                 if key.is_empty() {
-                    return Err(format!("{name} names can not be blank"));
+                    return Err(at_args(format!("{name} names can not be blank")));
                 }
                 kvs.push(KeyValue {
                     key,
@@ -331,14 +358,14 @@ pub(crate) fn from_node(node: &mut Node) -> Res<Instruction> {
         }
         "maintainer" => {
             if args.len() != 1 {
-                return Err(exactly_one("MAINTAINER"));
+                return Err(at_args(exactly_one("MAINTAINER")));
             }
             no_flags()?;
             Instruction::Maintainer(std::mem::take(&mut args[0]))
         }
         "add" => {
             if args.len() < 2 {
-                return Err(no_dest("ADD"));
+                return Err(at_args(no_dest("ADD")));
             }
             let mut f = Flags::parse(
                 flags,
@@ -351,9 +378,10 @@ pub(crate) fn from_node(node: &mut Node) -> Res<Instruction> {
                     ("unpack", FlagKind::Bool),
                     ("exclude", FlagKind::Strings),
                 ],
-            )?;
+            )
+            .map_err(&at_flag)?;
             let (sources, source_contents, dest) =
-                sources_and_dest(node, std::mem::take(&mut args), "ADD")?;
+                sources_and_dest(node, std::mem::take(&mut args), "ADD").map_err(at_args)?;
             Instruction::Add(Add {
                 sources,
                 source_contents,
@@ -371,7 +399,7 @@ pub(crate) fn from_node(node: &mut Node) -> Res<Instruction> {
         }
         "copy" => {
             if args.len() < 2 {
-                return Err(no_dest("COPY"));
+                return Err(at_args(no_dest("COPY")));
             }
             let mut f = Flags::parse(
                 flags,
@@ -383,9 +411,10 @@ pub(crate) fn from_node(node: &mut Node) -> Res<Instruction> {
                     ("parents", FlagKind::Bool),
                     ("exclude", FlagKind::Strings),
                 ],
-            )?;
+            )
+            .map_err(&at_flag)?;
             let (sources, source_contents, dest) =
-                sources_and_dest(node, std::mem::take(&mut args), "COPY")?;
+                sources_and_dest(node, std::mem::take(&mut args), "COPY").map_err(at_args)?;
             Instruction::Copy(Copy {
                 sources,
                 source_contents,
@@ -401,8 +430,8 @@ pub(crate) fn from_node(node: &mut Node) -> Res<Instruction> {
             })
         }
         "from" => {
-            let name = stage_name(&args)?;
-            let mut f = Flags::parse(flags, &[("platform", FlagKind::String)])?;
+            let name = stage_name(&args).map_err(at_args)?;
+            let mut f = Flags::parse(flags, &[("platform", FlagKind::String)]).map_err(&at_flag)?;
             Instruction::From(From {
                 image: std::mem::take(&mut args[0]),
                 platform: f.string("platform"),
@@ -411,16 +440,18 @@ pub(crate) fn from_node(node: &mut Node) -> Res<Instruction> {
         }
         "onbuild" => {
             if args.is_empty() {
-                return Err(at_least_one("ONBUILD"));
+                return Err(at_args(at_least_one("ONBUILD")));
             }
             no_flags()?;
             let trigger = args[0].trim().to_uppercase();
             match trigger.as_str() {
                 "ONBUILD" => {
-                    return Err(crate::ast::ONBUILD_CHAIN.to_owned());
+                    return Err(at_args(crate::ast::ONBUILD_CHAIN.to_owned()));
                 }
                 "MAINTAINER" | "FROM" => {
-                    return Err(format!("{trigger} isn't allowed as an ONBUILD trigger"));
+                    return Err(at_args(format!(
+                        "{trigger} isn't allowed as an ONBUILD trigger"
+                    )));
                 }
                 _ => {}
             }
@@ -430,7 +461,10 @@ pub(crate) fn from_node(node: &mut Node) -> Res<Instruction> {
                 expression.push_str(&h.content);
                 expression.push_str(&h.name);
             }
-            let mut child = node.trigger.take().ok_or_else(|| at_least_one("ONBUILD"))?;
+            let mut child = node
+                .trigger
+                .take()
+                .ok_or_else(|| at_args(at_least_one("ONBUILD")))?;
             child.heredocs = std::mem::take(&mut node.heredocs);
             let instruction = from_node(&mut child)?;
             Instruction::Onbuild(Onbuild {
@@ -440,7 +474,7 @@ pub(crate) fn from_node(node: &mut Node) -> Res<Instruction> {
         }
         "workdir" => {
             if args.len() != 1 {
-                return Err(exactly_one("WORKDIR"));
+                return Err(at_args(exactly_one("WORKDIR")));
             }
             no_flags()?;
             Instruction::Workdir(std::mem::take(&mut args[0]))
@@ -453,23 +487,24 @@ pub(crate) fn from_node(node: &mut Node) -> Res<Instruction> {
                     ("network", FlagKind::String),
                     ("security", FlagKind::String),
                 ],
-            )?;
+            )
+            .map_err(&at_flag)?;
             let network = f.string("network");
             let security = f.string("security");
             if let Some(n) = &network
                 && !matches!(n.to_ascii_lowercase().as_str(), "default" | "none" | "host")
             {
-                return Err(format!(
-                    "unsupported network mode {}",
-                    crate::quote::go_quote(n)
+                return Err(at_named_flag(
+                    "network",
+                    format!("unsupported network mode {}", crate::quote::go_quote(n)),
                 ));
             }
             if let Some(s) = &security
                 && !matches!(s.as_str(), "sandbox" | "insecure")
             {
-                return Err(format!(
-                    "unsupported security mode {}",
-                    crate::quote::go_quote(s)
+                return Err(at_named_flag(
+                    "security",
+                    format!("unsupported security mode {}", crate::quote::go_quote(s)),
                 ));
             }
             Instruction::Run(Run {
@@ -488,10 +523,10 @@ pub(crate) fn from_node(node: &mut Node) -> Res<Instruction> {
             no_flags()?;
             Instruction::Entrypoint(command_of(args, node.json))
         }
-        "healthcheck" => healthcheck(node, &args)?,
+        "healthcheck" => healthcheck(node, &args, &parts)?,
         "expose" => {
             if args.is_empty() {
-                return Err(at_least_one("EXPOSE"));
+                return Err(at_args(at_least_one("EXPOSE")));
             }
             no_flags()?;
             let mut ports = args.clone();
@@ -500,21 +535,23 @@ pub(crate) fn from_node(node: &mut Node) -> Res<Instruction> {
         }
         "user" => {
             if args.len() != 1 {
-                return Err(exactly_one("USER"));
+                return Err(at_args(exactly_one("USER")));
             }
             no_flags()?;
             Instruction::User(std::mem::take(&mut args[0]))
         }
         "volume" => {
             if args.is_empty() {
-                return Err(at_least_one("VOLUME"));
+                return Err(at_args(at_least_one("VOLUME")));
             }
             no_flags()?;
             let mut vols = Vec::with_capacity(args.len());
             for v in &args {
                 let v = v.trim();
                 if v.is_empty() {
-                    return Err("VOLUME specified can not be an empty string".to_owned());
+                    return Err(at_args(
+                        "VOLUME specified can not be an empty string".to_owned(),
+                    ));
                 }
                 vols.push(v.to_owned());
             }
@@ -522,14 +559,14 @@ pub(crate) fn from_node(node: &mut Node) -> Res<Instruction> {
         }
         "stopsignal" => {
             if args.len() != 1 {
-                return Err(exactly_one("STOPSIGNAL"));
+                return Err(at_args(exactly_one("STOPSIGNAL")));
             }
             no_flags()?;
             Instruction::StopSignal(std::mem::take(&mut args[0]))
         }
         "arg" => {
             if args.is_empty() {
-                return Err(at_least_one("ARG"));
+                return Err(at_args(at_least_one("ARG")));
             }
             no_flags()?;
             let mut decls = Vec::with_capacity(args.len());
@@ -537,7 +574,7 @@ pub(crate) fn from_node(node: &mut Node) -> Res<Instruction> {
                 match a.split_once('=') {
                     Some((k, v)) => {
                         if k.is_empty() {
-                            return Err("ARG names can not be blank".to_owned());
+                            return Err(at_args("ARG names can not be blank".to_owned()));
                         }
                         decls.push(ArgDecl {
                             name: k.to_owned(),
@@ -555,10 +592,12 @@ pub(crate) fn from_node(node: &mut Node) -> Res<Instruction> {
         "shell" => {
             no_flags()?;
             if args.is_empty() {
-                return Err(at_least_one("SHELL"));
+                return Err(at_args(at_least_one("SHELL")));
             }
             if !node.json {
-                return Err("SHELL requires the arguments to be in JSON form".to_owned());
+                return Err(at_args(
+                    "SHELL requires the arguments to be in JSON form".to_owned(),
+                ));
             }
             Instruction::Shell(args)
         }
@@ -567,7 +606,10 @@ pub(crate) fn from_node(node: &mut Node) -> Res<Instruction> {
             if let Some(s) = suggest(&node.value, &INSTRUCTION_NAMES, false) {
                 crate::suggest::append(&mut msg, &s);
             }
-            return Err(msg);
+            return Err(Fault {
+                message: msg,
+                at: Some(parts.keyword.clone()),
+            });
         }
     })
 }
@@ -657,17 +699,26 @@ fn sources_and_dest(node: &Node, mut args: Vec<String>, cmd: &str) -> Res<SrcDes
     Ok((sources, contents, dest))
 }
 
-fn healthcheck(node: &Node, args: &[String]) -> Res<Instruction> {
+fn healthcheck(
+    node: &Node,
+    args: &[String],
+    parts: &Parts,
+) -> std::result::Result<Instruction, Fault> {
+    let at_args = |message: String| Fault {
+        message,
+        at: Some(parts.args.clone()),
+    };
+    let at_flag = flag_fault(parts);
     if args.is_empty() {
-        return Err(at_least_one("HEALTHCHECK"));
+        return Err(at_args(at_least_one("HEALTHCHECK")));
     }
     let typ = args[0].to_uppercase();
     let rest = &args[1..];
     if typ == "NONE" {
         if !rest.is_empty() {
-            return Err("HEALTHCHECK NONE takes no arguments".to_owned());
+            return Err(at_args("HEALTHCHECK NONE takes no arguments".to_owned()));
         }
-        Flags::parse(&node.flags, &[])?;
+        Flags::parse(&node.flags, &[]).map_err(&at_flag)?;
         return Ok(Instruction::Healthcheck(Healthcheck::None));
     }
     let mut f = Flags::parse(
@@ -679,15 +730,16 @@ fn healthcheck(node: &Node, args: &[String]) -> Res<Instruction> {
             ("start-interval", FlagKind::String),
             ("retries", FlagKind::String),
         ],
-    )?;
+    )
+    .map_err(&at_flag)?;
     if typ != "CMD" {
-        return Err(format!(
+        return Err(at_args(format!(
             "Unknown type {} in HEALTHCHECK (try CMD)",
             crate::quote::go_quote(&typ)
-        ));
+        )));
     }
     if rest.is_empty() {
-        return Err("Missing command after HEALTHCHECK CMD".to_owned());
+        return Err(at_args("Missing command after HEALTHCHECK CMD".to_owned()));
     }
     let command = command_of(rest.to_vec(), node.json);
     let durations = [
@@ -700,25 +752,28 @@ fn healthcheck(node: &Node, args: &[String]) -> Res<Instruction> {
         if let Some(v) = value
             && !v.is_empty()
         {
-            let d = crate::duration::parse_go_duration(v)?;
+            let d = crate::duration::parse_go_duration(v).map_err(at_args)?;
             if d != 0 && d < 1_000_000 {
-                return Err(format!(
+                return Err(at_args(format!(
                     "Interval {} cannot be less than 1ms",
                     crate::quote::go_quote(name)
-                ));
+                )));
             }
         }
     }
     let retries = match f.string("retries").filter(|v| !v.is_empty()) {
         Some(v) => {
-            let n: i64 = v.parse().map_err(|_| {
-                format!(
-                    "strconv.ParseInt: parsing {}: invalid syntax",
-                    crate::quote::go_quote(&v)
-                )
-            })?;
+            let n: i64 = v
+                .parse()
+                .map_err(|_| {
+                    format!(
+                        "strconv.ParseInt: parsing {}: invalid syntax",
+                        crate::quote::go_quote(&v)
+                    )
+                })
+                .map_err(at_args)?;
             if n < 1 {
-                return Err(format!("--retries must be at least 1 (not {n})"));
+                return Err(at_args(format!("--retries must be at least 1 (not {n})")));
             }
             Some(n)
         }

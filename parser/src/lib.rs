@@ -2,6 +2,11 @@
 //! reproducing BuildKit's `frontend/dockerfile/parser` (and `shell`) exactly. Knows nothing of
 //! files or images: it reads bytes and returns typed data.
 //!
+//! Built on nom: the line reader (`lines`: continuations, comments, directives, heredoc
+//! bodies), the line splitter (`words`: keyword, flags, words, `name=value` lists), JSON
+//! arrays (`json`) and heredoc markers are nom parsers; every node and error carries a
+//! [`Span`] (line, column, end line and column) set where it is made.
+//!
 //! Three layers:
 //! - [`ast`]: BuildKit's low-level AST ([`ast::parse_ast`], [`ast::Ast::dump`] is
 //!   `Node.Dump()` byte for byte);
@@ -30,24 +35,25 @@
 //! ```
 
 pub mod ast;
-mod column;
 mod duration;
 mod error;
 mod flags;
 mod heredoc;
 mod instruction;
+mod json;
+mod lines;
 mod mount;
 mod pattern;
 mod quote;
 pub mod shell;
 mod suggest;
+mod words;
 /// BuildKit's "did you mean X?" search (`util/suggest.Search`): the closest option by
 /// Levenshtein distance below 3, `None` when `val` is itself an option.
 pub use suggest::suggest;
 
 pub use ast::{Directive, Heredoc, Warning};
-pub use column::error_column;
-pub use error::{Error, Result};
+pub use error::{Error, Result, Span};
 pub use instruction::{
     Add, ArgDecl, Command, Copy, From, Healthcheck, INSTRUCTION_NAMES, Instruction, KeyValue,
     Onbuild, Run, SourceContent,
@@ -136,23 +142,20 @@ impl Located {
 }
 
 /// Parses a Dockerfile: BOM, CRLF, directives, escape, continuations, heredocs, then the typed
-/// layer and stages. Errors read `Dockerfile:LINE: message` (see [`Error::with_file`]).
+/// layer and stages. Errors read `Dockerfile:LINE: message` (see [`Error::with_file`]) and
+/// carry the [`Span`] of the offending token ([`Error::span`]).
 pub fn parse(source: &[u8]) -> Result<Dockerfile> {
-    parse_located(source).map_err(|e| e.with_column_from(&String::from_utf8_lossy(source)))
-}
-
-fn parse_located(source: &[u8]) -> Result<Dockerfile> {
     let mut global = Vec::new();
     let mut stages: Vec<Stage> = Vec::new();
     // Nodes are converted as the syntax layer produces them; the first typed error is kept
     // and reported only if the whole file is syntactically valid, as BuildKit (which parses
     // the AST completely first) would.
     let mut first_error: Option<Error> = None;
-    let meta = ast::parse_nodes(source, |mut node| {
+    let meta = lines::parse_nodes(source, false, |mut node, segments| {
         if first_error.is_some() {
             return;
         }
-        if let Err(e) = add_node(&mut node, &mut global, &mut stages) {
+        if let Err(e) = add_node(&mut node, segments, &mut global, &mut stages) {
             first_error = Some(e);
         }
     })?;
@@ -170,12 +173,13 @@ fn parse_located(source: &[u8]) -> Result<Dockerfile> {
 
 fn add_node(
     node: &mut ast::Node,
+    segments: &lines::Segments,
     global: &mut Vec<Located>,
     stages: &mut Vec<Stage>,
 ) -> Result<()> {
     let (start_line, end_line) = (node.start_line, node.end_line);
-    let loc = |e: String| Error::syntax(start_line, end_line, e);
-    let instruction = instruction::from_node(node).map_err(loc)?;
+    let instruction = instruction::from_node(node)
+        .map_err(|f| f.at(start_line, end_line, segments, &node.original))?;
     let original = trimmed(std::mem::take(&mut node.original));
     if let Instruction::From(from) = instruction {
         stages.push(Stage {
@@ -199,7 +203,15 @@ fn add_node(
     match stages.last_mut() {
         Some(stage) => stage.instructions.push(located),
         None if matches!(located.instruction, Instruction::Arg(_)) => global.push(located),
-        None => return Err(loc("no build stage in current context".to_owned())),
+        None => {
+            let span = segments.span(&located.original, 0..located.original.len());
+            return Err(Error::at(
+                start_line,
+                end_line,
+                Some(span),
+                "no build stage in current context",
+            ));
+        }
     }
     Ok(())
 }
@@ -216,30 +228,35 @@ fn trimmed(s: String) -> String {
 /// config (`RUN echo hi`, possibly followed by heredoc bodies on the next lines). Line numbers
 /// in the result and errors count from 1 within `text`.
 pub fn parse_instruction(text: &str, escape: char) -> Result<Located> {
-    parse_instruction_located(text, escape).map_err(|e| e.with_column_from(text))
-}
-
-fn parse_instruction_located(text: &str, escape: char) -> Result<Located> {
     let mut src = String::new();
     if escape == '`' {
         src.push_str("# escape=`\n");
     }
     let offset = usize::from(escape == '`');
     src.push_str(text);
-    let ast = ast::parse_ast(src.as_bytes()).map_err(|e| shift(e, offset))?;
-    let mut node = ast
-        .children
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::syntax(1, 1, "file with no instructions"))?;
-    let instruction = instruction::from_node(&mut node)
-        .map_err(|e| Error::syntax(node.start_line - offset, node.end_line - offset, e))?;
-    Ok(Located {
-        instruction,
-        start_line: node.start_line - offset,
-        end_line: node.end_line - offset,
-        original: node.original.trim().to_owned(),
+    let mut first: Option<Result<Located>> = None;
+    lines::parse_nodes(src.as_bytes(), false, |mut node, segments| {
+        if first.is_some() {
+            return;
+        }
+        let (start_line, end_line) = (node.start_line - offset, node.end_line - offset);
+        let located = instruction::from_node(&mut node)
+            .map_err(|f| {
+                shift(
+                    f.at(node.start_line, node.end_line, segments, &node.original),
+                    offset,
+                )
+            })
+            .map(|instruction| Located {
+                instruction,
+                start_line,
+                end_line,
+                original: node.original.trim().to_owned(),
+            });
+        first = Some(located);
     })
+    .map_err(|e| shift(e, offset))?;
+    first.unwrap_or_else(|| Err(Error::syntax(1, 1, "file with no instructions")))
 }
 
 fn shift(e: Error, offset: usize) -> Error {
@@ -249,15 +266,15 @@ fn shift(e: Error, offset: usize) -> Error {
             line,
             end_line,
             message,
-            column,
+            span,
         } => Error::Syntax {
             file,
             line: line.saturating_sub(offset).max(1),
             end_line: end_line.saturating_sub(offset).max(1),
             message,
-            column,
+            span: span.map(|s| s.shifted_up(offset)),
         },
-        other @ Error::Expand { .. } => other,
+        other => other,
     }
 }
 
@@ -265,4 +282,41 @@ fn shift(e: Error, offset: usize) -> Error {
 /// `result` files), or BuildKit's error.
 pub fn dump_buildkit(source: &[u8]) -> Result<String> {
     Ok(ast::parse_ast(source)?.dump())
+}
+
+/// Where a `--mount` error (from [`RunMount::parse`], which the solver calls after expanding
+/// the value) is on `line`, the RUN instruction's first line as written: the span of the
+/// offending field when the value needs no expansion, else of the `--mount` flag. `message`
+/// is the error's [`Error::message`]: it picks the `--mount` flag that raised it.
+///
+/// ```
+/// let line = "RUN --mount=type=cache,colour=red make";
+/// let message = "unexpected key 'colour' in 'colour=red'";
+/// let span = kiln_parser::mount_error_span(line, message).expect("found");
+/// assert_eq!((span.column, span.end_column), (24, 34));
+/// assert_eq!(kiln_parser::mount_error_span(line, "exit code: 1"), None);
+/// ```
+pub fn mount_error_span(line: &str, message: &str) -> Option<Span> {
+    let mut segments = lines::Segments::default();
+    segments.push(0, 1, 1);
+    let node = ast::node_from_line(line.to_owned(), '\\').ok()?;
+    node.flags
+        .iter()
+        .zip(&node.parts.flags)
+        .find_map(|(word, range)| {
+            let value = word.strip_prefix("--mount=")?;
+            let e = RunMount::parse(value).err()?;
+            if e.message() != message {
+                return None;
+            }
+            let written = line.get(range.clone())?;
+            let field = e.mount_field().filter(|_| written == word.as_str());
+            Some(match field {
+                Some(f) => {
+                    let start = range.start + "--mount=".len();
+                    segments.span(line, start + f.start..start + f.end)
+                }
+                None => segments.span(line, range.clone()),
+            })
+        })
 }

@@ -106,26 +106,35 @@ fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
-/// Go `encoding/csv` reading one record.
-fn read_csv(s: &str) -> std::result::Result<Vec<String>, String> {
+/// A CSV field and its byte range in the record.
+type Field = (String, std::ops::Range<usize>);
+
+/// Go `encoding/csv` reading one record: the fields with their byte ranges, or the message
+/// and the byte offset it is at.
+fn read_csv(s: &str) -> std::result::Result<Vec<Field>, (String, usize)> {
     let line = s.split('\n').next().unwrap_or("");
     let line = line.strip_suffix('\r').unwrap_or(line);
     if s.is_empty() {
-        return Err("EOF".to_owned());
+        return Err(("EOF".to_owned(), 0));
     }
     let mut fields = Vec::new();
     let chars: Vec<char> = line.chars().collect();
+    let byte = |i: usize| line.char_indices().nth(i).map_or(line.len(), |(b, _)| b);
     let mut i = 0;
     loop {
+        let start = i;
         let mut field = String::new();
         if chars.get(i) == Some(&'"') {
             i += 1;
             loop {
                 match chars.get(i) {
                     None => {
-                        return Err(format!(
-                            "parse error on line 1, column {}: extraneous or missing \" in quoted-field",
-                            i + 1
+                        return Err((
+                            format!(
+                                "parse error on line 1, column {}: extraneous or missing \" in quoted-field",
+                                i + 1
+                            ),
+                            byte(start),
                         ));
                     }
                     Some('"') if chars.get(i + 1) == Some(&'"') => {
@@ -145,9 +154,12 @@ fn read_csv(s: &str) -> std::result::Result<Vec<String>, String> {
             match chars.get(i) {
                 None | Some(',') => {}
                 Some(_) => {
-                    return Err(format!(
-                        "parse error on line 1, column {}: extraneous or missing \" in quoted-field",
-                        i + 1
+                    return Err((
+                        format!(
+                            "parse error on line 1, column {}: extraneous or missing \" in quoted-field",
+                            i + 1
+                        ),
+                        byte(i),
                     ));
                 }
             }
@@ -157,16 +169,20 @@ fn read_csv(s: &str) -> std::result::Result<Vec<String>, String> {
                     break;
                 }
                 if c == '"' {
-                    return Err(format!(
-                        "parse error on line 1, column {}: bare \" in non-quoted-field",
-                        i + 1
+                    return Err((
+                        format!(
+                            "parse error on line 1, column {}: bare \" in non-quoted-field",
+                            i + 1
+                        ),
+                        byte(i),
                     ));
                 }
                 field.push(c);
                 i += 1;
             }
         }
-        fields.push(field);
+        // Byte offsets only at field ends: `byte` is linear, fields are few.
+        fields.push((field, byte(start)..byte(i)));
         if chars.get(i) == Some(&',') {
             i += 1;
             continue;
@@ -197,15 +213,161 @@ fn ram_in_bytes(v: &str) -> Option<u64> {
     Some((n * mult) as u64)
 }
 
+/// Applies one `key[=value]` field of a `--mount` value to `m` (BuildKit `parseMount`'s loop
+/// body).
+fn apply_field(
+    m: &mut RunMount,
+    ro_auto: &mut bool,
+    field: &str,
+) -> std::result::Result<(), String> {
+    let (key, value) = match field.split_once('=') {
+        Some((k, v)) => (k.to_lowercase(), Some(v)),
+        None => (field.to_lowercase(), None),
+    };
+    let unexpected = |m: &RunMount| {
+        format!(
+            "unexpected key '{key}' for mount type '{}'",
+            m.kind.as_str()
+        )
+    };
+    let Some(value) = value else {
+        match key.as_str() {
+            "readonly" | "ro" => {
+                m.read_only = true;
+                *ro_auto = false;
+            }
+            "readwrite" | "rw" => {
+                m.read_only = false;
+                *ro_auto = false;
+            }
+            "required" => {
+                if matches!(m.kind, MountType::Secret | MountType::Ssh) {
+                    m.required = true;
+                } else {
+                    return Err(unexpected(m));
+                }
+            }
+            _ => return Err(format!("invalid field '{field}' must be a key=value pair")),
+        }
+        return Ok(());
+    };
+    match key.as_str() {
+        "type" => {
+            m.kind = match value.to_lowercase().as_str() {
+                "bind" => MountType::Bind,
+                "cache" => MountType::Cache,
+                "tmpfs" => MountType::Tmpfs,
+                "secret" => MountType::Secret,
+                "ssh" => MountType::Ssh,
+                _ => {
+                    let mut msg =
+                        format!("unsupported mount type {}", crate::quote::go_quote(value));
+                    if let Some(s) =
+                        suggest(value, &["bind", "cache", "tmpfs", "secret", "ssh"], true)
+                    {
+                        crate::suggest::append(&mut msg, &s);
+                    }
+                    return Err(msg);
+                }
+            };
+        }
+        "from" => m.from = Some(value.to_owned()),
+        "source" | "src" => m.source = Some(value.to_owned()),
+        "target" | "dst" | "destination" | "dest" => m.target = Some(value.to_owned()),
+        "readonly" | "ro" => {
+            m.read_only =
+                parse_bool(value).ok_or_else(|| format!("invalid value for {key}: {value}"))?;
+            *ro_auto = false;
+        }
+        "readwrite" | "rw" => {
+            m.read_only =
+                !parse_bool(value).ok_or_else(|| format!("invalid value for {key}: {value}"))?;
+            *ro_auto = false;
+        }
+        "required" => {
+            if !matches!(m.kind, MountType::Secret | MountType::Ssh) {
+                return Err(unexpected(m));
+            }
+            m.required =
+                parse_bool(value).ok_or_else(|| format!("invalid value for {key}: {value}"))?;
+        }
+        "size" => {
+            if m.kind != MountType::Tmpfs {
+                return Err(unexpected(m));
+            }
+            m.size = Some(
+                ram_in_bytes(value).ok_or_else(|| format!("invalid value for {key}: {value}"))?,
+            );
+        }
+        "id" => m.id = Some(value.to_owned()),
+        "sharing" => {
+            if m.kind != MountType::Cache {
+                return Err(unexpected(m));
+            }
+            m.sharing = Some(match value.to_lowercase().as_str() {
+                "shared" => CacheSharing::Shared,
+                "private" => CacheSharing::Private,
+                "locked" => CacheSharing::Locked,
+                _ => {
+                    return Err(format!(
+                        "unsupported sharing value {}",
+                        crate::quote::go_quote(value)
+                    ));
+                }
+            });
+        }
+        "mode" => {
+            m.mode = Some(
+                u32::from_str_radix(value, 8)
+                    .map_err(|_| format!("invalid value {value} for mode"))?,
+            );
+        }
+        "uid" => {
+            m.uid = Some(
+                value
+                    .parse()
+                    .map_err(|_| format!("invalid value {value} for uid"))?,
+            );
+        }
+        "gid" => {
+            m.gid = Some(
+                value
+                    .parse()
+                    .map_err(|_| format!("invalid value {value} for gid"))?,
+            );
+        }
+        "env" => {
+            if m.kind != MountType::Secret {
+                return Err(unexpected(m));
+            }
+            m.env = Some(value.to_owned());
+        }
+        _ => {
+            let mut msg = format!("unexpected key '{key}' in '{field}'");
+            if let Some(s) = suggest(&key, ALL_KEYS, true) {
+                crate::suggest::append(&mut msg, &s);
+            }
+            return Err(msg);
+        }
+    }
+    Ok(())
+}
+
 impl RunMount {
     /// Parses one `--mount` CSV value (after the caller expanded it as a word), applying
     /// BuildKit's validation and defaults. Errors are BuildKit's messages.
+    ///
+    /// The error is [`Error::Mount`], with the byte range of the offending field in `csv`
+    /// ([`Error::mount_field`]) when one field is to blame.
     pub fn parse(csv: &str) -> Result<RunMount> {
-        Self::parse_inner(csv).map_err(Error::expand)
+        Self::parse_inner(csv).map_err(|(message, field)| Error::Mount { message, field })
     }
 
-    fn parse_inner(csv: &str) -> std::result::Result<RunMount, String> {
-        let fields = read_csv(csv).map_err(|e| format!("failed to parse csv mounts: {e}"))?;
+    fn parse_inner(
+        csv: &str,
+    ) -> std::result::Result<RunMount, (String, Option<std::ops::Range<usize>>)> {
+        let fields = read_csv(csv)
+            .map_err(|(e, at)| (format!("failed to parse csv mounts: {e}"), Some(at..at + 1)))?;
         let mut m = RunMount {
             kind: MountType::Bind,
             from: None,
@@ -222,138 +384,8 @@ impl RunMount {
             env: None,
         };
         let mut ro_auto = true;
-        for field in &fields {
-            let (key, value) = match field.split_once('=') {
-                Some((k, v)) => (k.to_lowercase(), Some(v)),
-                None => (field.to_lowercase(), None),
-            };
-            let unexpected = |m: &RunMount| {
-                format!(
-                    "unexpected key '{key}' for mount type '{}'",
-                    m.kind.as_str()
-                )
-            };
-            let Some(value) = value else {
-                match key.as_str() {
-                    "readonly" | "ro" => {
-                        m.read_only = true;
-                        ro_auto = false;
-                    }
-                    "readwrite" | "rw" => {
-                        m.read_only = false;
-                        ro_auto = false;
-                    }
-                    "required" => {
-                        if matches!(m.kind, MountType::Secret | MountType::Ssh) {
-                            m.required = true;
-                        } else {
-                            return Err(unexpected(&m));
-                        }
-                    }
-                    _ => return Err(format!("invalid field '{field}' must be a key=value pair")),
-                }
-                continue;
-            };
-            match key.as_str() {
-                "type" => {
-                    m.kind = match value.to_lowercase().as_str() {
-                        "bind" => MountType::Bind,
-                        "cache" => MountType::Cache,
-                        "tmpfs" => MountType::Tmpfs,
-                        "secret" => MountType::Secret,
-                        "ssh" => MountType::Ssh,
-                        _ => {
-                            let mut msg =
-                                format!("unsupported mount type {}", crate::quote::go_quote(value));
-                            if let Some(s) =
-                                suggest(value, &["bind", "cache", "tmpfs", "secret", "ssh"], true)
-                            {
-                                crate::suggest::append(&mut msg, &s);
-                            }
-                            return Err(msg);
-                        }
-                    };
-                }
-                "from" => m.from = Some(value.to_owned()),
-                "source" | "src" => m.source = Some(value.to_owned()),
-                "target" | "dst" | "destination" | "dest" => m.target = Some(value.to_owned()),
-                "readonly" | "ro" => {
-                    m.read_only = parse_bool(value)
-                        .ok_or_else(|| format!("invalid value for {key}: {value}"))?;
-                    ro_auto = false;
-                }
-                "readwrite" | "rw" => {
-                    m.read_only = !parse_bool(value)
-                        .ok_or_else(|| format!("invalid value for {key}: {value}"))?;
-                    ro_auto = false;
-                }
-                "required" => {
-                    if !matches!(m.kind, MountType::Secret | MountType::Ssh) {
-                        return Err(unexpected(&m));
-                    }
-                    m.required = parse_bool(value)
-                        .ok_or_else(|| format!("invalid value for {key}: {value}"))?;
-                }
-                "size" => {
-                    if m.kind != MountType::Tmpfs {
-                        return Err(unexpected(&m));
-                    }
-                    m.size = Some(
-                        ram_in_bytes(value)
-                            .ok_or_else(|| format!("invalid value for {key}: {value}"))?,
-                    );
-                }
-                "id" => m.id = Some(value.to_owned()),
-                "sharing" => {
-                    if m.kind != MountType::Cache {
-                        return Err(unexpected(&m));
-                    }
-                    m.sharing = Some(match value.to_lowercase().as_str() {
-                        "shared" => CacheSharing::Shared,
-                        "private" => CacheSharing::Private,
-                        "locked" => CacheSharing::Locked,
-                        _ => {
-                            return Err(format!(
-                                "unsupported sharing value {}",
-                                crate::quote::go_quote(value)
-                            ));
-                        }
-                    });
-                }
-                "mode" => {
-                    m.mode = Some(
-                        u32::from_str_radix(value, 8)
-                            .map_err(|_| format!("invalid value {value} for mode"))?,
-                    );
-                }
-                "uid" => {
-                    m.uid = Some(
-                        value
-                            .parse()
-                            .map_err(|_| format!("invalid value {value} for uid"))?,
-                    );
-                }
-                "gid" => {
-                    m.gid = Some(
-                        value
-                            .parse()
-                            .map_err(|_| format!("invalid value {value} for gid"))?,
-                    );
-                }
-                "env" => {
-                    if m.kind != MountType::Secret {
-                        return Err(unexpected(&m));
-                    }
-                    m.env = Some(value.to_owned());
-                }
-                _ => {
-                    let mut msg = format!("unexpected key '{key}' in '{field}'");
-                    if let Some(s) = suggest(&key, ALL_KEYS, true) {
-                        crate::suggest::append(&mut msg, &s);
-                    }
-                    return Err(msg);
-                }
-            }
+        for (field, range) in &fields {
+            apply_field(&mut m, &mut ro_auto, field).map_err(|e| (e, Some(range.clone())))?;
         }
         let file_info_allowed = matches!(
             m.kind,
@@ -362,13 +394,13 @@ impl RunMount {
         if !file_info_allowed {
             let t = crate::quote::go_quote(m.kind.as_str());
             if m.mode.is_some() {
-                return Err(format!("mode not allowed for {t} type mounts"));
+                return Err((format!("mode not allowed for {t} type mounts"), None));
             }
             if m.uid.is_some() {
-                return Err(format!("uid not allowed for {t} type mounts"));
+                return Err((format!("uid not allowed for {t} type mounts"), None));
             }
             if m.gid.is_some() {
-                return Err(format!("gid not allowed for {t} type mounts"));
+                return Err((format!("gid not allowed for {t} type mounts"), None));
             }
         }
         if ro_auto {
@@ -376,10 +408,10 @@ impl RunMount {
         }
         if m.kind == MountType::Secret {
             if m.from.is_some() {
-                return Err("secret mount should not have a from".to_owned());
+                return Err(("secret mount should not have a from".to_owned(), None));
             }
             if m.source.is_some() && m.id.is_some() {
-                return Err("both source and id can't be set".to_owned());
+                return Err(("both source and id can't be set".to_owned(), None));
             }
         }
         if m.kind == MountType::Cache && m.sharing.is_none() {

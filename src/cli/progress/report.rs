@@ -110,7 +110,8 @@ fn error_column(error: &kiln::Error, source: &DockerfileSource, line: usize) -> 
         kiln::Error::Parse(e) => e.column(),
         kiln::Error::Solve(kiln_solver::Error::Plan { message, .. }) => {
             let text = source.text.split('\n').nth(line.checked_sub(1)?)?;
-            kiln_parser::error_column(text.strip_suffix('\r').unwrap_or(text), message)
+            kiln_parser::mount_error_span(text.strip_suffix('\r').unwrap_or(text), message)
+                .map(|s| s.column)
         }
         _ => None,
     }
