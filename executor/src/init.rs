@@ -179,6 +179,9 @@ fn run(spec: &InitSpec, events: &Events, state: &mut Mounted) -> Result<()> {
     let passwd = read_user_file(&rootfs, "/etc/passwd");
     let group = read_user_file(&rootfs, "/etc/group");
     let user = resolve(&spec.user, passwd.as_deref(), group.as_deref())?;
+    // In a user namespace (rootless) only mapped ids exist.
+    let ids = crate::idmap::IdView::current();
+    ids.check_user(&spec.user, &user)?;
 
     let cwd = if spec.cwd.is_empty() {
         "/"
@@ -233,6 +236,7 @@ fn run(spec: &InitSpec, events: &Events, state: &mut Mounted) -> Result<()> {
             cwd,
             &spec.args[0],
             &user,
+            &ids,
             &argv,
             &envp,
         ) {

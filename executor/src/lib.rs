@@ -83,6 +83,7 @@ mod copy;
 mod entry;
 mod error;
 mod etc_files;
+mod idmap;
 mod init;
 mod nat;
 mod oci;

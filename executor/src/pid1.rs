@@ -10,6 +10,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::idmap::IdView;
 use crate::init::{DevMounts, Mounted, apply_mount, bind_at, under_dev};
 use crate::sys;
 use crate::user::ExecUser;
@@ -54,6 +55,7 @@ pub(crate) fn container_pid1(
     cwd: &str,
     arg0: &str,
     user: &ExecUser,
+    ids: &IdView,
     argv: &[CString],
     envp: &[CString],
 ) -> Result<Infallible> {
@@ -62,7 +64,7 @@ pub(crate) fn container_pid1(
     sys::setsid().map_err(|e| Error::sys("setsid", "", e))?;
     sys::unshare(libc::CLONE_NEWNS).map_err(|e| Error::sys("unshare", "mount namespace", e))?;
     let rootfs = kiln_fs::Root::open(root).map_err(Error::rootfs("open rootfs"))?;
-    mount_special(root, &rootfs)?;
+    mount_special(root, &rootfs, ids)?;
     let mut on_tmpfs = Mounted::default();
     for (index, mount) in dev_mounts.mounts.iter().enumerate() {
         if under_dev(mount.target()) {
@@ -76,7 +78,9 @@ pub(crate) fn container_pid1(
 
     sys::limit_bounding_set(DEFAULT_CAPS).map_err(|e| Error::sys("prctl", "PR_CAPBSET_DROP", e))?;
     sys::set_keep_caps(true).map_err(|e| Error::sys("prctl", "PR_SET_KEEPCAPS", e))?;
-    sys::set_ids(user.uid, user.gid, &user.groups)
+    // A single-id map denies setgroups: the groups stay as they are (none but the one id).
+    let groups = ids.may_set_groups().then_some(user.groups.as_slice());
+    sys::set_ids(user.uid, user.gid, groups)
         .map_err(|e| Error::sys("setuid", format!("{}:{}", user.uid, user.gid), e))?;
     sys::set_keep_caps(false).map_err(|e| Error::sys("prctl", "PR_SET_KEEPCAPS", e))?;
     sys::capset(DEFAULT_CAPS, DEFAULT_CAPS, 0).map_err(|e| Error::sys("capset", "", e))?;
@@ -123,7 +127,7 @@ fn find_executable(arg0: &str, envp: &[CString]) -> Result<CString> {
 /// /proc, /dev and /sys at their places resolved inside the rootfs (a base image whose /proc is
 /// a symlink gets them where the link leads, inside the root), then the read-only and masked
 /// paths below them.
-fn mount_special(root: &Path, rootfs: &kiln_fs::Root) -> Result<()> {
+fn mount_special(root: &Path, rootfs: &kiln_fs::Root, ids: &IdView) -> Result<()> {
     let at = |path: &str| {
         rootfs
             .resolve(path, true)
@@ -179,12 +183,18 @@ fn mount_special(root: &Path, rootfs: &kiln_fs::Root) -> Result<()> {
         fs::set_permissions(&path, fs::Permissions::from_mode(mode))
             .map_err(|e| Error::io("chmod", &path, e))?;
     }
+    // The tty group (5) owns the ptys, where it exists (not with a single-id map).
+    let devpts = if ids.maps_gid(5) {
+        "newinstance,ptmxmode=0666,mode=0620,gid=5"
+    } else {
+        "newinstance,ptmxmode=0666,mode=0620"
+    };
     m(
         "devpts",
         &dev.join("pts"),
         "devpts",
         libc::MS_NOSUID | libc::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        Some(devpts),
     )?;
     m(
         "shm",

@@ -55,6 +55,9 @@ pub struct Executor {
     config: ExecutorConfig,
     oci_runtime: Option<PathBuf>,
     host_resolv_conf: Option<String>,
+    /// In a user namespace with one mapped id: how to add a subordinate range, told after a
+    /// step that failed for want of another id.
+    single_id_hint: Option<String>,
     /// Whether `/` is a mount point here (not in a plain chroot; see `chroot.rs`).
     root_is_mount: bool,
     runs: AtomicU64,
@@ -92,6 +95,10 @@ impl Executor {
             config,
             oci_runtime: None,
             root_is_mount: crate::chroot::root_is_mount_point(),
+            single_id_hint: {
+                let ids = crate::idmap::IdView::current();
+                ids.single_id().then(|| ids.hint())
+            },
             runs: AtomicU64::new(0),
         })
     }
@@ -413,11 +420,28 @@ impl Executor {
             return Err(Error::Setup(message));
         }
         match exit {
-            Some((code, signal)) => Ok(ExitStatus {
-                code,
-                signal,
-                last_lines: tail.into(),
-            }),
+            Some((code, signal)) => {
+                let mut tail = tail;
+                if code != Some(0)
+                    && let Some(hint) = &self.single_id_hint
+                    && tail.iter().any(|l| {
+                        l.contains("Invalid argument") || l.contains("Operation not permitted")
+                    })
+                {
+                    // Most likely a chown or setuid to an id the namespace does not map.
+                    let line = format!("{hint} (a step that changes owners or users needs it)");
+                    on_output(Stream::Stderr, format!("{line}\n").as_bytes());
+                    tail.push_back(line);
+                    if tail.len() > LAST_LINES {
+                        tail.pop_front();
+                    }
+                }
+                Ok(ExitStatus {
+                    code,
+                    signal,
+                    last_lines: tail.into(),
+                })
+            }
             None => Err(Error::Protocol(format!(
                 "`{}` exited ({status}) without reporting the command's status",
                 self.config.init_binary.display()

@@ -421,10 +421,12 @@ pub(crate) fn capset(effective: u64, permitted: u64, inheritable: u64) -> io::Re
     Ok(())
 }
 
-/// `setgroups(2)`, `setresgid(2)` and `setresuid(2)`, in that order.
-pub(crate) fn set_ids(uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
-    // SAFETY: pointer and length of a live slice.
-    check(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) })?;
+/// `setgroups(2)` (unless `groups` is `None`), `setresgid(2)` and `setresuid(2)`, in that order.
+pub(crate) fn set_ids(uid: u32, gid: u32, groups: Option<&[u32]>) -> io::Result<()> {
+    if let Some(groups) = groups {
+        // SAFETY: pointer and length of a live slice.
+        check(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) })?;
+    }
     // SAFETY: plain syscalls.
     check(unsafe { libc::setresgid(gid, gid, gid) })?;
     // SAFETY: plain syscall.

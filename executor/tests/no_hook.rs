@@ -16,10 +16,15 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kiln_executor::{CancelToken, Error, Executor, ExecutorConfig, ProcessSpec, RootFs, Stream};
+use kiln_executor::{CancelToken, Error, Executor, ExecutorConfig, ProcessSpec, RootFs};
 
 /// The workload: one RUN step in a busybox rootfs, init = this binary (the default config).
 fn workload() -> i32 {
+    workload_script("echo hello from RUN as $(id -u)")
+}
+
+/// [`workload`] running `script`.
+fn workload_script(script: &str) -> i32 {
     // A thread of the embedder's own, running before and during the build (as a
     // `#[tokio::main]` runtime's workers would be).
     std::thread::spawn(|| {
@@ -38,11 +43,7 @@ fn workload() -> i32 {
         }
     };
     let spec = ProcessSpec {
-        args: vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            "echo hello from RUN as $(id -u)".into(),
-        ],
+        args: vec!["/bin/sh".into(), "-c".into(), script.into()],
         ..ProcessSpec::default()
     };
     let mut out = Vec::new();
@@ -50,11 +51,7 @@ fn workload() -> i32 {
         &spec,
         &RootFs::Dir(root),
         &[],
-        &mut |stream, line| {
-            if stream == Stream::Stdout {
-                out.extend_from_slice(line);
-            }
-        },
+        &mut |_, line| out.extend_from_slice(line),
         &CancelToken::new(),
     );
     print!("{}", String::from_utf8_lossy(&out));
@@ -275,11 +272,101 @@ fn run_step_in_a_chroot_whose_root_is_not_a_mount_point() {
     println!("test {TEST} ... ok");
 }
 
+/// The child side of [`in_user_namespace`]: unshares a user and mount namespace (this `main`
+/// is single-threaded), says so on stdout, waits on stdin until the parent wrote its maps,
+/// becomes uid/gid 0 there and runs `script` as the workload does.
+fn userns_child(script: &str) -> i32 {
+    use std::io::{BufRead, Write};
+    // SAFETY: plain syscall in a single-threaded process.
+    if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) } != 0 {
+        println!("unshare: {}", std::io::Error::last_os_error());
+        return 5;
+    }
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    // SAFETY: plain syscalls; ids 0 are mapped now.
+    unsafe {
+        if libc::setresgid(0, 0, 0) != 0 || libc::setresuid(0, 0, 0) != 0 {
+            println!("setresuid: {}", std::io::Error::last_os_error());
+            return 6;
+        }
+    }
+    workload_script(script)
+}
+
+/// Runs this binary with `--userns-child SCRIPT` in a new user namespace whose maps are
+/// `map` (`inside outside count`, also for gids); `deny_setgroups` as an unprivileged
+/// single-id map has it. Returns the status and stdout.
+fn in_user_namespace(map: &str, deny_setgroups: bool, script: &str) -> (i32, String) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = Command::new("/proc/self/exe")
+        .args(["--userns-child", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("ready");
+    assert_eq!(line, "ready\n", "child did not enter a user namespace");
+    let proc_dir = format!("/proc/{}", child.id());
+    if deny_setgroups {
+        std::fs::write(format!("{proc_dir}/setgroups"), "deny").expect("setgroups");
+    }
+    std::fs::write(format!("{proc_dir}/uid_map"), map).expect("uid_map");
+    std::fs::write(format!("{proc_dir}/gid_map"), map).expect("gid_map");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"go\n").expect("go");
+    drop(stdin);
+    let mut out = String::new();
+    stdout.read_to_string(&mut out).expect("read");
+    let status = child.wait().expect("wait");
+    (status.code().unwrap_or(-1), out)
+}
+
+/// The executor inside a user namespace, as a rootless build runs it: with a subordinate range
+/// mapped (uid 0 is 100000 outside, 65536 ids) steps run as root and as other users; with a
+/// single id mapped, a step as root works and one needing another id fails naming
+/// /etc/subuid and the command that adds a range.
+fn run_steps_in_a_user_namespace() {
+    const TEST: &str = "run_steps_in_a_user_namespace";
+    if support::skip_reason_for(TEST) {
+        return;
+    }
+    let ids = "echo uid $(id -u) gid $(id -g); touch /f; chown 1000:1000 /f; stat -c '%u:%g' /f; \
+               ls /sys/kernel >/dev/null && echo sys ok; cat /proc/self/uid_map | tr -s ' '";
+    let (code, out) = in_user_namespace("0 100000 65536", false, ids);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out,
+        "uid 0 gid 0\n1000:1000\nsys ok\n 0 100000 65536\nrun directories left: 0\nstatus 0\n"
+    );
+    let (code, out) = in_user_namespace("0 100000 1", true, "echo uid $(id -u); ls /dev/pts");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out, "uid 0\nptmx\nrun directories left: 0\nstatus 0\n");
+    // A step that chowns to an unmapped id fails, and the output says why and what to do.
+    let (_, out) = in_user_namespace("0 100000 1", true, "touch /f && chown 1000 /f");
+    assert!(out.ends_with("status 1\n"), "{out}");
+    assert!(out.contains("only one id mapped"), "{out}");
+    assert!(out.contains("/etc/subuid"), "{out}");
+    assert!(
+        out.contains("usermod --add-subuids 100000-165535 --add-subgids 100000-165535"),
+        "{out}"
+    );
+    println!("test {TEST} ... ok");
+}
+
 fn main() {
     // Deliberately no `kiln_executor::init_main_if_requested()` here.
     match std::env::args().nth(1).as_deref() {
         // Run as the supervisor by `cargo test` (maybe with harness flags such as --nocapture).
         None => {}
+        Some("--userns-child") => {
+            let script = std::env::args().nth(2).unwrap_or_default();
+            std::process::exit(userns_child(&script));
+        }
         Some(flag) if flag.starts_with('-') && flag != "--workload" => {}
         // The workload, or (before the fix) this main re-executed as the init: the embedder's
         // main does its build again.
@@ -289,4 +376,5 @@ fn main() {
     init_binary_without_handshake_fails_within_two_seconds();
     no_hook_main_runs_a_step_without_recursing();
     run_step_in_a_chroot_whose_root_is_not_a_mount_point();
+    run_steps_in_a_user_namespace();
 }
