@@ -35,7 +35,7 @@ mod registry;
 pub mod spec;
 mod store;
 
-pub use compression::{Compression, CompressionOptions, decompress};
+pub use compression::{Compression, CompressionOptions, Compressor, decompress, default_threads};
 pub use convert::{convert_image, convert_layer};
 pub use dangling::{DanglingImage, RemovedImage};
 pub use digest::{Digest, HashingReader, HashingWriter};

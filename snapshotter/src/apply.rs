@@ -26,10 +26,10 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::compress::{Detected, detect};
 use crate::error::{Error, IoContext, Result, stream};
 use crate::fsutil;
 use crate::snapshot::{Kind, Layout, Snapshotter};
+use kiln_image::Compression;
 
 /// What [`apply_layer`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub struct AppliedLayer {
     /// `sha256:<hex>` of the uncompressed tar stream.
     pub diff_id: String,
     /// The compression detected from the stream's magic bytes.
-    pub compression: Detected,
+    pub compression: Compression,
     /// Bytes of the uncompressed tar stream.
     pub uncompressed_size: u64,
     /// Number of tar entries applied (whiteouts included).
@@ -161,13 +161,13 @@ impl Applier {
 
     fn run(mut self, reader: impl Read) -> Result<AppliedLayer> {
         let mut br = BufReader::with_capacity(256 * 1024, reader);
-        let compression = detect(br.fill_buf().map_err(stream("read layer"))?);
+        let compression = Compression::detect(br.fill_buf().map_err(stream("read layer"))?);
         let decoded: Box<dyn Read> = match compression {
-            Detected::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(br)),
-            Detected::Zstd => Box::new(
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(br)),
+            Compression::Zstd => Box::new(
                 zstd::stream::read::Decoder::with_buffer(br).map_err(stream("start zstd"))?,
             ),
-            Detected::None => Box::new(br),
+            Compression::Uncompressed => Box::new(br),
         };
         let hashing = HashReader {
             inner: decoded,

@@ -14,17 +14,17 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use crate::compress::{Compression, Compressor, HashWriter};
 use crate::error::{IoContext, Result, stream};
 use crate::fsutil;
 use crate::snapshot::{Layout, Snapshotter};
 use crate::tarwriter::TarWriter;
+use kiln_image::{Compression, CompressionOptions, Compressor, HashingWriter};
 
 /// Options for [`write_layer`] and [`write_tree_layer`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LayerOptions {
-    /// How to compress the tar stream.
-    pub compression: Compression,
+    /// How to compress the tar stream (kiln-image's compressors: parallel, deterministic).
+    pub compression: CompressionOptions,
     /// Clamp every mtime to at most this (seconds since the epoch), for reproducible builds.
     pub source_date_epoch: Option<i64>,
 }
@@ -69,34 +69,36 @@ pub fn write_tree_layer(dir: &Path, options: &LayerOptions, out: impl Write) -> 
     stream_layer(options, out, |tar| native_changes(tar, dir, None, &[]))
 }
 
-type Tar<'a, W> = TarWriter<HashWriter<Compressor<HashWriter<W>>>>;
+type Tar<'a, W> = TarWriter<HashingWriter<Compressor<HashingWriter<W>>>>;
 
 fn stream_layer<W: Write>(
     options: &LayerOptions,
     out: W,
     body: impl FnOnce(&mut Tar<'_, W>) -> Result<()>,
 ) -> Result<LayerInfo> {
-    let blob = if options.compression == Compression::None {
-        HashWriter::counting(out)
+    // Uncompressed, the blob is the tar: its digest is the diff_id, hashed once.
+    let plain = options.compression.compression == Compression::Uncompressed;
+    let blob = if plain {
+        HashingWriter::counting(out)
     } else {
-        HashWriter::new(out)
+        HashingWriter::new(out)
     };
-    let comp = Compressor::new(options.compression, blob).map_err(stream("start compressor"))?;
-    let mut tar = TarWriter::new(HashWriter::new(comp), options.source_date_epoch);
+    let comp = Compressor::new(blob, options.compression).map_err(stream("start compressor"))?;
+    let mut tar = TarWriter::new(HashingWriter::new(comp), options.source_date_epoch);
     body(&mut tar)?;
     let raw = tar.finish()?;
-    let (diff_id, uncompressed_size, comp) = raw.finish();
-    let diff_id = diff_id.unwrap_or_default();
+    let (comp, diff_id, uncompressed_size) = raw.finish();
+    let diff_id = diff_id.map(|d| d.to_string()).unwrap_or_default();
     let blob = comp.finish().map_err(stream("finish compressor"))?;
-    let (digest, size, mut out) = blob.finish();
-    let digest = digest.unwrap_or_else(|| diff_id.clone());
+    let (mut out, digest, size) = blob.finish();
+    let digest = digest.map_or_else(|| diff_id.clone(), |d| d.to_string());
     out.flush().map_err(stream("flush layer"))?;
     Ok(LayerInfo {
         diff_id,
         digest,
         size,
         uncompressed_size,
-        media_type: options.compression.media_type(),
+        media_type: options.compression.compression.layer_media_type(false),
     })
 }
 

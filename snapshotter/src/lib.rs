@@ -29,14 +29,16 @@
 //! std::fs::write(m.path().join("hello"), b"hi\n").unwrap();
 //! m.unmount()?;
 //! store.commit("step-1", "step")?;
-//! let opts = LayerOptions { compression: Compression::Zstd { level: 3 }, source_date_epoch: None };
+//! let opts = LayerOptions {
+//!     compression: CompressionOptions { compression: Compression::Zstd, level: Some(3) },
+//!     source_date_epoch: None,
+//! };
 //! let info = write_layer(store.as_ref(), "step-1", &opts, std::io::sink())?;
 //! println!("{} -> {} ({} bytes, {})", applied.diff_id, info.diff_id, info.size, info.media_type);
 //! # Ok(()) }
 //! ```
 
 mod apply;
-mod compress;
 mod error;
 mod fsutil;
 mod layer;
@@ -48,8 +50,8 @@ mod snapshot;
 mod tarwriter;
 
 pub use apply::{AppliedLayer, apply_layer, apply_layer_to_snapshot};
-pub use compress::{Compression, Detected};
 pub use error::{Error, Result};
+pub use kiln_image::{Compression, CompressionOptions};
 pub use layer::{LayerInfo, LayerOptions, write_layer, write_tree_layer};
 pub use mount::{Mount, MountedSnapshot, mount_all, unmount_all};
 pub use owner::{Owner, remove_orphans, unmount_orphans};

@@ -15,8 +15,8 @@ use std::process::Command;
 
 use common::{assert_same_tree, list_layer, need_root};
 use kiln_snapshotter::{
-    Compression, Driver, DriverChoice, Error, Kind, LayerOptions, MountedSnapshot, Snapshotter,
-    apply_layer, apply_layer_to_snapshot, open, write_layer,
+    Compression, CompressionOptions, Driver, DriverChoice, Error, Kind, LayerOptions,
+    MountedSnapshot, Snapshotter, apply_layer, apply_layer_to_snapshot, open, write_layer,
 };
 
 type Step = Box<dyn Fn(&Path)>;
@@ -59,7 +59,10 @@ fn build(driver: DriverChoice, steps: &[Step]) -> Built {
     };
     assert_eq!(store.driver(), want);
     let opts = LayerOptions {
-        compression: Compression::Gzip { level: 1 },
+        compression: CompressionOptions {
+            compression: Compression::Gzip,
+            level: Some(1),
+        },
         source_date_epoch: None,
     };
     let mut parent: Option<String> = None;

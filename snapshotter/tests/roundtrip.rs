@@ -16,8 +16,8 @@ use std::process::Command;
 
 use common::{assert_same_tree, need_root};
 use kiln_snapshotter::{
-    Compression, DriverChoice, LayerOptions, MountedSnapshot, Snapshotter, apply_layer,
-    apply_layer_to_snapshot, open, write_layer,
+    Compression, CompressionOptions, DriverChoice, LayerOptions, MountedSnapshot, Snapshotter,
+    apply_layer, apply_layer_to_snapshot, open, write_layer,
 };
 
 const REGISTRY: &str = "127.0.0.1:5000";
@@ -125,7 +125,10 @@ fn unpack(
 /// The full round trip for one image on one driver; returns the first store's state dir.
 fn round_trip(driver: DriverChoice, layers: &[Vec<u8>], diff_ids: &[String]) -> tempfile::TempDir {
     let opts = LayerOptions {
-        compression: Compression::Gzip { level: 1 },
+        compression: CompressionOptions {
+            compression: Compression::Gzip,
+            level: Some(1),
+        },
         source_date_epoch: None,
     };
     let state1 = tempfile::tempdir().unwrap();

@@ -603,7 +603,10 @@ impl BuildCtx<'_> {
         let opts = snap::LayerOptions {
             // Stored uncompressed: a local build pays no compression; exports that want gzip
             // convert (once, remembered by the content store).
-            compression: snap::Compression::None,
+            compression: snap::CompressionOptions {
+                compression: snap::Compression::Uncompressed,
+                level: None,
+            },
             source_date_epoch: self.req.layer_epoch(),
         };
         let info = snap::write_layer(self.snapshotter(), name, &opts, &mut w)

@@ -1,0 +1,193 @@
+//! pigz-style parallel gzip with output that does not depend on the thread count.
+//!
+//! The input is cut into fixed 1 MiB blocks (whatever the sizes of the caller's writes). Each
+//! block is raw-deflated on its own by a worker thread, with a fresh dictionary, ending in a
+//! sync flush (byte aligned, not final) or, for the last block, the final deflate block; the
+//! worker also computes the block's CRC-32. The caller's thread writes the gzip header, the
+//! blocks in input order, and the trailer (CRC-32 combined from the blocks', input length). The
+//! result is one ordinary single-member gzip stream that `gzip -d` reads, and because a block's
+//! bytes depend only on its input and the level, 1, 2 or 16 threads give identical bytes.
+//! Memory is bounded by the blocks in flight (two per worker).
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use flate2::{Compress, Crc, FlushCompress};
+
+/// The block size: part of the output format (changing it changes the bytes).
+pub(super) const BLOCK: usize = 1 << 20;
+
+struct Job {
+    data: Vec<u8>,
+    last: bool,
+    reply: Sender<io::Result<Block>>,
+}
+
+struct Block {
+    deflated: Vec<u8>,
+    crc: Crc,
+    /// The input buffer, handed back for reuse.
+    input: Vec<u8>,
+}
+
+/// The parallel gzip writer (see the module docs).
+pub(super) struct ParallelGzip<W: Write> {
+    out: W,
+    buf: Vec<u8>,
+    crc: Crc,
+    jobs: Option<Sender<Job>>,
+    pending: VecDeque<Receiver<io::Result<Block>>>,
+    max_pending: usize,
+    spare: Vec<Vec<u8>>,
+    workers: Vec<JoinHandle<()>>,
+    header_written: bool,
+}
+
+impl<W: Write> ParallelGzip<W> {
+    pub(super) fn new(out: W, level: u32, threads: usize) -> Self {
+        let threads = threads.max(1);
+        let (tx, rx) = bounded::<Job>(threads * 2);
+        let workers = (0..threads)
+            .map(|_| {
+                let rx: Receiver<Job> = rx.clone();
+                std::thread::spawn(move || {
+                    let mut c = Compress::new(flate2::Compression::new(level), false);
+                    for job in rx {
+                        let r = deflate_block(&mut c, &job.data, job.last).map(|deflated| {
+                            let mut crc = Crc::new();
+                            crc.update(&job.data);
+                            Block {
+                                deflated,
+                                crc,
+                                input: job.data,
+                            }
+                        });
+                        c.reset();
+                        let _ = job.reply.send(r);
+                    }
+                })
+            })
+            .collect();
+        Self {
+            out,
+            buf: Vec::with_capacity(BLOCK),
+            crc: Crc::new(),
+            jobs: Some(tx),
+            pending: VecDeque::new(),
+            max_pending: threads * 2,
+            spare: Vec::new(),
+            workers,
+            header_written: false,
+        }
+    }
+
+    fn submit(&mut self, last: bool) -> io::Result<()> {
+        if !self.header_written {
+            // gzip header: deflate, no flags, mtime 0, no extra flags, OS unknown.
+            self.out
+                .write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255])?;
+            self.header_written = true;
+        }
+        let next = if last {
+            Vec::new()
+        } else {
+            self.spare
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(BLOCK))
+        };
+        let data = std::mem::replace(&mut self.buf, next);
+        let (reply, rx) = bounded(1);
+        let jobs = self
+            .jobs
+            .as_ref()
+            .ok_or_else(|| io::Error::other("parallel gzip finished"))?;
+        jobs.send(Job { data, last, reply })
+            .map_err(|_| io::Error::other("parallel gzip worker died"))?;
+        self.pending.push_back(rx);
+        while self.pending.len() >= self.max_pending {
+            self.drain_one()?;
+        }
+        Ok(())
+    }
+
+    fn drain_one(&mut self) -> io::Result<()> {
+        if let Some(rx) = self.pending.pop_front() {
+            let mut block = rx
+                .recv()
+                .map_err(|_| io::Error::other("parallel gzip worker died"))??;
+            self.out.write_all(&block.deflated)?;
+            self.crc.combine(&block.crc);
+            if block.input.capacity() >= BLOCK {
+                block.input.clear();
+                self.spare.push(block.input);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn finish(mut self) -> io::Result<W> {
+        self.submit(true)?;
+        while !self.pending.is_empty() {
+            self.drain_one()?;
+        }
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        let mut trailer = [0u8; 8];
+        trailer[..4].copy_from_slice(&self.crc.sum().to_le_bytes());
+        trailer[4..].copy_from_slice(&self.crc.amount().to_le_bytes());
+        self.out.write_all(&trailer)?;
+        self.out.flush()?;
+        // `self` has no Drop impl, so the sink can be moved out.
+        Ok(self.out)
+    }
+}
+
+impl<W: Write> Write for ParallelGzip<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = BLOCK - self.buf.len();
+        let n = room.min(buf.len());
+        self.buf.extend_from_slice(&buf[..n]);
+        if self.buf.len() == BLOCK {
+            self.submit(false)?;
+        }
+        Ok(n)
+    }
+    /// Blocks are fixed: a flush writes nothing early (that would change the bytes).
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Raw-deflates one block; a non-final block ends with a sync flush (byte aligned, not final).
+fn deflate_block(c: &mut Compress, data: &[u8], last: bool) -> io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(data.len() + data.len() / 1000 + 1024);
+    let flush = if last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
+    let mut input = data;
+    loop {
+        if out.capacity() - out.len() < 1024 {
+            out.reserve(out.capacity().max(4096));
+        }
+        let before_in = c.total_in();
+        let status = c
+            .compress_vec(input, &mut out, flush)
+            .map_err(io::Error::other)?;
+        let used = (c.total_in() - before_in) as usize;
+        input = &input[used..];
+        let done = match status {
+            flate2::Status::StreamEnd => true,
+            // A sync flush is complete once all input is consumed and space remained.
+            _ => !last && input.is_empty() && out.capacity() > out.len(),
+        };
+        if done {
+            return Ok(out);
+        }
+    }
+}
