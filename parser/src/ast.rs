@@ -225,7 +225,7 @@ fn node_at(
                 return Err(at_args(ONBUILD_CHAIN.to_owned()));
             }
             let mut child = node_at(joined, rest, escape, depth + 1)?;
-            child.original = rest.to_owned();
+            rest.clone_into(&mut child.original);
             trigger = Some(Box::new(child));
         }
         (Vec::new(), false)
