@@ -8,13 +8,17 @@
 //! symlink whose target climbs above the layer root is refused (absolute symlink targets are
 //! taken relative to the root, as inside the container); the final component is never followed
 //! (existing files are unlinked and recreated with `O_EXCL|O_NOFOLLOW`); hard link targets are
-//! resolved by the same rules and must exist inside the root. `trusted.overlay.*` xattrs from a
-//! layer are dropped so a layer cannot steer overlayfs.
+//! resolved by the same rules and must exist inside the root. `trusted.overlay.*` and
+//! `user.overlay.*` xattrs from a layer are dropped so a layer cannot steer overlayfs.
 //!
 //! Overlay mode (used by [`apply_layer_to_snapshot`] for an overlay snapshot with parents)
 //! writes into the snapshot's upper directory directly, the way containerd unpacks images: a
 //! whiteout becomes a 0/0 character device, an opaque marker the `trusted.overlay.opaque=y`
-//! xattr, and parent paths are looked up in the upper dir first, then in the lower dirs.
+//! xattr (`user.overlay.opaque=y` for a store made in a user namespace), and parent paths are
+//! looked up in the upper dir first, then in the lower dirs.
+//!
+//! In a user namespace (a rootless build) block and character devices cannot be made: such
+//! entries are skipped, as containerd and moby do there; fifos are kept.
 
 use std::collections::{HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
@@ -47,7 +51,7 @@ pub struct AppliedLayer {
 /// Applies the layer read from `reader` onto the directory `target` (which must exist).
 pub fn apply_layer(reader: impl Read, target: &Path) -> Result<AppliedLayer> {
     let root = fs::canonicalize(target).ctx("resolve", target)?;
-    Applier::new(root, Vec::new(), false).run(reader)
+    Applier::new(root, Vec::new(), None).run(reader)
 }
 
 /// Applies a layer into the active snapshot `key`, the efficient way for the driver: for
@@ -70,11 +74,15 @@ pub fn apply_layer_to_snapshot(
         });
     }
     match snapshotter.layout(key)? {
-        Layout::Overlay { upper, lowers } => {
-            let overlay = !lowers.is_empty();
-            Applier::new(upper, lowers, overlay).run(reader)
+        Layout::Overlay {
+            upper,
+            lowers,
+            userxattr,
+        } => {
+            let opaque = (!lowers.is_empty()).then(|| crate::overlay::opaque_xattr(userxattr));
+            Applier::new(upper, lowers, opaque).run(reader)
         }
-        Layout::Native { dir, .. } => Applier::new(dir, Vec::new(), false).run(reader),
+        Layout::Native { dir, .. } => Applier::new(dir, Vec::new(), None).run(reader),
     }
 }
 
@@ -96,7 +104,12 @@ impl<R: Read> Read for HashReader<R> {
 struct Applier {
     root: PathBuf,
     lowers: Vec<PathBuf>,
+    /// Overlay mode: writing an upper dir over `lowers`.
     overlay: bool,
+    /// The xattr marking an opaque directory, in overlay mode.
+    opaque_xattr: &'static str,
+    /// Whether device entries are skipped (a user namespace cannot make devices).
+    skip_devices: bool,
     /// Root-relative paths written by this layer (an opaque marker keeps these).
     created: HashSet<PathBuf>,
     /// Directories whose mtime is set once all entries are in.
@@ -148,11 +161,14 @@ fn components(raw: &[u8]) -> Result<Vec<&OsStr>> {
 }
 
 impl Applier {
-    fn new(root: PathBuf, lowers: Vec<PathBuf>, overlay: bool) -> Self {
+    /// An applier writing into `root`; in overlay mode (`opaque_xattr` given) over `lowers`.
+    fn new(root: PathBuf, lowers: Vec<PathBuf>, opaque_xattr: Option<&'static str>) -> Self {
         Self {
             root,
             lowers,
-            overlay,
+            overlay: opaque_xattr.is_some(),
+            opaque_xattr: opaque_xattr.unwrap_or(""),
+            skip_devices: kiln_userns::in_user_namespace(),
             created: HashSet::new(),
             dir_times: Vec::new(),
             buf: Vec::new(),
@@ -273,12 +289,11 @@ impl Applier {
                         // Only in a lower layer: copy the directory up into the upper dir.
                         let up = self.root.join(&rel);
                         fs::create_dir(&up).ctx("mkdir", &up)?;
-                        std::os::unix::fs::lchown(&up, Some(m.uid()), Some(m.gid()))
-                            .ctx("chown", &up)?;
+                        fsutil::lchown(&up, m.uid(), m.gid())?;
                         fs::set_permissions(&up, fs::Permissions::from_mode(m.mode() & 0o7777))
                             .ctx("chmod", &up)?;
                         for (k, v) in fsutil::list_xattrs(&path)? {
-                            if !k.starts_with("trusted.overlay.") {
+                            if !crate::overlay::is_overlay_xattr(&k) {
                                 fsutil::set_xattr(&up, &k, &v)?;
                             }
                         }
@@ -306,7 +321,7 @@ impl Applier {
                     fs::set_permissions(&up, fs::Permissions::from_mode(0o755))
                         .ctx("chmod", &up)?;
                     if was_whiteout {
-                        fsutil::set_xattr(&up, "trusted.overlay.opaque", b"y")?;
+                        fsutil::set_xattr(&up, self.opaque_xattr, b"y")?;
                     }
                     stack.push(c);
                 }
@@ -356,7 +371,7 @@ impl Applier {
                     fsutil::remove_any(&dest)?;
                     fs::create_dir(&dest).ctx("mkdir", &dest)?;
                     if self.overlay && was_whiteout {
-                        fsutil::set_xattr(&dest, "trusted.overlay.opaque", b"y")?;
+                        fsutil::set_xattr(&dest, self.opaque_xattr, b"y")?;
                     }
                 }
                 Self::set_meta(&dest, f, false)?;
@@ -419,6 +434,10 @@ impl Applier {
                     fs::hard_link(&src, &dest).ctx("hard link", &dest)?;
                 }
             }
+            T::Char | T::Block if self.skip_devices => {
+                // No device can be made in a user namespace (containerd's skipFile).
+                return Ok(());
+            }
             T::Char | T::Block | T::Fifo => {
                 fsutil::remove_any(&dest)?;
                 let kind = match f.kind {
@@ -445,13 +464,13 @@ impl Applier {
     }
 
     fn set_meta(dest: &Path, f: &Facts, times: bool) -> Result<()> {
-        std::os::unix::fs::lchown(dest, Some(f.uid), Some(f.gid)).ctx("chown", dest)?;
+        fsutil::lchown(dest, f.uid, f.gid)?;
         if f.kind != tar::EntryType::Symlink {
             // After chown, which clears setuid/setgid.
             fs::set_permissions(dest, fs::Permissions::from_mode(f.mode)).ctx("chmod", dest)?;
         }
         for (k, v) in &f.xattrs {
-            if k.starts_with("trusted.overlay.") {
+            if crate::overlay::is_overlay_xattr(k) {
                 continue;
             }
             fsutil::set_xattr(dest, k, v)?;
@@ -488,7 +507,7 @@ impl Applier {
             }
         }
         if self.overlay {
-            fsutil::set_xattr(&dir, "trusted.overlay.opaque", b"y")?;
+            fsutil::set_xattr(&dir, self.opaque_xattr, b"y")?;
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong in kiln-snapshotter.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A filesystem operation failed on `path`.
     #[error("{op} `{path}`: {source}")]
@@ -66,6 +67,28 @@ pub enum Error {
         path: PathBuf,
         /// Why the probe failed.
         reason: String,
+    },
+    /// The state directory's overlay snapshots keep their whiteout bookkeeping in
+    /// `trusted.overlay.*` xattrs (made by root), which a user namespace cannot read.
+    #[error(
+        "snapshots in `{path}` were made by root (overlayfs with trusted xattrs) and cannot be \
+         used from a user namespace (a rootless build): use another state directory (--root)"
+    )]
+    NeedsRealRoot {
+        /// The snapshot directory.
+        path: PathBuf,
+    },
+    /// Changing a file's owner failed because the id is not mapped in this user namespace.
+    #[error("chown `{path}` to {uid}:{gid}: id not mapped in this user namespace; {hint}")]
+    UnmappedId {
+        /// The file.
+        path: PathBuf,
+        /// The uid asked for.
+        uid: u32,
+        /// The gid asked for.
+        gid: u32,
+        /// What to do about it (the subordinate id files and the command that adds a range).
+        hint: String,
     },
     /// A layer entry tried to reach outside the directory it is applied to.
     #[error("hostile layer entry `{entry}`: {reason}")]

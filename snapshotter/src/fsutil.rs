@@ -106,9 +106,28 @@ pub(crate) fn clone_or_copy(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Sets the owner of `path` without following a final symlink. In a user namespace an id
+/// outside its maps fails with EINVAL: that becomes [`crate::Error::UnmappedId`], which says
+/// how to map more ids.
+pub(crate) fn lchown(path: &Path, uid: u32, gid: u32) -> Result<()> {
+    match std::os::unix::fs::lchown(path, Some(uid), Some(gid)) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) && kiln_userns::in_user_namespace() => {
+            Err(crate::Error::UnmappedId {
+                path: path.to_path_buf(),
+                uid,
+                gid,
+                hint: kiln_userns::subid_hint(
+                    kiln_userns::rootless().and_then(|r| r.user).as_deref(),
+                ),
+            })
+        }
+        other => other.ctx("chown", path),
+    }
+}
+
 /// Copies ownership, permission bits, xattrs and times of `meta` (read from `src`) onto `dst`.
 pub(crate) fn copy_metadata(src: &Path, dst: &Path, meta: &fs::Metadata) -> Result<()> {
-    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid())).ctx("chown", dst)?;
+    lchown(dst, meta.uid(), meta.gid())?;
     if !meta.file_type().is_symlink() {
         fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))
             .ctx("chmod", dst)?;

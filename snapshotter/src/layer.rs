@@ -1,7 +1,8 @@
 //! Diff → layer: walks what changed in a snapshot and streams it as a reproducible OCI layer
 //! (tar → sha256 for the diff_id → compressor → sha256 for the blob digest → caller's sink).
-//! Overlay snapshots are read from their upper directory (whiteout devices and opaque xattrs
-//! become `.wh.` entries; a copied-up directory identical to the lower one is left out unless
+//! Overlay snapshots are read from their upper directory (whiteout devices and opaque xattrs,
+//! `trusted.overlay.opaque` or, made in a user namespace, `user.overlay.opaque`, become `.wh.`
+//! entries; a copied-up directory identical to the lower one is left out unless
 //! something beneath it changed, as BuildKit's overlay differ does); native snapshots are compared with their parent's tree. Entries are
 //! emitted depth first with each directory's children sorted by name bytes, so parents precede
 //! children and the same tree always gives the same bytes. Only one directory listing per level
@@ -54,8 +55,13 @@ pub fn write_layer(
 ) -> Result<LayerInfo> {
     let layout = snapshotter.layout(key)?;
     stream_layer(options, out, |tar| match &layout {
-        Layout::Overlay { upper, lowers } => OverlayWalk {
+        Layout::Overlay {
+            upper,
             lowers,
+            userxattr,
+        } => OverlayWalk {
+            lowers,
+            opaque_xattr: crate::overlay::opaque_xattr(*userxattr),
             pending: Vec::new(),
         }
         .changes(tar, upper, &[], false),
@@ -142,6 +148,8 @@ struct Pending {
 struct OverlayWalk<'a> {
     /// The parent chain's directories, nearest first.
     lowers: &'a [PathBuf],
+    /// The xattr that marks an opaque directory (`trusted.` or `user.overlay.opaque`).
+    opaque_xattr: &'static str,
     /// Unchanged directories on the current path, outermost first, not yet written.
     pending: Vec<Pending>,
 }
@@ -180,8 +188,7 @@ impl OverlayWalk<'_> {
                 tar.append_path(&child, &path, &meta)?;
                 continue;
             }
-            let opaque =
-                fsutil::get_xattr(&path, "trusted.overlay.opaque")?.as_deref() == Some(b"y");
+            let opaque = fsutil::get_xattr(&path, self.opaque_xattr)?.as_deref() == Some(b"y");
             if !opaque && !under_opaque && self.unchanged_dir(&child, &path, &meta)? {
                 // Copied up but identical to the lower directory (BuildKit's sameDirent): only
                 // written if something beneath it is.
@@ -206,10 +213,10 @@ impl OverlayWalk<'_> {
     }
 
     /// Whether the upper directory `path` (at `rel`) has the same mode, owner, mtime and
-    /// xattrs (overlay's own `trusted.overlay.*` aside) as the directory at `rel` in the merged
-    /// lower layers.
+    /// xattrs (overlay's own `trusted.overlay.*`/`user.overlay.*` aside) as the directory at
+    /// `rel` in the merged lower layers.
     fn unchanged_dir(&self, rel: &[u8], path: &Path, meta: &fs::Metadata) -> Result<bool> {
-        let Some(lower) = lower_dir(self.lowers, rel) else {
+        let Some(lower) = lower_dir(self.lowers, rel, self.opaque_xattr) else {
             return Ok(false);
         };
         let lm = match fs::symlink_metadata(&lower) {
@@ -232,15 +239,15 @@ impl OverlayWalk<'_> {
 fn entry_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     Ok(fsutil::list_xattrs(path)?
         .into_iter()
-        .filter(|(n, _)| !n.starts_with("trusted.overlay."))
+        .filter(|(n, _)| !crate::overlay::is_overlay_xattr(n))
         .collect())
 }
 
 /// The directory that `rel` names in the merged view of `lowers` (nearest first): the one in
 /// the nearest layer that has it, unless a nearer layer hides it with a whiteout, a
-/// non-directory or an opaque ancestor. `None` when there is no such directory or on any
-/// doubt.
-fn lower_dir(lowers: &[PathBuf], rel: &[u8]) -> Option<PathBuf> {
+/// non-directory or an opaque ancestor (marked with `opaque_xattr`). `None` when there is no
+/// such directory or on any doubt.
+fn lower_dir(lowers: &[PathBuf], rel: &[u8], opaque_xattr: &str) -> Option<PathBuf> {
     let comps: Vec<&[u8]> = rel
         .split(|b| *b == b'/')
         .filter(|c| !c.is_empty())
@@ -258,11 +265,7 @@ fn lower_dir(lowers: &[PathBuf], rel: &[u8]) -> Option<PathBuf> {
                     if k + 1 == comps.len() {
                         return Some(next);
                     }
-                    if fsutil::get_xattr(&next, "trusted.overlay.opaque")
-                        .ok()?
-                        .as_deref()
-                        == Some(b"y")
-                    {
+                    if fsutil::get_xattr(&next, opaque_xattr).ok()?.as_deref() == Some(b"y") {
                         opaque_above = true;
                     }
                     cur = next;

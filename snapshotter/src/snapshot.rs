@@ -113,7 +113,8 @@ impl Driver {
     }
 }
 
-/// Driver selection for [`open`].
+/// Driver selection for [`open`]. In a user namespace (a rootless build) overlayfs is
+/// mounted with `userxattr`; where that fails, `Auto` picks native.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DriverChoice {
     /// The driver the state directory already uses; for a new one overlayfs if a probe mount
@@ -180,6 +181,10 @@ pub enum Layout {
         upper: PathBuf,
         /// The parents' directories, nearest parent first.
         lowers: Vec<PathBuf>,
+        /// Whether opaque directories are marked with `user.overlay.opaque` (a state directory
+        /// made in a user namespace, mounted with `userxattr`) rather than
+        /// `trusted.overlay.opaque`.
+        userxattr: bool,
     },
     /// native: `dir` is the complete tree; `parent` the parent's complete tree, if any.
     Native {
@@ -217,6 +222,10 @@ impl Record {
 #[derive(Debug, Serialize, Deserialize)]
 struct Metadata {
     driver: Driver,
+    /// overlay: bookkeeping in `user.overlay.*` xattrs, mounted with `userxattr` (made in a
+    /// user namespace; root can use it too). Absent in older and root-made state directories.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    userxattr: bool,
     next_id: u64,
     snapshots: BTreeMap<String, Record>,
 }
@@ -231,6 +240,8 @@ struct Store {
     root: PathBuf,
     mount_root: PathBuf,
     driver: Driver,
+    /// See [`Metadata::userxattr`].
+    userxattr: bool,
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -254,9 +265,16 @@ impl Store {
             root: root.clone(),
             mount_root,
             driver: Driver::Native,
+            userxattr: kiln_userns::in_user_namespace(),
         };
         let lock = store.lock()?;
         let existing = store.read_meta()?;
+        if let Some(meta) = &existing {
+            if meta.driver == Driver::Overlay && !meta.userxattr && store.userxattr {
+                return Err(Error::NeedsRealRoot { path: root });
+            }
+            store.userxattr = meta.userxattr;
+        }
         let driver = match (existing.as_ref().map(|m| m.driver), choice) {
             (Some(d), DriverChoice::Auto) => d,
             (Some(d), DriverChoice::Overlay) if d != Driver::Overlay => {
@@ -277,11 +295,11 @@ impl Store {
             (Some(d), _) => d,
             (None, DriverChoice::Native) => Driver::Native,
             (None, DriverChoice::Overlay) => {
-                overlay::probe(&root)?;
+                overlay::probe(&root, store.userxattr)?;
                 Driver::Overlay
             }
             (None, DriverChoice::Auto) => {
-                if overlay::probe(&root).is_ok() {
+                if overlay::probe(&root, store.userxattr).is_ok() {
                     Driver::Overlay
                 } else {
                     Driver::Native
@@ -289,9 +307,13 @@ impl Store {
             }
         };
         store.driver = driver;
+        if driver != Driver::Overlay {
+            store.userxattr = false;
+        }
         if existing.is_none() {
             store.write_meta(&Metadata {
                 driver,
+                userxattr: store.userxattr,
                 next_id: 1,
                 snapshots: BTreeMap::new(),
             })?;
@@ -530,14 +552,17 @@ impl Store {
         let own = self.fs_dir(rec.id);
         let parents = self.chain(meta, rec.parent.as_deref())?;
         Ok(match (self.driver, rec.kind) {
-            (Driver::Overlay, Kind::Active) => {
-                overlay::active_mounts(&own, &self.dir(rec.id).join("work"), &parents)
-            }
-            (Driver::Overlay, Kind::View) => overlay::view_mounts(&own, &parents),
+            (Driver::Overlay, Kind::Active) => overlay::active_mounts(
+                &own,
+                &self.dir(rec.id).join("work"),
+                &parents,
+                self.userxattr,
+            ),
+            (Driver::Overlay, Kind::View) => overlay::view_mounts(&own, &parents, self.userxattr),
             (Driver::Overlay, Kind::Committed) => {
                 let mut all = vec![own.clone()];
                 all.extend(parents);
-                overlay::view_mounts(&own, &all)
+                overlay::view_mounts(&own, &all, self.userxattr)
             }
             (Driver::Native, Kind::Active) => native::mounts(&own, false),
             (Driver::Native, Kind::View) => native::mounts(parents.first().unwrap_or(&own), true),
@@ -687,6 +712,7 @@ impl Snapshotter for Store {
                 Driver::Overlay => Layout::Overlay {
                     upper: own,
                     lowers: parents,
+                    userxattr: self.userxattr,
                 },
                 Driver::Native => Layout::Native {
                     dir: if rec.kind == Kind::View {

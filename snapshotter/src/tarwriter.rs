@@ -106,7 +106,7 @@ impl<W: Write> TarWriter<W> {
         let ft = meta.file_type();
         let xattrs: Vec<(String, Vec<u8>)> = fsutil::list_xattrs(disk)?
             .into_iter()
-            .filter(|(n, _)| !n.starts_with("trusted.overlay."))
+            .filter(|(n, _)| !crate::overlay::is_overlay_xattr(n))
             .collect();
         let mut h = EntryHeader {
             name: rel.to_vec(),
