@@ -47,6 +47,7 @@ mod pattern;
 mod quote;
 pub mod shell;
 mod suggest;
+mod typed;
 mod words;
 /// BuildKit's "did you mean X?" search (`util/suggest.Search`): the closest option by
 /// Levenshtein distance below 3, `None` when `val` is itself an option.
@@ -178,8 +179,8 @@ fn add_node(
     stages: &mut Vec<Stage>,
 ) -> Result<()> {
     let (start_line, end_line) = (node.start_line, node.end_line);
-    let instruction = instruction::from_node(node)
-        .map_err(|f| f.at(start_line, end_line, segments, &node.original))?;
+    let instruction =
+        typed::from_node(node).map_err(|f| f.at(start_line, end_line, segments, &node.original))?;
     let original = trimmed(std::mem::take(&mut node.original));
     if let Instruction::From(from) = instruction {
         stages.push(Stage {
@@ -240,7 +241,7 @@ pub fn parse_instruction(text: &str, escape: char) -> Result<Located> {
             return;
         }
         let (start_line, end_line) = (node.start_line - offset, node.end_line - offset);
-        let located = instruction::from_node(&mut node)
+        let located = typed::from_node(&mut node)
             .map_err(|f| {
                 shift(
                     f.at(node.start_line, node.end_line, segments, &node.original),

@@ -1,3 +1,7 @@
+//! Over 600 lines on purpose: the lexer is one explicit state machine over `char`s (frames
+//! instead of recursion, issue 12) whose states read best side by side; nom 8 has no input
+//! type for `&[char]`, so it stays a hand-written machine.
+//!
 //! The shell-word lexer: BuildKit's `frontend/dockerfile/shell` (`lex.go`) semantics for
 //! quotes, escapes and `$VAR` / `${VAR...}` expansion, in single-word mode
 //! ([`Lexer::process_word`]) and word-splitting mode ([`Lexer::process_words`]).
