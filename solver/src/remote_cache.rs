@@ -115,7 +115,8 @@ impl Imported {
     /// The imported entry for `key` whose parent is `parent`, and its source.
     pub(crate) fn get(&self, key: &str, parent: Option<&str>) -> Option<&CacheEntry> {
         let (e, _) = self.entries.get(key)?;
-        (e.parent.as_deref() == parent).then_some(e)
+        // Entries of versions that dropped empty layers have none: such a step runs again.
+        (e.parent.as_deref() == parent && e.layer.is_some()).then_some(e)
     }
 
     /// Makes sure the layer blob of `key`'s entry is in the content store.

@@ -41,6 +41,7 @@ mod run;
 mod step;
 
 /// sha256 of an empty tar stream (two zero blocks): the diff_id of a step that changed nothing.
+#[cfg(test)]
 const EMPTY_TAR_DIFF_ID: &str =
     "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
 

@@ -434,15 +434,11 @@ impl BuildCtx<'_> {
 
     pub(super) fn lookup(&self, key: &CacheKey) -> Option<CacheRecord> {
         let rec = self.solver.cache.get(key)?;
-        // Only trust a record whose snapshot and blob still exist.
+        // Only trust a record whose snapshot and blob still exist. Records of versions that
+        // dropped empty layers have none: the step runs again to get its (empty) layer.
         self.snapshotter().stat(&rec.snapshot).ok()?;
-        if let Some(l) = &rec.layer {
-            let d = Digest::parse(&l.digest).ok()?;
-            if !self.solver.store.has_blob(&d) {
-                return None;
-            }
-        }
-        Some(rec)
+        let d = Digest::parse(&rec.layer.as_ref()?.digest).ok()?;
+        self.solver.store.has_blob(&d).then_some(rec)
     }
 
     /// A local cache miss found in an imported cache: the step's layer applied on top of the
@@ -611,9 +607,8 @@ impl BuildCtx<'_> {
         };
         let info = snap::write_layer(self.snapshotter(), name, &opts, &mut w)
             .map_err(snap_err(format!("write layer of {name}")))?;
-        if info.diff_id == EMPTY_TAR_DIFF_ID {
-            return Ok(None);
-        }
+        // A step that changed nothing still has its (empty) layer, as in BuildKit, whose
+        // layer chain holds every exec and file op's ref.
         let expected = Digest::parse(&info.digest).map_err(img_err("layer digest"))?;
         let (digest, size) = w.commit(Some(&expected)).map_err(img_err(what))?;
         Ok(Some(LayerRecord {
