@@ -63,7 +63,8 @@ pub use store::{BlobWriter, ContentStore, Layer, LayerWriter};
 /// The default state directory: `/var/lib/kiln` for root, else `$XDG_DATA_HOME/kiln`
 /// (`~/.local/share/kiln`).
 pub fn default_state_dir() -> std::path::PathBuf {
-    if rustix::process::geteuid().is_root() {
+    // Not the euid: in a rootless build's user namespace (kiln-userns) every user is uid 0.
+    if kiln_userns::started_as_root() {
         return std::path::PathBuf::from("/var/lib/kiln");
     }
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {

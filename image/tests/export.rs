@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use common::{have_tool, store, tar_entries, test_image};
+use common::{store, tar_entries, test_image};
 use kiln_image::{
     Compression, CompressionOptions, Digest, Image, Platform, Reference, export_docker, export_oci,
     load_archive, media_type,
@@ -24,7 +24,7 @@ fn run(cmd: &mut Command) -> String {
 
 #[test]
 fn oci_archive_is_accepted_by_skopeo() {
-    if !have_tool("skopeo") {
+    if !kiln_testkit::require_tool("oci_archive_is_accepted_by_skopeo", "skopeo", "skopeo") {
         return;
     }
     let (_d, s) = store();
@@ -61,7 +61,7 @@ fn oci_archive_is_accepted_by_skopeo() {
 
 #[test]
 fn oci_layout_dir_unpacks_with_umoci() {
-    if !have_tool("umoci") {
+    if !kiln_testkit::require_tool("oci_layout_dir_unpacks_with_umoci", "umoci", "umoci") {
         return;
     }
     let (_d, s) = store();
@@ -201,7 +201,8 @@ fn docker_archive_matches_docker_save_layout() {
     assert_eq!(manifest["layers"][0]["mediaType"], media_type::OCI_LAYER);
     assert_eq!(manifest["config"]["digest"], image.config_digest.as_str());
 
-    if have_tool("skopeo") {
+    let test = common::test_name();
+    if kiln_testkit::require_tool(&test, "skopeo", "skopeo") {
         let j: serde_json::Value = serde_json::from_str(&run(Command::new("skopeo")
             .arg("inspect")
             .arg(format!("docker-archive:{}:busybox:dk", tar.display()))))
@@ -209,7 +210,7 @@ fn docker_archive_matches_docker_save_layout() {
         assert_eq!(j["Layers"].as_array().unwrap().len(), 2);
         // skopeo reads every layer (checking digests) when it copies the archive elsewhere;
         // umoci then unpacks the copy, so the content went through two independent readers.
-        if have_tool("umoci") {
+        if kiln_testkit::require_tool(&test, "umoci", "umoci") {
             let layout = out.path().join("copied");
             run(Command::new("skopeo")
                 .arg("copy")

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{Registry, have_tool, store, test_image};
+use common::{Registry, store, test_image};
 use kiln_image::{Compression, Platform, Reference, RegistryClient, RegistryOptions};
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -74,7 +74,11 @@ fn make_certs(dir: &Path, ca_name: &str) {
 
 #[test]
 fn https_registry_with_certs_d_and_insecure_fallback() {
-    if !have_tool("openssl") {
+    if !kiln_testkit::require_tool(
+        "https_registry_with_certs_d_and_insecure_fallback",
+        "openssl",
+        "openssl",
+    ) {
         return;
     }
     let certs = tempfile::tempdir().unwrap();

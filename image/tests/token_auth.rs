@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use common::{Registry, have_tool, store, test_image};
+use common::{Registry, store, test_image};
 use kiln_image::{
     Compression, Credentials, Error, Platform, Reference, RegistryClient, RegistryOptions,
 };
@@ -208,7 +208,11 @@ impl TokenServer {
 
 #[test]
 fn bearer_token_flow_with_a_real_registry() {
-    if !have_tool("openssl") {
+    if !kiln_testkit::require_tool(
+        "bearer_token_flow_with_a_real_registry",
+        "openssl",
+        "openssl",
+    ) {
         return;
     }
     let tokens = TokenServer::start("kiln", "t0ken");

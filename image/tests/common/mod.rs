@@ -1,12 +1,12 @@
 //! Test fixtures: a real `docker-registry` on a free loopback port, test images built from
-//! small tars, and the skip-unless-CI rule for missing system tools.
+//! small tars. Missing tools are reported (or fail the run under CI) by kiln-testkit.
 
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use kiln_image::{
@@ -14,21 +14,12 @@ use kiln_image::{
     Platform, write_image,
 };
 
-/// Returns false (after printing why) when `tool` is missing; panics instead under `CI`.
-pub fn have_tool(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "`{tool}` is required under CI but is not installed"
-        );
-        println!("skipped: `{tool}` is not installed");
-    }
-    found
+/// The running test's name (libtest names each test's thread after it), for skip messages.
+pub fn test_name() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("kiln-image test")
+        .to_owned()
 }
 
 /// A running registry, killed on drop.
@@ -47,7 +38,7 @@ impl Registry {
 
     /// Like [`start`](Self::start) with an extra `auth:` YAML section (token auth).
     pub fn start_with(htpasswd: Option<(&str, &str)>, extra_auth: &str) -> Option<Self> {
-        if !have_tool("docker-registry") {
+        if !kiln_testkit::require_tool(&test_name(), "docker-registry", "docker-registry") {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -59,7 +50,7 @@ impl Registry {
         let addr = format!("127.0.0.1:{port}");
         let mut auth = extra_auth.to_owned();
         if let Some((user, pass)) = htpasswd {
-            if !have_tool("htpasswd") {
+            if !kiln_testkit::require_tool(&test_name(), "htpasswd", "apache2-utils") {
                 return None;
             }
             let out = Command::new("htpasswd")
