@@ -246,13 +246,20 @@ fn cstring(bytes: &[u8]) -> Result<CString> {
     CString::new(bytes).map_err(|_| Error::InvalidSpec("NUL byte in a runtime argument".into()))
 }
 
-/// Finds an OCI runtime binary (`runc`, `crun`, or a path) in `PATH` and the sbin directories.
+/// Finds an OCI runtime binary (`runc`, `crun`, or a path) in the caller's `PATH` and the
+/// system's bin and sbin directories. (The executor itself never reads `PATH`: it is the
+/// caller's choice to look there.)
 pub fn find_oci_runtime(name: &str) -> Option<PathBuf> {
+    find_in(name, &std::env::var_os("PATH").unwrap_or_default())
+}
+
+/// Finds `name` (or a path) in the directories of `path` (a `PATH`-style list), then the
+/// system's bin and sbin directories.
+pub(crate) fn find_in(name: &str, path: &std::ffi::OsStr) -> Option<PathBuf> {
     if name.contains('/') {
         return Path::new(name).is_file().then(|| PathBuf::from(name));
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
+    std::env::split_paths(path)
         .chain(
             [
                 "/usr/local/sbin",

@@ -54,6 +54,7 @@ impl ExecutorConfig {
 pub struct Executor {
     config: ExecutorConfig,
     oci_runtime: Option<PathBuf>,
+    slirp4netns: Option<PathBuf>,
     host_resolv_conf: Option<String>,
     /// In a user namespace with one mapped id: how to add a subordinate range, told after a
     /// step that failed for want of another id.
@@ -94,6 +95,7 @@ impl Executor {
             host_resolv_conf: fs::read_to_string("/etc/resolv.conf").ok(),
             config,
             oci_runtime: None,
+            slirp4netns: None,
             root_is_mount: crate::chroot::root_is_mount_point(),
             single_id_hint: {
                 let ids = crate::idmap::IdView::current();
@@ -110,6 +112,14 @@ impl Executor {
     /// rather than as [`Error::Setup`].
     pub fn with_oci_runtime(mut self, runtime: impl Into<PathBuf>) -> Self {
         self.oci_runtime = Some(runtime.into());
+        self
+    }
+
+    /// Runs the user-mode network of [`Network::Private`] with this `slirp4netns` binary
+    /// (default: the one in the system's bin or sbin directories; `PATH` is not read).
+    #[must_use]
+    pub fn with_slirp4netns(mut self, binary: impl Into<PathBuf>) -> Self {
+        self.slirp4netns = Some(binary.into());
         self
     }
 
@@ -299,15 +309,19 @@ impl Executor {
             hostname,
             new_network: matches!(process.network, Network::None | Network::Private),
             nat: match process.network {
-                Network::Private => {
-                    Some(crate::oci::find_oci_runtime("slirp4netns").ok_or_else(|| {
-                        Error::InvalidSpec(
-                            "network mode private needs slirp4netns on PATH \
-                             (apt-get install slirp4netns)"
-                                .to_owned(),
-                        )
-                    })?)
-                }
+                Network::Private => Some(
+                    self.slirp4netns
+                        .clone()
+                        .or_else(|| crate::oci::find_in("slirp4netns", std::ffi::OsStr::new("")))
+                        .ok_or_else(|| {
+                            Error::InvalidSpec(
+                                "network mode private needs slirp4netns in /usr/bin or \
+                                 /usr/sbin, or given with Executor::with_slirp4netns \
+                                 (apt-get install slirp4netns)"
+                                    .to_owned(),
+                            )
+                        })?,
+                ),
                 _ => None,
             },
             private_root: !self.root_is_mount,
