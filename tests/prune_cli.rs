@@ -76,3 +76,112 @@ fn malformed_keep_storage_is_a_usage_error() {
         "{err}"
     );
 }
+
+/// A state directory holding `busybox:latest` built from the host's static busybox.
+fn state_with_busybox() -> Option<tempfile::TempDir> {
+    let ctx = common::busybox_context(
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+    )?;
+    let state = tempdir();
+    let out = kiln(&state)
+        .args(["build", "-q", "-t", "busybox:latest"])
+        .arg(ctx.path())
+        .output()
+        .expect("run kiln");
+    assert!(out.status.success(), "{}", text(&out).1);
+    Some(state)
+}
+
+fn run_kiln(state: &tempfile::TempDir, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = kiln(state).args(args).output().expect("run kiln");
+    let (o, e) = text(&out);
+    (out.status.code(), o, e)
+}
+
+/// The `system df` row of `kind`: TOTAL, ACTIVE, SIZE, RECLAIMABLE.
+fn df_row(state: &tempfile::TempDir, kind: &str) -> Vec<String> {
+    let (code, out, err) = run_kiln(state, &["system", "df"]);
+    assert_eq!(code, Some(0), "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(kind))
+        .unwrap_or_else(|| panic!("no {kind} row: {out}"));
+    line[kind.len()..]
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn blob_count(state: &tempfile::TempDir) -> usize {
+    std::fs::read_dir(state.path().join("content/blobs/sha256")).map_or(0, Iterator::count)
+}
+
+#[test]
+fn system_df_and_prune_account_for_and_remove_images_and_cache() {
+    if not_root() {
+        return;
+    }
+    let Some(state) = state_with_busybox() else {
+        return;
+    };
+    let ctx = tempdir();
+    let build = |script: &str| {
+        std::fs::write(
+            ctx.path().join("Dockerfile"),
+            format!("FROM busybox\nRUN {script}\n"),
+        )
+        .expect("write Dockerfile");
+        let out = kiln(&state)
+            .args(["build", "-q", "-t", "app:latest"])
+            .arg(ctx.path())
+            .output()
+            .expect("run kiln");
+        assert!(out.status.success(), "{}", text(&out).1);
+    };
+    build("head -c 300000 /dev/zero > /data");
+    build("head -c 500000 /dev/zero > /data");
+    // busybox, app and the dangling first app; 2 named.
+    let images = df_row(&state, "Images");
+    assert_eq!(images[..2], ["3", "2"], "{images:?}");
+    // busybox (~2MB) + 300 kB + 500 kB of layers, uncompressed.
+    let size = images[2].trim_end_matches("MB").parse::<f64>().expect("MB");
+    assert!((2.5..3.5).contains(&size), "{images:?}");
+    // The dangling image's own layer (300 kB) is reclaimable.
+    assert!(images[3].starts_with("300kB"), "{images:?}");
+    let cache = df_row(&state, "Build Cache");
+    assert_ne!(cache[0], "0", "{cache:?}");
+    assert_ne!(cache[2], "0B", "{cache:?}");
+
+    // Everything is younger than an hour: nothing to prune before that.
+    let (code, out, err) = run_kiln(
+        &state,
+        &["image", "prune", "-a", "-f", "--filter", "until=1h"],
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "Total reclaimed space: 0B\n"),
+        "{err}"
+    );
+    let (code, _, err) = run_kiln(&state, &["image", "prune", "-f", "--filter", "label=x"]);
+    assert_eq!(code, Some(2), "{err}");
+
+    // system prune: the dangling image goes (its layer stays while the cache names it).
+    let (code, out, err) = run_kiln(&state, &["system", "prune", "-f"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("Deleted Images:\ndeleted: sha256:"), "{out}");
+    assert!(out.contains("Total reclaimed space: "), "{out}");
+    let (_, dangling, _) = run_kiln(&state, &["images", "-q", "--filter", "dangling=true"]);
+    assert_eq!(dangling, "");
+    assert_eq!(df_row(&state, "Images")[..2], ["2", "2"]);
+
+    // system prune -a: every image (untagged first) and all cache, every blob gone.
+    let (code, out, err) = run_kiln(&state, &["system", "prune", "-a", "-f"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("untagged: app:latest\n"), "{out}");
+    assert!(out.contains("untagged: busybox:latest\n"), "{out}");
+    assert!(!out.contains("Total reclaimed space: 0B"), "{out}");
+    assert_eq!(blob_count(&state), 0, "blobs left");
+    assert_eq!(df_row(&state, "Images"), ["0", "0", "0B", "0B"]);
+    assert_eq!(df_row(&state, "Build Cache")[..3], ["0", "0", "0B"]);
+    assert_eq!(run_kiln(&state, &["images", "-q"]).1, "");
+}

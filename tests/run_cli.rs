@@ -436,3 +436,112 @@ fn images_lists_with_docker_formats_and_filters() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("invalid filter 'label=x'"), "{err}");
 }
+
+#[test]
+fn volumes_mounts_name_and_platform_flags() {
+    let Some(state) = state_with_busybox() else {
+        return;
+    };
+    let host = tempdir();
+    std::fs::write(host.path().join("in.txt"), "from the host\n").expect("write");
+    let h = host.path().to_str().expect("utf-8 path");
+    // Read-only: readable, not writable.
+    let (code, out, err) = run_kiln(
+        &state,
+        &[
+            "run",
+            "--name",
+            "reader",
+            "-v",
+            &format!("{h}:/data:ro"),
+            "busybox",
+            "sh",
+            "-c",
+            "cat /data/in.txt; echo x > /data/new 2>/dev/null || echo read-only",
+        ],
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "from the host\nread-only\n"),
+        "{err}"
+    );
+    // Writable: the container may write; the host file is untouched.
+    let (code, out, err) = run_kiln(
+        &state,
+        &[
+            "run",
+            "-v",
+            &format!("{h}:/data"),
+            "busybox",
+            "sh",
+            "-c",
+            "echo changed > /data/in.txt && cat /data/in.txt",
+        ],
+    );
+    assert_eq!((code, out.as_str()), (Some(0), "changed\n"), "{err}");
+    assert!(err.contains("are discarded when it exits"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("in.txt")).expect("read"),
+        "from the host\n"
+    );
+    // --mount bind (readonly) and tmpfs.
+    let (code, out, err) = run_kiln(
+        &state,
+        &[
+            "run",
+            "--mount",
+            &format!("type=bind,source={h},target=/src,readonly"),
+            "--mount",
+            "type=tmpfs,target=/scratch",
+            "busybox",
+            "sh",
+            "-c",
+            "cat /src/in.txt; echo t > /scratch/t && cat /scratch/t; grep -c ' /scratch tmpfs' /proc/mounts",
+        ],
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "from the host\nt\n1\n"),
+        "{err}"
+    );
+    // Usage errors exit 2 and say why.
+    for (flags, message) in [
+        (
+            &["-v", "named:/data"][..],
+            "named volumes are not supported",
+        ),
+        (&["-v", "/tmp:rel"][..], "needs to be an absolute path"),
+        (
+            &["--mount", "type=volume,target=/x"][..],
+            "type 'volume' is not supported",
+        ),
+        (
+            &["--platform", "linux/arm64"][..],
+            "only run images of the host's platform",
+        ),
+    ] {
+        let (code, _, err) = run_kiln(
+            &state,
+            &[&["run"][..], flags, &["busybox", "true"]].concat(),
+        );
+        assert_eq!(code, Some(2), "{flags:?}: {err}");
+        assert!(err.contains(message), "{flags:?}: {err}");
+    }
+    let (code, _, err) = run_kiln(
+        &state,
+        &[
+            "run",
+            "--mount",
+            "type=bind,source=/no/such/dir,target=/x",
+            "busybox",
+            "true",
+        ],
+    );
+    assert_eq!(code, Some(125), "{err}");
+    assert!(err.contains("bind source path does not exist"), "{err}");
+    let (code, _, err) = run_kiln(
+        &state,
+        &["run", "--platform", "linux/amd64", "busybox", "true"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+}

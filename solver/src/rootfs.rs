@@ -166,6 +166,17 @@ impl ContainerRootfs<'_> {
         on_output: &mut dyn FnMut(ex::Stream, &[u8]),
         cancel: &CancelHandle,
     ) -> Result<ex::ExitStatus> {
+        self.run_with_mounts(process, &[], on_output, cancel)
+    }
+
+    /// [`ContainerRootfs::run`] with `mounts` (binds, tmpfs) over the root filesystem.
+    pub fn run_with_mounts(
+        &self,
+        process: &ex::ProcessSpec,
+        mounts: &[ex::MountSpec],
+        on_output: &mut dyn FnMut(ex::Stream, &[u8]),
+        cancel: &CancelHandle,
+    ) -> Result<ex::ExitStatus> {
         let executor = self.solver.executor()?;
         let token = ex::CancelToken::new();
         let for_hook = token.clone();
@@ -180,7 +191,7 @@ impl ContainerRootfs<'_> {
                 })
                 .collect(),
         );
-        match executor.run(process, &rootfs, &[], on_output, &token) {
+        match executor.run(process, &rootfs, mounts, on_output, &token) {
             Ok(s) => Ok(s),
             Err(ex::Error::Cancelled) => Err(Error::Cancelled),
             Err(e) => Err(Error::Exec {

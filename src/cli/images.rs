@@ -403,7 +403,7 @@ fn tags_of(store: &ContentStore, image: &Image) -> anyhow::Result<Vec<Reference>
 }
 
 /// Blobs the build cache still uses (its records' layers): kept when images are removed.
-fn cache_layers(root: &std::path::Path) -> Vec<kiln_image::Digest> {
+pub(crate) fn cache_layers(root: &std::path::Path) -> Vec<kiln_image::Digest> {
     kiln_solver::cache::CacheStore::open(root)
         .map(|c| {
             c.all()

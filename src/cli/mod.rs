@@ -3,6 +3,8 @@
 
 mod build;
 mod check;
+mod compose;
+mod compose_file;
 mod debug;
 mod images;
 mod load;
@@ -56,6 +58,8 @@ pub(crate) enum Command {
     Prune(prune::PruneArgs),
     /// Run a command in a new container from an image (as `docker run`).
     Run(Box<run::RunArgs>),
+    /// Build and run the services of a Compose file.
+    Compose(Box<compose::ComposeArgs>),
     /// Disk usage and cleanup (as `docker system`).
     #[command(subcommand)]
     System(system::SystemCommand),
@@ -117,6 +121,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Debug(cmd) => debug::run(cmd),
         Command::Prune(args) => prune::run(cli.root, &args),
         Command::Run(args) => run::run(cli.root, *args),
+        Command::Compose(args) => compose::run(cli.root, *args),
         Command::System(cmd) => system::run(cli.root, cmd),
         Command::Images(cmd) => images::run(cli.root, cmd),
     };

@@ -19,23 +19,30 @@ pub(crate) struct PruneArgs {
 }
 
 pub(crate) fn run(root: Option<PathBuf>, args: &PruneArgs) -> anyhow::Result<ExitCode> {
-    let state_dir = root.unwrap_or_else(kiln::default_state_dir);
-    let report = kiln::Builder::new(state_dir).prune(&kiln::PruneOptions {
+    let state_dir = root.unwrap_or_else(kiln_image::default_state_dir);
+    // Layer blobs only the removed records used go too.
+    let store = kiln_image::ContentStore::open(&state_dir)?;
+    let candidates = super::system::used_layers(&store, &state_dir);
+    let report = kiln::Builder::new(&state_dir).prune(&kiln::PruneOptions {
         all: args.all,
         keep_storage: args.keep_storage,
     })?;
+    let orphans = super::system::remove_orphan_layers(&store, &state_dir, &candidates)?;
     println!(
         "Removed {} cache records and {} snapshots",
         report.records_removed, report.snapshots_removed
     );
-    println!("Total reclaimed space: {}", human_size(report.bytes_freed));
+    println!(
+        "Total reclaimed space: {}",
+        human_size(report.bytes_freed + orphans)
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 /// Parses a size the way docker's `--keep-storage` does (go-units `RAMInBytes`): a number,
 /// optionally fractional, then an optional unit `b k kb kib m mb mib g gb gib t tb tib`, any
 /// case, each step a factor of 1024.
-fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

@@ -34,6 +34,19 @@ pub(crate) struct RunArgs {
     /// User to run as (`name|uid[:group|gid]`).
     #[arg(short = 'u', long)]
     user: Option<String>,
+    /// Bind a host path into the container: `HOST:CTR[:ro]` (HOST absolute; writes under a
+    /// writable one are discarded when the container exits).
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CTR[:ro]")]
+    volumes: Vec<String>,
+    /// A mount: `type=bind,source=HOST,target=CTR[,readonly]` or `type=tmpfs,target=CTR[,tmpfs-size=BYTES]`.
+    #[arg(long = "mount", value_name = "SPEC")]
+    mounts: Vec<String>,
+    /// Add an `/etc/hosts` entry: `HOST:IP` (or `HOST=IP`).
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    add_hosts: Vec<String>,
+    /// A name for the container (kiln keeps no containers: only shown in messages).
+    #[arg(long)]
+    name: Option<String>,
     /// Overwrite the image's ENTRYPOINT (`''` clears it); the image's CMD is not used either.
     #[arg(long, value_name = "CMD")]
     entrypoint: Option<String>,
@@ -43,7 +56,7 @@ pub(crate) struct RunArgs {
     /// Pull the image: `missing` (when not in the store), `always` or `never`.
     #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
     pull: PullPolicy,
-    /// Platform of the image to pull (os/arch[/variant]; default: the host's).
+    /// Platform of the image (only the host's, linux/amd64, can run for now).
     #[arg(long)]
     platform: Option<String>,
     #[command(flatten)]
@@ -190,6 +203,109 @@ fn user_env(args: &RunArgs) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
+/// The `-v` and `--mount` flags as executor mounts, in docker's syntax.
+fn mounts(args: &RunArgs) -> anyhow::Result<Vec<ex::MountSpec>> {
+    let usage = |m: String| anyhow::Error::from(UsageError(m));
+    let target_ok = |t: &str, flag: &str| -> anyhow::Result<()> {
+        if t.starts_with('/') {
+            Ok(())
+        } else {
+            Err(usage(format!(
+                "{flag}: the container path '{t}' is invalid, it needs to be an absolute path"
+            )))
+        }
+    };
+    let mut out = Vec::new();
+    for v in &args.volumes {
+        let parts: Vec<&str> = v.split(':').collect();
+        let (host, target, mode) = match parts.as_slice() {
+            [h, t] => (*h, *t, ""),
+            [h, t, m] => (*h, *t, *m),
+            _ => return Err(usage(format!("invalid volume specification: '{v}'"))),
+        };
+        if !host.starts_with('/') {
+            return Err(usage(format!(
+                "-v {v}: named volumes are not supported; give an absolute host path"
+            )));
+        }
+        target_ok(target, "-v")?;
+        let rw = match mode {
+            "" | "rw" => true,
+            "ro" => false,
+            m => return Err(usage(format!("-v {v}: invalid mode '{m}' (use ro or rw)"))),
+        };
+        if rw {
+            eprintln!(
+                "warning: -v {v}: the container's writes under {target} are discarded when it exits \
+                 (kiln cannot write through to the host yet)"
+            );
+        }
+        // As docker: a missing host directory is created.
+        if !std::path::Path::new(host).exists() {
+            std::fs::create_dir_all(host)
+                .with_context(|| format!("-v {v}: creating the host directory {host}"))?;
+        }
+        out.push(ex::MountSpec::Bind(ex::BindMount {
+            source: host.into(),
+            target: target.to_owned(),
+            rw,
+        }));
+    }
+    for m in &args.mounts {
+        let mut kind = "volume";
+        let (mut source, mut target, mut readonly, mut size) = (None, None, false, None);
+        for field in m.split(',') {
+            let (k, v) = field.split_once('=').unwrap_or((field, "true"));
+            match k {
+                "type" => kind = v,
+                "source" | "src" => source = Some(v),
+                "target" | "destination" | "dst" => target = Some(v),
+                "readonly" | "ro" => readonly = v != "false" && v != "0",
+                "tmpfs-size" => {
+                    size = Some(
+                        super::prune::parse_size(v)
+                            .map_err(|e| usage(format!("--mount {m}: {e}")))?,
+                    );
+                }
+                "bind-propagation" | "consistency" => {}
+                other => return Err(usage(format!("--mount {m}: unknown option '{other}'"))),
+            }
+        }
+        let Some(target) = target else {
+            return Err(usage(format!("--mount {m}: target is required")));
+        };
+        target_ok(target, "--mount")?;
+        match kind {
+            "bind" => {
+                let Some(source) = source.filter(|s| s.starts_with('/')) else {
+                    return Err(usage(format!(
+                        "--mount {m}: a bind needs an absolute source"
+                    )));
+                };
+                // As docker: --mount does not create the source.
+                if !std::path::Path::new(source).exists() {
+                    bail!("--mount {m}: bind source path does not exist: {source}");
+                }
+                out.push(ex::MountSpec::Bind(ex::BindMount {
+                    source: source.into(),
+                    target: target.to_owned(),
+                    rw: !readonly,
+                }));
+            }
+            "tmpfs" => out.push(ex::MountSpec::Tmpfs(ex::TmpfsMount {
+                target: target.to_owned(),
+                size,
+            })),
+            other => {
+                return Err(usage(format!(
+                    "--mount {m}: type '{other}' is not supported (bind or tmpfs)"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Whether slirp4netns (the private network's NAT) is on PATH.
 fn have_slirp() -> bool {
     use std::os::unix::fs::PermissionsExt as _;
@@ -280,6 +396,14 @@ fn run_container(root: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitCod
         .map(Platform::parse)
         .transpose()?
         .unwrap_or_else(Platform::host);
+    if platform != Platform::host() {
+        bail!(UsageError(format!(
+            "--platform {}: kiln run can only run images of the host's platform ({}) for now",
+            args.platform.as_deref().unwrap_or_default(),
+            Platform::host()
+        )));
+    }
+    let mounts = mounts(&args)?;
     let image = image(&solver, &args, &platform)?;
     let env = user_env(&args)?;
     let mut process = process_spec(&image.config.config, &args, env)?;
@@ -288,6 +412,15 @@ fn run_container(root: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitCod
         process.env.insert(0, format!("HOSTNAME={id}"));
     }
     process.hostname = Some(id);
+    for h in &args.add_hosts {
+        let Some((host, ip)) = h.split_once('=').or_else(|| h.split_once(':')) else {
+            bail!(UsageError(format!("invalid --add-host {h:?}: use HOST:IP")));
+        };
+        if host.is_empty() || ip.parse::<std::net::IpAddr>().is_err() {
+            bail!(UsageError(format!("invalid --add-host {h:?}: use HOST:IP")));
+        }
+        process.extra_hosts.push((host.to_owned(), ip.to_owned()));
+    }
     process.network = match args.network {
         RunNetwork::Default if have_slirp() => ex::Network::Private,
         RunNetwork::Default => {
@@ -314,7 +447,7 @@ fn run_container(root: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitCod
     // SIGINT/SIGTERM kill the container; its snapshot is removed and kiln exits 130/143.
     let cancel = kiln_solver::CancelHandle::new();
     super::signals::cancel_on_signals(cancel.clone()).context("installing signal handlers")?;
-    let status = rootfs.run(&process, &mut on_output, &cancel);
+    let status = rootfs.run_with_mounts(&process, &mounts, &mut on_output, &cancel);
     drop(rootfs);
     if let Some(code) = super::signals::exit_status() {
         return Ok(ExitCode::from(code));

@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use kiln_image::{ContentStore, Digest, Image, Platform};
 
-use super::images::{human_size, remove_images};
+use super::images::{cache_layers, human_size, remove_images};
 
 /// `kiln system ...`.
 #[derive(Subcommand, Debug)]
@@ -128,6 +128,45 @@ impl Drop for LayerSizes {
     fn drop(&mut self) {
         self.save();
     }
+}
+
+/// The layer blobs images and cache records use now: candidates for
+/// [`remove_orphan_layers`] once some of them are removed.
+pub(crate) fn used_layers(store: &ContentStore, state_dir: &Path) -> BTreeSet<Digest> {
+    let mut out: BTreeSet<Digest> = cache_layers(state_dir).into_iter().collect();
+    out.extend(image_layers(store));
+    out
+}
+
+fn image_layers(store: &ContentStore) -> BTreeSet<Digest> {
+    let platform = Platform::host();
+    let mut out = BTreeSet::new();
+    for (_, d) in super::images::all_images(store).unwrap_or_default() {
+        if let Ok(image) = Image::load(store, &d, &platform) {
+            out.extend(image.layers.into_iter().map(|l| l.digest));
+        }
+    }
+    out
+}
+
+/// Deletes the layer blobs among `candidates` that no image and no cache record uses any more
+/// (a layer kept for the cache when its image went, whose cache record went later); returns
+/// the bytes freed.
+pub(crate) fn remove_orphan_layers(
+    store: &ContentStore,
+    state_dir: &Path,
+    candidates: &BTreeSet<Digest>,
+) -> anyhow::Result<u64> {
+    let mut still: BTreeSet<Digest> = cache_layers(state_dir).into_iter().collect();
+    still.extend(image_layers(store));
+    let mut freed = 0;
+    for d in candidates.difference(&still) {
+        if store.has_blob(d) {
+            freed += store.blob_size(d).unwrap_or(0);
+            store.remove_blob(d)?;
+        }
+    }
+    Ok(freed)
 }
 
 /// Disk usage of a directory tree (allocated blocks, a hard-linked inode once).
@@ -329,7 +368,14 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: SystemCommand) -> anyhow::Result<E
             if !args.force && !confirm(what)? {
                 return Ok(ExitCode::SUCCESS);
             }
+            let candidates = used_layers(&store, &state_dir);
+            // The cache first: the layers of its records are kept by image removal.
+            let report = kiln::Builder::new(&state_dir).prune(&kiln::PruneOptions {
+                all: args.all,
+                keep_storage: None,
+            })?;
             let (lines, image_bytes) = remove_images(&store, &state_dir, args.all, None)?;
+            let orphans = remove_orphan_layers(&store, &state_dir, &candidates)?;
             let mut out = std::io::stdout().lock();
             if !lines.is_empty() {
                 writeln!(out, "Deleted Images:")?;
@@ -338,10 +384,6 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: SystemCommand) -> anyhow::Result<E
                 }
                 writeln!(out)?;
             }
-            let report = kiln::Builder::new(&state_dir).prune(&kiln::PruneOptions {
-                all: args.all,
-                keep_storage: None,
-            })?;
             if report.snapshots_removed > 0 {
                 writeln!(
                     out,
@@ -352,7 +394,7 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: SystemCommand) -> anyhow::Result<E
             writeln!(
                 out,
                 "Total reclaimed space: {}",
-                human_size(image_bytes + report.bytes_freed)
+                human_size(image_bytes + orphans + report.bytes_freed)
             )?;
         }
     }
