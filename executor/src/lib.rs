@@ -90,12 +90,15 @@ mod oci;
 mod pid1;
 mod proto;
 mod run;
+mod rundir;
 mod seccomp;
 mod spec;
 mod ssh_proxy;
+mod step_mounts;
 mod stubs;
 mod sys;
 mod user;
+mod watch;
 
 pub use entry::init_main_if_requested;
 pub use error::{Error, Result};

@@ -13,9 +13,9 @@ use oci_spec::runtime::Spec;
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::init::under_dev;
 use crate::pid1::{DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS};
 use crate::proto::{InitSpec, PlannedMount};
+use crate::step_mounts::under_dev;
 use crate::sys;
 use crate::user::ExecUser;
 

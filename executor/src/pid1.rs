@@ -11,7 +11,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::idmap::IdView;
-use crate::init::{DevMounts, Mounted, apply_mount, bind_at, under_dev};
+use crate::step_mounts::{DevMounts, Mounted, apply_mount, bind_at, under_dev};
 use crate::sys;
 use crate::user::ExecUser;
 

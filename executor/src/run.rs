@@ -3,28 +3,27 @@
 //! sorted parents first), re-executes the init binary, streams its output line by line, relays
 //! cancellation, and reports the exit status.
 
-use std::collections::VecDeque;
 use std::fs;
-use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use crate::cache::{self, CacheLease};
 use crate::chroot::RunDirBind;
-use crate::entry::{HANDSHAKE_TIMEOUT, INIT_MARK_ENV, NOT_AN_INIT_EXIT};
+use crate::entry::{INIT_MARK_ENV, NOT_AN_INIT_EXIT};
 use crate::error::{Error, Result};
 use crate::etc_files;
 use crate::proto::{INIT_ARG, InitEvent, InitSpec, PlannedMount, RootPlan};
+use crate::rundir::{reap_stale_runs, remove_run_dir};
 use crate::spec::{
     CancelToken, DEFAULT_HOSTNAME, DEFAULT_PATH, ExitStatus, LAST_LINES, MountSpec, Network,
     ProcessSpec, RootFs, Stream,
 };
 use crate::ssh_proxy::SshProxy;
 use crate::sys;
+use crate::watch::watch;
 
 /// Where the executor finds its init binary and keeps its state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,12 +62,6 @@ pub struct Executor {
     root_is_mount: bool,
     runs: AtomicU64,
 }
-
-/// Lines longer than this are delivered in pieces.
-const MAX_LINE: usize = 64 * 1024;
-
-/// How long a cancelled init gets to clean up before it is killed outright.
-const CANCEL_GRACE: Duration = Duration::from_secs(5);
 
 impl Executor {
     /// Checks the config and creates `<state_dir>/executor`.
@@ -528,266 +521,14 @@ fn absolute(base: &str, path: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
-/// Removes run directories left by kiln processes that died mid-run (`run-<pid>-...` whose pid
-/// is gone). Their mounts died with their namespaces; only empty directories, the OCI bundle
-/// and proxy sockets can remain, and nothing else is deleted.
-fn reap_stale_runs(runs: &Path) {
-    let Ok(entries) = fs::read_dir(runs) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix("run-")
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if Path::new("/proc").join(pid.to_string()).exists() {
-            continue;
-        }
-        let dir = entry.path();
-        // The bind of a run in a chroot (EINVAL when there is none).
-        let _ = sys::umount2(&dir, libc::MNT_DETACH);
-        let _ = fs::remove_file(dir.join("bundle").join("config.json"));
-        for sub in ["bundle", "oci-state", "rootfs", "scratch", "host"] {
-            let _ = fs::remove_dir(dir.join(sub));
-        }
-        if let Ok(files) = fs::read_dir(&dir) {
-            for file in files.flatten() {
-                if file
-                    .file_type()
-                    .is_ok_and(|t| std::os::unix::fs::FileTypeExt::is_socket(&t))
-                {
-                    let _ = fs::remove_file(file.path());
-                }
-            }
-        }
-        if let Err(e) = fs::remove_dir(&dir) {
-            tracing::warn!("leaving stale run directory `{}`: {e}", dir.display());
-        }
-    }
-}
-
-fn remove_run_dir(dir: &Path) {
-    // Only empty directories: if a mount were somehow still alive, never delete through it.
-    match fs::remove_dir(dir.join("host")) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            tracing::warn!("leaving run directory `{}`: {e}", dir.display());
-            return;
-        }
-    }
-    for d in [dir.join("rootfs"), dir.join("scratch"), dir.to_path_buf()] {
-        if let Err(e) = fs::remove_dir(&d) {
-            tracing::warn!("leaving run directory `{}`: {e}", d.display());
-            return;
-        }
-    }
-}
-
-/// Splits a byte stream into lines for the callback and the tail.
-struct LineSplitter {
-    stream: Stream,
-    pending: Vec<u8>,
-}
-
-impl LineSplitter {
-    fn feed(&mut self, data: &[u8], emit: &mut dyn FnMut(Stream, &[u8])) {
-        self.pending.extend_from_slice(data);
-        let mut start = 0;
-        while let Some(pos) = self.pending[start..].iter().position(|&b| b == b'\n') {
-            emit(self.stream, &self.pending[start..=start + pos]);
-            start += pos + 1;
-        }
-        while self.pending.len() - start >= MAX_LINE {
-            emit(self.stream, &self.pending[start..start + MAX_LINE]);
-            start += MAX_LINE;
-        }
-        self.pending.drain(..start);
-    }
-
-    fn finish(&mut self, emit: &mut dyn FnMut(Stream, &[u8])) {
-        if !self.pending.is_empty() {
-            emit(self.stream, &self.pending);
-            self.pending.clear();
-        }
-    }
-}
-
-type Watched = (Vec<InitEvent>, VecDeque<String>, bool);
-
-/// Pumps the child's stdout, stderr and event socket until all three are closed.
-fn watch(
-    child: &mut Child,
-    sock: UnixStream,
-    on_output: &mut dyn FnMut(Stream, &[u8]),
-    cancel: &CancelToken,
-) -> Result<Watched> {
-    let stdout = child
-        .stdout
-        .take()
-        .map(|p| fs::File::from(OwnedFd::from(p)));
-    let stderr = child
-        .stderr
-        .take()
-        .map(|p| fs::File::from(OwnedFd::from(p)));
-    let mut sources: Vec<(Option<Stream>, Option<fs::File>)> = vec![
-        (Some(Stream::Stdout), stdout),
-        (Some(Stream::Stderr), stderr),
-        (None, Some(fs::File::from(OwnedFd::from(sock)))),
-    ];
-    let mut splitters = [
-        LineSplitter {
-            stream: Stream::Stdout,
-            pending: Vec::new(),
-        },
-        LineSplitter {
-            stream: Stream::Stderr,
-            pending: Vec::new(),
-        },
-    ];
-    let mut tail: VecDeque<String> = VecDeque::with_capacity(LAST_LINES + 1);
-    let mut emit = |stream: Stream, line: &[u8]| {
-        on_output(stream, line);
-        let text = line.strip_suffix(b"\n").unwrap_or(line);
-        if tail.len() == LAST_LINES {
-            tail.pop_front();
-        }
-        tail.push_back(String::from_utf8_lossy(text).into_owned());
-    };
-    let mut events_buf = Vec::new();
-    let handshake_by = Instant::now() + HANDSHAKE_TIMEOUT;
-    let mut cancelled_at: Option<Instant> = None;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let open: Vec<usize> = (0..sources.len())
-            .filter(|&i| sources[i].1.is_some())
-            .collect();
-        if open.is_empty() {
-            break;
-        }
-        if events_buf.is_empty() && sources[2].1.is_some() && Instant::now() > handshake_by {
-            let _ = child.kill();
-            return Err(Error::InitNotStarted {
-                binary: PathBuf::new(),
-                reason: format!(
-                    "no handshake within {} s, so it was killed: most likely it ran its own \
-                     main instead of the kiln init (the kiln-executor constructor did not run \
-                     in it); re-execute a binary that links kiln-executor (the default, the \
-                     current executable) or whose main calls \
-                     `kiln_executor::init_main_if_requested()` first",
-                    HANDSHAKE_TIMEOUT.as_secs()
-                ),
-            });
-        }
-        if cancel.is_cancelled() {
-            match cancelled_at {
-                None => {
-                    // The init kills PID 1 (and so the whole PID namespace), then cleans up.
-                    let _ = sys::kill(child.id() as i32, libc::SIGTERM);
-                    cancelled_at = Some(Instant::now());
-                }
-                Some(at) if at.elapsed() > CANCEL_GRACE => {
-                    let _ = child.kill();
-                }
-                Some(_) => {}
-            }
-        }
-        let ready = {
-            let fds: Vec<_> = open
-                .iter()
-                .filter_map(|&i| sources[i].1.as_ref().map(|fd| fd.as_fd()))
-                .collect();
-            sys::poll_readable(&fds, 50).map_err(|e| Error::sys("poll", "container output", e))?
-        };
-        for (&i, ready) in open.iter().zip(ready) {
-            if !ready {
-                continue;
-            }
-            let n = {
-                let Some(mut file) = sources[i].1.as_ref() else {
-                    continue;
-                };
-                match file.read(&mut buf) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => 0,
-                }
-            };
-            match (sources[i].0, n) {
-                (Some(_), 0) => {
-                    splitters[i].finish(&mut emit);
-                    sources[i].1 = None;
-                }
-                (Some(_), n) => splitters[i].feed(&buf[..n], &mut emit),
-                (None, 0) => sources[i].1 = None,
-                (None, n) => events_buf.extend_from_slice(&buf[..n]),
-            }
-        }
-    }
-    let mut events = Vec::new();
-    for line in events_buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        let event = serde_json::from_slice(line).map_err(|e| {
-            Error::Protocol(format!(
-                "bad event `{}`: {e}",
-                String::from_utf8_lossy(line)
-            ))
-        })?;
-        events.push(event);
-    }
-    Ok((events, tail, cancelled_at.is_some()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stale_run_dirs_of_dead_processes_are_reaped_and_nothing_else() {
-        let dir = tempfile::tempdir().unwrap();
-        let dead = dir.path().join("run-999999999-0-ab");
-        let alive = dir.path().join(format!("run-{}-0-cd", std::process::id()));
-        let busy = dir.path().join("run-999999998-1-ef");
-        for d in [&dead, &alive, &busy] {
-            fs::create_dir_all(d.join("rootfs")).unwrap();
-            fs::create_dir_all(d.join("scratch")).unwrap();
-        }
-        fs::create_dir_all(dead.join("bundle")).unwrap();
-        fs::write(dead.join("bundle/config.json"), "{}").unwrap();
-        fs::write(busy.join("rootfs/data"), "not ours to delete").unwrap();
-        reap_stale_runs(dir.path());
-        assert!(!dead.exists());
-        assert!(alive.join("rootfs").exists());
-        assert!(busy.join("rootfs/data").exists());
-    }
 
     #[test]
     fn targets_are_joined_and_cleaned() {
         assert_eq!(absolute("/src", "cache"), "/src/cache");
         assert_eq!(absolute("/src", "/a/../b/./c/"), "/b/c");
         assert!(target_of("/", "/x/..").is_err());
-    }
-
-    #[test]
-    fn lines_split_across_reads_and_long_lines_are_chunked() {
-        let mut got = Vec::new();
-        let mut emit = |s: Stream, l: &[u8]| got.push((s, l.to_vec()));
-        let mut sp = LineSplitter {
-            stream: Stream::Stderr,
-            pending: Vec::new(),
-        };
-        sp.feed(b"ab", &mut emit);
-        sp.feed(b"c\nd\ne", &mut emit);
-        sp.feed(&vec![b'x'; MAX_LINE], &mut emit);
-        sp.finish(&mut emit);
-        assert_eq!(got[0], (Stream::Stderr, b"abc\n".to_vec()));
-        assert_eq!(got[1].1, b"d\n");
-        assert_eq!(got[2].1.len(), MAX_LINE);
-        assert_eq!(got[2].1[0], b'e');
-        assert_eq!(got[3].1, b"x");
-        assert_eq!(got.len(), 4);
     }
 }

@@ -1,3 +1,4 @@
+// Over 600 lines: most of it is the syscall tables of Docker's profile, kept in one place to diff against moby/profiles.
 //! The seccomp filter of a RUN step: Docker's default profile (moby/profiles
 //! `seccomp/default.json`) as it applies to a container with Docker's default capabilities,
 //! compiled to classic BPF without libseccomp.

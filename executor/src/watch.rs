@@ -1,0 +1,202 @@
+//! Pumping a running init: its stdout and stderr split into lines for the caller's callback
+//! (and the tail kept for the error message), its events collected, the handshake timed, and a
+//! cancellation relayed.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use crate::entry::HANDSHAKE_TIMEOUT;
+use crate::error::{Error, Result};
+use crate::proto::InitEvent;
+use crate::spec::{CancelToken, LAST_LINES, Stream};
+use crate::sys;
+
+/// Lines longer than this are delivered in pieces.
+const MAX_LINE: usize = 64 * 1024;
+
+/// How long a cancelled init gets to clean up before it is killed outright.
+const CANCEL_GRACE: Duration = Duration::from_secs(5);
+
+/// Splits a byte stream into lines for the callback and the tail.
+struct LineSplitter {
+    stream: Stream,
+    pending: Vec<u8>,
+}
+
+impl LineSplitter {
+    fn feed(&mut self, data: &[u8], emit: &mut dyn FnMut(Stream, &[u8])) {
+        self.pending.extend_from_slice(data);
+        let mut start = 0;
+        while let Some(pos) = self.pending[start..].iter().position(|&b| b == b'\n') {
+            emit(self.stream, &self.pending[start..=start + pos]);
+            start += pos + 1;
+        }
+        while self.pending.len() - start >= MAX_LINE {
+            emit(self.stream, &self.pending[start..start + MAX_LINE]);
+            start += MAX_LINE;
+        }
+        self.pending.drain(..start);
+    }
+
+    fn finish(&mut self, emit: &mut dyn FnMut(Stream, &[u8])) {
+        if !self.pending.is_empty() {
+            emit(self.stream, &self.pending);
+            self.pending.clear();
+        }
+    }
+}
+
+pub(crate) type Watched = (Vec<InitEvent>, VecDeque<String>, bool);
+
+/// Pumps the child's stdout, stderr and event socket until all three are closed.
+pub(crate) fn watch(
+    child: &mut Child,
+    sock: UnixStream,
+    on_output: &mut dyn FnMut(Stream, &[u8]),
+    cancel: &CancelToken,
+) -> Result<Watched> {
+    let stdout = child
+        .stdout
+        .take()
+        .map(|p| fs::File::from(OwnedFd::from(p)));
+    let stderr = child
+        .stderr
+        .take()
+        .map(|p| fs::File::from(OwnedFd::from(p)));
+    let mut sources: Vec<(Option<Stream>, Option<fs::File>)> = vec![
+        (Some(Stream::Stdout), stdout),
+        (Some(Stream::Stderr), stderr),
+        (None, Some(fs::File::from(OwnedFd::from(sock)))),
+    ];
+    let mut splitters = [
+        LineSplitter {
+            stream: Stream::Stdout,
+            pending: Vec::new(),
+        },
+        LineSplitter {
+            stream: Stream::Stderr,
+            pending: Vec::new(),
+        },
+    ];
+    let mut tail: VecDeque<String> = VecDeque::with_capacity(LAST_LINES + 1);
+    let mut emit = |stream: Stream, line: &[u8]| {
+        on_output(stream, line);
+        let text = line.strip_suffix(b"\n").unwrap_or(line);
+        if tail.len() == LAST_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(String::from_utf8_lossy(text).into_owned());
+    };
+    let mut events_buf = Vec::new();
+    let handshake_by = Instant::now() + HANDSHAKE_TIMEOUT;
+    let mut cancelled_at: Option<Instant> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let open: Vec<usize> = (0..sources.len())
+            .filter(|&i| sources[i].1.is_some())
+            .collect();
+        if open.is_empty() {
+            break;
+        }
+        if events_buf.is_empty() && sources[2].1.is_some() && Instant::now() > handshake_by {
+            let _ = child.kill();
+            return Err(Error::InitNotStarted {
+                binary: PathBuf::new(),
+                reason: format!(
+                    "no handshake within {} s, so it was killed: most likely it ran its own \
+                     main instead of the kiln init (the kiln-executor constructor did not run \
+                     in it); re-execute a binary that links kiln-executor (the default, the \
+                     current executable) or whose main calls \
+                     `kiln_executor::init_main_if_requested()` first",
+                    HANDSHAKE_TIMEOUT.as_secs()
+                ),
+            });
+        }
+        if cancel.is_cancelled() {
+            match cancelled_at {
+                None => {
+                    // The init kills PID 1 (and so the whole PID namespace), then cleans up.
+                    let _ = sys::kill(child.id() as i32, libc::SIGTERM);
+                    cancelled_at = Some(Instant::now());
+                }
+                Some(at) if at.elapsed() > CANCEL_GRACE => {
+                    let _ = child.kill();
+                }
+                Some(_) => {}
+            }
+        }
+        let ready = {
+            let fds: Vec<_> = open
+                .iter()
+                .filter_map(|&i| sources[i].1.as_ref().map(|fd| fd.as_fd()))
+                .collect();
+            sys::poll_readable(&fds, 50).map_err(|e| Error::sys("poll", "container output", e))?
+        };
+        for (&i, ready) in open.iter().zip(ready) {
+            if !ready {
+                continue;
+            }
+            let n = {
+                let Some(mut file) = sources[i].1.as_ref() else {
+                    continue;
+                };
+                match file.read(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => 0,
+                }
+            };
+            match (sources[i].0, n) {
+                (Some(_), 0) => {
+                    splitters[i].finish(&mut emit);
+                    sources[i].1 = None;
+                }
+                (Some(_), n) => splitters[i].feed(&buf[..n], &mut emit),
+                (None, 0) => sources[i].1 = None,
+                (None, n) => events_buf.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+    let mut events = Vec::new();
+    for line in events_buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let event = serde_json::from_slice(line).map_err(|e| {
+            Error::Protocol(format!(
+                "bad event `{}`: {e}",
+                String::from_utf8_lossy(line)
+            ))
+        })?;
+        events.push(event);
+    }
+    Ok((events, tail, cancelled_at.is_some()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_split_across_reads_and_long_lines_are_chunked() {
+        let mut got = Vec::new();
+        let mut emit = |s: Stream, l: &[u8]| got.push((s, l.to_vec()));
+        let mut sp = LineSplitter {
+            stream: Stream::Stderr,
+            pending: Vec::new(),
+        };
+        sp.feed(b"ab", &mut emit);
+        sp.feed(b"c\nd\ne", &mut emit);
+        sp.feed(&vec![b'x'; MAX_LINE], &mut emit);
+        sp.finish(&mut emit);
+        assert_eq!(got[0], (Stream::Stderr, b"abc\n".to_vec()));
+        assert_eq!(got[1].1, b"d\n");
+        assert_eq!(got[2].1.len(), MAX_LINE);
+        assert_eq!(got[2].1[0], b'e');
+        assert_eq!(got[3].1, b"x");
+        assert_eq!(got.len(), 4);
+    }
+}
