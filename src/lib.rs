@@ -45,7 +45,8 @@ pub fn check_platform(platform: &str) -> Result<(), Error> {
 /// The default state directory: `/var/lib/kiln` as root, else `$XDG_DATA_HOME/kiln`
 /// (or `~/.local/share/kiln`).
 pub fn default_state_dir() -> std::path::PathBuf {
-    if rustix::process::geteuid().is_root() {
+    // Not the euid: in a rootless build's user namespace (kiln-userns) every user is uid 0.
+    if kiln_userns::started_as_root() {
         return "/var/lib/kiln".into();
     }
     if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {

@@ -19,6 +19,10 @@ pub enum Error {
     /// root (too many symlinks, a file where a directory must be, ...).
     #[error(transparent)]
     Contained(#[from] kiln_fs::Error),
+    /// A rootless build could not enter its user namespace (threads already running, user
+    /// namespaces disabled).
+    #[error(transparent)]
+    Rootless(#[from] kiln_userns::Error),
     /// A `.dockerignore` pattern is malformed.
     #[error("invalid .dockerignore pattern `{pattern}`: {reason}")]
     IgnorePattern {

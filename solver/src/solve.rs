@@ -218,6 +218,10 @@ impl Solver {
     /// Opens (creating) the state directory: content store, snapshots, cache records. What
     /// killed kiln processes left (temporary snapshots, mounts, directories, files) is removed.
     pub fn new(config: SolverConfig) -> Result<Self> {
+        // An ordinary user builds in a user namespace (rootless); a no-op for root, for a
+        // process already in one, and once entered. Needs a single-threaded process the first
+        // time: the `kiln` binary enters at the top of `main`.
+        kiln_userns::enter_rootless()?;
         std::fs::create_dir_all(&config.state_dir)
             .map_err(io_err("create directory", &config.state_dir))?;
         snap::remove_orphans(&config.state_dir.join("tmp"), "");
