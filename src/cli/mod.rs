@@ -7,6 +7,7 @@ mod compose;
 mod compose_file;
 mod debug;
 mod images;
+mod images_list;
 mod load;
 mod progress;
 mod prune;
