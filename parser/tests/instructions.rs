@@ -401,3 +401,31 @@ fn run_mount_csv_after_expansion() {
         "unexpected key 'size' for mount type 'cache'"
     );
 }
+
+/// The exec form is read the way Go's `encoding/json` reads it (BuildKit `parseJSON`): a lone
+/// surrogate escape is U+FFFD, an array nested within Go's depth limit of 10,000 is a valid
+/// array with a non-string element (an error, not the shell form), a number out of `float64`
+/// range or trailing text makes it the shell form.
+#[test]
+fn exec_form_json_like_go() {
+    assert_eq!(
+        one("CMD [\"\\ud800x\", \"\\ud83d\\ude00\"]"),
+        Instruction::Cmd(Command::Exec(vec!["\u{fffd}x".into(), "😀".into()]))
+    );
+    let nested = format!("CMD [{}{}]", "[".repeat(200), "]".repeat(200));
+    assert_eq!(
+        parse_instruction(&nested, '\\').unwrap_err().message(),
+        "when using JSON array syntax, arrays must be comprised of strings only"
+    );
+    for shell in ["CMD [\"a\", 1e400]", "CMD [\"a\"] x", "CMD [\"a\",]"] {
+        assert_eq!(
+            one(shell),
+            Instruction::Cmd(Command::Shell(shell[4..].into())),
+            "{shell}"
+        );
+    }
+    assert_eq!(
+        one("ENTRYPOINT [ \"a\" ,\t\"b\" ] "),
+        Instruction::Entrypoint(Command::Exec(vec!["a".into(), "b".into()]))
+    );
+}
