@@ -8,6 +8,13 @@
 //! result is one ordinary single-member gzip stream that `gzip -d` reads, and because a block's
 //! bytes depend only on its input and the level, 1, 2 or 16 threads give identical bytes.
 //! Memory is bounded by the blocks in flight (two per worker).
+//!
+//! A block whose bytes are as good as random (order-0 entropy above 7.995 bits per byte:
+//! compressed files, encrypted data) is written as stored deflate blocks instead: deflate
+//! cannot shrink such data (its window is 32 KiB, and a repeat shorter than that lowers the
+//! entropy of a 1 MiB block well below the bound), and searching it for matches is the most
+//! expensive thing deflate does. The choice depends only on the block's bytes, so the output
+//! stays the same for every thread count.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -162,8 +169,51 @@ impl<W: Write> Write for ParallelGzip<W> {
     }
 }
 
+/// Entropy (bits per byte) above which a block is stored, not deflated.
+const STORE_ENTROPY: f64 = 7.995;
+
+/// The order-0 entropy of `data` in bits per byte.
+fn entropy(data: &[u8]) -> f64 {
+    let mut counts = [0u64; 256];
+    for &b in data {
+        counts[usize::from(b)] += 1;
+    }
+    let n = data.len() as f64;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// `data` as stored deflate blocks (the last one final when `last`), byte aligned.
+fn store_block(data: &[u8], last: bool) -> Vec<u8> {
+    let chunks: Vec<&[u8]> = if data.is_empty() {
+        vec![&[]]
+    } else {
+        data.chunks(65_535).collect()
+    };
+    let mut out = Vec::with_capacity(data.len() + chunks.len() * 5);
+    for (i, chunk) in chunks.iter().enumerate() {
+        let final_block = last && i + 1 == chunks.len();
+        // BFINAL, BTYPE 00 (stored), padding to the byte, then LEN and its complement.
+        out.push(u8::from(final_block));
+        let len = chunk.len() as u16;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(chunk);
+    }
+    out
+}
+
 /// Raw-deflates one block; a non-final block ends with a sync flush (byte aligned, not final).
 fn deflate_block(c: &mut Compress, data: &[u8], last: bool) -> io::Result<Vec<u8>> {
+    if data.len() >= 64 * 1024 && entropy(data) > STORE_ENTROPY {
+        return Ok(store_block(data, last));
+    }
     let mut out = Vec::with_capacity(data.len() + data.len() / 1000 + 1024);
     let flush = if last {
         FlushCompress::Finish
@@ -189,5 +239,52 @@ fn deflate_block(c: &mut Compress, data: &[u8], last: bool) -> io::Result<Vec<u8
         if done {
             return Ok(out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn xorshift(len: usize, seed: u32) -> Vec<u8> {
+        let mut x = seed;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn gunzip(gz: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(gz)
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn random_blocks_are_stored_and_repeats_are_deflated() {
+        let random = xorshift(BLOCK, 7);
+        assert!(entropy(&random) > STORE_ENTROPY);
+        // A 16 KiB random pattern repeated: as random byte for byte, but deflate's window sees
+        // the repeats, and the entropy bound keeps it deflated.
+        let pattern = xorshift(16 * 1024, 9);
+        let repeated: Vec<u8> = pattern.iter().copied().cycle().take(BLOCK).collect();
+        assert!(entropy(&repeated) < STORE_ENTROPY, "{}", entropy(&repeated));
+        for (data, max) in [(&random, BLOCK + BLOCK / 1000), (&repeated, BLOCK / 20)] {
+            let mut two = data.clone();
+            two.extend_from_slice(b"tail");
+            let mut w = ParallelGzip::new(Vec::new(), 6, 2);
+            w.write_all(&two).unwrap();
+            let gz = w.finish().unwrap();
+            assert!(gz.len() < max + 100, "{} bytes", gz.len());
+            assert!(gunzip(&gz) == two);
+        }
+        assert_eq!(store_block(b"", true), [1, 0, 0, 0xff, 0xff]);
     }
 }
