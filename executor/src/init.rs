@@ -59,16 +59,15 @@ pub(crate) fn init_main() -> i32 {
     let Ok(sock) = sys::dup_cloexec(0) else {
         return 120;
     };
-    let mut sock = UnixStream::from(sock);
+    let sock = UnixStream::from(sock);
     // The handshake: the parent now knows the init (not the binary's own main) is running.
     send_event(&sock, &InitEvent::Ready);
     if let Ok(null) = File::open("/dev/null") {
         let _ = sys::dup2(null.as_raw_fd(), 0);
     }
-    let mut buf = Vec::new();
-    if sock.read_to_end(&mut buf).is_err() {
+    let Ok((buf, fds)) = crate::fdpass::recv_all_with_fds(&sock) else {
         return 121;
-    }
+    };
     let events = Events(sock);
     let spec: InitSpec = match serde_json::from_slice(&buf) {
         Ok(spec) => spec,
@@ -79,6 +78,13 @@ pub(crate) fn init_main() -> i32 {
             return 122;
         }
     };
+    // `-i`: the caller's stdin, sent along with the spec, is the command's.
+    if spec.stdin
+        && let Some(stdin) = fds.first()
+    {
+        let _ = sys::dup2(stdin.as_raw_fd(), 0);
+    }
+    drop(fds);
     // Die with the thread that started us, so a killed kiln leaves no container behind.
     if sys::set_parent_death_signal(libc::SIGKILL).is_err() || sys::getppid() != spec.parent_pid {
         return 123;
@@ -115,10 +121,13 @@ fn run(spec: &InitSpec, events: &Events, state: &mut Mounted) -> Result<()> {
         flags |= libc::CLONE_NEWNET;
     }
     // Forked while the init is still in the host's namespaces; lives as long as the init.
+    let api_socket = spec.run_dir.join("slirp4netns.sock");
     let nat = spec
         .nat
         .as_deref()
-        .map(crate::nat::Nat::spawn)
+        .map(|binary| {
+            crate::nat::Nat::spawn(binary, (!spec.publish.is_empty()).then_some(&*api_socket))
+        })
         .transpose()?;
     sys::unshare(flags).map_err(|e| Error::sys("unshare", "namespaces", e))?;
     if spec.private_root {
@@ -145,6 +154,9 @@ fn run(spec: &InitSpec, events: &Events, state: &mut Mounted) -> Result<()> {
     }
     if let Some(nat) = &nat {
         nat.start()?;
+        for port in &spec.publish {
+            crate::nat::publish(&api_socket, port)?;
+        }
     }
     if spec.oci_runtime.is_none() {
         sys::sethostname(&spec.hostname)

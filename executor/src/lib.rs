@@ -83,8 +83,10 @@ mod copy;
 mod entry;
 mod error;
 mod etc_files;
+mod fdpass;
 mod idmap;
 mod init;
+mod interactive;
 mod nat;
 mod oci;
 mod pid1;
@@ -102,6 +104,7 @@ mod watch;
 
 pub use entry::init_main_if_requested;
 pub use error::{Error, Result};
+pub use interactive::{Interactive, PortMapping, Protocol, RunControl, WindowSize};
 pub use oci::find_oci_runtime;
 pub use run::{Executor, ExecutorConfig};
 pub use spec::{

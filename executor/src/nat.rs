@@ -40,14 +40,14 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 
 impl Nat {
     /// Forks the helper (call before unsharing any namespace).
-    pub(crate) fn spawn(binary: &Path) -> Result<Nat> {
+    pub(crate) fn spawn(binary: &Path, api_socket: Option<&Path>) -> Result<Nat> {
         let init_pid = std::process::id();
         let (go_read, go_write) = pipe()?;
         let (ready_read, ready_write) = pipe()?;
         let (exit_read, exit_write) = pipe()?;
         let program = CString::new(binary.as_os_str().as_encoded_bytes())
             .map_err(|_| Error::InvalidSpec(format!("NUL byte in `{}`", binary.display())))?;
-        let args = [
+        let mut args = vec![
             "slirp4netns".to_owned(),
             "--configure".to_owned(),
             "--mtu=65520".to_owned(),
@@ -56,9 +56,11 @@ impl Nat {
             "--enable-seccomp".to_owned(),
             format!("--ready-fd={}", ready_write.as_raw_fd()),
             format!("--exit-fd={}", exit_read.as_raw_fd()),
-            init_pid.to_string(),
-            "tap0".to_owned(),
         ];
+        if let Some(socket) = api_socket {
+            args.push(format!("--api-socket={}", socket.display()));
+        }
+        args.extend([init_pid.to_string(), "tap0".to_owned()]);
         let argv: Vec<CString> = args
             .iter()
             .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
@@ -120,4 +122,46 @@ impl Drop for Nat {
         let _ = sys::kill(self.pid, libc::SIGKILL);
         let _ = sys::waitpid(self.pid);
     }
+}
+
+/// Forwards a host port to the step's address through slirp4netns's API socket
+/// (`add_hostfwd`), as rootless Docker and Podman publish ports.
+pub(crate) fn publish(api_socket: &Path, port: &crate::interactive::PortMapping) -> Result<()> {
+    use std::io::{Read, Write};
+    let shown = format!(
+        "{}:{}:{}/{:?}",
+        port.host_ip, port.host_port, port.container_port, port.protocol
+    );
+    let request = serde_json::json!({
+        "execute": "add_hostfwd",
+        "arguments": {
+            "proto": match port.protocol {
+                crate::interactive::Protocol::Tcp => "tcp",
+                crate::interactive::Protocol::Udp => "udp",
+            },
+            "host_addr": port.host_ip.to_string(),
+            "host_port": port.host_port,
+            "guest_port": port.container_port,
+        }
+    });
+    let mut sock = std::os::unix::net::UnixStream::connect(api_socket)
+        .map_err(|e| Error::io("connect to slirp4netns", api_socket, e))?;
+    let mut response = String::new();
+    sock.write_all(request.to_string().as_bytes())
+        .and_then(|()| sock.shutdown(std::net::Shutdown::Write))
+        .and_then(|()| sock.read_to_string(&mut response).map(drop))
+        .map_err(|e| Error::io("talk to slirp4netns", api_socket, e))?;
+    let reply: serde_json::Value = serde_json::from_str(&response).map_err(|e| {
+        Error::Setup(format!(
+            "publish {shown}: bad slirp4netns reply `{response}`: {e}"
+        ))
+    })?;
+    if let Some(error) = reply.get("error") {
+        let desc = error
+            .get("desc")
+            .and_then(|d| d.as_str())
+            .unwrap_or("failed");
+        return Err(Error::Setup(format!("publish {shown}: {desc}")));
+    }
+    Ok(())
 }

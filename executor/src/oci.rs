@@ -294,6 +294,8 @@ mod tests {
             new_network: true,
             nat: None,
             private_root: false,
+            stdin: false,
+            publish: Vec::new(),
             mounts: Vec::new(),
             oci_runtime: None,
         };

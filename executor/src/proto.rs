@@ -33,6 +33,12 @@ pub(crate) struct InitSpec {
     /// init enters a private bind of `/` first (see `chroot.rs`).
     #[serde(default)]
     pub(crate) private_root: bool,
+    /// The caller's stdin comes as a descriptor with the spec ([`crate::Interactive::stdin`]).
+    #[serde(default)]
+    pub(crate) stdin: bool,
+    /// Host ports forwarded by slirp4netns ([`crate::Interactive::publish`]).
+    #[serde(default)]
+    pub(crate) publish: Vec<crate::interactive::PortMapping>,
     /// Sorted parents first.
     pub(crate) mounts: Vec<PlannedMount>,
     /// Run through this OCI runtime (runc, crun) instead of the built-in container.

@@ -7,7 +7,7 @@ use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cache::{self, CacheLease};
@@ -15,6 +15,7 @@ use crate::chroot::RunDirBind;
 use crate::entry::{INIT_MARK_ENV, NOT_AN_INIT_EXIT};
 use crate::error::{Error, Result};
 use crate::etc_files;
+use crate::interactive::{Interactive, RunControl};
 use crate::proto::{INIT_ARG, InitEvent, InitSpec, PlannedMount, RootPlan};
 use crate::rundir::{reap_stale_runs, remove_run_dir};
 use crate::spec::{
@@ -23,7 +24,7 @@ use crate::spec::{
 };
 use crate::ssh_proxy::SshProxy;
 use crate::sys;
-use crate::watch::watch;
+use crate::watch::{ReapOnDrop, watch};
 
 /// Where the executor finds its init binary and keeps its state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +137,62 @@ impl Executor {
         on_output: &mut dyn FnMut(Stream, &[u8]),
         cancel: &CancelToken,
     ) -> Result<ExitStatus> {
+        self.run_with(
+            process,
+            rootfs,
+            mounts,
+            Interactive::default(),
+            on_output,
+            cancel,
+            None,
+        )
+    }
+
+    /// [`Executor::run`] for `kiln run`: the container's stdin is the caller's descriptor,
+    /// host ports are forwarded to it, and `control` sends signals to its PID 1 while it runs
+    /// (and cancels it). `io.tty` is not supported yet; `io.publish` needs
+    /// [`Network::Private`].
+    pub fn run_interactive(
+        &self,
+        process: &ProcessSpec,
+        rootfs: &RootFs,
+        mounts: &[MountSpec],
+        io: Interactive,
+        on_output: &mut dyn FnMut(Stream, &[u8]),
+        control: &RunControl,
+    ) -> Result<ExitStatus> {
+        if io.tty.is_some() {
+            return Err(Error::InvalidSpec(
+                "a pty (-t) is not supported by the executor yet".into(),
+            ));
+        }
+        if !io.publish.is_empty() && process.network != Network::Private {
+            return Err(Error::InvalidSpec(
+                "published ports need the private network (slirp4netns)".into(),
+            ));
+        }
+        self.run_with(
+            process,
+            rootfs,
+            mounts,
+            io,
+            on_output,
+            control.cancel_token(),
+            Some(control),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_with(
+        &self,
+        process: &ProcessSpec,
+        rootfs: &RootFs,
+        mounts: &[MountSpec],
+        io: Interactive,
+        on_output: &mut dyn FnMut(Stream, &[u8]),
+        cancel: &CancelToken,
+        control: Option<&RunControl>,
+    ) -> Result<ExitStatus> {
         if process.args.is_empty() {
             return Err(Error::InvalidSpec("empty argv".into()));
         }
@@ -151,7 +208,11 @@ impl Executor {
         };
         let result = bound
             .and_then(|()| self.plan(process, rootfs, mounts, cancel, &run_dir, &mut held))
-            .and_then(|spec| self.spawn_and_watch(&spec, on_output, cancel));
+            .and_then(|mut spec| {
+                spec.stdin = io.stdin.is_some();
+                spec.publish.clone_from(&io.publish);
+                self.spawn_and_watch(&spec, io.stdin.as_ref(), on_output, cancel, control)
+            });
         drop(held);
         remove_run_dir(&run_dir);
         result
@@ -318,6 +379,8 @@ impl Executor {
                 _ => None,
             },
             private_root: !self.root_is_mount,
+            stdin: false,
+            publish: Vec::new(),
             mounts: planned,
             oci_runtime: self.oci_runtime.clone(),
         };
@@ -343,8 +406,10 @@ impl Executor {
     fn spawn_and_watch(
         &self,
         spec: &InitSpec,
+        stdin: Option<&OwnedFd>,
         on_output: &mut dyn FnMut(Stream, &[u8]),
         cancel: &CancelToken,
+        control: Option<&RunControl>,
     ) -> Result<ExitStatus> {
         let binary = &self.config.init_binary;
         let spawn_err = |source| Error::Spawn {
@@ -371,16 +436,23 @@ impl Executor {
         let payload = serde_json::to_vec(spec).map_err(|e| Error::Protocol(e.to_string()))?;
         // Without SIGPIPE (the embedder may not ignore it): an init that died early is
         // reported below from what it did send.
-        let sent = sys::send_all_nosignal(sock.as_fd(), &payload)
-            .and_then(|()| sock.shutdown(std::net::Shutdown::Write));
-        let (events, tail, cancelled) =
-            watch(&mut child.child, sock, on_output, cancel).map_err(|e| match e {
-                Error::InitNotStarted { reason, .. } => Error::InitNotStarted {
-                    binary: binary.clone(),
-                    reason,
-                },
-                e => e,
-            })?;
+        let sent = match stdin {
+            // The descriptor rides on the first byte of the spec.
+            Some(fd) if !payload.is_empty() => {
+                crate::fdpass::send_with_fd(sock.as_fd(), &payload[..1], fd.as_fd())
+                    .and_then(|()| sys::send_all_nosignal(sock.as_fd(), &payload[1..]))
+            }
+            _ => sys::send_all_nosignal(sock.as_fd(), &payload),
+        }
+        .and_then(|()| sock.shutdown(std::net::Shutdown::Write));
+        let (events, tail, cancelled) = watch(&mut child.child, sock, on_output, cancel, control)
+            .map_err(|e| match e {
+            Error::InitNotStarted { reason, .. } => Error::InitNotStarted {
+                binary: binary.clone(),
+                reason,
+            },
+            e => e,
+        })?;
         let status = child
             .wait()
             .map_err(|e| Error::Protocol(format!("wait: {e}")))?;
@@ -453,30 +525,6 @@ impl Executor {
                 "`{}` exited ({status}) without reporting the command's status",
                 self.config.init_binary.display()
             ))),
-        }
-    }
-}
-
-/// The spawned init, killed (and with it the container, by its parent-death signal) and reaped
-/// if the run is abandoned before it was waited for.
-struct ReapOnDrop {
-    child: Child,
-    reaped: bool,
-}
-
-impl ReapOnDrop {
-    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
-        let status = self.child.wait()?;
-        self.reaped = true;
-        Ok(status)
-    }
-}
-
-impl Drop for ReapOnDrop {
-    fn drop(&mut self) {
-        if !self.reaped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
         }
     }
 }

@@ -49,6 +49,8 @@ pub(crate) fn reap_stale_runs(runs: &Path) {
 }
 
 pub(crate) fn remove_run_dir(dir: &Path) {
+    // slirp4netns's API socket (published ports), if it was killed before removing it.
+    let _ = fs::remove_file(dir.join("slirp4netns.sock"));
     // Only empty directories: if a mount were somehow still alive, never delete through it.
     match fs::remove_dir(dir.join("host")) {
         Ok(()) => {}

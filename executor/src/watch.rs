@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::entry::HANDSHAKE_TIMEOUT;
 use crate::error::{Error, Result};
+use crate::interactive::RunControl;
 use crate::proto::InitEvent;
 use crate::spec::{CancelToken, LAST_LINES, Stream};
 use crate::sys;
@@ -22,6 +23,30 @@ const MAX_LINE: usize = 64 * 1024;
 
 /// How long a cancelled init gets to clean up before it is killed outright.
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
+
+/// The spawned init, killed (and with it the container, by its parent-death signal) and reaped
+/// if the run is abandoned before it was waited for.
+pub(crate) struct ReapOnDrop {
+    pub(crate) child: Child,
+    pub(crate) reaped: bool,
+}
+
+impl ReapOnDrop {
+    pub(crate) fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        let status = self.child.wait()?;
+        self.reaped = true;
+        Ok(status)
+    }
+}
+
+impl Drop for ReapOnDrop {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
 
 /// Splits a byte stream into lines for the callback and the tail.
 struct LineSplitter {
@@ -60,6 +85,7 @@ pub(crate) fn watch(
     sock: UnixStream,
     on_output: &mut dyn FnMut(Stream, &[u8]),
     cancel: &CancelToken,
+    control: Option<&RunControl>,
 ) -> Result<Watched> {
     let stdout = child
         .stdout
@@ -94,6 +120,8 @@ pub(crate) fn watch(
         tail.push_back(String::from_utf8_lossy(text).into_owned());
     };
     let mut events_buf = Vec::new();
+    // The container's PID 1, once the init reported it, for the control's signals.
+    let mut pid1: Option<OwnedFd> = None;
     let handshake_by = Instant::now() + HANDSHAKE_TIMEOUT;
     let mut cancelled_at: Option<Instant> = None;
     let mut buf = vec![0u8; 64 * 1024];
@@ -117,6 +145,16 @@ pub(crate) fn watch(
                     HANDSHAKE_TIMEOUT.as_secs()
                 ),
             });
+        }
+        if let Some(control) = control {
+            if pid1.is_none() {
+                pid1 = started_pid(&events_buf).and_then(|pid| sys::pidfd_open(pid).ok());
+            }
+            if let Some(fd) = &pid1 {
+                for signal in control.take_pending() {
+                    let _ = sys::pidfd_signal(fd.as_fd(), signal);
+                }
+            }
         }
         if cancel.is_cancelled() {
             match cancelled_at {
@@ -174,6 +212,17 @@ pub(crate) fn watch(
         events.push(event);
     }
     Ok((events, tail, cancelled_at.is_some()))
+}
+
+/// The host pid of PID 1 from a `Started` event among the complete lines of `events`.
+fn started_pid(events: &[u8]) -> Option<i32> {
+    let complete = &events[..=events.iter().rposition(|&b| b == b'\n')?];
+    complete
+        .split(|&b| b == b'\n')
+        .find_map(|line| match serde_json::from_slice(line) {
+            Ok(InitEvent::Started { pid }) => Some(pid),
+            _ => None,
+        })
 }
 
 #[cfg(test)]
