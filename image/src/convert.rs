@@ -5,12 +5,13 @@
 
 use std::fs;
 use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 
 use crate::compression::{Compression, CompressionOptions, decompress};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{Image, WriteOptions, write_image_with};
 use crate::spec::{Descriptor, media_type};
-use crate::{ContentStore, Digest};
+use crate::{ContentStore, Digest, LayerWriter};
 
 /// Returns `image` with every layer in `target` compression, converting (and storing) the
 /// layers that differ. The result is a new manifest unless nothing had to change.
@@ -57,44 +58,185 @@ pub fn convert_layer(
     diff_id: &Digest,
     target: CompressionOptions,
 ) -> Result<Descriptor> {
-    let media_type = target.compression.layer_media_type(false);
     // The uncompressed form of a layer is addressed by its diff_id.
     if target.compression == Compression::Uncompressed && store.has_blob(diff_id) {
         return Ok(Descriptor::new(
-            media_type,
+            target.compression.layer_media_type(false),
             diff_id.clone(),
             store.blob_size(diff_id)?,
         ));
     }
-    let record_dir = store.state_dir().join("content/converted");
-    let record = record_dir.join(format!(
-        "{}.{}.{}",
-        layer.digest.hex(),
-        target.compression.name(),
-        target
-            .level
-            .map_or_else(|| "default".to_owned(), |l| l.to_string())
-    ));
-    if let Ok(text) = fs::read_to_string(&record)
-        && let Ok(d) = Digest::parse(text.trim())
-        && store.has_blob(&d)
-    {
-        return Ok(Descriptor::new(media_type, d.clone(), store.blob_size(&d)?));
+    let record = record_path(store, &layer.digest, target);
+    if let Some(done) = recorded(store, &record, target)? {
+        return Ok(done);
     }
     let src = store.open_blob(&layer.digest)?;
     let mut reader = decompress(src).at(store.blob_path(&layer.digest))?;
     let mut w = store.layer_writer(target)?;
     io::copy(&mut reader, &mut w).at(store.blob_path(&layer.digest))?;
-    w.flush().at(store.blob_path(&layer.digest))?;
-    let out = w.finish()?;
-    if &out.diff_id != diff_id {
-        return Err(Error::DigestMismatch {
-            what: format!("uncompressed content of layer {}", layer.digest),
-            expected: diff_id.clone(),
-            actual: out.diff_id,
-        });
+    finish(
+        store,
+        w,
+        diff_id,
+        &format!("uncompressed content of layer {}", layer.digest),
+        &record,
+    )
+}
+
+/// Stores a layer that exists only as a stream (a build that kept no blob of it): `fill`
+/// writes the uncompressed tar, which must hash to `diff_id`; the blob is stored in `target`
+/// compression through the content store's ingest, and the conversion is recorded exactly as
+/// [`convert_layer`] records that of an uncompressed blob (keyed by `diff_id`), so either
+/// finds the other's result. Returns the stored blob's descriptor.
+pub fn compress_layer_stream(
+    store: &ContentStore,
+    diff_id: &Digest,
+    target: CompressionOptions,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<Descriptor> {
+    let what = format!("layer with diff_id {diff_id}");
+    let media_type = target.compression.layer_media_type(false);
+    if target.compression == Compression::Uncompressed {
+        if store.has_blob(diff_id) {
+            return Ok(Descriptor::new(
+                media_type,
+                diff_id.clone(),
+                store.blob_size(diff_id)?,
+            ));
+        }
+        let mut w = store.blob_writer()?.named(what.clone());
+        fill(&mut w).at(&what)?;
+        let (digest, size) = w.commit(Some(diff_id))?;
+        return Ok(Descriptor::new(media_type, digest, size));
     }
-    fs::create_dir_all(&record_dir).at(&record_dir)?;
-    fs::write(&record, out.descriptor.digest.as_str()).at(&record)?;
+    let record = record_path(store, diff_id, target);
+    if let Some(done) = recorded(store, &record, target)? {
+        return Ok(done);
+    }
+    let mut w = store.layer_writer(target)?;
+    fill(&mut w).at(&what)?;
+    finish(store, w, diff_id, &what, &record)
+}
+
+/// `content/converted/<source hex>.<compression>.<level>`.
+fn record_path(store: &ContentStore, source: &Digest, target: CompressionOptions) -> PathBuf {
+    store.state_dir().join("content/converted").join(format!(
+        "{}.{}.{}",
+        source.hex(),
+        target.compression.name(),
+        target
+            .level
+            .map_or_else(|| "default".to_owned(), |l| l.to_string())
+    ))
+}
+
+/// The blob an earlier conversion recorded, when it is still stored.
+fn recorded(
+    store: &ContentStore,
+    record: &Path,
+    target: CompressionOptions,
+) -> Result<Option<Descriptor>> {
+    if let Ok(text) = fs::read_to_string(record)
+        && let Ok(d) = Digest::parse(text.trim())
+        && store.has_blob(&d)
+    {
+        let size = store.blob_size(&d)?;
+        return Ok(Some(Descriptor::new(
+            target.compression.layer_media_type(false),
+            d,
+            size,
+        )));
+    }
+    Ok(None)
+}
+
+/// Commits the converted blob after checking its uncompressed content against `diff_id`, and
+/// records the conversion (atomically: a crash leaves no half-written record).
+fn finish(
+    store: &ContentStore,
+    mut w: LayerWriter,
+    diff_id: &Digest,
+    what: &str,
+    record: &Path,
+) -> Result<Descriptor> {
+    w.flush().at(what)?;
+    let out = w.finish_expecting(diff_id, what)?;
+    let dir = record.parent().unwrap_or(store.state_dir());
+    fs::create_dir_all(dir).at(dir)?;
+    let mut tmp = tempfile::NamedTempFile::with_prefix_in(".record-", dir).at(dir)?;
+    tmp.write_all(out.descriptor.digest.as_str().as_bytes())
+        .at(record)?;
+    tmp.persist(record).map_err(|e| Error::Io {
+        path: record.to_path_buf(),
+        source: e.error,
+    })?;
     Ok(out.descriptor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_streamed_layer_is_verified_stored_and_found_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let tar: Vec<u8> = (0..300_000u32).map(|i| (i % 13) as u8).collect();
+        let diff_id = Digest::of_bytes(&tar);
+        let gz = CompressionOptions::default();
+        let d = compress_layer_stream(&store, &diff_id, gz, |w| w.write_all(&tar)).unwrap();
+        assert_eq!(d.media_type, media_type::OCI_LAYER_GZIP);
+        let mut back = Vec::new();
+        io::Read::read_to_end(
+            &mut decompress(store.open_blob(&d.digest).unwrap()).unwrap(),
+            &mut back,
+        )
+        .unwrap();
+        assert!(back == tar);
+        // Recorded: the second call does not run `fill`, and convert_layer of the
+        // uncompressed blob (same diff_id) finds the same conversion.
+        let again =
+            compress_layer_stream(&store, &diff_id, gz, |_| panic!("converted twice")).unwrap();
+        assert_eq!(again, d);
+        let plain = compress_layer_stream(
+            &store,
+            &diff_id,
+            CompressionOptions {
+                compression: Compression::Uncompressed,
+                level: None,
+            },
+            |w| w.write_all(&tar),
+        )
+        .unwrap();
+        assert_eq!(plain.digest, diff_id);
+        assert_eq!(convert_layer(&store, &plain, &diff_id, gz).unwrap(), d);
+
+        // A stream that is not the layer it claims to be stores nothing.
+        let other = Digest::of_bytes(b"something else");
+        let err = compress_layer_stream(&store, &other, gz, |w| w.write_all(&tar)).unwrap_err();
+        assert!(
+            matches!(err, Error::DigestMismatch { .. }) && err.to_string().contains(other.as_str()),
+            "{err}"
+        );
+        let plain_err = compress_layer_stream(
+            &store,
+            &other,
+            CompressionOptions {
+                compression: Compression::Uncompressed,
+                level: None,
+            },
+            |w| w.write_all(&tar),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(plain_err, Error::DigestMismatch { .. }),
+            "{plain_err}"
+        );
+        assert!(!store.has_blob(&other));
+        assert_eq!(
+            store.list_blobs().unwrap().len(),
+            2,
+            "a mismatching stream left a blob"
+        );
+    }
 }

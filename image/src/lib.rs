@@ -36,7 +36,7 @@ pub mod spec;
 mod store;
 
 pub use compression::{Compression, CompressionOptions, Compressor, decompress, default_threads};
-pub use convert::{convert_image, convert_layer};
+pub use convert::{compress_layer_stream, convert_image, convert_layer};
 pub use dangling::{DanglingImage, RemovedImage};
 pub use digest::{Digest, HashingReader, HashingWriter};
 pub use error::{Error, Result};

@@ -335,8 +335,27 @@ pub struct LayerWriter {
 impl LayerWriter {
     /// Finishes compression and commits the blob.
     pub fn finish(self) -> Result<Layer> {
+        self.finish_checked(None)
+    }
+
+    /// Like [`finish`](Self::finish), but the uncompressed tar must hash to `diff_id` (`what`
+    /// names the layer in the error); on mismatch nothing is stored.
+    pub fn finish_expecting(self, diff_id: &Digest, what: &str) -> Result<Layer> {
+        self.finish_checked(Some((diff_id, what)))
+    }
+
+    fn finish_checked(self, expected: Option<(&Digest, &str)>) -> Result<Layer> {
         let (compressor, diff_id, uncompressed_size) = self.inner.finish();
         let diff_id = diff_id.expect("a layer writer hashes the tar");
+        if let Some((want, what)) = expected
+            && want != &diff_id
+        {
+            return Err(Error::DigestMismatch {
+                what: what.to_owned(),
+                expected: want.clone(),
+                actual: diff_id,
+            });
+        }
         let blob = compressor.finish().map_err(|source| Error::Io {
             path: PathBuf::from("layer"),
             source,
