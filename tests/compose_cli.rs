@@ -260,3 +260,70 @@ fn compose_errors_name_the_file_and_variable() {
     assert!(out.status.success(), "{e}");
     assert!(o.contains("image: busybox\n"), "{o}");
 }
+
+#[test]
+fn compose_build_runs_a_shared_step_once_and_reads_inline_dockerfiles() {
+    if !kiln_testkit::require_root(
+        "compose_build_runs_a_shared_step_once_and_reads_inline_dockerfiles",
+    ) {
+        return;
+    }
+    let Some(base) = busybox_context(
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+    ) else {
+        return;
+    };
+    let state = tempdir();
+    let out = kiln(&state)
+        .args(["build", "-q", "-t", "busybox:latest"])
+        .arg(base.path())
+        .output()
+        .expect("run kiln");
+    assert!(out.status.success(), "{}", text(&out).1);
+    let proj = tempdir();
+    // Both services start with the same slow step; they build in parallel.
+    let shared = "FROM busybox\\nRUN sleep 1 && date +%s%N > /stamp\\n";
+    std::fs::write(
+        proj.path().join("compose.yaml"),
+        format!(
+            "services:\n  a:\n    build:\n      context: .\n      dockerfile_inline: \"{shared}RUN echo a > /who\\n\"\n  \
+             b:\n    build:\n      context: .\n      dockerfile_inline: \"{shared}RUN echo b > /who\\n\"\n    image: b:v1\n"
+        ),
+    )
+    .expect("write");
+    let out = kiln(&state)
+        .arg("compose")
+        .arg("-f")
+        .arg(proj.path().join("compose.yaml"))
+        .arg("build")
+        .output()
+        .expect("run kiln");
+    let (o, e) = text(&out);
+    assert!(out.status.success(), "{o}{e}");
+    let project = proj
+        .path()
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .to_lowercase()
+        .replace(
+            |c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            "",
+        );
+    let cat = |image: &str, file: &str| {
+        let out = kiln(&state)
+            .args(["run", "--network", "none", image, "cat", file])
+            .output()
+            .expect("run kiln");
+        assert!(out.status.success(), "{image}: {}", text(&out).1);
+        text(&out).0
+    };
+    let a = format!("{project}-a");
+    assert_eq!(cat(&a, "/who"), "a\n");
+    assert_eq!(cat("b:v1", "/who"), "b\n");
+    assert_eq!(
+        cat(&a, "/stamp"),
+        cat("b:v1", "/stamp"),
+        "the shared step ran twice: {e}"
+    );
+}
