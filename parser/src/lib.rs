@@ -117,6 +117,8 @@ pub struct Stage {
     pub end_line: usize,
     /// The FROM line as written (continuations joined), e.g. `FROM alpine AS base`.
     pub original: String,
+    /// From the FROM keyword to the end of its line.
+    pub span: Span,
     /// The stage's instructions.
     pub instructions: Vec<Located>,
 }
@@ -133,6 +135,8 @@ pub struct Located {
     /// The instruction line as written, continuations joined (e.g. `RUN make install`), for
     /// progress display. Heredoc bodies are not included.
     pub original: String,
+    /// From the keyword to the end of the instruction line (heredoc bodies excluded).
+    pub span: Span,
 }
 
 impl Located {
@@ -152,7 +156,7 @@ pub fn parse(source: &[u8]) -> Result<Dockerfile> {
     // and reported only if the whole file is syntactically valid, as BuildKit (which parses
     // the AST completely first) would.
     let mut first_error: Option<Error> = None;
-    let meta = lines::parse_nodes(source, false, |mut node, segments| {
+    let meta = lines::parse_nodes(source, |mut node, segments| {
         if first_error.is_some() {
             return;
         }
@@ -178,7 +182,7 @@ fn add_node(
     global: &mut Vec<Located>,
     stages: &mut Vec<Stage>,
 ) -> Result<()> {
-    let (start_line, end_line) = (node.start_line, node.end_line);
+    let (start_line, end_line, span) = (node.start_line, node.end_line, node.span);
     let instruction =
         typed::from_node(node).map_err(|f| f.at(start_line, end_line, segments, &node.original))?;
     let original = trimmed(std::mem::take(&mut node.original));
@@ -191,6 +195,7 @@ fn add_node(
             start_line,
             end_line,
             original,
+            span,
             instructions: Vec::new(),
         });
         return Ok(());
@@ -200,12 +205,12 @@ fn add_node(
         start_line,
         end_line,
         original,
+        span,
     };
     match stages.last_mut() {
         Some(stage) => stage.instructions.push(located),
         None if matches!(located.instruction, Instruction::Arg(_)) => global.push(located),
         None => {
-            let span = segments.span(&located.original, 0..located.original.len());
             return Err(Error::at(
                 start_line,
                 end_line,
@@ -236,11 +241,12 @@ pub fn parse_instruction(text: &str, escape: char) -> Result<Located> {
     let offset = usize::from(escape == '`');
     src.push_str(text);
     let mut first: Option<Result<Located>> = None;
-    lines::parse_nodes(src.as_bytes(), false, |mut node, segments| {
+    lines::parse_nodes(src.as_bytes(), |mut node, segments| {
         if first.is_some() {
             return;
         }
         let (start_line, end_line) = (node.start_line - offset, node.end_line - offset);
+        let span = node.span.shifted_up(offset);
         let located = typed::from_node(&mut node)
             .map_err(|f| {
                 shift(
@@ -253,6 +259,7 @@ pub fn parse_instruction(text: &str, escape: char) -> Result<Located> {
                 start_line,
                 end_line,
                 original: node.original.trim().to_owned(),
+                span,
             });
         first = Some(located);
     })

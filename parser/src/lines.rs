@@ -238,12 +238,7 @@ fn column_after(raw: &str, trimmed: &str) -> usize {
 /// The parser proper: hands every instruction node to `sink` as soon as it is complete (so
 /// the typed layer can convert it while it is hot, without a file-sized vector), with the map
 /// of its joined line ([`Node::original`]) for locating errors.
-/// `spans`: whether to fill in [`Node::span`] (the typed layer needs spans only for errors).
-pub(crate) fn parse_nodes(
-    source: &[u8],
-    spans: bool,
-    mut sink: impl FnMut(Node, &Segments),
-) -> Result<AstMeta> {
+pub(crate) fn parse_nodes(source: &[u8], mut sink: impl FnMut(Node, &Segments)) -> Result<AstMeta> {
     let text = match std::str::from_utf8(source) {
         Ok(t) => std::borrow::Cow::Borrowed(t),
         Err(_) => String::from_utf8_lossy(source),
@@ -321,7 +316,7 @@ pub(crate) fn parse_nodes(
             Ok(child) => child,
             Err((f, line)) => return Err(f.at(start_line, r.line, &segments, &line)),
         };
-        if spans {
+        {
             child.span = segments.span(
                 &child.original,
                 child.parts.keyword.start..child.original.len(),
@@ -392,7 +387,7 @@ pub(crate) fn parse_nodes(
 /// Parses a Dockerfile into BuildKit's AST. Invalid UTF-8 is replaced by U+FFFD first.
 pub fn parse_ast(source: &[u8]) -> Result<Ast> {
     let mut children: Vec<Node> = Vec::with_capacity(source.len() / 64);
-    let meta = parse_nodes(source, true, |node, _| children.push(node))?;
+    let meta = parse_nodes(source, |node, _| children.push(node))?;
     Ok(Ast {
         children,
         escape: meta.escape,

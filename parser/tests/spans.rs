@@ -172,3 +172,17 @@ fn mount_errors_name_the_field() {
         "Dockerfile:3: mode not allowed for \"tmpfs\" type mounts"
     );
 }
+
+#[test]
+fn stages_and_instructions_carry_their_span() {
+    let df = parse(b"ARG V=1\n FROM a AS b\nRUN x \\\n  y\nCOPY <<EOF /f\nbody\nEOF\n").unwrap();
+    assert_eq!(df.global[0].span, Span::new(1, 1, 1, 8));
+    let stage = &df.stages[0];
+    assert_eq!(stage.span, Span::new(2, 2, 2, 13));
+    let spans: Vec<Span> = stage.instructions.iter().map(|l| l.span).collect();
+    assert_eq!(spans, [Span::new(3, 1, 4, 4), Span::new(5, 1, 5, 14)]);
+    // Heredoc bodies count in the lines, not in the span.
+    assert_eq!(stage.instructions[1].lines(), 5..=7);
+    let l = parse_instruction("RUN a `\n  b", '`').unwrap();
+    assert_eq!(l.span, Span::new(1, 1, 2, 4));
+}
