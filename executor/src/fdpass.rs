@@ -61,3 +61,22 @@ pub(crate) fn recv_all_with_fds(sock: impl AsFd) -> std::io::Result<(Vec<u8>, Ve
         data.extend_from_slice(&buf[..got.bytes]);
     }
 }
+
+/// One `recvmsg(2)` into `buf`: the bytes read (0 at the end) and the descriptors that came.
+pub(crate) fn recv_some(sock: impl AsFd, buf: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(4))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let got = rustix::net::recvmsg(
+        sock.as_fd(),
+        &mut [IoSliceMut::new(buf)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    Ok((got.bytes, fds))
+}

@@ -17,7 +17,7 @@
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -241,6 +241,8 @@ fn run(spec: &InitSpec, events: &Events, state: &mut Mounted) -> Result<()> {
             &spec.args[0],
             &user,
             &ids,
+            spec.tty,
+            events.0.as_fd(),
             &argv,
             &envp,
         ) {

@@ -17,7 +17,9 @@ pub struct Interactive {
     /// `-i`: the container's stdin (fd 0 of its command) is this descriptor (the caller's
     /// stdin, a pipe, a file); `None`: /dev/null, as for RUN.
     pub stdin: Option<OwnedFd>,
-    /// `-t`: a pty of this size. Not supported yet: [`crate::Error::InvalidSpec`].
+    /// `-t`: the command's stdin, stdout and stderr are a pty of this size (its controlling
+    /// terminal); its output arrives as [`crate::Stream::Stdout`] in raw chunks, and
+    /// [`Interactive::stdin`] is written to it. Not with an OCI runtime.
     pub tty: Option<WindowSize>,
     /// `-p`: ports of the host forwarded to the container; only with
     /// [`crate::Network::Private`] (slirp4netns port forwarding).
@@ -74,6 +76,7 @@ pub struct RunControl {
 #[derive(Debug, Default)]
 struct Inner {
     pending: Mutex<Vec<i32>>,
+    resize: Mutex<Option<WindowSize>>,
     killed: AtomicBool,
     cancel: CancelToken,
 }
@@ -101,6 +104,24 @@ impl RunControl {
     pub fn kill(&self) {
         self.inner.killed.store(true, Ordering::SeqCst);
         self.signal(libc::SIGKILL);
+    }
+
+    /// A new size for the pty (the caller's SIGWINCH); nothing without one.
+    pub fn resize(&self, size: WindowSize) {
+        *self
+            .inner
+            .resize
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(size);
+    }
+
+    /// The size asked for since the last call.
+    pub(crate) fn take_resize(&self) -> Option<WindowSize> {
+        self.inner
+            .resize
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     /// Whether [`RunControl::kill`] was called.

@@ -295,6 +295,7 @@ mod tests {
             nat: None,
             private_root: false,
             stdin: false,
+            tty: None,
             publish: Vec::new(),
             mounts: Vec::new(),
             oci_runtime: None,

@@ -6,11 +6,13 @@
 use std::convert::Infallible;
 use std::ffi::{CString, OsStr};
 use std::fs;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::idmap::IdView;
+use crate::proto::InitEvent;
 use crate::step_mounts::{DevMounts, Mounted, apply_mount, bind_at, under_dev};
 use crate::sys;
 use crate::user::ExecUser;
@@ -56,6 +58,8 @@ pub(crate) fn container_pid1(
     arg0: &str,
     user: &ExecUser,
     ids: &IdView,
+    tty: Option<(u16, u16)>,
+    events: BorrowedFd<'_>,
     argv: &[CString],
     envp: &[CString],
 ) -> Result<Infallible> {
@@ -75,6 +79,9 @@ pub(crate) fn container_pid1(
     enter_root(root)?;
     std::env::set_current_dir(cwd).map_err(|e| Error::io("chdir", cwd, e))?;
     let program = find_executable(arg0, envp)?;
+    if let Some((rows, cols)) = tty {
+        attach_pty(rows, cols, events)?;
+    }
 
     sys::limit_bounding_set(DEFAULT_CAPS).map_err(|e| Error::sys("prctl", "PR_CAPBSET_DROP", e))?;
     sys::set_keep_caps(true).map_err(|e| Error::sys("prctl", "PR_SET_KEEPCAPS", e))?;
@@ -93,6 +100,22 @@ pub(crate) fn container_pid1(
     sys::install_seccomp(&filter).map_err(|e| Error::sys("prctl", "PR_SET_SECCOMP", e))?;
     let err = sys::execve(&program, argv, envp);
     Err(Error::Setup(format!("exec: \"{arg0}\": {err}")))
+}
+
+/// `-t`: a pty of the container's devpts as stdin, stdout, stderr and controlling terminal
+/// (PID 1 leads its own session); its master goes to the parent with a `Tty` event.
+fn attach_pty(rows: u16, cols: u16, events: BorrowedFd<'_>) -> Result<()> {
+    let (master, slave) =
+        sys::open_pty(rows, cols).map_err(|e| Error::sys("open", "pty /dev/ptmx", e))?;
+    sys::set_controlling_tty(slave.as_fd()).map_err(|e| Error::sys("ioctl", "TIOCSCTTY", e))?;
+    for fd in 0..3 {
+        sys::dup2(slave.as_raw_fd(), fd).map_err(|e| Error::sys("dup2", "pty", e))?;
+    }
+    let mut line =
+        serde_json::to_vec(&InitEvent::Tty).map_err(|e| Error::Protocol(e.to_string()))?;
+    line.push(b'\n');
+    crate::fdpass::send_with_fd(events, &line, master.as_fd())
+        .map_err(|e| Error::sys("sendmsg", "pty master", e))
 }
 
 /// Looks `arg0` up in the container's PATH like Go's `exec.LookPath`, as runc does.

@@ -36,6 +36,10 @@ pub(crate) struct InitSpec {
     /// The caller's stdin comes as a descriptor with the spec ([`crate::Interactive::stdin`]).
     #[serde(default)]
     pub(crate) stdin: bool,
+    /// A pty of this size (rows, columns) as the command's stdin, stdout and stderr; PID 1
+    /// sends its master to the parent with a `Tty` event.
+    #[serde(default)]
+    pub(crate) tty: Option<(u16, u16)>,
     /// Host ports forwarded by slirp4netns ([`crate::Interactive::publish`]).
     #[serde(default)]
     pub(crate) publish: Vec<crate::interactive::PortMapping>,
@@ -92,6 +96,8 @@ impl PlannedMount {
 pub(crate) enum InitEvent {
     /// The init is running (its first event, the handshake).
     Ready,
+    /// PID 1's pty master is attached to this message (`SCM_RIGHTS`).
+    Tty,
     /// The container's PID 1 exists (host pid).
     Started { pid: i32 },
     /// Setup or exec failed; the message is the whole error.

@@ -161,9 +161,9 @@ impl Executor {
         on_output: &mut dyn FnMut(Stream, &[u8]),
         control: &RunControl,
     ) -> Result<ExitStatus> {
-        if io.tty.is_some() {
+        if io.tty.is_some() && self.oci_runtime.is_some() {
             return Err(Error::InvalidSpec(
-                "a pty (-t) is not supported by the executor yet".into(),
+                "a pty (-t) is not supported with an OCI runtime".into(),
             ));
         }
         if !io.publish.is_empty() && process.network != Network::Private {
@@ -209,7 +209,9 @@ impl Executor {
         let result = bound
             .and_then(|()| self.plan(process, rootfs, mounts, cancel, &run_dir, &mut held))
             .and_then(|mut spec| {
-                spec.stdin = io.stdin.is_some();
+                // With a pty the parent forwards stdin through its master.
+                spec.stdin = io.stdin.is_some() && io.tty.is_none();
+                spec.tty = io.tty.map(|size| (size.rows, size.cols));
                 spec.publish.clone_from(&io.publish);
                 self.spawn_and_watch(&spec, io.stdin.as_ref(), on_output, cancel, control)
             });
@@ -380,6 +382,7 @@ impl Executor {
             },
             private_root: !self.root_is_mount,
             stdin: false,
+            tty: None,
             publish: Vec::new(),
             mounts: planned,
             oci_runtime: self.oci_runtime.clone(),
@@ -436,7 +439,7 @@ impl Executor {
         let payload = serde_json::to_vec(spec).map_err(|e| Error::Protocol(e.to_string()))?;
         // Without SIGPIPE (the embedder may not ignore it): an init that died early is
         // reported below from what it did send.
-        let sent = match stdin {
+        let sent = match stdin.filter(|_| spec.stdin) {
             // The descriptor rides on the first byte of the spec.
             Some(fd) if !payload.is_empty() => {
                 crate::fdpass::send_with_fd(sock.as_fd(), &payload[..1], fd.as_fd())
@@ -445,8 +448,15 @@ impl Executor {
             _ => sys::send_all_nosignal(sock.as_fd(), &payload),
         }
         .and_then(|()| sock.shutdown(std::net::Shutdown::Write));
-        let (events, tail, cancelled) = watch(&mut child.child, sock, on_output, cancel, control)
-            .map_err(|e| match e {
+        let (events, tail, cancelled) = watch(
+            &mut child.child,
+            sock,
+            on_output,
+            cancel,
+            control,
+            stdin.filter(|_| spec.tty.is_some()),
+        )
+        .map_err(|e| match e {
             Error::InitNotStarted { reason, .. } => Error::InitNotStarted {
                 binary: binary.clone(),
                 reason,
@@ -484,7 +494,7 @@ impl Executor {
         let mut failure = None;
         for event in events {
             match event {
-                InitEvent::Ready | InitEvent::Started { .. } => {}
+                InitEvent::Ready | InitEvent::Tty | InitEvent::Started { .. } => {}
                 InitEvent::Failed { message } => {
                     failure.get_or_insert(message);
                 }

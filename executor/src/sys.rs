@@ -8,7 +8,9 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+mod pty;
 mod signals;
+pub(crate) use pty::*;
 pub(crate) use signals::*;
 
 fn cstr(s: &OsStr) -> io::Result<CString> {

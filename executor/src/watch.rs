@@ -86,6 +86,7 @@ pub(crate) fn watch(
     on_output: &mut dyn FnMut(Stream, &[u8]),
     cancel: &CancelToken,
     control: Option<&RunControl>,
+    tty_input: Option<&OwnedFd>,
 ) -> Result<Watched> {
     let stdout = child
         .stdout
@@ -125,12 +126,23 @@ pub(crate) fn watch(
     let handshake_by = Instant::now() + HANDSHAKE_TIMEOUT;
     let mut cancelled_at: Option<Instant> = None;
     let mut buf = vec![0u8; 64 * 1024];
+    // `-t`: PID 1's pty master (sent with its `Tty` event), read raw as stdout, and the
+    // caller's stdin written to it.
+    let mut master: Option<fs::File> = None;
+    let mut input: Option<fs::File> = tty_input
+        .and_then(|fd| fd.try_clone().ok())
+        .map(fs::File::from);
     loop {
         let open: Vec<usize> = (0..sources.len())
             .filter(|&i| sources[i].1.is_some())
             .collect();
-        if open.is_empty() {
+        if open.is_empty() && master.is_none() {
             break;
+        }
+        if let Some(m) = &master
+            && let Some(size) = control.and_then(RunControl::take_resize)
+        {
+            let _ = sys::set_window_size(m.as_fd(), size.rows, size.cols);
         }
         if events_buf.is_empty() && sources[2].1.is_some() && Instant::now() > handshake_by {
             let _ = child.kill();
@@ -170,13 +182,37 @@ pub(crate) fn watch(
             }
         }
         let ready = {
-            let fds: Vec<_> = open
+            let mut fds: Vec<_> = open
                 .iter()
                 .filter_map(|&i| sources[i].1.as_ref().map(|fd| fd.as_fd()))
                 .collect();
+            fds.extend(master.as_ref().map(AsFd::as_fd));
+            fds.extend(input.as_ref().filter(|_| master.is_some()).map(AsFd::as_fd));
             sys::poll_readable(&fds, 50).map_err(|e| Error::sys("poll", "container output", e))?
         };
-        for (&i, ready) in open.iter().zip(ready) {
+        let (ready, tty_ready) = ready.split_at(open.len());
+        if let Some(m) = &master {
+            if tty_ready.first() == Some(&true) {
+                match (&*m).read(&mut buf) {
+                    Ok(n) if n > 0 => emit(Stream::Stdout, &buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    // EIO: every slave descriptor is closed, the container is gone.
+                    _ => master = None,
+                }
+            }
+            if tty_ready.get(1) == Some(&true)
+                && let (Some(m), Some(i)) = (&master, &input)
+            {
+                match (&*i).read(&mut buf) {
+                    Ok(n) if n > 0 => {
+                        let _ = std::io::Write::write_all(&mut &*m, &buf[..n]);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    _ => input = None,
+                }
+            }
+        }
+        for (&i, &ready) in open.iter().zip(ready) {
             if !ready {
                 continue;
             }
@@ -184,7 +220,18 @@ pub(crate) fn watch(
                 let Some(mut file) = sources[i].1.as_ref() else {
                     continue;
                 };
-                match file.read(&mut buf) {
+                let read = if sources[i].0.is_none() {
+                    // The event socket may carry the pty master.
+                    crate::fdpass::recv_some(file, &mut buf).map(|(n, fds)| {
+                        if let Some(fd) = fds.into_iter().next() {
+                            master = Some(fs::File::from(fd));
+                        }
+                        n
+                    })
+                } else {
+                    file.read(&mut buf)
+                };
+                match read {
                     Ok(n) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(_) => 0,

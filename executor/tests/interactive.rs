@@ -9,7 +9,7 @@ use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use kiln_executor::{
-    Error, Interactive, Network, PortMapping, ProcessSpec, Protocol, RunControl, Stream, WindowSize,
+    Interactive, Network, PortMapping, ProcessSpec, Protocol, RunControl, Stream, WindowSize,
 };
 use support::{Fixture, require_env};
 
@@ -83,23 +83,46 @@ fn signals_reach_pid_1_and_kill_ends_the_container() {
 }
 
 #[test]
-fn tty_and_ports_without_private_network_are_refused() {
+fn tty_is_the_commands_terminal_with_its_size_and_input() {
     require_env!();
     let f = Fixture::new();
+    let (reader, mut writer) = std::io::pipe().expect("pipe");
+    writer
+        .write_all(b"echo typed-$((20+22))\nexit 7\n")
+        .expect("write");
+    drop(writer);
     let mut io = Interactive::new();
-    io.tty = Some(WindowSize { rows: 24, cols: 80 });
-    let err = f
+    io.tty = Some(WindowSize {
+        rows: 33,
+        cols: 101,
+    });
+    io.stdin = Some(OwnedFd::from(reader));
+    let mut out = Vec::new();
+    let status = f
         .executor
         .run_interactive(
-            &sh("true"),
+            &sh("tty; stty size; exec sh"),
             &f.rootfs(),
             &[],
             io,
-            &mut |_, _| {},
+            &mut |stream, chunk| {
+                assert_eq!(stream, Stream::Stdout);
+                out.extend_from_slice(chunk);
+            },
             &RunControl::new(),
         )
-        .expect_err("no pty yet");
-    assert!(matches!(err, Error::InvalidSpec(_)), "{err}");
+        .expect("run");
+    let out = String::from_utf8_lossy(&out).replace('\r', "");
+    // (The pty echoes the input, which arrived before the command read it.)
+    assert!(out.contains("/dev/pts/0\n33 101\n"), "{out:?}");
+    assert!(out.contains("typed-42\n"), "{out:?}");
+    assert_eq!(status.code(), 7, "{out:?}");
+}
+
+#[test]
+fn ports_without_private_network_are_refused() {
+    require_env!();
+    let f = Fixture::new();
     let mut io = Interactive::new();
     io.publish.push(PortMapping {
         host_ip: "127.0.0.1".parse().unwrap(),
