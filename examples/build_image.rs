@@ -7,7 +7,7 @@
 
 use std::process::ExitCode;
 
-use kiln::{BuildOptions, Builder, Destination, OutputSpec, Progress, ProgressEvent};
+use kiln::{BuildRequest, Builder, Destination, OutputSpec, Progress, ProgressEvent};
 
 /// Prints one line per finished step, like a terse `--progress=plain`.
 struct Lines;
@@ -39,7 +39,7 @@ fn main() -> ExitCode {
     let state = std::env::temp_dir().join("kiln-example-state");
     let builder = Builder::new(state).jobs(2);
 
-    let mut options = BuildOptions::new(context);
+    let mut options = BuildRequest::new(context);
     options.tags.push("hello:latest".into());
     options
         .build_args

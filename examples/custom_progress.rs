@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use kiln::{BuildOptions, Builder, Progress, ProgressEvent, StepId};
+use kiln::{BuildRequest, Builder, Progress, ProgressEvent, StepId};
 
 #[derive(Default)]
 struct Summary {
@@ -69,7 +69,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| "examples/hello".into());
     let builder = Builder::new(std::env::temp_dir().join("kiln-example-state"));
     let progress = SummaryProgress::default();
-    let result = builder.build(&BuildOptions::new(context), &progress);
+    let result = builder.build(&BuildRequest::new(context), &progress);
     let summary = progress
         .0
         .into_inner()

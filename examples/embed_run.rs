@@ -10,7 +10,7 @@
 
 use std::process::ExitCode;
 
-use kiln::{BuildOptions, Builder, NoProgress};
+use kiln::{BuildRequest, Builder, NoProgress};
 
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         || std::env::temp_dir().join(format!("kiln-embed-run-{}", uid())),
         Into::into,
     );
-    match Builder::new(state).build(&BuildOptions::new(context), &NoProgress) {
+    match Builder::new(state).build(&BuildRequest::new(context), &NoProgress) {
         Ok(image) => {
             println!("{}", image.config_digest);
             ExitCode::SUCCESS

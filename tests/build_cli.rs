@@ -924,3 +924,40 @@ fn pull_re_resolves_the_base_image() {
     ));
     assert_eq!(version("pulled"), "v2\n", "--pull looks the tag up again");
 }
+
+#[test]
+fn debug_shows_a_timed_span_per_step() {
+    if common::not_root() {
+        return;
+    }
+    let state = tempdir();
+    let out = kiln(&state)
+        .args(["--debug", "build", "--progress=plain", "--no-cache", "-t", "dbg:1"])
+        .arg(hello_context())
+        .env_remove("KILN_LOG")
+        .output()
+        .expect("run kiln");
+    let (_, stderr) = ok(&out);
+    // One close line with its timing for each step, under the build's span.
+    for (id, name) in [(1, "COPY hello.txt /hello.txt"), (2, "COPY etc/ /etc/")] {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(&format!("step{{id={id} name={name}}}: close time.busy=")))
+            .unwrap_or_else(|| panic!("no close line of step {id} in:\n{stderr}"));
+        assert!(line.contains("build{context="), "{line}");
+        assert!(line.contains("time.idle="), "{line}");
+    }
+    assert!(
+        stderr.lines().any(|l| l.contains("export{output=image}: close time.busy=")),
+        "{stderr}"
+    );
+    // Without --debug or KILN_LOG, no diagnostics.
+    let out = kiln(&state)
+        .args(["build", "--progress=plain"])
+        .arg(hello_context())
+        .env_remove("KILN_LOG")
+        .output()
+        .expect("run kiln");
+    let (_, stderr) = ok(&out);
+    assert!(!stderr.contains("time.busy="), "{stderr}");
+}

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::busybox_context;
-use kiln::{BuildOptions, Builder, CancelHandle, Progress, ProgressEvent};
+use kiln::{BuildRequest, Builder, CancelHandle, Progress, ProgressEvent};
 
 #[derive(Default)]
 struct Recorder(Mutex<Vec<ProgressEvent>>);
@@ -32,7 +32,7 @@ fn issue12_a_cancel_handle_stops_a_running_build_and_releases_everything() {
     };
     let state = common::tempdir();
     let builder = Builder::new(state.path()).init_binary(env!("CARGO_BIN_EXE_kiln"));
-    let options = BuildOptions::new(ctx.path());
+    let options = BuildRequest::new(ctx.path());
     let cancel = CancelHandle::new();
     let stop = cancel.clone();
     let runs = state.path().join("executor");

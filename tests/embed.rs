@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use kiln::{BuildOptions, Builder, Progress, ProgressEvent};
+use kiln::{BuildRequest, Builder, Progress, ProgressEvent};
 
 #[derive(Default)]
 struct Lines(Mutex<Vec<String>>);
@@ -48,7 +48,7 @@ fn run_step_builds_in_the_libtest_harness_with_threads_and_no_hook() {
         let state = common::tempdir();
         let lines = Lines::default();
         let started = Instant::now();
-        let result = Builder::new(state.path()).build(&BuildOptions::new(ctx.path()), &lines);
+        let result = Builder::new(state.path()).build(&BuildRequest::new(ctx.path()), &lines);
         stop.store(true, Ordering::Relaxed);
         let image = result.expect("build with a RUN step");
         assert!(image.config_digest.starts_with("sha256:"), "{image:?}");

@@ -1,4 +1,4 @@
-//! The embeddable facade: `Builder` + `BuildOptions` + an embedder's own `Progress`, without the
+//! The embeddable facade: `Builder` + `BuildRequest` + an embedder's own `Progress`, without the
 //! command line. Checks the events an embedder receives, the result against the exported image,
 //! spec parsing through `FromStr`, and pushing with `Credentials`.
 
@@ -10,7 +10,7 @@ use common::oci::oci_image;
 use common::registry::Registry;
 use common::{hello_context, tempdir};
 use kiln::{
-    BuildOptions, Builder, Credentials, Destination, Dockerfile, OutputSpec, Progress,
+    BuildRequest, Builder, Credentials, Destination, Dockerfile, OutputSpec, Progress,
     ProgressEvent,
 };
 
@@ -31,7 +31,7 @@ fn build_through_the_facade_reports_events_and_returns_the_image() {
     let state = tempdir();
     let out = tempdir();
     let builder = Builder::new(state.path()).jobs(2);
-    let mut options = BuildOptions::new(hello_context());
+    let mut options = BuildRequest::new(hello_context());
     options
         .build_args
         .insert("GREETING".into(), "from-the-library".into());
@@ -81,6 +81,11 @@ fn build_through_the_facade_reports_events_and_returns_the_image() {
     assert_eq!(manifest_digest, &image.manifest_digest);
     assert_eq!(image.names, vec!["lib/hello:1".to_owned()]);
 
+    // The returned config is the stored bytes: they hash to the config digest.
+    assert_eq!(
+        image.config_digest,
+        format!("sha256:{}", sha256_hex(&image.config))
+    );
     // The returned config is the exported one.
     let (config, files) = oci_image(&out.path().join("layout"));
     let returned: serde_json::Value = serde_json::from_slice(&image.config).unwrap();
@@ -95,6 +100,45 @@ fn build_through_the_facade_reports_events_and_returns_the_image() {
     assert_eq!(files["hello.txt"], b"hello from kiln\n");
 }
 
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .fold(String::new(), |mut s, b| {
+            use std::fmt::Write as _;
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// The config's `created` of a build of `FROM scratch / COPY` with `epoch` as the option.
+fn created_of(state: &std::path::Path, epoch: Option<i64>) -> String {
+    let mut request = BuildRequest::new(hello_context());
+    request.dockerfile = Dockerfile::Text("FROM scratch\nCOPY hello.txt /\n".into());
+    request.no_cache = true;
+    request.source_date_epoch = epoch;
+    let image = Builder::new(state)
+        .build(&request, &kiln::NoProgress)
+        .expect("build");
+    let config: serde_json::Value = serde_json::from_slice(&image.config).unwrap();
+    config["created"].as_str().expect("created").to_owned()
+}
+
+#[test]
+fn the_library_ignores_source_date_epoch_in_the_environment() {
+    if common::not_root() {
+        return;
+    }
+    let state = tempdir();
+    // SAFETY: no other thread of this test binary reads or writes SOURCE_DATE_EPOCH.
+    unsafe { std::env::set_var("SOURCE_DATE_EPOCH", "1000") };
+    let from_env = created_of(state.path(), None);
+    let from_option = created_of(state.path(), Some(1000));
+    unsafe { std::env::remove_var("SOURCE_DATE_EPOCH") };
+    assert_ne!(from_env, "1970-01-01T00:16:40Z", "the env was read");
+    assert_eq!(from_option, "1970-01-01T00:16:40Z");
+}
+
 #[test]
 fn dockerfile_text_and_parsed_specs() {
     if common::not_root() {
@@ -102,7 +146,7 @@ fn dockerfile_text_and_parsed_specs() {
     }
     let state = tempdir();
     let out = tempdir();
-    let mut options = BuildOptions::new(hello_context());
+    let mut options = BuildRequest::new(hello_context());
     options.dockerfile = Dockerfile::Text("FROM scratch\nCOPY hello.txt /greeting\n".into());
     let dest = format!("type=local,dest={}", out.path().display());
     options.outputs.push(dest.parse().expect("buildx syntax"));
@@ -137,7 +181,7 @@ fn push_with_credentials() {
     };
     let state = tempdir();
     let name = format!("{}/lib/pushed:1", registry.addr);
-    let mut options = BuildOptions::new(hello_context());
+    let mut options = BuildRequest::new(hello_context());
     options.tags.push(name.clone());
     options.outputs.push(OutputSpec::Image {
         names: Vec::new(),
@@ -152,11 +196,14 @@ fn push_with_credentials() {
         password: "nope".into(),
     });
     let err = wrong.build(&options, &kiln::NoProgress).unwrap_err();
-    assert!(
-        err.to_string()
-            .starts_with(&format!("cannot push `{name}`: ")),
-        "{err}"
-    );
+    // The registry's error is the cause, kept (not a string) and printed once.
+    assert_eq!(err.to_string(), format!("cannot push `{name}`"));
+    let cause = std::error::Error::source(&err)
+        .expect("a cause")
+        .to_string();
+    let report = err.report();
+    assert_eq!(report, format!("cannot push `{name}`: {cause}"));
+    assert_eq!(report.matches(&cause).count(), 1, "{report}");
 
     let right = Builder::new(state.path()).credentials(Credentials {
         registry: registry.addr.clone(),

@@ -1,12 +1,16 @@
-//! The solver's one error type: every variant names the path, line, step or digest involved.
+//! The solver's one error type: every variant names the path, line, step or digest involved,
+//! and keeps the lower crate's error as its [`source`](std::error::Error::source) (never as a
+//! string). A message never repeats its source's text: [`Error::report`] (and anyhow's `{:#}`)
+//! prints the chain, each cause once.
 
 use std::path::PathBuf;
 
 /// Everything that can go wrong while planning or running a build.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A filesystem operation failed on a path.
-    #[error("{op} `{path}`: {source}")]
+    #[error("{op} `{path}`")]
     Io {
         /// What was being done (`read`, `copy`, `mkdir`, ...).
         op: &'static str,
@@ -31,9 +35,20 @@ pub enum Error {
         /// Why it is rejected.
         reason: String,
     },
-    /// The Dockerfile could not be parsed.
-    #[error("{0}")]
-    Parse(String),
+    /// The Dockerfile could not be read.
+    #[error("cannot read Dockerfile `{path}`")]
+    ReadDockerfile {
+        /// The path that was tried.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The Dockerfile could not be parsed (the parser's error names the file and line).
+    #[error(transparent)]
+    Parse(#[from] kiln_parser::Error),
+    /// `--platform` named something other than linux/amd64.
+    #[error("platform `{0}` is not supported yet: kiln builds linux/amd64 images only")]
+    UnsupportedPlatform(String),
     /// The Dockerfile parsed but describes an invalid build.
     #[error("Dockerfile:{line}: {message}")]
     Plan {
@@ -79,14 +94,30 @@ pub enum Error {
         tail: Vec<String>,
     },
     /// The snapshotter failed.
-    #[error("snapshot {what}: {message}")]
+    #[error("snapshot {what}")]
     Snapshot {
         /// Which snapshot or operation.
         what: String,
-        /// The underlying error text.
-        message: String,
+        /// The snapshotter's error.
+        source: kiln_snapshotter::Error,
     },
-    /// The image layer (pull, store, export) failed.
+    /// The image crate (pull, store, export) failed.
+    #[error("image {what}")]
+    ImageStore {
+        /// Which image, digest or output.
+        what: String,
+        /// The image crate's error.
+        source: kiln_image::Error,
+    },
+    /// Pushing the built image failed.
+    #[error("cannot push `{name}`")]
+    Push {
+        /// The name pushed to.
+        name: String,
+        /// The image crate's error.
+        source: kiln_image::Error,
+    },
+    /// An image is not what the build expects (a layer count or diff_id mismatch...).
     #[error("image {what}: {message}")]
     Image {
         /// Which image, digest or output.
@@ -113,12 +144,22 @@ pub enum Error {
         message: String,
     },
     /// A request option is invalid (output spec, secret spec, ...).
-    #[error("invalid {what}: {message}")]
-    Invalid {
-        /// Which option.
-        what: &'static str,
+    #[error("invalid {option}: {message}")]
+    InvalidOption {
+        /// The flag or field concerned, e.g. `--output`.
+        option: &'static str,
         /// What is wrong.
         message: String,
+    },
+    /// The executor could not run a process (not a non-zero exit).
+    #[error("Dockerfile:{line}: run `{command}`")]
+    Executor {
+        /// 1-based Dockerfile line (0 when not a Dockerfile step).
+        line: usize,
+        /// The command.
+        command: String,
+        /// The executor's error.
+        source: kiln_executor::Error,
     },
     /// The build was cancelled: through its [`crate::CancelHandle`] (SIGINT/SIGTERM in the
     /// CLI), or, for the steps still running, because another step failed.
@@ -131,6 +172,49 @@ fn tail_text(tail: &[String]) -> String {
         String::new()
     } else {
         format!("\n{}", tail.join("\n"))
+    }
+}
+
+impl Error {
+    /// The message and each of its causes once, joined with `: ` (what a user is shown).
+    pub fn report(&self) -> String {
+        let mut out = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            let text = c.to_string();
+            // A transparent variant shows its source's text already.
+            if !out.ends_with(&text) {
+                out.push_str(": ");
+                out.push_str(&text);
+            }
+            cause = c.source();
+        }
+        out
+    }
+
+    /// Whether the build stopped because its [`crate::CancelHandle`] was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, Error::Cancelled)
+    }
+
+    /// The Dockerfile lines (1-based, first and last) the error points at, when known.
+    pub fn dockerfile_lines(&self) -> Option<(usize, usize)> {
+        match self {
+            Error::Parse(kiln_parser::Error::Syntax { line, end_line, .. }) => {
+                Some((*line, *end_line))
+            }
+            Error::Plan { line, .. }
+            | Error::SourceNotFound { line, .. }
+            | Error::StepFailed { line, .. }
+            | Error::ProcessFailed { line, .. }
+            | Error::Executor { line, .. }
+            | Error::Exec { line, .. }
+                if *line > 0 =>
+            {
+                Some((*line, *line))
+            }
+            _ => None,
+        }
     }
 }
 

@@ -10,16 +10,16 @@
 //! the final image is written to the content store and to the requested outputs.
 //!
 //! ```no_run
-//! use kiln_solver::{BuildRequest, NoProgress, OutputSpec, Solver, SolverConfig};
+//! use kiln_solver::{BuildRequest, NoProgress, Solver, SolverConfig};
 //!
 //! # fn main() -> kiln_solver::Result<()> {
 //! // RUN steps re-execute this binary as the container init, which starts from the
 //! // executor's constructor before `main`: nothing to call first.
 //! let solver = Solver::new(SolverConfig::new("/var/lib/kiln"))?;
 //! let mut req = BuildRequest::new("./app");
-//! req.build_args.push(("VERSION".into(), "1.2".into()));
+//! req.build_args.insert("VERSION".into(), "1.2".into());
 //! req.tags.push("app:latest".into());
-//! req.outputs.push(OutputSpec::parse("type=oci,dest=app.tar")?);
+//! req.outputs.push("type=oci,dest=app.tar".parse()?);
 //! let outcome = solver.build(&req, &NoProgress)?;
 //! println!("{} ({} cached steps)", outcome.config_digest, outcome.steps_cached);
 //! # Ok(()) }
@@ -28,7 +28,6 @@
 //! Progress arrives as [`ProgressEvent`]s through the [`Progress`] trait: `StepStarted` carries
 //! the `Step N/M` numbering and the instruction, `StepCached` marks a cache hit.
 
-mod solve;
 pub mod cache;
 mod context;
 mod copy;
@@ -41,18 +40,19 @@ mod plan;
 pub mod progress;
 mod prune;
 mod remote_cache;
-mod request;
+pub mod request;
 pub mod rootfs;
 mod scheduler;
+mod solve;
 mod untar;
 mod users;
 
-pub use solve::Solver;
 pub use cache::{PruneOptions, PruneReport};
 pub use error::{Error, Result};
 pub use progress::{LogStream, NoProgress, Progress, ProgressEvent, StepId};
 pub use request::{
-    BuildOutcome, BuildRequest, CacheExport, CacheLocation, DockerfileSource, NetworkMode,
-    OutputSpec, SecretSource, SecretSpec, SolverConfig, SshSpec,
+    BuildOutcome, BuildRequest, CacheSpec, Compression, Credentials, Destination, Dockerfile,
+    DockerfileText, NetworkMode, OutputSpec, SecretSource, SecretSpec, SolverConfig, SshSpec,
 };
 pub use scheduler::CancelHandle;
+pub use solve::Solver;

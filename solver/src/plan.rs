@@ -647,7 +647,7 @@ mod tests {
     }
 
     fn plan_of(src: &str, args: &[(&str, &str)], target: Option<&str>) -> Result<Plan> {
-        let df = kiln_parser::parse(src.as_bytes()).map_err(|e| Error::Parse(e.to_string()))?;
+        let df = kiln_parser::parse(src.as_bytes()).map_err(Error::Parse)?;
         let args: Vec<(String, String)> = args
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -20,8 +20,10 @@ pub enum LogStream {
     Stderr,
 }
 
-/// One thing that happened during a build.
+/// One thing that happened during a build. New kinds of events will be added: match with a
+/// `_ => {}` arm.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum ProgressEvent {
     /// The plan is known; `total_steps` steps will be reported.
     BuildStarted {

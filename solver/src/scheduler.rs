@@ -32,8 +32,8 @@ where
         .num_threads(jobs.max(1))
         .thread_name(|i| format!("kiln-step-{i}"))
         .build()
-        .map_err(|e| Error::Invalid {
-            what: "jobs",
+        .map_err(|e| Error::InvalidOption {
+            option: "jobs",
             message: e.to_string(),
         })?;
     let mut results: Vec<Option<Arc<R>>> = (0..n).map(|_| None).collect();

@@ -12,7 +12,6 @@ use std::time::Instant;
 use kiln_executor as ex;
 use kiln_image::{
     ContentStore, Descriptor, Digest, Image, ImageConfig, Platform, Reference, RegistryClient,
-    RegistryOptions,
 };
 use kiln_snapshotter::{self as snap, Snapshotter};
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -31,12 +30,14 @@ use crate::plan::{
 use crate::progress::{LogStream, Progress, ProgressEvent, StepId};
 use crate::remote_cache::{self, CacheEntry, Imported};
 use crate::request::{
-    BuildOutcome, BuildRequest, DockerfileSource, NetworkMode, OutputSpec, SecretSource,
-    SolverConfig,
+    BuildOutcome, BuildRequest, CacheExport, CacheSpec, Dockerfile, DockerfileText, NetworkMode,
+    SecretSource, SolverConfig,
 };
 use crate::scheduler::{CancelHandle, OnceMap, run_dag};
 use crate::users;
 
+mod export;
+mod history;
 mod run;
 mod step;
 
@@ -45,20 +46,16 @@ mod step;
 const EMPTY_TAR_DIFF_ID: &str =
     "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
 
+/// Wraps a snapshotter error with what was being done.
 pub(crate) fn snap_err(what: impl Into<String>) -> impl FnOnce(snap::Error) -> Error {
     let what = what.into();
-    move |e| Error::Snapshot {
-        what,
-        message: e.to_string(),
-    }
+    move |source| Error::Snapshot { what, source }
 }
 
-fn img_err(what: impl Into<String>) -> impl FnOnce(kiln_image::Error) -> Error {
+/// Wraps an image-crate error with what was being done.
+pub(crate) fn img_err(what: impl Into<String>) -> impl FnOnce(kiln_image::Error) -> Error {
     let what = what.into();
-    move |e| Error::Image {
-        what,
-        message: e.to_string(),
-    }
+    move |source| Error::ImageStore { what, source }
 }
 
 /// The engine: owns the content store, snapshotter, cache records and (lazily) the executor.
@@ -128,6 +125,8 @@ struct BuildCtx<'a> {
     imported: Imported,
     /// Set once the "no slirp4netns, host network" warning was shown.
     warned_host_network: AtomicBool,
+    /// The build's tracing span, parent of every step's (steps run on pool threads).
+    span: tracing::Span,
     /// Each step's last inputs, to explain a miss.
     explain: crate::explain::ExplainStore,
 }
@@ -230,10 +229,7 @@ impl Solver {
         let snapshotter = snap::open(&config.state_dir, config.snapshot_driver)
             .map_err(snap_err(config.state_dir.display().to_string()))?;
         let cache = CacheStore::open(&config.state_dir)?;
-        let registry = RegistryClient::new(RegistryOptions {
-            insecure_registries: config.insecure_registries.clone(),
-            ..RegistryOptions::default()
-        });
+        let registry = RegistryClient::new(config.registry_options(None));
         Ok(Self {
             config,
             store,
@@ -321,11 +317,19 @@ impl Solver {
         progress: &dyn Progress,
         cancel: &CancelHandle,
     ) -> Result<BuildOutcome> {
+        let span = tracing::info_span!("build", context = %req.context.display());
+        let _entered = span.enter();
+        // Checked, read once (or taken as the caller read it) and parsed once before any work
+        // starts and any event is sent: a syntax error is reported with its line alone.
+        export::check_outputs(req)?;
+        let dockerfile = req.dockerfile.read(&req.context)?;
+        let df = kiln_parser::parse(dockerfile.text.as_bytes())
+            .map_err(|e| Error::Parse(e.with_file(&dockerfile.name)))?;
         let started = Instant::now();
         let r = if cancel.is_cancelled() {
             Err(Error::Cancelled)
         } else {
-            self.build_inner(req, progress, cancel)
+            self.build_inner(req, &dockerfile, &df, progress, cancel, &span)
         };
         let r = match r {
             Err(_) if cancel.is_cancelled() => Err(Error::Cancelled),
@@ -341,37 +345,47 @@ impl Solver {
     fn build_inner(
         &self,
         req: &BuildRequest,
+        dockerfile: &DockerfileText,
+        df: &kiln_parser::Dockerfile,
         progress: &dyn Progress,
         cancel: &CancelHandle,
+        span: &tracing::Span,
     ) -> Result<BuildOutcome> {
-        let context_root = std::fs::canonicalize(&req.context_dir)
-            .map_err(io_err("open build context", &req.context_dir))?;
-        let (df_bytes, df_path) = match &req.dockerfile {
-            DockerfileSource::Default => {
-                let p = context_root.join("Dockerfile");
-                (
-                    kiln_fs::read_in_dir(&p).map_err(io_err("read Dockerfile", &p))?,
-                    Some(p),
-                )
+        let context_root = std::fs::canonicalize(&req.context)
+            .map_err(io_err("open build context", &req.context))?;
+        let ignore = IgnoreMatcher::for_build(&context_root, dockerfile.path.as_deref())?;
+        // `--ssh default` without paths forwards the request's agent socket.
+        let resolved;
+        let req = if req.ssh.iter().any(|s| s.paths.is_empty()) {
+            let mut r = req.clone();
+            for s in r.ssh.iter_mut().filter(|s| s.paths.is_empty()) {
+                s.paths.extend(req.ssh_auth_sock.iter().cloned());
             }
-            DockerfileSource::Path(p) => (
-                kiln_fs::read_in_dir(p).map_err(io_err("read Dockerfile", p))?,
-                Some(p.clone()),
-            ),
-            DockerfileSource::Bytes { content, .. } => (content.clone(), None),
+            resolved = r;
+            &resolved
+        } else {
+            req
         };
-        let df = kiln_parser::parse(&df_bytes).map_err(|e| Error::Parse(e.to_string()))?;
-        let ignore = IgnoreMatcher::for_build(&context_root, df_path.as_deref())?;
 
         // Plan, pulling base images as the planner meets them.
         let mut images: Vec<Image> = Vec::new();
+        let build_args: Vec<(String, String)> = req
+            .build_args
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let labels: Vec<(String, String)> = req
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let input = PlanInput {
-            build_args: &req.build_args,
+            build_args: &build_args,
             target: req.target.as_deref(),
             no_cache: req.no_cache,
             no_cache_filter: &req.no_cache_filter,
             network: req.network,
-            labels: &req.labels,
+            labels: &labels,
         };
         let plan = {
             let mut resolver = |r: &str| -> Result<ImageConfig> {
@@ -380,7 +394,7 @@ impl Solver {
                 images.push(img);
                 Ok(cfg)
             };
-            plan::plan(&df, &input, &mut resolver)?
+            plan::plan(df, &input, &mut resolver)?
         };
         for w in &plan.warnings {
             progress.event(&ProgressEvent::Warning { message: w.clone() });
@@ -451,19 +465,45 @@ impl Solver {
             ids
         };
         progress.event(&ProgressEvent::BuildStarted { total_steps: total });
+        for (flag, specs) in [
+            ("--cache-from", &req.cache_from),
+            ("--cache-to", &req.cache_to),
+        ] {
+            for spec in specs {
+                let kind = match spec {
+                    CacheSpec::Inline => "inline",
+                    CacheSpec::Unsupported(k) => k.as_str(),
+                    CacheSpec::Local { .. } | CacheSpec::Registry { .. } => continue,
+                };
+                progress.event(&ProgressEvent::Warning {
+                    message: format!(
+                        "`{flag} type={kind}` is not supported yet; kiln uses its local cache in the state directory"
+                    ),
+                });
+            }
+        }
 
         let mut secrets = Vec::new();
         for s in &req.secrets {
             let bytes = match &s.source {
                 SecretSource::File(p) => std::fs::read(p).map_err(io_err("read secret", p))?,
+                // Environment variables the caller named (never one the library picks).
                 SecretSource::Env(v) => std::env::var(v).unwrap_or_default().into_bytes(),
+                SecretSource::EnvOrFile(id) => match std::env::var_os(id) {
+                    Some(v) => v.into_encoded_bytes(),
+                    None => std::fs::read(id).map_err(io_err("read secret", id))?,
+                },
                 SecretSource::Bytes(b) => b.clone(),
             };
             secrets.push((s.id.clone(), bytes));
         }
 
-        let (imported, import_warnings) =
-            Imported::load(&self.store, &self.registry, &req.cache_from);
+        let cache_from: Vec<_> = req
+            .cache_from
+            .iter()
+            .filter_map(|c| CacheExport::of(c).map(|e| e.location))
+            .collect();
+        let (imported, import_warnings) = Imported::load(&self.store, &self.registry, &cache_from);
         for w in import_warnings {
             progress.event(&ProgressEvent::Warning { message: w });
         }
@@ -490,6 +530,7 @@ impl Solver {
             imported,
             warned_host_network: AtomicBool::new(false),
             explain: crate::explain::ExplainStore::open(&self.config.state_dir),
+            span: span.clone(),
         };
         let _on_cancel = {
             let (flag, tokens) = (ctx.cancelled.clone(), ctx.cancel_tokens.clone());
@@ -543,7 +584,7 @@ impl Solver {
                 }
             }
         }
-        stamp_history(&mut config.history, base_len, epoch);
+        history::stamp_history(&mut config.history, base_len, epoch);
         // As BuildKit's exporter: the epoch, else the latest history time.
         config.created = match epoch {
             Some(secs) => Some(kiln_image::spec::format_rfc3339(secs, 0)),
@@ -564,111 +605,40 @@ impl Solver {
         }
         let image =
             kiln_image::write_image(&self.store, &config, &descs).map_err(img_err("write"))?;
-        let mut names: Vec<Reference> = Vec::new();
-        for t in &req.tags {
-            names.push(Reference::parse(t).map_err(img_err(t.clone()))?);
-        }
-        let outputs: Vec<OutputSpec> = if req.outputs.is_empty() && !req.tags.is_empty() {
-            vec![OutputSpec::Image { names: Vec::new() }]
-        } else {
-            req.outputs.clone()
-        };
-        for o in &outputs {
-            self.export(
-                o,
-                &image,
-                &names,
-                fs.as_ref().and_then(|f| f.snapshot.as_deref()),
-            )?;
-        }
-        for exp in &req.cache_to {
+        let names = export::image_names(req);
+        self.export_all(
+            req,
+            &image,
+            &names,
+            fs.as_ref().and_then(|f| f.snapshot.as_deref()),
+        )?;
+        for exp in req.cache_to.iter().filter_map(CacheExport::of) {
             let records = cache_entries(&ctx, &g, &results, tail_v, exp.max);
-            remote_cache::export(&self.store, &self.registry, exp, records)?;
+            remote_cache::export(&self.store, &self.registry, &exp, records)?;
         }
         progress.event(&ProgressEvent::ImageWritten {
             manifest_digest: image.manifest_digest.to_string(),
             config_digest: image.config_digest.to_string(),
-            names: names.iter().map(|n| n.to_string()).collect(),
+            names: names
+                .iter()
+                .map(|n| Reference::parse(n).map_or_else(|_| n.clone(), |r| r.to_string()))
+                .collect(),
         });
+        // The stored bytes, which hash to the digest (never a re-serialisation).
+        let config_bytes = self
+            .store
+            .read_blob(&image.config_digest)
+            .map_err(img_err("read the image config"))?;
         Ok(BuildOutcome {
             manifest_digest: image.manifest_digest.to_string(),
             config_digest: image.config_digest.to_string(),
             config: image.config.clone(),
+            config_bytes,
+            names,
             steps_run: ctx.ran.load(Ordering::SeqCst),
             steps_cached: ctx.cached.load(Ordering::SeqCst),
             warnings: plan.warnings.clone(),
         })
-    }
-
-    fn export(
-        &self,
-        o: &OutputSpec,
-        image: &Image,
-        names: &[Reference],
-        snapshot: Option<&str>,
-    ) -> Result<()> {
-        match o {
-            OutputSpec::Image { names: extra } => {
-                let mut all: Vec<Reference> = names.to_vec();
-                for n in extra {
-                    all.push(Reference::parse(n).map_err(img_err(n.clone()))?);
-                }
-                for r in &all {
-                    self.store
-                        .set_tag(r, &image.manifest_digest)
-                        .map_err(img_err(r.to_string()))?;
-                }
-            }
-            OutputSpec::Oci { dest, tar } => {
-                let gz = kiln_image::CompressionOptions {
-                    compression: kiln_image::Compression::Gzip,
-                    level: None,
-                };
-                let image = kiln_image::convert_image(&self.store, image, gz, false)
-                    .map_err(img_err(format!("compress layers for {}", dest.display())))?;
-                kiln_image::export_oci(&self.store, &image, names, dest, *tar)
-                    .map_err(img_err(dest.display().to_string()))?;
-            }
-            OutputSpec::Docker { dest } => {
-                kiln_image::export_docker(
-                    &self.store,
-                    &[(image.clone(), names.to_vec())],
-                    None,
-                    dest,
-                )
-                .map_err(img_err(dest.display().to_string()))?;
-            }
-            OutputSpec::Local { dest } => {
-                let view = View::open(self.snapshotter.as_ref(), snapshot)?;
-                std::fs::create_dir_all(dest).map_err(io_err("create directory", dest))?;
-                let tree = SourceTree {
-                    root: view.path(),
-                    ignore: None,
-                };
-                let src = CopySource::Tree {
-                    tree,
-                    paths: vec!["/".into()],
-                    reset_owner: false,
-                };
-                let opts = CopyOptions {
-                    dest: "/".into(),
-                    chown: None,
-                    chmod: None,
-                    parents: false,
-                    exclude: None,
-                    unpack_archives: false,
-                    line: 0,
-                };
-                copy::copy(dest, &src, &opts)?;
-            }
-            OutputSpec::Tar { dest } => {
-                let view = View::open(self.snapshotter.as_ref(), snapshot)?;
-                let mut f = std::fs::File::create(dest).map_err(io_err("create", dest))?;
-                kiln_image::write_rootfs_tar(view.path(), &mut f)
-                    .map_err(img_err(dest.display().to_string()))?;
-            }
-        }
-        Ok(())
     }
 }
 
@@ -780,49 +750,6 @@ impl Solver {
     }
 }
 
-/// Fills the history times a step did not give as BuildKit's `normalizeLayersAndHistory`
-/// does (the first new entry's time, then each later entry's predecessor's), then clamps every
-/// time after the first `base_len` (the base image's) to `epoch` when given, as its exporter
-/// does for `SOURCE_DATE_EPOCH`.
-fn stamp_history(history: &mut [kiln_image::spec::History], base_len: usize, epoch: Option<i64>) {
-    let mut created: Option<String> = None;
-    let mut gap = false;
-    for h in history.iter() {
-        if let Some(c) = &h.created {
-            created = Some(c.clone());
-            if gap {
-                break;
-            }
-        } else {
-            gap = true;
-        }
-    }
-    gap = false;
-    for h in history.iter_mut() {
-        if let Some(c) = &h.created {
-            if gap {
-                created = Some(c.clone());
-            }
-        } else {
-            gap = true;
-            h.created.clone_from(&created);
-        }
-    }
-    if let Some(secs) = epoch {
-        let ts = kiln_image::spec::format_rfc3339(secs, 0);
-        for h in history.iter_mut().skip(base_len) {
-            let later = h
-                .created
-                .as_deref()
-                .and_then(kiln_image::spec::parse_rfc3339)
-                .is_none_or(|t| t > secs);
-            if later {
-                h.created = Some(ts.clone());
-            }
-        }
-    }
-}
-
 fn tsp_history(plan: &Plan, stage: usize) -> Vec<Option<usize>> {
     plan.stages[stage]
         .as_ref()
@@ -874,53 +801,6 @@ pub(crate) fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hist(created: Option<&str>) -> kiln_image::spec::History {
-        kiln_image::spec::History {
-            created: created.map(String::from),
-            ..kiln_image::spec::History::default()
-        }
-    }
-
-    #[test]
-    fn history_times_are_filled_and_clamped_as_buildkit_does() {
-        let t = |h: &[kiln_image::spec::History]| -> Vec<Option<String>> {
-            h.iter().map(|x| x.created.clone()).collect()
-        };
-        let s = |v: &str| Some(v.to_string());
-        // A base entry, an ENV (no time), a step, an ENV after it.
-        let mut h = vec![
-            hist(Some("2020-01-01T00:00:00Z")),
-            hist(None),
-            hist(Some("2026-01-01T00:00:00Z")),
-            hist(None),
-        ];
-        stamp_history(&mut h, 1, None);
-        assert_eq!(
-            t(&h),
-            [
-                s("2020-01-01T00:00:00Z"),
-                s("2026-01-01T00:00:00Z"),
-                s("2026-01-01T00:00:00Z"),
-                s("2026-01-01T00:00:00Z")
-            ]
-        );
-        // An epoch clamps later times past the base image's entries, and keeps earlier ones.
-        let mut h = vec![
-            hist(Some("2024-01-01T00:00:00Z")),
-            hist(Some("2026-01-01T00:00:00Z")),
-            hist(Some("1970-01-01T00:00:10Z")),
-        ];
-        stamp_history(&mut h, 1, Some(1_000_000));
-        assert_eq!(
-            t(&h),
-            [
-                s("2024-01-01T00:00:00Z"),
-                s("1970-01-12T13:46:40Z"),
-                s("1970-01-01T00:00:10Z")
-            ]
-        );
-    }
 
     #[test]
     fn chain_ids_follow_the_oci_spec() {

@@ -1,4 +1,4 @@
-//! `kiln build`: docker-build-compatible flags, turned into [`kiln::BuildOptions`], run through
+//! `kiln build`: docker-build-compatible flags, turned into [`kiln::BuildRequest`], run through
 //! [`kiln::Builder`], rendered by one of the progress renderers. The only work done here is
 //! what a front end must do: read `-f -` or a tar context from stdin, and write `--iidfile` and
 //! `--metadata-file` afterwards.
@@ -12,7 +12,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use kiln::{
-    BuildOptions, Builder, CacheSpec, Dockerfile, NetworkMode, OutputSpec, SecretSpec, SshSpec,
+    BuildRequest, Builder, CacheSpec, Destination, Dockerfile, NetworkMode, OutputSpec, SecretSpec,
+    SshSpec,
 };
 
 use super::UsageError;
@@ -200,9 +201,10 @@ impl BuildArgs {
         )
     }
 
-    /// Turns the flags into build options.
-    fn to_options(&self, context: PathBuf, dockerfile: Dockerfile) -> BuildOptions {
-        let mut options = BuildOptions::new(context);
+    /// Turns the flags (and the environment a docker user expects to be honoured) into the
+    /// build request.
+    fn to_request(&self, context: PathBuf, dockerfile: Dockerfile) -> BuildRequest {
+        let mut options = BuildRequest::new(context);
         options.dockerfile = dockerfile;
         options.build_args = self
             .build_args
@@ -217,6 +219,10 @@ impl BuildArgs {
         options.source_date_epoch = std::env::var("SOURCE_DATE_EPOCH")
             .ok()
             .and_then(|v| v.trim().parse().ok());
+        // `--ssh default` forwards the agent of this shell, as docker does.
+        options.ssh_auth_sock = std::env::var_os("SSH_AUTH_SOCK")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
         options.target.clone_from(&self.target);
         options.tags.clone_from(&self.tags);
         options.labels = self.labels.iter().cloned().collect();
@@ -320,7 +326,7 @@ fn validate(args: &BuildArgs) -> Result<(), UsageError> {
 /// state directory cannot be written.
 fn stdin_context_dir(root: Option<&Path>) -> anyhow::Result<tempfile::TempDir> {
     let tmp = root
-        .map_or_else(kiln::default_state_dir, Path::to_path_buf)
+        .map_or_else(super::default_state_dir, Path::to_path_buf)
         .join("tmp");
     let prefix = format!("{}-context-", kiln_snapshotter::Owner::current().tag());
     let owned = std::fs::create_dir_all(&tmp)
@@ -374,6 +380,8 @@ pub(crate) fn run(root: Option<PathBuf>, mut args: BuildArgs) -> anyhow::Result<
         }
         other => other.map(str::to_owned),
     };
+    // Read once: the checks and the error excerpts use this text, and the build takes it as
+    // it is.
     let (dockerfile, source) = read_dockerfile(file.as_deref(), &context)?;
     let checks = super::check::before_build(
         &source.text,
@@ -382,10 +390,14 @@ pub(crate) fn run(root: Option<PathBuf>, mut args: BuildArgs) -> anyhow::Result<
         &args,
         root.as_deref(),
     );
-    let options = args.to_options(context, dockerfile);
+    let mut options = args.to_request(context, dockerfile);
 
-    let state_dir = root.unwrap_or_else(kiln::default_state_dir);
-    let mut builder = Builder::new(state_dir.clone());
+    let state_dir = root.unwrap_or_else(super::default_state_dir);
+    // An output to stdout is written to a file under `<state>/tmp` (named after this process,
+    // so one a killed build leaves is removed by the next start), then copied: the library
+    // writes no standard output.
+    let staged = stage_stdout_output(&mut options.outputs, &state_dir)?;
+    let mut builder = Builder::new(&state_dir).docker_config_dir(super::docker_config_dir());
     if let Some(jobs) = args.jobs {
         builder = builder.jobs(usize::from(jobs));
     }
@@ -400,7 +412,9 @@ pub(crate) fn run(root: Option<PathBuf>, mut args: BuildArgs) -> anyhow::Result<
     if let Err(e) = super::signals::cancel_on_signals(cancel.clone()) {
         eprintln!("warning: cannot handle SIGINT/SIGTERM: {e}");
     }
+    progress::diag::set_hook(renderer.diagnostics());
     let result = builder.build_cancellable(&options, renderer.as_progress(), &cancel);
+    progress::diag::set_hook(None);
     renderer.finish(result.as_ref().err());
     if let Some(code) = super::signals::exit_status() {
         return Ok(ExitCode::from(code));
@@ -409,6 +423,14 @@ pub(crate) fn run(root: Option<PathBuf>, mut args: BuildArgs) -> anyhow::Result<
         Ok(image) => image,
         Err(_) => return Ok(ExitCode::from(1)),
     };
+    if let Some((_dir, path)) = &staged {
+        let mut f = std::fs::File::open(path)
+            .with_context(|| format!("cannot open `{}`", path.display()))?;
+        let mut stdout = std::io::stdout().lock();
+        std::io::copy(&mut f, &mut stdout)
+            .and_then(|_| std::io::Write::flush(&mut stdout))
+            .context("cannot write the output to stdout")?;
+    }
     if format == ProgressFormat::Quiet {
         println!("{}", image.config_digest);
     }
@@ -445,47 +467,64 @@ fn metadata_json(image: &kiln::BuildResult) -> serde_json::Value {
     serde_json::Value::Object(m)
 }
 
-/// Reads the Dockerfile named by `-f` (or the context's `Dockerfile`), so that errors can show
-/// an excerpt of it, and says how the library should find it.
+/// Redirects the one output to stdout (`dest=-`) into a file in a new directory under
+/// `<state>/tmp`; returns the directory (removed when dropped) and the file to copy.
+fn stage_stdout_output(
+    outputs: &mut [OutputSpec],
+    state_dir: &Path,
+) -> anyhow::Result<Option<(tempfile::TempDir, PathBuf)>> {
+    let Some(dest) = outputs.iter_mut().find_map(|o| match o {
+        OutputSpec::Oci { dest, .. }
+        | OutputSpec::Docker { dest, .. }
+        | OutputSpec::Tar { dest }
+            if *dest == Destination::Stdout =>
+        {
+            Some(dest)
+        }
+        _ => None,
+    }) else {
+        return Ok(None);
+    };
+    let tmp = state_dir.join("tmp");
+    let dir = std::fs::create_dir_all(&tmp)
+        .and_then(|()| {
+            tempfile::Builder::new()
+                .prefix(&format!(
+                    "{}-out-",
+                    kiln_snapshotter::Owner::current().tag()
+                ))
+                .tempdir_in(&tmp)
+        })
+        .with_context(|| format!("cannot create a temporary directory in `{}`", tmp.display()))?;
+    let path = dir.path().join("stdout");
+    *dest = Destination::Path(path.clone());
+    Ok(Some((dir, path)))
+}
+
+/// Reads the Dockerfile named by `-f` (or the context's `Dockerfile`) once: the build takes it
+/// as read, and errors show excerpts of it.
 fn read_dockerfile(
     file: Option<&str>,
     context: &Path,
 ) -> anyhow::Result<(Dockerfile, DockerfileSource)> {
-    match file {
+    let wanted = match file {
         Some("-") => {
             let mut text = String::new();
             std::io::stdin()
                 .lock()
                 .read_to_string(&mut text)
                 .context("cannot read the Dockerfile from stdin")?;
-            let source = DockerfileSource {
-                name: "Dockerfile".into(),
-                text: text.clone(),
-            };
-            Ok((Dockerfile::Text(text), source))
+            Dockerfile::Text(text)
         }
-        Some(path) => {
-            let text = kiln::read_dockerfile_text(Path::new(path))?;
-            let name = Path::new(path)
-                .file_name()
-                .map_or_else(|| path.to_owned(), |n| n.to_string_lossy().into_owned());
-            Ok((
-                Dockerfile::Path(path.into()),
-                DockerfileSource { name, text },
-            ))
-        }
-        None => {
-            let path = context.join("Dockerfile");
-            let text = kiln::read_dockerfile_text(&path)?;
-            Ok((
-                Dockerfile::InContext,
-                DockerfileSource {
-                    name: "Dockerfile".into(),
-                    text,
-                },
-            ))
-        }
-    }
+        Some(path) => Dockerfile::Path(path.into()),
+        None => Dockerfile::InContext,
+    };
+    let read = wanted.read(context)?;
+    let source = DockerfileSource {
+        name: read.name.clone(),
+        text: read.text.clone(),
+    };
+    Ok((Dockerfile::Read(read), source))
 }
 
 #[cfg(test)]

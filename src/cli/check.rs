@@ -253,6 +253,10 @@ impl Renderer for LintWarnings {
         self.flush();
         self.inner.finish(error);
     }
+
+    fn diagnostics(&self) -> Option<super::progress::diag::Hook> {
+        self.inner.diagnostics()
+    }
 }
 
 /// (name shown in output, path if it is a file, bytes).
@@ -354,7 +358,7 @@ struct StoreImages {
 
 impl StoreImages {
     fn new(root: Option<PathBuf>, registry: bool) -> Self {
-        let root = root.unwrap_or_else(kiln::default_state_dir);
+        let root = root.unwrap_or_else(super::default_state_dir);
         // Do not create a state directory just to look into it.
         let mut scratch = None;
         let store = if root.join("content").is_dir() || registry {

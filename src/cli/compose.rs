@@ -528,7 +528,7 @@ fn up(
 ) -> anyhow::Result<ExitCode> {
     let selected = select(project, names, true)?;
     // Build what has a build section and is missing (or everything with --build).
-    let state_dir = root.cloned().unwrap_or_else(kiln_image::default_state_dir);
+    let state_dir = root.cloned().unwrap_or_else(super::default_state_dir);
     let store = kiln_image::ContentStore::open(&state_dir)
         .with_context(|| format!("opening the image store in {}", state_dir.display()))?;
     let platform = kiln_image::Platform::host();

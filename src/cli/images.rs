@@ -204,7 +204,7 @@ pub(crate) fn all_images(
 
 /// Runs one image command against the store under `root` (or the default state dir).
 pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<ExitCode> {
-    let root = root.unwrap_or_else(kiln_image::default_state_dir);
+    let root = root.unwrap_or_else(super::default_state_dir);
     let store = ContentStore::open(&root)
         .with_context(|| format!("opening the image store in {}", root.display()))?;
     let platform = Platform::host();

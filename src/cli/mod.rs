@@ -36,6 +36,12 @@ pub(crate) struct Cli {
     #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
     pub(crate) root: Option<std::path::PathBuf>,
 
+    /// Print diagnostics on stderr: tracing events and every span's close with its timings
+    /// (build, step, export). `KILN_LOG` (env-filter syntax, e.g. `kiln_solver=trace`) selects
+    /// them instead.
+    #[arg(long, global = true)]
+    pub(crate) debug: bool,
+
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -91,6 +97,45 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// The state directory when `--root` is not given: `/var/lib/kiln` as root, else
+/// `$XDG_DATA_HOME/kiln`, else `~/.local/share/kiln`, and `/var/lib/kiln` when HOME is unset
+/// too. The one definition every subcommand uses.
+pub(crate) fn default_state_dir() -> std::path::PathBuf {
+    state_dir_for(
+        // Not the euid: in a rootless build's user namespace (kiln-userns) every user is uid 0.
+        kiln_userns::started_as_root(),
+        std::env::var_os("XDG_DATA_HOME"),
+        std::env::var_os("HOME"),
+    )
+}
+
+fn state_dir_for(
+    root: bool,
+    xdg_data_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> std::path::PathBuf {
+    if root {
+        return "/var/lib/kiln".into();
+    }
+    if let Some(d) = xdg_data_home.filter(|d| !d.is_empty()) {
+        return std::path::PathBuf::from(d).join("kiln");
+    }
+    match home.filter(|h| !h.is_empty()) {
+        Some(h) => std::path::PathBuf::from(h).join(".local/share/kiln"),
+        None => "/var/lib/kiln".into(),
+    }
+}
+
+/// Where docker's `config.json` (registry credentials) is: `$DOCKER_CONFIG`, else
+/// `~/.docker`, as the docker CLI looks.
+pub(crate) fn docker_config_dir() -> std::path::PathBuf {
+    if let Some(d) = std::env::var_os("DOCKER_CONFIG").filter(|v| !v.is_empty()) {
+        return d.into();
+    }
+    std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+        .join(".docker")
+}
+
 fn completion(shell: CompletionShell) -> ExitCode {
     let shell = match shell {
         CompletionShell::Bash => clap_complete::Shell::Bash,
@@ -115,6 +160,10 @@ pub(crate) fn main() -> ExitCode {
             };
         }
     };
+    if let Err(e) = progress::diag::install(cli.debug) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Build(args) => build::run(cli.root, *args),
         Command::Check(args) => check::run(cli.root, &args),
@@ -137,5 +186,26 @@ pub(crate) fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_state_dir_for_every_subcommand() {
+        let p = std::path::PathBuf::from;
+        assert_eq!(state_dir_for(true, None, None), p("/var/lib/kiln"));
+        assert_eq!(
+            state_dir_for(false, Some("/x".into()), Some("/h".into())),
+            p("/x/kiln")
+        );
+        assert_eq!(
+            state_dir_for(false, Some("".into()), Some("/h".into())),
+            p("/h/.local/share/kiln")
+        );
+        // HOME unset: the same directory `kiln build` and `kiln images` both use.
+        assert_eq!(state_dir_for(false, None, None), p("/var/lib/kiln"));
     }
 }

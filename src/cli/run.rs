@@ -383,7 +383,7 @@ pub(crate) fn run(root: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitCo
 }
 
 fn run_container(root: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitCode> {
-    let root = root.unwrap_or_else(kiln_image::default_state_dir);
+    let root = root.unwrap_or_else(super::default_state_dir);
     let mut config = kiln_solver::SolverConfig::new(&root);
     config
         .insecure_registries

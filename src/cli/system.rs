@@ -354,7 +354,7 @@ fn confirm(warning: &str) -> anyhow::Result<bool> {
 
 /// Runs `kiln system ...`.
 pub(crate) fn run(root: Option<PathBuf>, cmd: SystemCommand) -> anyhow::Result<ExitCode> {
-    let state_dir = root.unwrap_or_else(kiln_image::default_state_dir);
+    let state_dir = root.unwrap_or_else(super::default_state_dir);
     let store = ContentStore::open(&state_dir)
         .with_context(|| format!("opening the image store in {}", state_dir.display()))?;
     match cmd {

@@ -1,11 +1,18 @@
-//! The solver's public request and result types: what a caller (the `kiln` CLI, an embedder)
-//! asks for, and what a build returns. Plain data, no behaviour beyond parsing the
-//! `--output`, `--secret` and `--ssh` strings the CLI accepts.
+//! The one request model: how the solver is set up ([`SolverConfig`]), what one build asks for
+//! ([`BuildRequest`], used as it is by the `kiln` facade and CLI), and what it returns
+//! ([`BuildOutcome`]). Plain data; the comma-separated specs parse in [`spec`]. Nothing here
+//! reads the process environment: the CLI maps `SOURCE_DATE_EPOCH`, `SSH_AUTH_SOCK` and
+//! `DOCKER_CONFIG` onto fields.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::error::{Error, Result};
+pub mod spec;
+
+pub use spec::{
+    CacheSpec, Compression, Destination, Dockerfile, DockerfileText, NetworkMode, OutputSpec,
+    SecretSource, SecretSpec, SshSpec,
+};
 
 /// How the solver is set up; one [`crate::Solver`] can run many builds.
 #[derive(Debug, Clone)]
@@ -21,6 +28,56 @@ pub struct SolverConfig {
     pub snapshot_driver: kiln_snapshotter::DriverChoice,
     /// Registries reached over plain HTTP besides loopback ones (`--insecure-registry`).
     pub insecure_registries: Vec<String>,
+    /// Where docker's `config.json` (registry credentials) is looked for; `None`: nowhere
+    /// (the CLI passes `$DOCKER_CONFIG` or `~/.docker`).
+    pub docker_config_dir: Option<PathBuf>,
+    /// Credentials for pushing and pulling, before `config.json`'s.
+    pub credentials: Vec<Credentials>,
+}
+
+impl SolverConfig {
+    /// The registry client options of this config; with `registry`, that registry's
+    /// [`Credentials`] (if any are configured) are used.
+    pub(crate) fn registry_options(&self, registry: Option<&str>) -> kiln_image::RegistryOptions {
+        kiln_image::RegistryOptions {
+            insecure_registries: self.insecure_registries.clone(),
+            docker_config_dir: self
+                .docker_config_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/nonexistent")),
+            credentials: registry.and_then(|host| {
+                self.credentials
+                    .iter()
+                    .find(|c| c.registry == host)
+                    .map(|c| kiln_image::Credentials {
+                        username: c.username.clone(),
+                        password: c.password.clone(),
+                    })
+            }),
+            ..kiln_image::RegistryOptions::default()
+        }
+    }
+}
+
+/// Credentials for one registry, used to pull base images and push results.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// Registry host, e.g. `ghcr.io` or `127.0.0.1:5000`.
+    pub registry: String,
+    /// User name.
+    pub username: String,
+    /// Password or token.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the password.
+        f.debug_struct("Credentials")
+            .field("registry", &self.registry)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SolverConfig {
@@ -32,322 +89,100 @@ impl SolverConfig {
             executor_init_binary: None,
             snapshot_driver: kiln_snapshotter::DriverChoice::Auto,
             insecure_registries: Vec::new(),
+            docker_config_dir: None,
+            credentials: Vec::new(),
         }
     }
 }
 
-/// Where the Dockerfile comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DockerfileSource {
-    /// `<context>/Dockerfile`.
-    Default,
-    /// A file path (relative paths are taken from the current directory).
-    Path(PathBuf),
-    /// The Dockerfile's bytes (e.g. read from stdin), with a display name.
-    Bytes {
-        /// Display name used in errors (`Dockerfile`).
-        name: String,
-        /// The content.
-        content: Vec<u8>,
-    },
-}
-
-/// The network mode of RUN steps (`--network`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum NetworkMode {
-    /// The host network (BuildKit's default sandbox network on this engine).
-    #[default]
-    Default,
-    /// The host network, explicitly.
-    Host,
-    /// No network: a namespace with loopback only.
-    None,
-}
-
-/// One `--secret id=ID,src=PATH` or `--secret id=ID,env=VAR`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretSpec {
-    /// The id RUN mounts refer to.
-    pub id: String,
-    /// Where the value comes from.
-    pub source: SecretSource,
-}
-
-/// The origin of a secret's value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
-    /// A file on the host.
-    File(PathBuf),
-    /// An environment variable of the calling process.
-    Env(String),
-    /// The bytes themselves (embedders).
-    Bytes(Vec<u8>),
-}
-
-impl SecretSpec {
-    /// Parses the CLI form: `id=x,src=path`, `id=x,env=VAR`, `id=x` (env var `x` or file).
-    pub fn parse(s: &str) -> Result<Self> {
-        let mut id = None;
-        let mut src = None;
-        let mut env = None;
-        for part in s.split(',') {
-            let (k, v) = part.split_once('=').unwrap_or((part, ""));
-            match k.trim() {
-                "id" => id = Some(v.to_string()),
-                "src" | "source" => src = Some(v.to_string()),
-                "env" => env = Some(v.to_string()),
-                "type" => {}
-                other => {
-                    return Err(Error::Invalid {
-                        what: "secret",
-                        message: format!("unexpected key `{other}` in `{s}`"),
-                    });
-                }
-            }
-        }
-        let id = id.or_else(|| env.clone()).or_else(|| {
-            src.as_ref().and_then(|p| {
-                std::path::Path::new(p)
-                    .file_name()
-                    .map(|n| n.to_string_lossy().to_string())
-            })
-        });
-        let Some(id) = id.filter(|i| !i.is_empty()) else {
-            return Err(Error::Invalid {
-                what: "secret",
-                message: format!("`{s}` has no id"),
-            });
-        };
-        let source = match (src, env) {
-            (Some(p), _) => SecretSource::File(PathBuf::from(p)),
-            (None, Some(e)) => SecretSource::Env(e),
-            (None, None) => SecretSource::Env(id.clone()),
-        };
-        Ok(Self { id, source })
-    }
-}
-
-/// One `--ssh id=socket`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SshSpec {
-    /// The id (`default` when not given).
-    pub id: String,
-    /// Agent socket path(s).
-    pub paths: Vec<PathBuf>,
-}
-
-impl SshSpec {
-    /// Parses `default`, `default=$SSH_AUTH_SOCK`, `id=/path/sock`.
-    pub fn parse(s: &str) -> Result<Self> {
-        let (id, paths) = match s.split_once('=') {
-            Some((id, p)) => (id.to_string(), p.split(',').map(PathBuf::from).collect()),
-            None => (
-                s.to_string(),
-                std::env::var_os("SSH_AUTH_SOCK")
-                    .map(PathBuf::from)
-                    .into_iter()
-                    .collect(),
-            ),
-        };
-        if id.is_empty() {
-            return Err(Error::Invalid {
-                what: "ssh",
-                message: format!("`{s}` has no id"),
-            });
-        }
-        Ok(Self { id, paths })
-    }
-}
-
-/// Where the built image goes (`--output`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OutputSpec {
-    /// Stored and tagged in the local content store (`type=image`, default with tags).
-    Image {
-        /// Extra names (`name=a,b`), on top of the request's tags.
-        names: Vec<String>,
-    },
-    /// An OCI image layout, as a tar (default) or a directory (`tar=false`).
-    Oci {
-        /// Destination file or directory.
-        dest: PathBuf,
-        /// Write a tar archive (`true`) or a directory.
-        tar: bool,
-    },
-    /// A docker-archive tar (`docker load`).
-    Docker {
-        /// Destination file.
-        dest: PathBuf,
-    },
-    /// The final root filesystem written to a directory.
-    Local {
-        /// Destination directory.
-        dest: PathBuf,
-    },
-    /// The final root filesystem as a tar file.
-    Tar {
-        /// Destination file (`-` is not supported here).
-        dest: PathBuf,
-    },
-}
-
-impl OutputSpec {
-    /// Parses the CLI form `type=oci,dest=out.tar` (also `dest=DIR` alone for `local`).
-    pub fn parse(s: &str) -> Result<Self> {
-        let mut kv = BTreeMap::new();
-        for part in s.split(',') {
-            match part.split_once('=') {
-                Some((k, v)) => {
-                    kv.insert(k.trim().to_string(), v.to_string());
-                }
-                None if !part.is_empty() => {
-                    kv.insert(part.trim().to_string(), "true".to_string());
-                }
-                None => {}
-            }
-        }
-        let ty = kv
-            .get("type")
-            .cloned()
-            .unwrap_or_else(|| "local".to_string());
-        let dest = kv.get("dest").map(PathBuf::from);
-        let need_dest = |ty: &str| {
-            dest.clone().ok_or_else(|| Error::Invalid {
-                what: "output",
-                message: format!("type={ty} needs dest=PATH"),
-            })
-        };
-        Ok(match ty.as_str() {
-            "image" | "registry" => OutputSpec::Image {
-                names: kv
-                    .get("name")
-                    .map(|n| n.split(',').map(String::from).collect())
-                    .unwrap_or_default(),
-            },
-            "oci" => OutputSpec::Oci {
-                dest: need_dest("oci")?,
-                tar: kv.get("tar").is_none_or(|v| v != "false"),
-            },
-            "docker" => OutputSpec::Docker {
-                dest: need_dest("docker")?,
-            },
-            "local" => OutputSpec::Local {
-                dest: need_dest("local")?,
-            },
-            "tar" => OutputSpec::Tar {
-                dest: need_dest("tar")?,
-            },
-            other => {
-                return Err(Error::Invalid {
-                    what: "output",
-                    message: format!("unknown output type `{other}`"),
-                });
-            }
-        })
-    }
-}
-
-/// Everything one build needs.
-#[derive(Debug, Clone)]
+/// Everything that describes one build: the context, the Dockerfile, arguments and outputs.
+///
+/// ```
+/// let mut request = kiln_solver::BuildRequest::new("examples/hello");
+/// request.tags.push("hello:latest".into());
+/// request.build_args.insert("GREETING".into(), "hi".into());
+/// request.outputs.push("type=oci,dest=hello.tar".parse().unwrap());
+/// ```
+#[derive(Debug, Clone, Default)]
 pub struct BuildRequest {
     /// The build context directory (read in place).
-    pub context_dir: PathBuf,
-    /// The Dockerfile.
-    pub dockerfile: DockerfileSource,
-    /// `--build-arg K=V`, in order.
-    pub build_args: Vec<(String, String)>,
-    /// `--target`.
+    pub context: PathBuf,
+    /// The Dockerfile (default: `Dockerfile` in the context).
+    pub dockerfile: Dockerfile,
+    /// `--build-arg` values.
+    pub build_args: BTreeMap<String, String>,
+    /// The stage to build (default: the last one).
     pub target: Option<String>,
-    /// `--no-cache`: run every step again.
-    pub no_cache: bool,
-    /// `--no-cache-filter`: stages whose steps run again.
-    pub no_cache_filter: Vec<String>,
-    /// `--pull`: re-resolve base images in the registry even when stored.
-    pub pull: bool,
-    /// `--label K=V` added to the final image.
-    pub labels: Vec<(String, String)>,
-    /// `--secret`.
-    pub secrets: Vec<SecretSpec>,
-    /// `--ssh`.
-    pub ssh: Vec<SshSpec>,
-    /// `--network` for RUN steps.
-    pub network: NetworkMode,
-    /// `-t` names.
+    /// Names to tag the image with in kiln's store (`-t`).
     pub tags: Vec<String>,
-    /// `--output`; empty with tags means `type=image`.
+    /// Labels added to the image config.
+    pub labels: BTreeMap<String, String>,
+    /// Ignore the cache for every step.
+    pub no_cache: bool,
+    /// Ignore the cache for the steps of these stages only.
+    pub no_cache_filter: Vec<String>,
+    /// Always look up base images in their registry, even when they are in the store.
+    pub pull: bool,
+    /// Network mode of `RUN` steps.
+    pub network: NetworkMode,
+    /// Secrets for `RUN --mount=type=secret`.
+    pub secrets: Vec<SecretSpec>,
+    /// SSH agents or keys for `RUN --mount=type=ssh`.
+    pub ssh: Vec<SshSpec>,
+    /// The agent socket an [`SshSpec`] without paths (`--ssh default`) forwards; the CLI sets
+    /// it from `$SSH_AUTH_SOCK`.
+    pub ssh_auth_sock: Option<PathBuf>,
+    /// Where to write the result (besides kiln's store); with tags and no `type=image`
+    /// output, the image is tagged in the store too.
     pub outputs: Vec<OutputSpec>,
-    /// `--cache-from`: build caches whose steps are reused on a local cache miss.
-    pub cache_from: Vec<CacheLocation>,
-    /// `--cache-to`: where this build's step results are exported.
-    pub cache_to: Vec<CacheExport>,
-    /// `SOURCE_DATE_EPOCH` (seconds) for created times; `--build-arg SOURCE_DATE_EPOCH=N`
-    /// takes precedence, as BuildKit takes the epoch from that build arg.
+    /// Caches to import.
+    pub cache_from: Vec<CacheSpec>,
+    /// Caches to export.
+    pub cache_to: Vec<CacheSpec>,
+    /// `SOURCE_DATE_EPOCH` (seconds since the epoch): created times, and with
+    /// `rewrite-timestamp=true` file mtimes. The library never reads the environment: the CLI
+    /// maps it here. `--build-arg SOURCE_DATE_EPOCH=N` takes precedence, as in BuildKit.
     pub source_date_epoch: Option<i64>,
-    /// `rewrite-timestamp=true`: with an epoch, clamp every file mtime in the layers this
-    /// build makes to it (the epoch is then part of every step's cache key).
-    pub rewrite_timestamp: bool,
-}
-
-/// Where a build cache lives (kiln's own format: an OCI manifest whose config maps step cache
-/// keys to their layers).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CacheLocation {
-    /// A registry reference (`type=registry,ref=REF`).
-    Registry(String),
-    /// An OCI image layout directory (`type=local,src=DIR` / `dest=DIR`).
-    Local(PathBuf),
-}
-
-/// One `--cache-to` destination.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheExport {
-    /// Where to write the cache.
-    pub location: CacheLocation,
-    /// `mode=max`: every step built; else (`min`) only the steps of the final image.
-    pub max: bool,
 }
 
 impl BuildRequest {
-    /// A request for `context_dir` with everything else at its default.
-    pub fn new(context_dir: impl Into<PathBuf>) -> Self {
+    /// A request to build `context` with its own `Dockerfile` and everything else at its
+    /// default.
+    pub fn new(context: impl Into<PathBuf>) -> Self {
         Self {
-            context_dir: context_dir.into(),
-            dockerfile: DockerfileSource::Default,
-            build_args: Vec::new(),
-            target: None,
-            no_cache: false,
-            no_cache_filter: Vec::new(),
-            pull: false,
-            labels: Vec::new(),
-            secrets: Vec::new(),
-            ssh: Vec::new(),
-            network: NetworkMode::Default,
-            tags: Vec::new(),
-            outputs: Vec::new(),
-            cache_from: Vec::new(),
-            cache_to: Vec::new(),
-            source_date_epoch: None,
-            rewrite_timestamp: false,
+            context: context.into(),
+            ..Self::default()
         }
     }
 
-    /// The build's `SOURCE_DATE_EPOCH`: the last `--build-arg SOURCE_DATE_EPOCH=N`, else
+    /// The build's `SOURCE_DATE_EPOCH`: `--build-arg SOURCE_DATE_EPOCH=N`, else
     /// [`BuildRequest::source_date_epoch`].
     pub fn epoch(&self) -> Option<i64> {
         self.build_args
-            .iter()
-            .rev()
-            .find(|(k, _)| k == "SOURCE_DATE_EPOCH")
-            .and_then(|(_, v)| v.trim().parse::<i64>().ok())
+            .get("SOURCE_DATE_EPOCH")
+            .and_then(|v| v.trim().parse::<i64>().ok())
             .or(self.source_date_epoch)
+    }
+
+    /// Whether layer mtimes are clamped: any OCI output asks for `rewrite-timestamp=true`
+    /// (the layers are made once for every output, so the others get them too).
+    pub fn rewrite_timestamp(&self) -> bool {
+        self.outputs.iter().any(|o| {
+            matches!(
+                o,
+                OutputSpec::Oci {
+                    rewrite_timestamp: true,
+                    ..
+                }
+            )
+        })
     }
 
     /// The epoch layer mtimes are clamped to (`rewrite-timestamp=true` with an epoch).
     pub fn layer_epoch(&self) -> Option<i64> {
-        self.epoch().filter(|_| self.rewrite_timestamp)
+        self.epoch().filter(|_| self.rewrite_timestamp())
     }
 }
-
 /// What a successful build produced.
 #[derive(Debug, Clone)]
 pub struct BuildOutcome {
@@ -357,6 +192,10 @@ pub struct BuildOutcome {
     pub config_digest: String,
     /// The image config as written.
     pub config: kiln_image::ImageConfig,
+    /// The image config's bytes exactly as stored: they hash to `config_digest`.
+    pub config_bytes: Vec<u8>,
+    /// Names the image was tagged or exported as.
+    pub names: Vec<String>,
     /// Steps run and steps taken from the cache.
     pub steps_run: usize,
     /// Steps whose result came from the cache.
@@ -365,35 +204,38 @@ pub struct BuildOutcome {
     pub warnings: Vec<String>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Where a build cache lives, as the cache import and export use it (kiln's own format: an
+/// OCI manifest whose config maps step cache keys to their layers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CacheLocation {
+    /// A registry reference (`type=registry,ref=REF`).
+    Registry(String),
+    /// An OCI image layout directory (`type=local,src=DIR` / `dest=DIR`).
+    Local(PathBuf),
+}
 
-    #[test]
-    fn parse_cli_forms() {
-        assert_eq!(
-            OutputSpec::parse("type=oci,dest=/tmp/o.tar").expect("oci"),
-            OutputSpec::Oci {
-                dest: "/tmp/o.tar".into(),
-                tar: true
-            }
-        );
-        assert_eq!(
-            OutputSpec::parse("type=oci,dest=/tmp/o,tar=false").expect("oci dir"),
-            OutputSpec::Oci {
-                dest: "/tmp/o".into(),
-                tar: false
-            }
-        );
-        assert!(OutputSpec::parse("type=docker").is_err());
-        assert!(OutputSpec::parse("type=nope,dest=x").is_err());
-        let s = SecretSpec::parse("id=token,src=/tmp/t").expect("secret");
-        assert_eq!(s.id, "token");
-        assert_eq!(s.source, SecretSource::File("/tmp/t".into()));
-        assert_eq!(
-            SecretSpec::parse("id=x,env=Y").expect("env").source,
-            SecretSource::Env("Y".into())
-        );
-        assert!(SecretSpec::parse("src=").is_err());
+/// One `--cache-to` destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CacheExport {
+    /// Where to write the cache.
+    pub(crate) location: CacheLocation,
+    /// `mode=max`: every step built; else (`min`) only the steps of the final image.
+    pub(crate) max: bool,
+}
+
+impl CacheExport {
+    /// The export of a `--cache-from/--cache-to` spec (`None`: a type kiln does not support).
+    pub(crate) fn of(spec: &CacheSpec) -> Option<Self> {
+        match spec {
+            CacheSpec::Local { path, max } => Some(Self {
+                location: CacheLocation::Local(path.clone()),
+                max: *max,
+            }),
+            CacheSpec::Registry { reference, max } => Some(Self {
+                location: CacheLocation::Registry(reference.clone()),
+                max: *max,
+            }),
+            CacheSpec::Inline | CacheSpec::Unsupported(_) => None,
+        }
     }
 }

@@ -80,6 +80,13 @@ impl BuildCtx<'_> {
     pub(super) fn image_vertex(&self, idx: NodeIndex, i: usize) -> Result<FsState> {
         let img = &self.images[i];
         let reference = &self.plan.images[i].0;
+        let _span = tracing::info_span!(
+            parent: &self.span,
+            "step",
+            id = self.step_ids[idx.index()].0,
+            name = %format_args!("FROM {reference}"),
+        )
+        .entered();
         let id = self.started(idx, format!("FROM {reference}"), String::new(), 0, None);
         let t0 = Instant::now();
         // Checks that the config has one diff_id per layer before unpacking anything.
@@ -126,6 +133,13 @@ impl BuildCtx<'_> {
             .map(|p| p.name.clone())
             .unwrap_or_default();
         let id = self.step_ids[idx.index()].1;
+        let _span = tracing::info_span!(
+            parent: &self.span,
+            "step",
+            id = self.step_ids[idx.index()].0,
+            name = %step.instruction,
+        )
+        .entered();
         // Started once the key is known: a step that will run says why it missed the cache.
         let was_started = std::cell::Cell::new(false);
         let start = |reason: Option<String>| {
@@ -154,7 +168,7 @@ impl BuildCtx<'_> {
             Err(_) if self.cancelled.load(Ordering::SeqCst) => {}
             Err(e) => self.progress.event(&ProgressEvent::StepFailed {
                 step: id,
-                error: e.to_string(),
+                error: e.report(),
             }),
         }
         r.map(|(f, _)| f)
@@ -376,10 +390,21 @@ impl BuildCtx<'_> {
     /// The identity of a Dockerfile step across builds: its context, Dockerfile, stage,
     /// position in the stage and text.
     fn step_identity(&self, s: usize, step: &StepPlan) -> String {
+        // As the old request model named it: `Dockerfile` in the context, the path given, or
+        // the display name of a text (explanations recorded before stay comparable).
         let dockerfile = match &self.req.dockerfile {
-            DockerfileSource::Default => "Dockerfile".to_string(),
-            DockerfileSource::Path(p) => p.display().to_string(),
-            DockerfileSource::Bytes { name, .. } => name.clone(),
+            Dockerfile::InContext => "Dockerfile".to_string(),
+            Dockerfile::Path(p) => p.display().to_string(),
+            Dockerfile::Text(_) => "Dockerfile".to_string(),
+            Dockerfile::Read(t) => match &t.path {
+                Some(p)
+                    if std::fs::canonicalize(p).ok()
+                        != Some(self.context_root.join("Dockerfile")) =>
+                {
+                    p.display().to_string()
+                }
+                _ => "Dockerfile".to_string(),
+            },
         };
         let pos = self.plan.stages[step.stage]
             .as_ref()

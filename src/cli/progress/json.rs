@@ -72,6 +72,8 @@ pub(crate) fn event_json(event: &ProgressEvent) -> Value {
         ProgressEvent::BuildFinished { success, elapsed } => {
             json!({"type": "build_finished", "success": success, "duration": elapsed.as_secs_f64()})
         }
+        // An event kind this renderer does not know yet.
+        _ => json!({"type": "unknown"}),
     }
 }
 
@@ -94,7 +96,7 @@ impl Renderer for Json {
         if let (Some(e), false) = (error, guard.1) {
             guard.0.emit(&format!(
                 "{}\n",
-                json!({"type": "error", "message": e.to_string()})
+                json!({"type": "error", "message": super::report::error_text(e)})
             ));
         }
     }
@@ -157,7 +159,10 @@ mod tests {
     fn errors_outside_steps_become_error_objects() {
         let buf = Buffer::default();
         let j = Json::new(Box::new(buf.clone()));
-        j.finish(Some(&kiln::Error::Build("no such stage `x`".into())));
+        j.finish(Some(&kiln::Error::Plan {
+            line: 0,
+            message: "no such stage `x`".into(),
+        }));
         assert_eq!(
             buf.text(),
             "{\"message\":\"no such stage `x`\",\"type\":\"error\"}\n"
@@ -170,7 +175,10 @@ mod tests {
             step: StepId(0),
             error: "exit code: 1".into(),
         });
-        j.finish(Some(&kiln::Error::Build("exit code: 1".into())));
+        j.finish(Some(&kiln::Error::Plan {
+            line: 0,
+            message: "exit code: 1".into(),
+        }));
         assert_eq!(buf.text().lines().count(), 2);
     }
 }

@@ -4,6 +4,7 @@
 //! belongs after the last event (the error report of a failed build). This module also holds the
 //! state every renderer keeps ([`StepTable`]) and the clock they read (injectable for tests).
 
+pub(crate) mod diag;
 mod json;
 mod plain;
 mod report;
@@ -37,6 +38,11 @@ pub(crate) trait Renderer: Send + Sync {
     fn as_progress(&self) -> &dyn Progress;
     /// Called once after the build returned: prints the error report when it failed.
     fn finish(&self, error: Option<&kiln::Error>);
+    /// How diagnostic lines (`--debug`) are shown while this renderer draws; `None`: they go
+    /// to stderr as they are (line-oriented renderers write whole lines, so nothing tears).
+    fn diagnostics(&self) -> Option<diag::Hook> {
+        None
+    }
 }
 
 /// Creates the renderer for `format`, writing to stderr.
@@ -276,6 +282,7 @@ impl StepTable {
                 self.finished = Some((*success, *elapsed));
                 None
             }
+            _ => None,
         }
     }
 

@@ -314,7 +314,10 @@ mod tests {
             success: false,
             elapsed: Duration::from_millis(30),
         });
-        p.finish(Some(&kiln::Error::Build(error.into())));
+        p.finish(Some(&kiln::Error::Plan {
+            line: 0,
+            message: error.into(),
+        }));
         assert_eq!(
             buf.text(),
             "Step 3/3 : RUN echo hi && false\n#3 0.020 hi\n ---> Error\nBuild failed after 0.0s\n\
@@ -326,9 +329,10 @@ mod tests {
     #[test]
     fn an_error_outside_any_step_is_printed_alone() {
         let (p, buf, _) = plain();
-        p.finish(Some(&kiln::Error::Build(
-            "Dockerfile:2:5: unknown instruction `RUNN`".into(),
-        )));
+        p.finish(Some(&kiln::Error::Plan {
+            line: 0,
+            message: "Dockerfile:2:5: unknown instruction `RUNN`".into(),
+        }));
         assert_eq!(
             buf.text(),
             "error: Dockerfile:2:5: unknown instruction `RUNN`\n"
@@ -350,7 +354,10 @@ mod tests {
             step: StepId(0),
             error: "exit code: 2".into(),
         });
-        q.finish(Some(&kiln::Error::Build("exit code: 2".into())));
+        q.finish(Some(&kiln::Error::Plan {
+            line: 0,
+            message: "exit code: 2".into(),
+        }));
         assert_eq!(
             buf.text(),
             "------\n > [1/3] RUN x:\n0.000 noise\n------\nerror: exit code: 2\n"

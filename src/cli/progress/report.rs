@@ -108,7 +108,7 @@ fn caret_indent(text: &str, column: usize) -> String {
 fn error_column(error: &kiln::Error, source: &DockerfileSource, line: usize) -> Option<usize> {
     match error {
         kiln::Error::Parse(e) => e.column(),
-        kiln::Error::Solve(kiln_solver::Error::Plan { message, .. }) => {
+        kiln::Error::Plan { message, .. } => {
             let text = source.text.split('\n').nth(line.checked_sub(1)?)?;
             kiln_parser::mount_error_span(text.strip_suffix('\r').unwrap_or(text), message)
                 .map(|s| s.column)
@@ -170,8 +170,18 @@ pub(crate) fn build_error_report(
     {
         out.push_str(&ex);
     }
-    out.push_str(&error_line(&error.to_string(), color));
+    out.push_str(&error_line(&error_text(error), color));
     out
+}
+
+/// An error as the user reads it: the message and each cause once, without the meaningless
+/// `Dockerfile:0: ` of an error tied to no line.
+pub(crate) fn error_text(error: &kiln::Error) -> String {
+    let text = error.report();
+    match text.strip_prefix("Dockerfile:0: ") {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    }
 }
 
 /// `error: ...`, red on a color terminal, and a `hint: ...` line when the error is one the user
@@ -270,7 +280,10 @@ mod tests {
             build_error_report(&e, Some(&src("FROM a\nRUNN x\n")), false),
             "Dockerfile:2:1\n--------------------\n   1 |     FROM a\n   2 | >>> RUNN x\n     |     ^\n--------------------\nerror: Dockerfile:2: unknown instruction: RUNN (did you mean RUN?)\n"
         );
-        let e = kiln::Error::Build("registry `r` refused".into());
+        let e = kiln::Error::Plan {
+            line: 0,
+            message: "registry `r` refused".into(),
+        };
         assert_eq!(
             build_error_report(&e, Some(&src("FROM a\n")), false),
             "error: registry `r` refused\n"
@@ -287,10 +300,10 @@ mod tests {
             "Dockerfile:2:8\n--------------------\n   1 |     FROM a\n   2 | >>> \t COPY --nope --chown=1 \\\n     |     \t      ^\n   3 | >>>   a /b\n   4 |     RUN x\n--------------------\nerror: Dockerfile:2: unknown flag: nope\n"
         );
         // A plan error of the solver (a `--mount` checked after expansion) is located too.
-        let e = kiln::Error::Solve(kiln_solver::Error::Plan {
+        let e = kiln::Error::Plan {
             line: 2,
             message: "unexpected key 'colour' in 'colour=red'".into(),
-        });
+        };
         let text = "FROM a\nRUN --mount=type=cache,colour=red make\n";
         let report = build_error_report(&e, Some(&src(text)), false);
         assert!(

@@ -113,6 +113,29 @@ impl Tty {
         tty
     }
 
+    /// Prints `text` (whole lines) above the live region and redraws the region below it.
+    fn insert_above(state: &Mutex<State>, text: &str, frame_of: &dyn Fn(&mut State)) {
+        let mut st = lock(state);
+        let width = st.width.max(10);
+        let up: usize = st
+            .drawn
+            .iter()
+            .map(|&w| if w > width { w.div_ceil(width) } else { 1 })
+            .sum();
+        let mut buf = String::new();
+        if up > 0 {
+            let _ = write!(buf, "\r\x1b[{up}A");
+        }
+        buf.push_str("\x1b[J");
+        buf.push_str(text);
+        if !text.ends_with('\n') {
+            buf.push('\n');
+        }
+        let _ = st.out.0.write_all(buf.as_bytes());
+        st.drawn.clear();
+        frame_of(&mut st);
+    }
+
     /// With `on`, each committed step that ran is followed by why it missed the cache.
     pub(crate) fn with_explain(self, on: bool) -> Self {
         lock(&self.state).explain = on;
@@ -338,6 +361,20 @@ impl Progress for Tty {
 }
 
 impl Renderer for Tty {
+    fn diagnostics(&self) -> Option<super::diag::Hook> {
+        let (state, clock, size, color) = (
+            self.state.clone(),
+            self.clock.clone(),
+            self.size.clone(),
+            self.color,
+        );
+        Some(Box::new(move |text| {
+            Tty::insert_above(&state, text, &|st| {
+                frame(st, clock.now(), size(), color, false);
+            });
+        }))
+    }
+
     fn as_progress(&self) -> &dyn Progress {
         self
     }
@@ -555,7 +592,10 @@ pub(crate) mod tests {
             success: false,
             elapsed: Duration::from_millis(300),
         });
-        t.finish(Some(&kiln::Error::Build("exit code: 1".into())));
+        t.finish(Some(&kiln::Error::Plan {
+            line: 0,
+            message: "exit code: 1".into(),
+        }));
         let s = screen(&buf, 60);
         assert!(s.starts_with(" => [3/3] RUN echo hi && false                        ERROR\n[+] Building 0.3s (1/3) FAILED\n------\n > [3/3] RUN echo hi && false:\n0.000 line 0\n"), "{s}");
         assert!(s.contains("0.000 line 19\n------\nDockerfile:3\n"), "{s}");
@@ -583,7 +623,10 @@ pub(crate) mod tests {
             success: false,
             elapsed: Duration::from_millis(700),
         });
-        t.finish(Some(&kiln::Error::Build("exit code: 1".into())));
+        t.finish(Some(&kiln::Error::Plan {
+            line: 0,
+            message: "exit code: 1".into(),
+        }));
         let s = screen(&buf, 50);
         assert!(
             s.starts_with(" => [2/3] RUN sleep 100                  CANCELED\n => [3/3] RUN false                         ERROR\n"),

@@ -1,14 +1,13 @@
-//! Typed build options: what to build ([`BuildOptions`]) and the small specs that docker/buildx
-//! users know as comma-separated strings (`--output`, `--secret`, `--ssh`, `--cache-from`,
-//! `--cache-to`). Each spec parses with [`std::str::FromStr`] using buildx's syntax, so the CLI
-//! and embedders accept exactly the same text. This module holds no build logic.
+//! The small specs of a [`super::BuildRequest`] that docker/buildx users know as comma-separated
+//! strings (`--output`, `--secret`, `--ssh`, `--cache-from`, `--cache-to`, `--network`). Each
+//! parses with [`std::str::FromStr`] in buildx's syntax, so the CLI and embedders accept exactly
+//! the same text. Parsing is pure: it reads no environment and no file.
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use crate::Error;
+use crate::error::Error;
 
 /// Where the Dockerfile comes from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,12 +19,63 @@ pub enum Dockerfile {
     Path(PathBuf),
     /// The Dockerfile's text itself (docker's `-f -`).
     Text(String),
+    /// A Dockerfile the caller has already read with [`Dockerfile::read`] (the CLI does, to
+    /// show excerpts and run the checks): the build uses it as it is and reads nothing again.
+    Read(DockerfileText),
+}
+
+/// A Dockerfile's text with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerfileText {
+    /// Display name used in errors (`Dockerfile`, `Dockerfile.dev`).
+    pub name: String,
+    /// The file it was read from (`None` for text given directly); its
+    /// `<name>.dockerignore` is preferred to the context's `.dockerignore`, as in BuildKit.
+    pub path: Option<PathBuf>,
+    /// The content.
+    pub text: String,
+}
+
+impl Dockerfile {
+    /// Reads the Dockerfile for a build of `context`, as BuildKit does: symlinks resolved
+    /// inside the directory holding it, so a `Dockerfile` linking out of its directory (a
+    /// hostile context's `Dockerfile -> /etc/shadow`) is missing rather than read and shown.
+    pub fn read(&self, context: &Path) -> Result<DockerfileText, Error> {
+        let path = match self {
+            Self::Read(t) => return Ok(t.clone()),
+            Self::Text(text) => {
+                return Ok(DockerfileText {
+                    name: "Dockerfile".into(),
+                    path: None,
+                    text: text.clone(),
+                });
+            }
+            Self::InContext => context.join("Dockerfile"),
+            Self::Path(p) => p.clone(),
+        };
+        let read_err = |source| Error::ReadDockerfile {
+            path: path.clone(),
+            source,
+        };
+        let bytes = kiln_fs::read_in_dir(&path).map_err(read_err)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| read_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+        let name = path
+            .file_name()
+            .map_or_else(|| "Dockerfile".into(), |n| n.to_string_lossy().into_owned());
+        Ok(DockerfileText {
+            name,
+            path: Some(path),
+            text,
+        })
+    }
 }
 
 /// Network mode of `RUN` steps (`--network`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum NetworkMode {
-    /// The default: the host's network, as BuildKit does for `docker build`.
+    /// The default: a private network namespace with outbound access through slirp4netns
+    /// (the host's network, with a warning, when slirp4netns is not installed).
     #[default]
     Default,
     /// No network: only a loopback interface.
@@ -282,8 +332,14 @@ impl FromStr for OutputSpec {
 pub enum SecretSource {
     /// A file on the host.
     File(PathBuf),
-    /// An environment variable of the kiln process.
+    /// An environment variable of the calling process, read when the build starts (only
+    /// because the caller named it).
     Env(String),
+    /// buildx's default when neither `src=` nor `env=` is given: the environment variable of
+    /// that name when it is set, else the file of that name.
+    EnvOrFile(String),
+    /// The value itself (embedders).
+    Bytes(Vec<u8>),
 }
 
 /// A secret exposed to `RUN --mount=type=secret,id=ID` (`--secret id=ID,src=PATH|env=VAR`).
@@ -332,13 +388,7 @@ impl FromStr for SecretSpec {
             (None, None, Some("env")) => SecretSource::Env(id.clone()),
             (None, None, Some(_)) => SecretSource::File(PathBuf::from(&id)),
             // buildx: with neither, an environment variable of that name if set, else a file.
-            (None, None, None) => {
-                if std::env::var_os(&id).is_some() {
-                    SecretSource::Env(id.clone())
-                } else {
-                    SecretSource::File(PathBuf::from(&id))
-                }
-            }
+            (None, None, None) => SecretSource::EnvOrFile(id.clone()),
         };
         Ok(Self { id, source })
     }
@@ -349,7 +399,8 @@ impl FromStr for SecretSpec {
 pub struct SshSpec {
     /// The id `RUN --mount=type=ssh,id=...` refers to (`default` unless named).
     pub id: String,
-    /// Agent sockets or key files; empty means `$SSH_AUTH_SOCK`.
+    /// Agent sockets or key files; empty means the request's
+    /// [`ssh_auth_sock`](super::BuildRequest::ssh_auth_sock) (the CLI's `$SSH_AUTH_SOCK`).
     pub paths: Vec<PathBuf>,
 }
 
@@ -464,61 +515,6 @@ impl FromStr for CacheSpec {
                 "unknown cache type `{other}` (expected local, registry, inline, gha, s3 or azblob)"
             ))),
             None => Err(err(format!("`type=` is missing in `{s}`"))),
-        }
-    }
-}
-
-/// Everything that describes one build: the context, the Dockerfile, arguments and outputs.
-///
-/// ```
-/// let mut options = kiln::BuildOptions::new("examples/hello");
-/// options.tags.push("hello:latest".into());
-/// options.build_args.insert("GREETING".into(), "hi".into());
-/// ```
-#[derive(Debug, Clone, Default)]
-pub struct BuildOptions {
-    /// The build context directory.
-    pub context: PathBuf,
-    /// The Dockerfile (default: `Dockerfile` in the context).
-    pub dockerfile: Dockerfile,
-    /// `--build-arg` values.
-    pub build_args: BTreeMap<String, String>,
-    /// The stage to build (default: the last one).
-    pub target: Option<String>,
-    /// Names to tag the image with in kiln's store.
-    pub tags: Vec<String>,
-    /// Labels added to the image config.
-    pub labels: BTreeMap<String, String>,
-    /// Ignore the cache for every step.
-    pub no_cache: bool,
-    /// Ignore the cache for the steps of these stages only.
-    pub no_cache_filter: Vec<String>,
-    /// Always look up base images in their registry, even when they are in the store.
-    pub pull: bool,
-    /// Network mode of `RUN` steps.
-    pub network: NetworkMode,
-    /// Secrets for `RUN --mount=type=secret`.
-    pub secrets: Vec<SecretSpec>,
-    /// SSH agents or keys for `RUN --mount=type=ssh`.
-    pub ssh: Vec<SshSpec>,
-    /// Where to write the result (besides kiln's store).
-    pub outputs: Vec<OutputSpec>,
-    /// Caches to import.
-    pub cache_from: Vec<CacheSpec>,
-    /// Caches to export.
-    pub cache_to: Vec<CacheSpec>,
-    /// `SOURCE_DATE_EPOCH` (seconds since the epoch): created times, and with
-    /// `rewrite-timestamp=true` file mtimes. The CLI takes it from the environment;
-    /// `--build-arg SOURCE_DATE_EPOCH=N` takes precedence, as in BuildKit.
-    pub source_date_epoch: Option<i64>,
-}
-
-impl BuildOptions {
-    /// Options to build `context` with its own `Dockerfile` and everything else at its default.
-    pub fn new(context: impl Into<PathBuf>) -> Self {
-        Self {
-            context: context.into(),
-            ..Self::default()
         }
     }
 }
