@@ -10,8 +10,9 @@
 //!
 //! Defence in depth, for a binary where the constructor did not run (a C library that does
 //! not call `.init_array` with arguments, a linker that dropped it):
-//! - the parent marks the child with [`INIT_MARK_ENV`] (nothing else of its environment is
-//!   passed); a process carrying the mark that reaches [`crate::Executor::new`] (its `main`
+//! - the parent marks the child with [`INIT_MARK_ENV`] = its pid (nothing else of its
+//!   environment is passed); a process carrying the mark of its parent that reaches
+//!   [`crate::Executor::new`] (its `main`
 //!   started a build again, which used to recurse without end) reports the failure to the
 //!   parent over its stdin socket and exits 125 at once;
 //! - the parent waits at most [`HANDSHAKE_TIMEOUT`] for the init's first event and otherwise
@@ -89,9 +90,14 @@ pub(crate) fn keep_constructor() {
 /// normal code (its constructor did not run): tells the parent over the socket (stdin) and
 /// exits, so a `main` that starts a build never recurses.
 pub(crate) fn refuse_if_marked() {
+    // The mark names the parent that spawned us: a stale or hand-set variable (whose pid is
+    // not our parent's) is ignored.
     let Some(parent) = std::env::var_os(INIT_MARK_ENV) else {
         return;
     };
+    if parent.to_str().and_then(|p| p.parse::<i32>().ok()) != Some(sys::getppid()) {
+        return;
+    }
     let exe = std::fs::read_link("/proc/self/exe").map_or_else(
         |_| "this binary".to_owned(),
         |p| format!("`{}`", p.display()),

@@ -144,7 +144,7 @@ fn marked_process_reaching_normal_code_fails_at_once() {
     let started = Instant::now();
     let out = Command::new("/proc/self/exe")
         .arg("--workload")
-        .env("KILN_EXECUTOR_INIT_OF", "4242")
+        .env("KILN_EXECUTOR_INIT_OF", std::process::id().to_string())
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(child_end)))
         .output()
         .expect("run");
@@ -156,11 +156,19 @@ fn marked_process_reaching_normal_code_fails_at_once() {
     (&parent).read_to_string(&mut report).expect("read report");
     assert!(report.starts_with("{\"Failed\":"), "{report}");
     assert!(
-        report.contains(
-            "was started as the container init of kiln process 4242 but ran its own main"
-        ),
+        report.contains(&format!(
+            "was started as the container init of kiln process {} but ran its own main",
+            std::process::id()
+        )),
         "{report}"
     );
+    // A mark that is not the parent's (stale, set by hand) is ignored: the workload runs.
+    let out = Command::new("/proc/self/exe")
+        .arg("--workload")
+        .env("KILN_EXECUTOR_INIT_OF", "1")
+        .output()
+        .expect("run");
+    assert_ne!(out.status.code(), Some(125), "{out:?}");
     assert!(report.contains("init_main_if_requested"), "{report}");
     println!("test {TEST} ... ok");
 }
