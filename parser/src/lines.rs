@@ -186,19 +186,25 @@ impl Segments {
         (line, column + text.chars().count())
     }
 
-    /// The span of bytes `range` of `joined`.
+    /// The span of bytes `range` of `joined`, widened to character boundaries (the byte-wise
+    /// flag scanner can end a flag inside a character).
     pub(crate) fn span(&self, joined: &str, range: std::ops::Range<usize>) -> Span {
-        let (line, column) = self.position(joined, range.start);
-        let (end_line, end_column) = if range.end > range.start {
+        let mut start = range.start.min(joined.len());
+        while !joined.is_char_boundary(start) {
+            start -= 1;
+        }
+        let mut end = range.end.clamp(start, joined.len());
+        while !joined.is_char_boundary(end) {
+            end += 1;
+        }
+        let (line, column) = self.position(joined, start);
+        let (end_line, end_column) = match joined[start..end].char_indices().next_back() {
             // The end of the last character, on the line that character is on.
-            let last = joined[..range.end.min(joined.len())]
-                .char_indices()
-                .next_back()
-                .map_or(range.start, |(i, _)| i.max(range.start));
-            let (l, c) = self.position(joined, last);
-            (l, c + 1)
-        } else {
-            (line, column)
+            Some((last, _)) => {
+                let (l, c) = self.position(joined, start + last);
+                (l, c + 1)
+            }
+            None => (line, column),
         };
         Span::new(line, column, end_line, end_column)
     }

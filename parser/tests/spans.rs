@@ -186,3 +186,13 @@ fn stages_and_instructions_carry_their_span() {
     let l = parse_instruction("RUN a `\n  b", '`').unwrap();
     assert_eq!(l.span, Span::new(1, 1, 2, 4));
 }
+
+/// The flag scanner is byte-wise like BuildKit's: a Latin-1 blank byte inside a UTF-8
+/// character (U+00A0 is `c2 a0`) ends the flag word mid-character. Its span must not slice
+/// the line there (this panicked).
+#[test]
+fn a_flag_ending_inside_a_character_is_located() {
+    let e = err("FROM a\nRUN --network=none\u{a0}x y\n");
+    assert!(e.message().starts_with("unsupported network mode"), "{e}");
+    assert_eq!(e.span(), Some(Span::new(2, 5, 2, 20)));
+}
