@@ -8,9 +8,9 @@ cd "$(dirname "$0")/.."
 
 # Registry, busybox rootfs, OCI checkers, htpasswd, time, the tty tests' tmux, runc and crun-free
 # OCI differential tests, reflink and full-disk filesystems, the RUN network's user-mode NAT, and
-# a C compiler with static libc for the seccomp probes.
+# a C compiler with static libc for the seccomp probes, newuidmap/newgidmap for rootless builds.
 pkgs=(busybox-static docker-registry skopeo umoci apache2-utils time curl openssl tmux runc
-      xfsprogs e2fsprogs slirp4netns gcc libc6-dev docker.io)
+      xfsprogs e2fsprogs slirp4netns gcc libc6-dev docker.io uidmap)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -22,7 +22,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# The non-root user of the rootless tests and checks (useradd -m: an /etc/subuid range).
+bash scripts/rootless.sh setup
+
 echo "== conformance (kiln vs BuildKit v0.24 on ../shared/conformance/cases)"
 bash scripts/conformance.sh
+echo "== rootless: the same cases and examples/embed_run as a non-root user"
+bash scripts/rootless.sh run
 echo "== tests"
 cargo test --workspace --locked

@@ -87,6 +87,13 @@ pub trait Snapshotter: Send + Sync {
     fn walk(&self) -> Result<Vec<Info>>;
     /// Where the driver keeps this snapshot's files (used by the layer writer and applier).
     fn layout(&self, key: &str) -> Result<Layout>;
+    /// Why this store uses the native driver although it was left to choose
+    /// ([`DriverChoice::Auto`]): the overlayfs probe's error when the state directory was
+    /// made. `None` with overlayfs, or when native was asked for. Native copies every parent
+    /// tree per step: callers report this so a slow build is never silent.
+    fn native_fallback(&self) -> Option<&str> {
+        None
+    }
     /// The directory under which mount points of this store's snapshots belong (see
     /// [`crate::MountedSnapshot::new_in`]): `<state_dir>/mounts`. Mount points there that a dead
     /// process left are unmounted by the next [`open`].
@@ -226,6 +233,9 @@ struct Metadata {
     /// user namespace; root can use it too). Absent in older and root-made state directories.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     userxattr: bool,
+    /// native chosen by `Auto` because overlayfs could not be mounted: the probe's error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    native_fallback: Option<String>,
     next_id: u64,
     snapshots: BTreeMap<String, Record>,
 }
@@ -242,6 +252,8 @@ struct Store {
     driver: Driver,
     /// See [`Metadata::userxattr`].
     userxattr: bool,
+    /// See [`Metadata::native_fallback`].
+    native_fallback: Option<String>,
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -266,6 +278,7 @@ impl Store {
             mount_root,
             driver: Driver::Native,
             userxattr: kiln_userns::in_user_namespace(),
+            native_fallback: None,
         };
         let lock = store.lock()?;
         let existing = store.read_meta()?;
@@ -274,6 +287,7 @@ impl Store {
                 return Err(Error::NeedsRealRoot { path: root });
             }
             store.userxattr = meta.userxattr;
+            store.native_fallback.clone_from(&meta.native_fallback);
         }
         let driver = match (existing.as_ref().map(|m| m.driver), choice) {
             (Some(d), DriverChoice::Auto) => d,
@@ -298,13 +312,13 @@ impl Store {
                 overlay::probe(&root, store.userxattr)?;
                 Driver::Overlay
             }
-            (None, DriverChoice::Auto) => {
-                if overlay::probe(&root, store.userxattr).is_ok() {
-                    Driver::Overlay
-                } else {
+            (None, DriverChoice::Auto) => match overlay::probe(&root, store.userxattr) {
+                Ok(()) => Driver::Overlay,
+                Err(e) => {
+                    store.native_fallback = Some(e.to_string());
                     Driver::Native
                 }
-            }
+            },
         };
         store.driver = driver;
         if driver != Driver::Overlay {
@@ -314,6 +328,7 @@ impl Store {
             store.write_meta(&Metadata {
                 driver,
                 userxattr: store.userxattr,
+                native_fallback: store.native_fallback.clone(),
                 next_id: 1,
                 snapshots: BTreeMap::new(),
             })?;
@@ -599,6 +614,10 @@ impl Snapshotter for Store {
 
     fn mount_root(&self) -> &Path {
         &self.mount_root
+    }
+
+    fn native_fallback(&self) -> Option<&str> {
+        self.native_fallback.as_deref()
     }
 
     fn prepare(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {

@@ -214,6 +214,28 @@ pub(crate) fn owned_temp_dir(dir: &Path) -> Result<tempfile::TempDir> {
 }
 
 impl Solver {
+    /// What makes this build slower or narrower than it could be, said once per build: the
+    /// native snapshot driver chosen because overlayfs cannot be mounted, a rootless build
+    /// with only one id mapped.
+    fn environment_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(why) = self.snapshotter.native_fallback() {
+            out.push(format!(
+                "snapshots use the native driver (a full copy of the parent per step, slower \
+                 than overlayfs): {why}"
+            ));
+        }
+        if let Some(r) = kiln_userns::rootless()
+            && let Some(why) = &r.single_id
+        {
+            out.push(format!(
+                "rootless build with one id mapped ({why}): steps that need another id fail; {}",
+                kiln_userns::subid_hint(r.user.as_deref())
+            ));
+        }
+        out
+    }
+
     /// Opens (creating) the state directory: content store, snapshots, cache records. What
     /// killed kiln processes left (temporary snapshots, mounts, directories, files) is removed.
     pub fn new(config: SolverConfig) -> Result<Self> {
@@ -465,6 +487,9 @@ impl Solver {
             ids
         };
         progress.event(&ProgressEvent::BuildStarted { total_steps: total });
+        for message in self.environment_warnings() {
+            progress.event(&ProgressEvent::Warning { message });
+        }
         for (flag, specs) in [
             ("--cache-from", &req.cache_from),
             ("--cache-to", &req.cache_to),
@@ -614,7 +639,14 @@ impl Solver {
         )?;
         for exp in req.cache_to.iter().filter_map(CacheExport::of) {
             let records = cache_entries(&ctx, &g, &results, tail_v, exp.max);
-            remote_cache::export(&self.store, &self.registry, &exp, records)?;
+            let mounts = if exp.cache_mounts {
+                let tmp = self.temp_dir()?;
+                let ids = remote_cache::cache_mount_ids(&plan);
+                remote_cache::pack_mounts(&self.store, &self.config.state_dir, &ids, tmp.path())?
+            } else {
+                std::collections::BTreeMap::new()
+            };
+            remote_cache::export(&self.store, &self.registry, &exp, records, mounts)?;
         }
         progress.event(&ProgressEvent::ImageWritten {
             manifest_digest: image.manifest_digest.to_string(),
