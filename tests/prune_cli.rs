@@ -185,3 +185,65 @@ fn system_df_and_prune_account_for_and_remove_images_and_cache() {
     assert_eq!(df_row(&state, "Build Cache")[..3], ["0", "0", "0B"]);
     assert_eq!(run_kiln(&state, &["images", "-q"]).1, "");
 }
+
+/// Snapshot keys starting with `layer-` (images unpacked by FROM or `kiln run`).
+fn layer_snapshots(state: &tempfile::TempDir) -> Vec<String> {
+    let Ok(bytes) = std::fs::read(state.path().join("snapshots/metadata.json")) else {
+        return Vec::new();
+    };
+    let v: serde_json::Value = serde_json::from_slice(&bytes).expect("snapshot metadata is json");
+    v["snapshots"]
+        .as_object()
+        .map(|m| {
+            m.keys()
+                .filter(|k| k.starts_with("layer-"))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn image_prune_removes_the_snapshots_only_the_pruned_images_used() {
+    if not_root() {
+        return;
+    }
+    let Some(state) = state_with_busybox() else {
+        return;
+    };
+    let ctx = tempdir();
+    let build = |n: u32| {
+        std::fs::write(
+            ctx.path().join("Dockerfile"),
+            format!("FROM busybox\nRUN echo {n} > /n\n"),
+        )
+        .expect("write Dockerfile");
+        let out = kiln(&state)
+            .args(["build", "-q", "-t", "app:latest"])
+            .arg(ctx.path())
+            .output()
+            .expect("run kiln");
+        assert!(out.status.success(), "{}", text(&out).1);
+        text(&out).0.trim().to_owned()
+    };
+    let old = build(1);
+    // Running the image unpacks its layers into snapshots.
+    let (code, out, err) = run_kiln(&state, &["run", "--network", "none", &old, "cat", "/n"]);
+    assert_eq!((code, out.as_str()), (Some(0), "1\n"), "{err}");
+    let unpacked = layer_snapshots(&state);
+    // busybox's two layers (COPY, RUN) and app's RUN.
+    assert_eq!(unpacked.len(), 3, "{unpacked:?}");
+    build(2);
+    let (code, out, err) = run_kiln(&state, &["image", "prune", "-f"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("Deleted Images:"), "{out}");
+    // The old image's own layer is gone; busybox's stay (busybox:latest uses them).
+    let left = layer_snapshots(&state);
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.iter().all(|l| unpacked.contains(l)), "{left:?}");
+    let (code, out, err) = run_kiln(
+        &state,
+        &["run", "--network", "none", "busybox", "echo", "ok"],
+    );
+    assert_eq!((code, out.as_str()), (Some(0), "ok\n"), "{err}");
+}

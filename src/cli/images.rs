@@ -410,6 +410,7 @@ fn rmi(
         [] => {
             store.remove_image(&image.manifest_digest, &cache_layers(root))?;
             println!("Deleted: {}", image.config_digest);
+            super::system::remove_image_snapshots(store, root, std::slice::from_ref(&image))?;
         }
         [one] => {
             untag(store, root, one, platform)?;
@@ -433,9 +434,7 @@ fn untag(
     let Some(digest) = store.resolve_tag(r)? else {
         return Ok(false);
     };
-    let id = Image::load(store, &digest, platform)
-        .ok()
-        .map(|i| i.config_digest);
+    let image = Image::load(store, &digest, platform).ok();
     if store.remove_tag(r)?.is_none() {
         return Ok(false);
     }
@@ -444,9 +443,10 @@ fn untag(
     // Tagged again meanwhile by another process: refused, and kept.
     if !still_named
         && store.remove_image(&digest, &cache_layers(root)).is_ok()
-        && let Some(id) = id
+        && let Some(image) = image
     {
-        println!("Deleted: {id}");
+        println!("Deleted: {}", image.config_digest);
+        super::system::remove_image_snapshots(store, root, std::slice::from_ref(&image))?;
     }
     Ok(true)
 }
@@ -583,16 +583,21 @@ pub(crate) fn remove_images(
             victims.push(d.digest);
         }
     }
+    let mut gone = Vec::new();
     for d in victims {
+        let image = Image::load(store, &d, &platform).ok();
         // Tagged again meanwhile (or still named by another tag): kept.
         let Ok(removed) = store.remove_image(&d, &keep) else {
             continue;
         };
+        gone.extend(image);
         total += removed.bytes;
         for b in removed.blobs {
             lines.push(format!("deleted: {b}"));
         }
     }
+    // The snapshots their layers were unpacked into, when nothing else uses them.
+    total += super::system::remove_image_snapshots(store, root, &gone)?;
     Ok((lines, total))
 }
 

@@ -169,6 +169,67 @@ pub(crate) fn remove_orphan_layers(
     Ok(freed)
 }
 
+/// The `layer-<chain id>` snapshots `FROM` and `kiln run` unpack `image` into, base first.
+fn layer_snapshots(image: &Image) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut chain: Option<String> = None;
+    for d in &image.config.rootfs.diff_ids {
+        let next = match &chain {
+            None => d.to_string(),
+            Some(prev) => Digest::of_bytes(format!("{prev} {d}").as_bytes()).to_string(),
+        };
+        out.push(format!("layer-{}", next.trim_start_matches("sha256:")));
+        chain = Some(next);
+    }
+    out
+}
+
+/// Removes the unpacked-layer snapshots of the `gone` images that no remaining image, no
+/// cache record and no other snapshot (as its parent) uses, top layer first; returns the bytes
+/// freed.
+pub(crate) fn remove_image_snapshots(
+    store: &ContentStore,
+    state_dir: &Path,
+    gone: &[Image],
+) -> anyhow::Result<u64> {
+    if gone.is_empty() || !state_dir.join("snapshots").exists() {
+        return Ok(0);
+    }
+    let platform = Platform::host();
+    let mut keep: BTreeSet<String> = BTreeSet::new();
+    for (_, d) in super::images::all_images(store)? {
+        if let Ok(image) = Image::load(store, &d, &platform) {
+            keep.extend(layer_snapshots(&image));
+        }
+    }
+    if let Ok(cache) = kiln_solver::cache::CacheStore::open(state_dir) {
+        keep.extend(cache.all().into_iter().map(|(_, r)| r.snapshot));
+    }
+    let sn = kiln_snapshotter::open(state_dir, kiln_snapshotter::DriverChoice::Auto)
+        .with_context(|| format!("opening the snapshots in {}", state_dir.display()))?;
+    let mut freed = 0;
+    for image in gone {
+        for name in layer_snapshots(image).iter().rev() {
+            if keep.contains(name) || sn.stat(name).is_err() {
+                break;
+            }
+            let infos = sn.walk()?;
+            if infos
+                .iter()
+                .any(|i| i.parent.as_deref() == Some(name.as_str()))
+            {
+                break;
+            }
+            let size = sn.usage(name).map_or(0, |u| u.size);
+            if sn.remove(name).is_err() {
+                break;
+            }
+            freed += size;
+        }
+    }
+    Ok(freed)
+}
+
 /// Disk usage of a directory tree (allocated blocks, a hard-linked inode once).
 fn du(dir: &Path) -> u64 {
     let mut seen = BTreeSet::new();
