@@ -29,6 +29,11 @@
 //!    files and every [`MountSpec`], creating missing mount points as *stubs*. Overlay options
 //!    longer than a page are shortened (lower dirs relative to their common parent). `type=ssh`
 //!    mounts get a per-run proxy socket with the mount's uid/gid/mode relaying to the agent.
+//!    Where `/` is not a mount point (kiln in a plain chroot) the parent first binds the run
+//!    directory onto itself and the init chroots into a private bind of `/` (see `chroot.rs`).
+//!    Inside a user namespace (rootless) only mapped ids exist: a step's user, group or
+//!    groups outside the map fail up front naming /etc/subuid and the `usermod` command; a
+//!    single-id map skips `setgroups`.
 //! 4. **PID 1**: the init forks the container's PID 1, which starts a new session, mounts
 //!    /proc, a nodev /dev tmpfs (the host's null, zero, full, random, urandom and tty bound
 //!    one by one, devpts + ptmx, shm, mqueue) and a read-only /sys (every other mount of the
@@ -40,7 +45,9 @@
 //!    bpf, perf_event_open, userfaultfd, io_uring, mount, unshare, ... fail with EPERM; other
 //!    architectures are killed) and execs the command, which is thus PID 1 of its
 //!    namespace, with stdin /dev/null, default signal dispositions and no descriptor but
-//!    0, 1 and 2.
+//!    0, 1 and 2. [`Executor::run_interactive`] (`kiln run`) can make stdin the caller's
+//!    descriptor, give the command a pty ([`Interactive::tty`]), publish ports through
+//!    slirp4netns and send signals to PID 1 ([`RunControl`]).
 //! 5. **Stream**: stdout and stderr are delivered line by line to `on_output` while the
 //!    command runs.
 //! 6. **Exit**: when PID 1 exits the kernel kills the rest of the namespace; the init reports

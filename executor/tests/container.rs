@@ -631,3 +631,31 @@ fn a_panicking_output_callback_leaves_no_container_running() {
         }
     }
 }
+
+/// The libtest harness (its threads running) as its own container init: the default config
+/// re-executes this test binary, whose init starts from the executor's constructor before
+/// libtest's `main`. Before, the re-executed binary ran libtest (which matched no test) and
+/// the run failed with "exited without reporting the command's status".
+#[test]
+fn libtest_binary_is_its_own_init_with_the_default_config() {
+    require_env!();
+    let f = Fixture::new();
+    let executor = kiln_executor::Executor::new(kiln_executor::ExecutorConfig::new(
+        f.dir.path().join("own-state"),
+    ))
+    .expect("executor");
+    let mut out = String::new();
+    let status = executor
+        .run(
+            &ProcessSpec {
+                args: vec!["/bin/sh".into(), "-c".into(), "echo from-libtest".into()],
+                ..ProcessSpec::default()
+            },
+            &f.rootfs(),
+            &[],
+            &mut |_, line| out.push_str(&String::from_utf8_lossy(line)),
+            &CancelToken::new(),
+        )
+        .expect("run");
+    assert_eq!((status.code(), out.as_str()), (0, "from-libtest\n"));
+}
