@@ -44,6 +44,8 @@ fn workload_script(script: &str) -> i32 {
     };
     let spec = ProcessSpec {
         args: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        // The step's USER (tests of the user namespace set it).
+        user: std::env::var("NO_HOOK_USER").unwrap_or_default(),
         ..ProcessSpec::default()
     };
     let mut out = Vec::new();
@@ -308,9 +310,20 @@ fn userns_child(script: &str) -> i32 {
 /// `map` (`inside outside count`, also for gids); `deny_setgroups` as an unprivileged
 /// single-id map has it. Returns the status and stdout.
 fn in_user_namespace(map: &str, deny_setgroups: bool, script: &str) -> (i32, String) {
+    in_user_namespace_as(map, deny_setgroups, script, "")
+}
+
+/// [`in_user_namespace`] with the step's USER.
+fn in_user_namespace_as(
+    map: &str,
+    deny_setgroups: bool,
+    script: &str,
+    user: &str,
+) -> (i32, String) {
     use std::io::{BufRead, BufReader, Write};
     let mut child = Command::new("/proc/self/exe")
         .args(["--userns-child", script])
+        .env("NO_HOOK_USER", user)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -355,6 +368,20 @@ fn run_steps_in_a_user_namespace() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(out, "uid 0\nptmx\nrun directories left: 0\nstatus 0\n");
     // A step that chowns to an unmapped id fails, and the output says why and what to do.
+    // USER 1000 cannot exist with one id: the step fails before it starts, saying why.
+    let (code, out) = in_user_namespace_as("0 100000 1", true, "id", "1000");
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.starts_with("run directories left: 0\nerror: user `1000` needs uid 1000, which kiln's user namespace does not map: kiln runs rootless with only one id mapped"),
+        "{out}"
+    );
+    assert!(out.contains("/etc/subuid"), "{out}");
+    // With the range, USER 1000 runs as 1000.
+    let (code, out) = in_user_namespace_as("0 100000 65536", false, "id -u", "1000");
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "1000\nrun directories left: 0\nstatus 0\n")
+    );
     let (_, out) = in_user_namespace("0 100000 1", true, "touch /f && chown 1000 /f");
     assert!(out.ends_with("status 1\n"), "{out}");
     assert!(out.contains("only one id mapped"), "{out}");
