@@ -1,6 +1,12 @@
 //! `RUN --mount=...` values: BuildKit's `runmount.go` CSV syntax for bind, cache, tmpfs,
 //! secret and ssh mounts, with its validation messages and defaults.
 
+use nom::branch::alt;
+use nom::bytes::complete::{tag, take_till, take_while1};
+use nom::combinator::value;
+use nom::multi::fold_many0;
+use nom::{IResult, Parser};
+
 use crate::error::{Error, Result};
 use crate::suggest::suggest;
 
@@ -109,85 +115,71 @@ fn parse_bool(v: &str) -> Option<bool> {
 /// A CSV field and its byte range in the record.
 type Field = (String, std::ops::Range<usize>);
 
-/// Go `encoding/csv` reading one record: the fields with their byte ranges, or the message
-/// and the byte offset it is at.
+/// The inside of a quoted CSV field up to its closing quote (`""` is a literal quote).
+fn quoted_body(input: &str) -> IResult<&str, String> {
+    fold_many0(
+        alt((value("\"", tag("\"\"")), take_while1(|c| c != '"'))),
+        String::new,
+        |mut field, part: &str| {
+            field.push_str(part);
+            field
+        },
+    )
+    .parse(input)
+}
+
+/// An unquoted CSV field: up to a `,` (a `"` in it is an error).
+fn bare_field(input: &str) -> IResult<&str, &str> {
+    take_till(|c| c == ',' || c == '"').parse(input)
+}
+
+/// Go `encoding/csv` reading one record (nom): the fields with their byte ranges, or the
+/// message (its column counted in characters, like Go) and the byte offset it is at.
 fn read_csv(s: &str) -> std::result::Result<Vec<Field>, (String, usize)> {
     let line = s.split('\n').next().unwrap_or("");
     let line = line.strip_suffix('\r').unwrap_or(line);
     if s.is_empty() {
         return Err(("EOF".to_owned(), 0));
     }
+    let at = |rest: &str| line.len() - rest.len();
+    let column = |byte: usize| line[..byte].chars().count() + 1;
     let mut fields = Vec::new();
-    let chars: Vec<char> = line.chars().collect();
-    let byte = |i: usize| line.char_indices().nth(i).map_or(line.len(), |(b, _)| b);
-    let mut i = 0;
+    let mut rest = line;
     loop {
-        let start = i;
-        let mut field = String::new();
-        if chars.get(i) == Some(&'"') {
-            i += 1;
-            loop {
-                match chars.get(i) {
-                    None => {
-                        return Err((
-                            format!(
-                                "parse error on line 1, column {}: extraneous or missing \" in quoted-field",
-                                i + 1
-                            ),
-                            byte(start),
-                        ));
-                    }
-                    Some('"') if chars.get(i + 1) == Some(&'"') => {
-                        field.push('"');
-                        i += 2;
-                    }
-                    Some('"') => {
-                        i += 1;
-                        break;
-                    }
-                    Some(&c) => {
-                        field.push(c);
-                        i += 1;
-                    }
-                }
+        let start = at(rest);
+        let (after, field) = if let Some(body) = rest.strip_prefix('"') {
+            let (after, field) = quoted_body(body).unwrap_or((body, String::new()));
+            let Some(after) = after.strip_prefix('"') else {
+                let message = format!(
+                    "parse error on line 1, column {}: extraneous or missing \" in quoted-field",
+                    column(line.len())
+                );
+                return Err((message, start));
+            };
+            if !(after.is_empty() || after.starts_with(',')) {
+                let message = format!(
+                    "parse error on line 1, column {}: extraneous or missing \" in quoted-field",
+                    column(at(after))
+                );
+                return Err((message, at(after)));
             }
-            match chars.get(i) {
-                None | Some(',') => {}
-                Some(_) => {
-                    return Err((
-                        format!(
-                            "parse error on line 1, column {}: extraneous or missing \" in quoted-field",
-                            i + 1
-                        ),
-                        byte(i),
-                    ));
-                }
-            }
+            (after, field)
         } else {
-            while let Some(&c) = chars.get(i) {
-                if c == ',' {
-                    break;
-                }
-                if c == '"' {
-                    return Err((
-                        format!(
-                            "parse error on line 1, column {}: bare \" in non-quoted-field",
-                            i + 1
-                        ),
-                        byte(i),
-                    ));
-                }
-                field.push(c);
-                i += 1;
+            let (after, field) = bare_field(rest).unwrap_or(("", rest));
+            if after.starts_with('"') {
+                let message = format!(
+                    "parse error on line 1, column {}: bare \" in non-quoted-field",
+                    column(at(after))
+                );
+                return Err((message, at(after)));
             }
+            (after, field.to_owned())
+        };
+        fields.push((field, start..at(after)));
+        match after.strip_prefix(',') {
+            Some(next) => rest = next,
+            None => break,
         }
-        // Byte offsets only at field ends: `byte` is linear, fields are few.
-        fields.push((field, byte(start)..byte(i)));
-        if chars.get(i) == Some(&',') {
-            i += 1;
-            continue;
-        }
-        break;
     }
     Ok(fields)
 }
