@@ -23,7 +23,7 @@ use crate::copy::{self, Chmod, CopyOptions, CopySource};
 use crate::dockerignore::IgnoreMatcher;
 use crate::error::{Error, Result, io_err};
 use crate::explain;
-use crate::key::{CacheKey, KeyBuilder};
+use crate::key::CacheKey;
 use crate::plan::{
     self, BaseRef, CopyOp, MountPlan, Op, Plan, PlanInput, RunOp, SourceRef, StepPlan,
 };

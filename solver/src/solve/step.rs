@@ -185,36 +185,19 @@ impl BuildCtx<'_> {
         start: &dyn Fn(Option<String>),
     ) -> Result<(FsState, bool)> {
         let mut files: Vec<String> = Vec::new();
-        // Source views stay mounted while the key is computed and the step runs.
-        let mut key = KeyBuilder::new(match &step.op {
-            Op::Run(_) => "run",
-            Op::Copy(_) => "copy",
-            Op::Mkdir { .. } => "mkdir",
-        });
-        key.opt("parent", parent.map(|p| p.key.0.as_str()));
-        // Clamped mtimes make a different layer: the epoch is part of the key.
-        if let Some(e) = self.req.layer_epoch() {
-            key.field("rewrite-timestamp", &e.to_string());
-        }
+        // What the key is computed from besides the plan: digests found by hashing the
+        // context or a mounted source, downloading URLs, and the inputs' keys. Source views
+        // stay mounted while the key is computed and the step runs.
+        let mut key_inputs = crate::key::KeyInputs {
+            parent: parent.map(|p| p.key.0.clone()),
+            // Clamped mtimes make a different layer: the epoch is part of the key.
+            layer_epoch: self.req.layer_epoch(),
+            ..Default::default()
+        };
         let mut views: Vec<View<'_>> = Vec::new();
         match &step.op {
-            Op::Mkdir { path, user } => {
-                key.field("path", path).field("user", user);
-            }
+            Op::Mkdir { .. } => {}
             Op::Copy(c) => {
-                key.field("add", if c.add { "1" } else { "0" })
-                    .list("sources", &c.sources)
-                    .field("dest", &c.dest)
-                    .opt("chown", c.chown.as_deref())
-                    .opt("chmod", c.chmod.as_deref())
-                    .field("parents", if c.parents { "1" } else { "0" })
-                    .list("exclude", &c.exclude)
-                    .field("unpack", if c.unpack { "1" } else { "0" })
-                    .field("link", if c.link { "1" } else { "0" });
-                for (name, data) in &c.inline {
-                    key.field("inline", name)
-                        .field("inline-sha256", &hex::encode(Sha256::digest(data)));
-                }
                 if !c.sources.is_empty() {
                     let digest = match &c.from {
                         SourceRef::Context => {
@@ -261,37 +244,23 @@ impl BuildCtx<'_> {
                             }
                         }
                     };
-                    key.field("source-digest", &digest);
+                    key_inputs.source_digest = Some(digest);
                 }
                 for url in &c.urls {
                     let (view, digest) = self.download(url, c.checksum.as_deref(), step.line)?;
-                    key.field("url", url).field("url-digest", &digest);
+                    key_inputs.url_digests.push(digest);
                     views.push(view);
                 }
             }
             Op::Run(r) => {
-                key.list("args", &r.args)
-                    .list("env", &r.env)
-                    .field("user", &r.user)
-                    .field("cwd", &r.cwd)
-                    .field(
-                        "network",
-                        match r.network {
-                            NetworkMode::Default => "default",
-                            NetworkMode::Host => "host",
-                            NetworkMode::None => "none",
-                        },
-                    );
-                if let Some((name, data)) = &r.script {
-                    key.field("script", name)
-                        .field("script-sha256", &hex::encode(Sha256::digest(data)));
-                }
                 for m in &r.mounts {
-                    self.mount_key(&mut key, m, inputs, step.line)?;
+                    key_inputs
+                        .mounts
+                        .push(self.mount_input(m, inputs, step.line)?);
                 }
             }
         }
-        let (key, mut fields) = key.finish_with_fields();
+        let (key, mut fields) = crate::key::step_key(&step.op, &key_inputs);
         fields.retain(|(n, _)| n != "parent");
         let no_cache = step.no_cache;
         let found = if no_cache { None } else { self.lookup(&key) };
@@ -419,42 +388,31 @@ impl BuildCtx<'_> {
         ])
     }
 
-    pub(super) fn mount_key(
+    /// What a `RUN --mount`'s source contributes to the step's key: the digest of the
+    /// context files of a bind mount, or the key of the stage or image it comes from.
+    pub(super) fn mount_input(
         &self,
-        key: &mut KeyBuilder,
         m: &MountPlan,
         inputs: &[(NodeIndex, Arc<FsState>)],
         line: usize,
-    ) -> Result<()> {
+    ) -> Result<crate::key::MountInput> {
+        use crate::key::MountInput;
         let rm = &m.mount;
-        key.field("mount", rm.kind.as_str())
-            .opt("target", rm.target.as_deref())
-            .opt("source", rm.source.as_deref())
-            .opt("from", rm.from.as_deref())
-            .field("ro", if rm.read_only { "1" } else { "0" })
-            .opt("id", rm.id.as_deref())
-            .opt("env", rm.env.as_deref())
-            .opt("mode", rm.mode.map(|x| format!("{x:o}")).as_deref())
-            .opt("uid", rm.uid.map(|x| x.to_string()).as_deref())
-            .opt("gid", rm.gid.map(|x| x.to_string()).as_deref())
-            .opt("size", rm.size.map(|x| x.to_string()).as_deref());
-        match &m.source {
+        Ok(match &m.source {
             Some(SourceRef::Context) if rm.kind == kiln_parser::MountType::Bind => {
                 let tree = SourceTree {
                     root: &self.context_root,
                     ignore: Some(&self.ignore),
                 };
                 let src = rm.source.clone().unwrap_or_else(|| "/".into());
-                let d = digest_sources(&tree, &[src], &self.content_cache, line)?;
-                key.field("source-digest", &d);
+                MountInput::ContextDigest(digest_sources(&tree, &[src], &self.content_cache, line)?)
             }
             Some(other) => {
                 let st = self.state_of(inputs, self.source_vertex(other));
-                key.opt("source-key", st.as_ref().map(|s| s.key.0.as_str()));
+                MountInput::SourceKey(st.map(|s| s.key.0.clone()))
             }
-            None => {}
-        }
-        Ok(())
+            None => MountInput::None,
+        })
     }
 
     pub(super) fn lookup(&self, key: &CacheKey) -> Option<CacheRecord> {
