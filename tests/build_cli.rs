@@ -9,7 +9,7 @@ use std::io::Write;
 use std::process::{Output, Stdio};
 
 use common::oci::{oci_image, tar_entries};
-use common::{busybox_context, hello_context, is_root, kiln, skip, tempdir, text, write_files};
+use common::{busybox_context, hello_context, kiln, tempdir, text, write_files};
 use serde_json::Value;
 
 /// Builds `ctx` with `args` and the state in `state`.
@@ -32,9 +32,9 @@ fn ok(out: &Output) -> (String, String) {
     (o, e)
 }
 
-/// RUN steps need root (namespaces, mounts).
+/// RUN steps need root (namespaces, mounts): true when this test is skipped.
 fn need_root() -> bool {
-    !is_root() && skip("RUN steps need root")
+    common::not_root()
 }
 
 #[test]
@@ -932,7 +932,14 @@ fn debug_shows_a_timed_span_per_step() {
     }
     let state = tempdir();
     let out = kiln(&state)
-        .args(["--debug", "build", "--progress=plain", "--no-cache", "-t", "dbg:1"])
+        .args([
+            "--debug",
+            "build",
+            "--progress=plain",
+            "--no-cache",
+            "-t",
+            "dbg:1",
+        ])
         .arg(hello_context())
         .env_remove("KILN_LOG")
         .output()
@@ -948,7 +955,9 @@ fn debug_shows_a_timed_span_per_step() {
         assert!(line.contains("time.idle="), "{line}");
     }
     assert!(
-        stderr.lines().any(|l| l.contains("export{output=image}: close time.busy=")),
+        stderr
+            .lines()
+            .any(|l| l.contains("export{output=image}: close time.busy=")),
         "{stderr}"
     );
     // Without --debug or KILN_LOG, no diagnostics.

@@ -37,23 +37,29 @@ pub fn text(out: &Output) -> (String, String) {
     )
 }
 
-/// Prints `skipped: why` and returns true, or panics when `CI` is set (CI must run every test).
+/// The running test's name (libtest names each test's thread after it).
+fn test_name() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("unnamed test")
+        .to_owned()
+}
+
+/// [`kiln_testkit::skip`] for the running test, answering "was it skipped?": prints
+/// `skipped: <test>: why` and returns true, or panics when `CI` is set.
 pub fn skip(why: &str) -> bool {
-    assert!(std::env::var_os("CI").is_none(), "required under CI: {why}");
-    eprintln!("skipped: {why}");
-    true
+    !kiln_testkit::skip(&test_name(), why)
 }
 
 /// Whether we are root (RUN steps need namespaces and mounts).
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    kiln_testkit::is_root()
 }
 
 /// Builds mount snapshots and create namespaces, so they need root: true (after a skip
-/// message; a panic under CI) when we are not.
+/// message; a panic under CI) when we are not ([`kiln_testkit::require_root`]).
 pub fn not_root() -> bool {
-    !is_root() && skip("kiln builds need root (mounts, namespaces)")
+    !kiln_testkit::require_root(&test_name())
 }
 
 /// Writes `files` (path, contents) under `dir`.
