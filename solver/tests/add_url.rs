@@ -9,16 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use kiln_solver::{BuildRequest, NoProgress, OutputSpec, Solver, SolverConfig};
 
 fn root_or_skip() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "ADD URL tests need root (overlay mounts) and CI is set"
-    );
-    println!("skipped: ADD URL tests need root (overlay mounts)");
-    false
+    kiln_testkit::require_root("add_url")
 }
 
 /// Serves `body` to every request until the test ends; returns the port.

@@ -148,14 +148,11 @@ fn context_bind_mount_hides_dockerignored_files(state: &Path) {
 }
 
 fn main() {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root || !registry_up() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "RUN tests need root and the registry of ../shared/registry-up.sh"
-        );
-        println!("skipped: RUN tests need root and the registry of ../shared/registry-up.sh");
+    if !kiln_testkit::require_root("solver run tests") {
+        return;
+    }
+    if !registry_up() {
+        kiln_testkit::skip("solver run tests", "needs the registry of ../shared/registry-up.sh");
         return;
     }
     let state = tempfile::tempdir().expect("state");
