@@ -48,9 +48,12 @@ fn string(input: &str) -> IResult<&str, String> {
     let (mut input, _) = char('"').parse(input)?;
     let mut out = String::new();
     loop {
-        let (rest, plain) = take_while(|c: char| c != '"' && c != '\\' && c >= ' ').parse(input)?;
-        out.push_str(plain);
-        input = rest;
+        // The plain run, scanned as bytes: every byte that ends it is ASCII.
+        let plain: IResult<&[u8], &[u8]> =
+            take_while(|b: u8| b != b'"' && b != b'\\' && b >= b' ').parse(input.as_bytes());
+        let n = plain.map_or(0, |(_, run)| run.len());
+        out.push_str(&input[..n]);
+        input = &input[n..];
         if let Ok((rest, _)) = char::<_, ()>('"').parse(input) {
             return Ok((rest, out));
         }

@@ -183,7 +183,20 @@ impl Segments {
         };
         let at = at.min(joined.len());
         let text = joined.get(start.min(at)..at).unwrap_or("");
-        (line, column + text.chars().count())
+        (line, column + count_chars(text))
+    }
+
+    /// The span from byte `start` (a character boundary) to the end of `joined`: a node's span.
+    /// When the last segment has text, its end column is counted from that segment alone.
+    pub(crate) fn tail_span(&self, joined: &str, start: usize) -> Span {
+        match self.parts.last() {
+            Some(&(from, line, column)) if from < joined.len() && from >= start => {
+                let (l, c) = self.position(joined, start);
+                let end = column + joined.get(from..).map_or(0, count_chars);
+                Span::new(l, c, line, end)
+            }
+            _ => self.span(joined, start..joined.len()),
+        }
     }
 
     /// The span of bytes `range` of `joined`, widened to character boundaries (the byte-wise
@@ -207,6 +220,15 @@ impl Segments {
             None => (line, column),
         };
         Span::new(line, column, end_line, end_column)
+    }
+}
+
+/// The number of characters of `s` (its length when it is ASCII, the common case).
+fn count_chars(s: &str) -> usize {
+    if s.is_ascii() {
+        s.len()
+    } else {
+        s.chars().count()
     }
 }
 
@@ -322,15 +344,9 @@ pub(crate) fn parse_nodes(source: &[u8], mut sink: impl FnMut(Node, &Segments)) 
             Ok(child) => child,
             Err((f, line)) => return Err(f.at(start_line, r.line, &segments, &line)),
         };
-        {
-            child.span = segments.span(
-                &child.original,
-                child.parts.keyword.start..child.original.len(),
-            );
-            if let Some(t) = child.trigger.as_deref_mut() {
-                t.span =
-                    segments.span(&child.original, t.parts.keyword.start..child.original.len());
-            }
+        child.span = segments.tail_span(&child.original, child.parts.keyword.start);
+        if let Some(t) = child.trigger.as_deref_mut() {
+            t.span = segments.tail_span(&child.original, t.parts.keyword.start);
         }
         child.prev_comment = std::mem::take(&mut comments);
         if child.can_contain_heredoc() && child.original.contains("<<") {
