@@ -38,6 +38,7 @@
 //! # Ok(()) }
 //! ```
 
+mod api;
 mod apply;
 mod error;
 mod fsutil;
