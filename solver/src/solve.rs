@@ -639,14 +639,7 @@ impl Solver {
         )?;
         for exp in req.cache_to.iter().filter_map(CacheExport::of) {
             let records = cache_entries(&ctx, &g, &results, tail_v, exp.max);
-            let mounts = if exp.cache_mounts {
-                let tmp = self.temp_dir()?;
-                let ids = remote_cache::cache_mount_ids(&plan);
-                remote_cache::pack_mounts(&self.store, &self.config.state_dir, &ids, tmp.path())?
-            } else {
-                std::collections::BTreeMap::new()
-            };
-            remote_cache::export(&self.store, &self.registry, &exp, records, mounts)?;
+            remote_cache::export(&self.store, &self.registry, &exp, records)?;
         }
         progress.event(&ProgressEvent::ImageWritten {
             manifest_digest: image.manifest_digest.to_string(),
