@@ -58,7 +58,7 @@ impl Build {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.events.recv_timeout(left) {
                 Ok(v) => self.seen.push(v),
-                Err(_) => panic!("no {what} in {:#?}", self.seen),
+                Err(e) => panic!("no {what} ({e}) in {:#?}", self.seen),
             }
         }
     }

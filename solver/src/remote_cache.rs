@@ -7,6 +7,12 @@
 //! On import, a local cache miss whose key is in an imported map is materialised by applying
 //! the layer on top of the parent snapshot (already there: steps run in DAG order), committing
 //! it and only then recording it locally.
+//!
+//! With `cache-mounts=true` the export also carries the content of the build's
+//! `RUN --mount=type=cache` directories, each as a gzip tar layer (content-addressed, listed in
+//! the manifest's layers and under `mounts` in the config, by cache id); an import seeds a mount
+//! that is absent or empty on this machine before the first `RUN` that uses it (see
+//! [`Imported::seed_mount`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -40,6 +46,9 @@ pub(crate) struct CacheEntry {
 struct CacheConfig {
     version: u32,
     records: BTreeMap<String, CacheEntry>,
+    /// Cache mount id → its content as a gzip tar layer (`cache-mounts=true`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    mounts: BTreeMap<String, LayerRecord>,
 }
 
 impl CacheLocation {
@@ -84,6 +93,7 @@ fn layer_desc(l: &LayerRecord) -> Result<Descriptor> {
 #[derive(Debug, Default)]
 pub(crate) struct Imported {
     entries: HashMap<String, (CacheEntry, usize)>,
+    mounts: HashMap<String, (LayerRecord, usize)>,
     sources: Vec<CacheLocation>,
 }
 
@@ -104,6 +114,9 @@ impl Imported {
                     me.sources.push(loc.clone());
                     for (k, e) in cfg.records {
                         me.entries.entry(k).or_insert((e, i));
+                    }
+                    for (id, l) in cfg.mounts {
+                        me.mounts.entry(id).or_insert((l, i));
                     }
                 }
                 Err(e) => warnings.push(format!("failed to import cache: {e}")),
@@ -129,11 +142,21 @@ impl Imported {
         let Some((CacheEntry { layer: Some(l), .. }, src)) = self.entries.get(key) else {
             return Ok(());
         };
+        self.fetch_blob(store, registry, l, *src)
+    }
+
+    fn fetch_blob(
+        &self,
+        store: &ContentStore,
+        registry: &RegistryClient,
+        l: &LayerRecord,
+        src: usize,
+    ) -> Result<()> {
         let desc = layer_desc(l)?;
         if store.has_blob(&desc.digest) {
             return Ok(());
         }
-        let loc = &self.sources[*src];
+        let loc = &self.sources[src];
         match loc {
             CacheLocation::Registry(r) => {
                 let (parsed, _) = loc.reference(r)?;
@@ -150,6 +173,253 @@ impl Imported {
             }
         }
     }
+
+    /// Whether an imported cache carries the content of cache mount `id`.
+    pub(crate) fn has_mount(&self, id: &str) -> bool {
+        self.mounts.contains_key(id)
+    }
+
+    /// Seeds cache mount `id` (its shared instance under `<state_dir>/mounts/cache/`) from the
+    /// imported content when the directory is absent or empty and no build is using it.
+    /// Returns whether it seeded. The directory is made as the executor makes one: under its
+    /// `<name>.init.lock`, extracted into `<name>.tmp-…` (which the executor removes as a crashed
+    /// creator's leftover), given the mount's owner and mode, then renamed into place.
+    pub(crate) fn seed_mount(
+        &self,
+        store: &ContentStore,
+        registry: &RegistryClient,
+        state_dir: &Path,
+        mount: &MountOwner,
+    ) -> Result<bool> {
+        let Some((layer, src)) = self.mounts.get(&mount.id) else {
+            return Ok(false);
+        };
+        let base = mounts_dir(state_dir);
+        let name = escape_id(&mount.id);
+        let dir = base.join(&name);
+        if !is_empty_dir(&dir) {
+            return Ok(false);
+        }
+        self.fetch_blob(store, registry, layer, *src)?;
+        std::fs::create_dir_all(&base).map_err(io_err("create directory", &base))?;
+        let init = lock_file(&base.join(format!("{name}.init.lock")))?;
+        init.lock().map_err(io_err("lock", &base))?;
+        // A build using the mount holds `<name>.lock`: never fill a directory under it.
+        let users = lock_file(&base.join(format!("{name}.lock")))?;
+        if users.try_lock().is_err() || !is_empty_dir(&dir) {
+            return Ok(false);
+        }
+        let tmp = base.join(format!("{name}.tmp-seed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir(&tmp).map_err(io_err("create directory", &tmp))?;
+        let r = (|| -> Result<()> {
+            let d = Digest::parse(&layer.digest).map_err(|e| Error::Image {
+                what: layer.digest.clone(),
+                message: e.to_string(),
+            })?;
+            let blob = store.open_blob(&d).map_err(|e| Error::Image {
+                what: layer.digest.clone(),
+                message: e.to_string(),
+            })?;
+            let gz = flate2::read::GzDecoder::new(std::io::BufReader::new(blob));
+            crate::untar::extract(gz, &tmp, "/", None, 0)?;
+            std::os::unix::fs::lchown(&tmp, Some(mount.uid), Some(mount.gid))
+                .map_err(io_err("chown", &tmp))?;
+            std::fs::set_permissions(
+                &tmp,
+                std::os::unix::fs::PermissionsExt::from_mode(mount.mode & 0o7777),
+            )
+            .map_err(io_err("chmod", &tmp))?;
+            if dir.exists() {
+                std::fs::remove_dir(&dir).map_err(io_err("remove", &dir))?;
+            }
+            std::fs::rename(&tmp, &dir).map_err(io_err("rename", &tmp))
+        })();
+        if r.is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        r.map(|()| true)
+    }
+}
+
+/// A cache mount as the executor makes its directory: id, owner and mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MountOwner {
+    /// The cache id (`id=`, else the target).
+    pub(crate) id: String,
+    /// Owner of the directory.
+    pub(crate) uid: u32,
+    /// Group of the directory.
+    pub(crate) gid: u32,
+    /// Mode of the directory.
+    pub(crate) mode: u32,
+}
+
+/// `<state_dir>/mounts/cache`: where kiln-executor keeps cache mount directories.
+fn mounts_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("mounts").join("cache")
+}
+
+/// The executor's file-name form of a cache id (kiln-executor's `cache::escape_id`, which is
+/// private to it): `[A-Za-z0-9_-]` kept, every other byte `%XX`, `%00` for an empty id.
+fn escape_id(id: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    if out.is_empty() {
+        out.push_str("%00");
+    }
+    out
+}
+
+fn is_empty_dir(p: &Path) -> bool {
+    match std::fs::symlink_metadata(p) {
+        Err(_) => true,
+        Ok(m) if m.is_dir() => std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_none()),
+        Ok(_) => false,
+    }
+}
+
+fn lock_file(p: &Path) -> Result<std::fs::File> {
+    std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(p)
+        .map_err(io_err("open lock", p))
+}
+
+/// The ids of the cache mounts of every `RUN` in `plan` (each once, in step order).
+pub(crate) fn cache_mount_ids(plan: &crate::plan::Plan) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    for step in &plan.steps {
+        if let crate::plan::Op::Run(r) = &step.op {
+            for m in &r.mounts {
+                let rm = &m.mount;
+                if rm.kind == kiln_parser::MountType::Cache {
+                    let id = rm
+                        .effective_id()
+                        .unwrap_or_else(|| rm.target.clone().unwrap_or_default());
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+            }
+        }
+    }
+    ids
+}
+
+/// A writer that hashes and counts what passes through it.
+struct Hashing<W> {
+    inner: W,
+    hash: sha2::Sha256,
+    size: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        sha2::Digest::update(&mut self.hash, &buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W> Hashing<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hash: <sha2::Sha256 as sha2::Digest>::new(),
+            size: 0,
+        }
+    }
+    fn digest(&self) -> String {
+        format!(
+            "sha256:{}",
+            hex::encode(sha2::Digest::finalize(self.hash.clone()))
+        )
+    }
+}
+
+/// Packs the shared instance of each cache mount in `ids` that has content into a gzip tar
+/// layer in `store` (while holding the mount's shared lock, so no `sharing=locked` user is
+/// writing it). `tmp` is a scratch directory.
+pub(crate) fn pack_mounts(
+    store: &ContentStore,
+    state_dir: &Path,
+    ids: &[String],
+    tmp: &Path,
+) -> Result<BTreeMap<String, LayerRecord>> {
+    let base = mounts_dir(state_dir);
+    let mut out = BTreeMap::new();
+    for id in ids {
+        let name = escape_id(id);
+        let dir = base.join(&name);
+        if is_empty_dir(&dir) || !dir.is_dir() {
+            continue;
+        }
+        let lock = lock_file(&base.join(format!("{name}.lock")))?;
+        lock.lock_shared().map_err(io_err("lock", &dir))?;
+        let path = tmp.join(format!("mount-{name}.tar.gz"));
+        let file = std::fs::File::create(&path).map_err(io_err("create", &path))?;
+        let gz = flate2::write::GzEncoder::new(
+            Hashing::new(std::io::BufWriter::new(file)),
+            flate2::Compression::fast(),
+        );
+        let mut tar = Hashing::new(gz);
+        kiln_image::write_rootfs_tar(&dir, &mut tar).map_err(|e| Error::Image {
+            what: format!("cache mount {id}"),
+            message: e.to_string(),
+        })?;
+        drop(lock);
+        let diff_id = tar.digest();
+        let mut compressed = tar.inner.finish().map_err(io_err("write", &path))?;
+        std::io::Write::flush(&mut compressed).map_err(io_err("write", &path))?;
+        let digest = compressed.digest();
+        let size = compressed.size;
+        drop(compressed);
+        let desc = Descriptor::new(
+            media_type::OCI_LAYER_GZIP,
+            Digest::parse(&digest).map_err(|e| Error::Image {
+                what: digest.clone(),
+                message: e.to_string(),
+            })?,
+            size,
+        );
+        let f = std::fs::File::open(&path).map_err(io_err("open", &path))?;
+        store
+            .put_verified(
+                std::io::BufReader::new(f),
+                &desc,
+                &path.display().to_string(),
+            )
+            .map_err(|e| Error::Image {
+                what: format!("cache mount {id}"),
+                message: e.to_string(),
+            })?;
+        let _ = std::fs::remove_file(&path);
+        out.insert(
+            id.clone(),
+            LayerRecord {
+                digest,
+                diff_id,
+                size,
+                media_type: media_type::OCI_LAYER_GZIP.to_owned(),
+            },
+        );
+    }
+    Ok(out)
 }
 
 fn read_config(
@@ -215,20 +485,24 @@ pub(crate) fn export(
     registry: &RegistryClient,
     exp: &CacheExport,
     records: BTreeMap<String, CacheEntry>,
+    mounts: BTreeMap<String, LayerRecord>,
 ) -> Result<()> {
     let loc = &exp.location;
     let mut layers: Vec<Descriptor> = Vec::new();
-    for e in records.values() {
-        if let Some(l) = &e.layer {
-            let d = layer_desc(l)?;
-            if !layers.iter().any(|x| x.digest == d.digest) {
-                layers.push(d);
-            }
+    for l in records
+        .values()
+        .filter_map(|e| e.layer.as_ref())
+        .chain(mounts.values())
+    {
+        let d = layer_desc(l)?;
+        if !layers.iter().any(|x| x.digest == d.digest) {
+            layers.push(d);
         }
     }
     let config = serde_json::to_vec(&CacheConfig {
         version: 1,
         records,
+        mounts,
     })
     .map_err(|e| loc.err(e))?;
     let config_desc = Descriptor::new(
@@ -294,4 +568,24 @@ pub(crate) fn export(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_names_are_the_executors_and_older_configs_read() {
+        // The vectors of kiln-executor's `cache::escape_id` test.
+        assert_eq!(escape_id("/root/.cache"), "%2Froot%2F%2Ecache");
+        assert_eq!(escape_id("go-build_1"), "go-build_1");
+        assert_eq!(escape_id(""), "%00");
+        let old: CacheConfig =
+            serde_json::from_str(r#"{"version":1,"records":{}}"#).expect("older config");
+        assert!(old.mounts.is_empty());
+        let d = tempfile::tempdir().expect("tempdir");
+        assert!(is_empty_dir(&d.path().join("absent")) && is_empty_dir(d.path()));
+        std::fs::write(d.path().join("f"), b"x").expect("write");
+        assert!(!is_empty_dir(d.path()));
+    }
 }

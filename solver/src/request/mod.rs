@@ -221,19 +221,31 @@ pub(crate) struct CacheExport {
     pub(crate) location: CacheLocation,
     /// `mode=max`: every step built; else (`min`) only the steps of the final image.
     pub(crate) max: bool,
+    /// `cache-mounts=true`: also the content of the build's `RUN --mount=type=cache` directories.
+    pub(crate) cache_mounts: bool,
 }
 
 impl CacheExport {
     /// The export of a `--cache-from/--cache-to` spec (`None`: a type kiln does not support).
     pub(crate) fn of(spec: &CacheSpec) -> Option<Self> {
         match spec {
-            CacheSpec::Local { path, max } => Some(Self {
+            CacheSpec::Local {
+                path,
+                max,
+                cache_mounts,
+            } => Some(Self {
                 location: CacheLocation::Local(path.clone()),
                 max: *max,
+                cache_mounts: *cache_mounts,
             }),
-            CacheSpec::Registry { reference, max } => Some(Self {
+            CacheSpec::Registry {
+                reference,
+                max,
+                cache_mounts,
+            } => Some(Self {
                 location: CacheLocation::Registry(reference.clone()),
                 max: *max,
+                cache_mounts: *cache_mounts,
             }),
             CacheSpec::Inline | CacheSpec::Unsupported(_) => None,
         }

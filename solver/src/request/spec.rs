@@ -439,6 +439,8 @@ pub enum CacheSpec {
         path: PathBuf,
         /// Export every intermediate step (`mode=max`) rather than the final image's (`min`).
         max: bool,
+        /// Also export the content of the build's cache mounts (`cache-mounts=true`).
+        cache_mounts: bool,
     },
     /// A registry reference (`type=registry,ref=REF`, or a bare `REF`).
     Registry {
@@ -446,6 +448,8 @@ pub enum CacheSpec {
         reference: String,
         /// Export every intermediate step (`mode=max`).
         max: bool,
+        /// Also export the content of the build's cache mounts (`cache-mounts=true`).
+        cache_mounts: bool,
     },
     /// Cache metadata embedded in the image itself (`type=inline`).
     Inline,
@@ -469,9 +473,11 @@ impl FromStr for CacheSpec {
             return Ok(Self::Registry {
                 reference: s.to_owned(),
                 max: false,
+                cache_mounts: false,
             });
         }
         let (mut kind, mut path, mut reference, mut max) = (None, None, None, false);
+        let mut cache_mounts = false;
         let mut unknown: Option<String> = None;
         for field in split_csv(s) {
             let Some((k, v)) = field.split_once('=') else {
@@ -486,6 +492,17 @@ impl FromStr for CacheSpec {
                         "max" => true,
                         "min" => false,
                         _ => return Err(err(format!("`mode` must be `min` or `max`, not `{v}`"))),
+                    }
+                }
+                "cache-mounts" => {
+                    cache_mounts = match v {
+                        "true" => true,
+                        "false" => false,
+                        _ => {
+                            return Err(err(format!(
+                                "`cache-mounts` must be `true` or `false`, not `{v}`"
+                            )));
+                        }
                     }
                 }
                 "compression" | "compression-level" | "force-compression" | "oci-mediatypes"
@@ -505,10 +522,12 @@ impl FromStr for CacheSpec {
             Some("local") => Ok(Self::Local {
                 path: path.ok_or_else(|| err("`type=local` needs `src=` or `dest=`".into()))?,
                 max,
+                cache_mounts,
             }),
             Some("registry") => Ok(Self::Registry {
                 reference: reference.ok_or_else(|| err("`type=registry` needs `ref=`".into()))?,
                 max,
+                cache_mounts,
             }),
             Some("inline") => Ok(Self::Inline),
             Some(other) => Err(err(format!(
@@ -655,14 +674,16 @@ mod tests {
             "r/cache:1".parse::<CacheSpec>().unwrap(),
             CacheSpec::Registry {
                 reference: "r/cache:1".into(),
-                max: false
+                max: false,
+                cache_mounts: false
             }
         );
         assert_eq!(
             "type=local,dest=/c,mode=max".parse::<CacheSpec>().unwrap(),
             CacheSpec::Local {
                 path: "/c".into(),
-                max: true
+                max: true,
+                cache_mounts: false
             }
         );
         assert_eq!(
@@ -672,6 +693,21 @@ mod tests {
         assert_eq!(
             "type=gha,scope=x".parse::<CacheSpec>().unwrap(),
             CacheSpec::Unsupported("gha".into())
+        );
+        assert_eq!(
+            "type=registry,ref=r/c,mode=max,cache-mounts=true"
+                .parse::<CacheSpec>()
+                .unwrap(),
+            CacheSpec::Registry {
+                reference: "r/c".into(),
+                max: true,
+                cache_mounts: true
+            }
+        );
+        assert!(
+            "type=local,dest=/c,cache-mounts=yes"
+                .parse::<CacheSpec>()
+                .is_err()
         );
         assert!("type=nope".parse::<CacheSpec>().is_err());
         assert!("type=local,dest=/c,bogus=1".parse::<CacheSpec>().is_err());

@@ -105,8 +105,12 @@ impl BuildCtx<'_> {
                         }
                         _ => None,
                     };
+                    let cache_id = rm.effective_id().unwrap_or_else(|| target.clone());
+                    if seed.is_none() {
+                        self.seed_cache_mount(step.line, &cache_id, rm);
+                    }
                     specs.push(ex::MountSpec::Cache(ex::CacheMount {
-                        id: rm.effective_id().unwrap_or_else(|| target.clone()),
+                        id: cache_id,
                         target,
                         sharing: match rm.sharing {
                             Some(kiln_parser::CacheSharing::Private) => ex::CacheSharing::Private,
@@ -261,6 +265,34 @@ impl BuildCtx<'_> {
 }
 
 impl BuildCtx<'_> {
+    /// Seeds cache mount `id` from an imported cache (`--cache-from` of a `cache-mounts=true`
+    /// export) when it is absent or empty here; a failure is a warning, as an unreadable
+    /// imported cache is.
+    fn seed_cache_mount(&self, line: usize, id: &str, rm: &kiln_parser::RunMount) {
+        if !self.imported.has_mount(id) {
+            return;
+        }
+        let owner = crate::remote_cache::MountOwner {
+            id: id.to_owned(),
+            uid: rm.uid.unwrap_or(0),
+            gid: rm.gid.unwrap_or(0),
+            mode: rm.mode.unwrap_or(0o755),
+        };
+        let solver = self.solver;
+        if let Err(e) = self.imported.seed_mount(
+            &solver.store,
+            &solver.registry,
+            &solver.config.state_dir,
+            &owner,
+        ) {
+            self.progress.event(&ProgressEvent::Warning {
+                message: format!(
+                    "Dockerfile:{line}: cache mount {id}: not seeded from the imported cache: {e}"
+                ),
+            });
+        }
+    }
+
     /// Claims the step of `key` across builds sharing the state dir (see
     /// [`CacheStore::claim`]), saying in the step's log when it waits for another build.
     pub(super) fn claim_step(&self, key: &CacheKey, id: StepId) -> Result<crate::cache::StepClaim> {
