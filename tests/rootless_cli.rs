@@ -117,7 +117,7 @@ fn build(
     argv.extend([
         bin.display().to_string(),
         "build".into(),
-        "--progress=plain".into(),
+        "--progress=json".into(),
         "--network=none".into(),
         "--output".into(),
         format!("type=oci,dest={},rewrite-timestamp=true", out.display()),
@@ -148,6 +148,12 @@ fn rootless_build_gives_roots_image() {
     std::fs::create_dir(&root_home).expect("mkdir");
     let as_root = build(&[], &bin, &ctx, &root_home, Some(&dir.0.join("root-state")));
     assert!(as_root.status.success(), "root build: {}", text(&as_root));
+    assert!(
+        text(&as_root)
+            .contains(r#"{"rootless":false,"snapshot_driver":"overlayfs","type":"environment"}"#),
+        "{}",
+        text(&as_root)
+    );
     let as_user = build(&["runuser", "-u", USER, "--"], &bin, &ctx, &home, None);
     let log = text(&as_user);
     assert!(as_user.status.success(), "rootless build: {log}");
@@ -158,6 +164,10 @@ fn rootless_build_gives_roots_image() {
     assert!(
         !log.contains("warning"),
         "no warning for a user with a range: {log}"
+    );
+    assert!(
+        log.contains(r#"{"rootless":true,"snapshot_driver":"overlayfs","type":"environment"}"#),
+        "the driver is reported: {log}"
     );
     // The user's default state directory, with overlayfs in its user namespace.
     let meta = std::fs::read_to_string(home.join(".local/share/kiln/snapshots/metadata.json"))

@@ -78,6 +78,15 @@ pub enum ProgressEvent {
         /// Human-readable error (names the Dockerfile line, command, exit code).
         error: String,
     },
+    /// Where the build runs, sent once right after `BuildStarted`, so a slow or narrowed build
+    /// is never silent (a fallback also comes with a `Warning`).
+    Environment {
+        /// The snapshot driver: `overlayfs`, or `native` (a full copy per step).
+        snapshot_driver: &'static str,
+        /// Whether the build runs in a user namespace: an ordinary user's rootless build, or a
+        /// process started in one (a rootless container).
+        rootless: bool,
+    },
     /// A non-fatal warning (e.g. an unused `--build-arg`).
     Warning {
         /// The message.

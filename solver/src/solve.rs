@@ -487,6 +487,10 @@ impl Solver {
             ids
         };
         progress.event(&ProgressEvent::BuildStarted { total_steps: total });
+        progress.event(&ProgressEvent::Environment {
+            snapshot_driver: self.snapshotter.driver().name(),
+            rootless: kiln_userns::in_user_namespace(),
+        });
         for message in self.environment_warnings() {
             progress.event(&ProgressEvent::Warning { message });
         }

@@ -60,6 +60,12 @@ pub(crate) fn event_json(event: &ProgressEvent) -> Value {
         ProgressEvent::StepFailed { step, error } => {
             json!({"type": "step_failed", "step": step.0, "error": error})
         }
+        ProgressEvent::Environment {
+            snapshot_driver,
+            rootless,
+        } => json!({
+            "type": "environment", "snapshot_driver": snapshot_driver, "rootless": rootless,
+        }),
         ProgressEvent::Warning { message } => json!({"type": "warning", "message": message}),
         ProgressEvent::ImageWritten {
             manifest_digest,
@@ -116,6 +122,10 @@ mod tests {
         let buf = Buffer::default();
         let j = Json::new(Box::new(buf.clone()));
         j.event(&ProgressEvent::BuildStarted { total_steps: 3 });
+        j.event(&ProgressEvent::Environment {
+            snapshot_driver: "overlayfs",
+            rootless: true,
+        });
         j.event(&started(0, 1, "FROM scratch", 1));
         j.event(&ProgressEvent::StepCached { step: StepId(0) });
         j.event(&started(1, 2, "RUN echo \"hi\"", 2));
@@ -142,6 +152,7 @@ mod tests {
         assert_eq!(
             buf.text(),
             r#"{"total_steps":3,"type":"build_started"}
+{"rootless":true,"snapshot_driver":"overlayfs","type":"environment"}
 {"index":1,"instruction":"FROM scratch","line":1,"stage":"0","step":0,"total":3,"type":"step_started"}
 {"step":0,"type":"step_cached"}
 {"index":2,"instruction":"RUN echo \"hi\"","line":2,"stage":"0","step":1,"total":3,"type":"step_started"}
