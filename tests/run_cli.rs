@@ -368,12 +368,21 @@ fn sigint_kills_the_container_and_leaves_nothing() {
         assert!(t0.elapsed().as_secs() < 20, "the container never started");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    // The first SIGINT goes to PID 1, which (as any namespace init without a handler, and as
+    // under docker) ignores it; the second kills the container.
     // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "sleep ignores SIGINT"
+    );
+    // SAFETY: as above.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let t1 = std::time::Instant::now();
     let status = child.wait().expect("wait");
     assert!(t1.elapsed().as_secs() < 10, "kiln run outlived the signal");
-    assert_eq!(status.code(), Some(130));
+    assert_eq!(status.code(), Some(137));
     assert!(
         processes(&["sleep", "37.25"]).is_empty(),
         "the container survived"
@@ -544,4 +553,150 @@ fn volumes_mounts_name_and_platform_flags() {
         &["run", "--platform", "linux/amd64", "busybox", "true"],
     );
     assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn signals_stdin_tty_and_published_ports() {
+    let Some(state) = state_with_busybox() else {
+        return;
+    };
+    // SIGTERM reaches a PID 1 that handles it; its exit status is kiln's.
+    let mut child = kiln(&state)
+        .args([
+            "run",
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.1; done",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start kiln run");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).expect("read");
+    assert_eq!(line, "ready\n");
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().expect("wait");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).expect("read");
+    assert_eq!((status.code(), rest.as_str()), (Some(3), "got TERM\n"));
+
+    // -i: kiln's stdin is the container's.
+    let mut child = kiln(&state)
+        .args([
+            "run",
+            "-i",
+            "--network",
+            "none",
+            "busybox",
+            "tr",
+            "a-z",
+            "A-Z",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start kiln run");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), b"piped in\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "PIPED IN\n");
+    // Without -i the container's stdin is empty.
+    let (code, out, _) = run_kiln(&state, &["run", "--network", "none", "busybox", "cat"]);
+    assert_eq!((code, out.as_str()), (Some(0), ""));
+
+    // -t: a pty of the default size (no terminal here), output as the terminal shows it.
+    let (code, out, err) = run_kiln(
+        &state,
+        &[
+            "run",
+            "-t",
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            "tty; stty size",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("/dev/pts/"), "{out:?}");
+    assert!(out.ends_with("\r\n24 80\r\n"), "{out:?}");
+
+    // -p: the private network's port reachable on the host.
+    let (code, _, err) = run_kiln(
+        &state,
+        &["run", "--network", "host", "-p", "1:2", "busybox", "true"],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("-p needs the private network"), "{err}");
+    if !kiln_testkit::require_tool(
+        "signals_stdin_tty_and_published_ports",
+        "slirp4netns",
+        "slirp4netns",
+    ) {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let www = tempdir();
+    std::fs::write(www.path().join("index.html"), "published\n").expect("write");
+    let mut child = kiln(&state)
+        .args(["run", "-p", &format!("127.0.0.1:{port}:8080"), "-v"])
+        .arg(format!("{}:/www:ro", www.path().display()))
+        .args(["busybox", "httpd", "-f", "-p", "8080", "-h", "/www"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start kiln run");
+    let t0 = std::time::Instant::now();
+    let answer = loop {
+        let got = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut c| {
+            c.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+            std::io::Write::write_all(&mut c, b"GET / HTTP/1.0\r\n\r\n")?;
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut c, &mut s)?;
+            Ok(s)
+        });
+        match got {
+            Ok(s) if s.ends_with("published\n") => break s,
+            _ if t0.elapsed().as_secs() < 30 => {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            other => {
+                let _ = child.kill();
+                panic!("no answer on the published port: {other:?}");
+            }
+        }
+    };
+    if !answer.starts_with("HTTP/1.1 200 OK") {
+        let _ = child.kill();
+        panic!("{answer}");
+    }
+    // httpd, PID 1 without a SIGTERM handler, ignores the forwarded SIGTERM; a second one
+    // kills the container.
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if t0.elapsed().as_secs() > 20 {
+            let _ = child.kill();
+            panic!("kiln run outlived two SIGTERMs");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(137), "killed by the second signal");
 }

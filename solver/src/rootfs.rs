@@ -28,10 +28,10 @@ use kiln_executor as ex;
 use kiln_image::{ContentStore, Image};
 use kiln_snapshotter::{self as snap, Snapshotter};
 
-use crate::solve::chain_ids;
-use crate::solve::{Solver, snap_err};
 use crate::error::{Error, Result};
 use crate::scheduler::CancelHandle;
+use crate::solve::chain_ids;
+use crate::solve::{Solver, snap_err};
 
 /// A snapshot key unique to this process (the snapshotter records the owner, so one a killed
 /// process leaves is removed by the next kiln process that opens the state).
@@ -192,6 +192,40 @@ impl ContainerRootfs<'_> {
                 .collect(),
         );
         match executor.run(process, &rootfs, mounts, on_output, &token) {
+            Ok(s) => Ok(s),
+            Err(ex::Error::Cancelled) => Err(Error::Cancelled),
+            Err(e) => Err(Error::Exec {
+                line: 0,
+                command: process.args.join(" "),
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+impl ContainerRootfs<'_> {
+    /// [`ContainerRootfs::run_with_mounts`] with `kiln run`'s stdin, pty and published ports
+    /// (`io`); `control` forwards signals to PID 1, kills or cancels the container.
+    pub fn run_interactive(
+        &self,
+        process: &ex::ProcessSpec,
+        mounts: &[ex::MountSpec],
+        io: ex::Interactive,
+        on_output: &mut dyn FnMut(ex::Stream, &[u8]),
+        control: &ex::RunControl,
+    ) -> Result<ex::ExitStatus> {
+        let executor = self.solver.executor()?;
+        let rootfs = ex::RootFs::Mounts(
+            self.mounts
+                .iter()
+                .map(|m| ex::RootMount {
+                    fstype: m.fstype.clone(),
+                    source: m.source.to_string_lossy().to_string(),
+                    options: m.options.clone(),
+                })
+                .collect(),
+        );
+        match executor.run_interactive(process, &rootfs, mounts, io, on_output, control) {
             Ok(s) => Ok(s),
             Err(ex::Error::Cancelled) => Err(Error::Cancelled),
             Err(e) => Err(Error::Exec {

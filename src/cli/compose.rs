@@ -588,6 +588,7 @@ fn up(
     // Wait for every service to exit, or for a signal to stop them.
     let mut codes: BTreeMap<String, i32> = BTreeMap::new();
     let mut stopping: Option<Instant> = None;
+    let mut killed = false;
     loop {
         let mut list = children.lock().map_err(|_| anyhow::anyhow!("lock"))?;
         list.retain_mut(|(name, child)| match child.try_wait() {
@@ -612,10 +613,18 @@ fn up(
                     }
                     stopping = Some(Instant::now());
                 }
-                Some(t) if t.elapsed() > Duration::from_secs(10) => {
+                // A second signal makes `kiln run` kill its container (SIGKILL); should that
+                // hang, kiln run itself is killed.
+                Some(t) if t.elapsed() > Duration::from_secs(15) => {
                     for (_, c) in list.iter_mut() {
                         let _ = c.kill();
                     }
+                }
+                Some(t) if t.elapsed() > Duration::from_secs(10) && !killed => {
+                    for (_, c) in list.iter() {
+                        signal(c, rustix::process::Signal::TERM);
+                    }
+                    killed = true;
                 }
                 Some(_) => {}
             }

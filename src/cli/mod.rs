@@ -12,6 +12,7 @@ mod load;
 mod progress;
 mod prune;
 mod run;
+mod run_io;
 mod signals;
 mod system;
 

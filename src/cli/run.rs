@@ -41,6 +41,16 @@ pub(crate) struct RunArgs {
     /// A mount: `type=bind,source=HOST,target=CTR[,readonly]` or `type=tmpfs,target=CTR[,tmpfs-size=BYTES]`.
     #[arg(long = "mount", value_name = "SPEC")]
     mounts: Vec<String>,
+    /// Keep stdin open: kiln's stdin is the container's.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Give the command a terminal (a pty of the terminal's size; raw output).
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Publish a container port on the host: `[IP:]HOST_PORT:CONTAINER_PORT[/tcp|/udp]`
+    /// (the private network only).
+    #[arg(short = 'p', long = "publish", value_name = "HOST:CTR")]
+    publish: Vec<String>,
     /// Add an `/etc/hosts` entry: `HOST:IP` (or `HOST=IP`).
     #[arg(long = "add-host", value_name = "HOST:IP")]
     add_hosts: Vec<String>,
@@ -433,6 +443,24 @@ fn run_container(root: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitCod
         RunNetwork::None => ex::Network::None,
         RunNetwork::Host => ex::Network::Host,
     };
+    let mut io = ex::Interactive::new();
+    for p in &args.publish {
+        io.publish.push(super::run_io::parse_publish(p)?);
+    }
+    if !io.publish.is_empty() && process.network != ex::Network::Private {
+        bail!(UsageError(
+            "-p needs the private network (`--network default` with slirp4netns installed); \
+             with --network host the container's ports are the host's"
+                .into()
+        ));
+    }
+    if args.interactive {
+        io.stdin = Some(rustix::io::dup(std::io::stdin()).context("duplicating stdin")?);
+    }
+    let size = super::run_io::window_size().unwrap_or(ex::WindowSize { rows: 24, cols: 80 });
+    if args.tty {
+        io.tty = Some(size);
+    }
     let rootfs = solver.container_rootfs(&image)?;
     let mut on_output = |stream: ex::Stream, line: &[u8]| {
         // Each line as it arrives; a closed stdout (`kiln run img | head`) is not an error.
@@ -444,14 +472,20 @@ fn run_container(root: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitCod
             o.write_all(line).and_then(|()| o.flush())
         };
     };
-    // SIGINT/SIGTERM kill the container; its snapshot is removed and kiln exits 130/143.
-    let cancel = kiln_solver::CancelHandle::new();
-    super::signals::cancel_on_signals(cancel.clone()).context("installing signal handlers")?;
-    let status = rootfs.run_with_mounts(&process, &mounts, &mut on_output, &cancel);
+    // SIGINT/SIGTERM go to the container's PID 1, a second one kills it (as docker); the exit
+    // status is the container's, and its snapshot is removed.
+    let control = ex::RunControl::new();
+    super::run_io::forward_signals(control.clone()).context("installing signal handlers")?;
+    let status = {
+        let _raw = (args.tty && args.interactive)
+            .then(super::run_io::RawMode::enter)
+            .flatten();
+        let _resize = args
+            .tty
+            .then(|| super::run_io::ResizeWatch::start(control.clone(), size));
+        rootfs.run_interactive(&process, &mounts, io, &mut on_output, &control)
+    };
     drop(rootfs);
-    if let Some(code) = super::signals::exit_status() {
-        return Ok(ExitCode::from(code));
-    }
     match status {
         Ok(s) => Ok(ExitCode::from(u8::try_from(s.code()).unwrap_or(255))),
         Err(kiln_solver::Error::Exec { message, .. }) => {

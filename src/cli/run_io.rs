@@ -1,0 +1,210 @@
+//! `kiln run`'s live side: SIGINT/SIGTERM forwarded to the container's PID 1 (a second one
+//! kills it, as docker), `-t` (the terminal in raw mode, its size followed), `-p` parsing.
+
+use std::io::Read as _;
+use std::os::fd::{AsRawFd as _, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::Duration;
+
+use kiln_executor as ex;
+
+use super::UsageError;
+
+/// Write end of the pipe the handler reports to (-1: none).
+static PIPE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let fd = PIPE.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let b = sig as u8;
+        // SAFETY: write is async-signal-safe; the buffer is one valid byte.
+        let _ = unsafe { libc::write(fd, (&raw const b).cast(), 1) };
+    }
+}
+
+/// Forwards SIGINT, SIGTERM and SIGHUP to the container's PID 1 through `control`; the second
+/// SIGINT/SIGTERM kills the container.
+pub(crate) fn forward_signals(control: ex::RunControl) -> std::io::Result<()> {
+    let (read, write): (OwnedFd, OwnedFd) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    PIPE.store(write.as_raw_fd(), Ordering::SeqCst);
+    std::mem::forget(write);
+    std::thread::Builder::new()
+        .name("kiln-run-signals".into())
+        .spawn(move || {
+            let mut f = std::fs::File::from(read);
+            let mut b = [0u8; 1];
+            let mut stops = 0;
+            while matches!(f.read(&mut b), Ok(1)) {
+                let sig = i32::from(b[0]);
+                if sig == libc::SIGHUP {
+                    control.signal(sig);
+                    continue;
+                }
+                stops += 1;
+                if stops == 1 {
+                    control.signal(sig);
+                } else {
+                    control.kill();
+                }
+            }
+        })?;
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: a zeroed sigaction is valid; the handler only calls write and reads an atomic.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&raw mut sa.sa_mask);
+            if libc::sigaction(sig, &raw const sa, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The size of the terminal on stdout (else stdin), if either is one.
+pub(crate) fn window_size() -> Option<ex::WindowSize> {
+    [
+        rustix::termios::tcgetwinsize(std::io::stdout()),
+        rustix::termios::tcgetwinsize(std::io::stdin()),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|w| w.ws_row > 0 && w.ws_col > 0)
+    .map(|w| ex::WindowSize {
+        rows: w.ws_row,
+        cols: w.ws_col,
+    })
+}
+
+/// Follows the terminal's size into the container's pty (polled every 200 ms) until dropped.
+pub(crate) struct ResizeWatch(Arc<AtomicBool>);
+
+impl ResizeWatch {
+    /// Starts following from `initial`.
+    pub(crate) fn start(control: ex::RunControl, initial: ex::WindowSize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        std::thread::spawn(move || {
+            let mut last = initial;
+            while !s.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(200));
+                if let Some(now) = window_size()
+                    && now != last
+                {
+                    control.resize(now);
+                    last = now;
+                }
+            }
+        });
+        Self(stop)
+    }
+}
+
+impl Drop for ResizeWatch {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The terminal on stdin in raw mode (the container's pty does the line discipline), restored
+/// when dropped.
+pub(crate) struct RawMode(rustix::termios::Termios);
+
+impl RawMode {
+    /// Raw mode when stdin is a terminal.
+    pub(crate) fn enter() -> Option<Self> {
+        let saved = rustix::termios::tcgetattr(std::io::stdin()).ok()?;
+        let mut raw = saved.clone();
+        raw.make_raw();
+        rustix::termios::tcsetattr(
+            std::io::stdin(),
+            rustix::termios::OptionalActions::Now,
+            &raw,
+        )
+        .ok()?;
+        Some(Self(saved))
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = rustix::termios::tcsetattr(
+            std::io::stdin(),
+            rustix::termios::OptionalActions::Now,
+            &self.0,
+        );
+    }
+}
+
+/// One `-p`: `[IP:]HOST:CTR[/tcp|/udp]`.
+pub(crate) fn parse_publish(s: &str) -> anyhow::Result<ex::PortMapping> {
+    let bad = || {
+        anyhow::Error::from(UsageError(format!(
+            "invalid -p {s:?}: use [IP:]HOST_PORT:CONTAINER_PORT[/tcp|/udp]"
+        )))
+    };
+    let (spec, protocol) = match s.rsplit_once('/') {
+        Some((p, "tcp")) => (p, ex::Protocol::Tcp),
+        Some((p, "udp")) => (p, ex::Protocol::Udp),
+        Some(_) => return Err(bad()),
+        None => (s, ex::Protocol::Tcp),
+    };
+    let parts: Vec<&str> = spec.rsplitn(3, ':').collect();
+    let (ip, host, ctr) = match parts.as_slice() {
+        [c, h] => ("0.0.0.0", *h, *c),
+        [c, h, ip] => (ip.trim_matches(['[', ']']), *h, *c),
+        [_] => {
+            return Err(anyhow::Error::from(UsageError(format!(
+                "-p {s}: give the host port too (HOST_PORT:{s}); kiln picks no random port"
+            ))));
+        }
+        _ => return Err(bad()),
+    };
+    Ok(ex::PortMapping {
+        host_ip: ip.parse().map_err(|_| bad())?,
+        host_port: host.parse().map_err(|_| bad())?,
+        container_port: ctr.parse().map_err(|_| bad())?,
+        protocol,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_specs_as_docker() {
+        let p = parse_publish("8080:80").unwrap();
+        assert_eq!(
+            (
+                p.host_ip.to_string(),
+                p.host_port,
+                p.container_port,
+                p.protocol
+            ),
+            ("0.0.0.0".into(), 8080, 80, ex::Protocol::Tcp)
+        );
+        let p = parse_publish("127.0.0.1:53:5353/udp").unwrap();
+        assert_eq!(
+            (
+                p.host_ip.to_string(),
+                p.host_port,
+                p.container_port,
+                p.protocol
+            ),
+            ("127.0.0.1".into(), 53, 5353, ex::Protocol::Udp)
+        );
+        assert!(
+            parse_publish("80")
+                .unwrap_err()
+                .to_string()
+                .contains("give the host port")
+        );
+        assert!(parse_publish("a:b").is_err());
+        assert!(parse_publish("1:2/sctp").is_err());
+    }
+}
