@@ -643,7 +643,14 @@ impl Solver {
         )?;
         for exp in req.cache_to.iter().filter_map(CacheExport::of) {
             let records = cache_entries(&ctx, &g, &results, tail_v, exp.max);
-            remote_cache::export(&self.store, &self.registry, &exp, records)?;
+            let mounts = if exp.cache_mounts {
+                let tmp = self.temp_dir()?;
+                let ids = remote_cache::cache_mount_ids(&plan);
+                remote_cache::pack_mounts(&self.store, &self.config.state_dir, &ids, tmp.path())?
+            } else {
+                std::collections::BTreeMap::new()
+            };
+            remote_cache::export(&self.store, &self.registry, &exp, records, mounts)?;
         }
         progress.event(&ProgressEvent::ImageWritten {
             manifest_digest: image.manifest_digest.to_string(),
