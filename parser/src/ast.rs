@@ -53,8 +53,6 @@ pub struct Node {
 pub(crate) struct Parts {
     /// The instruction keyword.
     pub(crate) keyword: Range<usize>,
-    /// Each `--flag` word, in the order of [`Node::flags`].
-    pub(crate) flags: Vec<Range<usize>>,
     /// The arguments after the flags (empty, after the keyword, when there are none).
     pub(crate) args: Range<usize>,
 }
@@ -197,8 +195,7 @@ fn node_at(
     escape: char,
     depth: usize,
 ) -> std::result::Result<Node, Fault> {
-    let base = offset_in(joined, text);
-    let (cmd, flags, rest) = split_command(text);
+    let (cmd, (flags, _), rest) = split_command(text, false);
     let range_of = |part: &str| {
         let start = offset_in(joined, part);
         start..start + part.len()
@@ -232,23 +229,27 @@ fn node_at(
     } else {
         dispatch(keyword_lower, rest, escape).map_err(at_args)?
     };
-    let (words, mut ranges) = flags;
-    for r in &mut ranges {
-        *r = base + r.start..base + r.end;
-    }
     Ok(Node {
         value: cmd.to_owned(),
         args,
         trigger,
         json,
-        flags: words,
+        flags,
         parts: Parts {
             keyword,
-            flags: ranges,
             args: args_range,
         },
         ..Node::default()
     })
+}
+
+/// The byte range, in the joined line, of flag word `index` of the node whose text (its
+/// [`Node::original`]) is `text` and whose keyword starts at byte `keyword` of the joined
+/// line: found again only when an error needs it.
+pub(crate) fn flag_range(text: &str, keyword: usize, index: usize) -> Option<Range<usize>> {
+    let (cmd, (_, ranges), _) = split_command(text, true);
+    let base = keyword.checked_sub(offset_in(text, cmd))?;
+    ranges.get(index).map(|r| base + r.start..base + r.end)
 }
 
 /// The 18 instruction keywords, lowercase, so matching needs no allocation.

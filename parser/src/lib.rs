@@ -308,23 +308,21 @@ pub fn mount_error_span(line: &str, message: &str) -> Option<Span> {
     let mut segments = lines::Segments::default();
     segments.push(0, 1, 1);
     let node = ast::node_from_line(line.to_owned(), '\\').ok()?;
-    node.flags
-        .iter()
-        .zip(&node.parts.flags)
-        .find_map(|(word, range)| {
-            let value = word.strip_prefix("--mount=")?;
-            let e = RunMount::parse(value).err()?;
-            if e.message() != message {
-                return None;
+    node.flags.iter().enumerate().find_map(|(index, word)| {
+        let range = ast::flag_range(line, node.parts.keyword.start, index)?;
+        let value = word.strip_prefix("--mount=")?;
+        let e = RunMount::parse(value).err()?;
+        if e.message() != message {
+            return None;
+        }
+        let written = line.get(range.clone())?;
+        let field = e.mount_field().filter(|_| written == word.as_str());
+        Some(match field {
+            Some(f) => {
+                let start = range.start + "--mount=".len();
+                segments.span(line, start + f.start..start + f.end)
             }
-            let written = line.get(range.clone())?;
-            let field = e.mount_field().filter(|_| written == word.as_str());
-            Some(match field {
-                Some(f) => {
-                    let start = range.start + "--mount=".len();
-                    segments.span(line, start + f.start..start + f.end)
-                }
-                None => segments.span(line, range.clone()),
-            })
+            None => segments.span(line, range.clone()),
         })
+    })
 }

@@ -16,10 +16,10 @@ use crate::suggest::suggest;
 type Res<T> = std::result::Result<T, String>;
 
 /// A flag error at the flag it names.
-fn flag_fault(parts: &Parts) -> impl Fn((usize, String)) -> Fault + '_ {
+fn flag_fault<'a>(parts: &'a Parts, text: &'a str) -> impl Fn((usize, String)) -> Fault + 'a {
     |(i, message)| Fault {
         message,
-        at: parts.flags.get(i).cloned(),
+        at: crate::ast::flag_range(text, parts.keyword.start, i),
     }
 }
 
@@ -50,7 +50,7 @@ pub(crate) fn from_node(node: &mut Node) -> std::result::Result<Instruction, Fau
         message,
         at: Some(parts.args.clone()),
     };
-    let at_flag = flag_fault(&parts);
+    let at_flag = flag_fault(&parts, &node.original);
     // A bad value of the flag `--name`: at that flag.
     let at_named_flag = |name: &str, message: String| {
         let index = node.flags.iter().position(|f| {
@@ -60,7 +60,7 @@ pub(crate) fn from_node(node: &mut Node) -> std::result::Result<Instruction, Fau
         });
         Fault {
             message,
-            at: index.and_then(|i| parts.flags.get(i).cloned()),
+            at: index.and_then(|i| crate::ast::flag_range(&node.original, parts.keyword.start, i)),
         }
     };
     let mut args = if node.trigger.is_some() {
@@ -455,7 +455,7 @@ fn healthcheck(
         message,
         at: Some(parts.args.clone()),
     };
-    let at_flag = flag_fault(parts);
+    let at_flag = flag_fault(parts, &node.original);
     if args.is_empty() {
         return Err(at_args(at_least_one("HEALTHCHECK")));
     }

@@ -25,9 +25,9 @@ pub(crate) fn is_re_ws(c: char) -> bool {
 /// The flag words (`--from=a`, quotes and escapes removed) and their byte ranges in the line.
 pub(crate) type Flags = (Vec<String>, Vec<Range<usize>>);
 
-/// BuildKit `splitCommand`: the keyword, the leading `--flags` (ranges relative to `line`)
-/// and the trimmed rest.
-pub(crate) fn split_command(line: &str) -> (&str, Flags, &str) {
+/// BuildKit `splitCommand`: the keyword, the leading `--flags` (with their byte ranges in
+/// `line` when `ranges` is set; errors ask for them again) and the trimmed rest.
+pub(crate) fn split_command(line: &str, ranges: bool) -> (&str, Flags, &str) {
     let trimmed = line.trim();
     let parsed: IResult<&str, &str> = take_till(is_re_ws).parse(trimmed);
     let Ok((after, cmd)) = parsed else {
@@ -38,7 +38,7 @@ pub(crate) fn split_command(line: &str) -> (&str, Flags, &str) {
     }
     let rest = after.trim_start_matches(is_re_ws);
     let base = offset_in(line, rest);
-    let (args, mut flags) = extract_builder_flags(rest);
+    let (args, mut flags) = extract_builder_flags(rest, ranges);
     for r in &mut flags.1 {
         *r = r.start + base..r.end + base;
     }
@@ -130,7 +130,7 @@ fn tail(line: &str, mut pos: usize) -> &str {
 
 /// BuildKit `extractBuilderFlags`: the `--flag` words at the start of `line` (with their byte
 /// ranges) and what follows them. A `--` word ends the flags.
-fn extract_builder_flags(line: &str) -> (&str, Flags) {
+fn extract_builder_flags(line: &str, ranges: bool) -> (&str, Flags) {
     let b = line.as_bytes();
     let mut words = Flags::default();
     let mut input = b;
@@ -158,7 +158,9 @@ fn extract_builder_flags(line: &str) -> (&str, Flags) {
         }
         if quoted || !word.is_empty() {
             words.0.push(word);
-            words.1.push(pos..end);
+            if ranges {
+                words.1.push(pos..end);
+            }
         }
         if input.is_empty() {
             break;
@@ -314,12 +316,12 @@ mod tests {
 
     #[test]
     fn flags_with_ranges() {
-        let (cmd, flags, rest) = split_command("COPY  --from=a --chown=\"1 2\" x y");
+        let (cmd, flags, rest) = split_command("COPY  --from=a --chown=\"1 2\" x y", true);
         assert_eq!((cmd, rest), ("COPY", "x y"));
         assert_eq!(flags.0, ["--from=a", "--chown=1 2"]);
         assert_eq!(flags.1, [6..14, 15..28]);
-        assert_eq!(split_command("RUN -- --x").2, "--x");
-        assert_eq!(split_command("RUN --a=\\").1.0[0], "--a=");
+        assert_eq!(split_command("RUN -- --x", false).2, "--x");
+        assert_eq!(split_command("RUN --a=\\", false).1.0[0], "--a=");
     }
 
     #[test]
