@@ -36,10 +36,21 @@ use crate::request::{
 use crate::scheduler::{CancelHandle, OnceMap, run_dag};
 use crate::users;
 
+mod commit;
+mod download;
+mod execute;
 mod export;
+mod graph;
 mod history;
 mod run;
 mod step;
+mod view;
+
+use commit::cancel_all;
+pub(crate) use graph::chain_ids;
+use graph::{cache_entries, stage_tail, step_sources, tsp_history};
+pub(crate) use view::owned_temp_dir;
+use view::{View, unique_key};
 
 /// sha256 of an empty tar stream (two zero blocks): the diff_id of a step that changed nothing.
 #[cfg(test)]
@@ -129,88 +140,6 @@ struct BuildCtx<'a> {
     span: tracing::Span,
     /// Each step's last inputs, to explain a miss.
     explain: crate::explain::ExplainStore,
-}
-
-fn unique_key(prefix: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{prefix}-{}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
-}
-
-/// Mounted read-only view of a committed snapshot (or an empty directory), removed on drop.
-/// Both live under the snapshotter's mount root, named after this process, so what a killed
-/// build leaves there is unmounted and removed by the next process that opens the state.
-struct View<'a> {
-    snapshotter: &'a dyn Snapshotter,
-    key: Option<String>,
-    mounted: Option<snap::MountedSnapshot>,
-    empty: Option<tempfile::TempDir>,
-}
-
-impl<'a> View<'a> {
-    fn open(snapshotter: &'a dyn Snapshotter, parent: Option<&str>) -> Result<Self> {
-        match parent {
-            None => Ok(Self {
-                snapshotter,
-                key: None,
-                mounted: None,
-                empty: Some(owned_temp_dir(snapshotter.mount_root())?),
-            }),
-            Some(p) => {
-                let key = unique_key("view");
-                let mounts = snapshotter
-                    .view(&key, Some(p))
-                    .map_err(snap_err(format!("view {p}")))?;
-                let mut v = Self {
-                    snapshotter,
-                    key: Some(key),
-                    mounted: None,
-                    empty: None,
-                };
-                v.mounted = Some(
-                    snap::MountedSnapshot::new_in(&mounts, snapshotter.mount_root())
-                        .map_err(snap_err(format!("mount view of {p}")))?,
-                );
-                Ok(v)
-            }
-        }
-    }
-
-    fn path(&self) -> &Path {
-        if let Some(m) = &self.mounted {
-            return m.path();
-        }
-        self.empty
-            .as_ref()
-            .map_or(Path::new("/nonexistent"), |d| d.path())
-    }
-}
-
-impl Drop for View<'_> {
-    fn drop(&mut self) {
-        if let Some(m) = self.mounted.take() {
-            let _ = m.unmount();
-        }
-        if let Some(k) = &self.key {
-            let _ = self.snapshotter.remove(k);
-        }
-    }
-}
-
-/// A new directory `<dir>/<pid>-<starttime>-<random>` (removed on drop); one a killed process
-/// leaves behind is recognised as orphaned by its name and removed when the state is opened.
-pub(crate) fn owned_temp_dir(dir: &Path) -> Result<tempfile::TempDir> {
-    std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
-    tempfile::Builder::new()
-        .prefix(&format!("{}-", snap::Owner::current().tag()))
-        .tempdir_in(dir)
-        .map_err(io_err("create temp dir in", dir))
 }
 
 impl Solver {
@@ -676,162 +605,6 @@ impl Solver {
             warnings: plan.warnings.clone(),
         })
     }
-}
-
-/// Stops new steps and kills running processes. The flag is set before the tokens are locked
-/// and [`BuildCtx::register_cancel`] checks it under that lock, so no token is missed.
-fn cancel_all(flag: &AtomicBool, tokens: &Mutex<Vec<ex::CancelToken>>) {
-    flag.store(true, Ordering::SeqCst);
-    let tokens = tokens
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    for t in tokens.iter() {
-        t.cancel();
-    }
-}
-
-impl BuildCtx<'_> {
-    /// Commits the active snapshot `active` as the result of `key`, normally as `step-<hex>`.
-    /// When that name exists already (under `--no-cache`, or after a lost record) the new result
-    /// is kept under a fresh name. When another process commits `step-<hex>` between the check
-    /// and the commit, the step is theirs (one writer per name): unless `fresh`, `active` is
-    /// dropped and `(name, true)` returned, a cache hit rather than an error.
-    pub(crate) fn commit_step(
-        &self,
-        key: &CacheKey,
-        active: &str,
-        fresh: bool,
-    ) -> Result<(String, bool)> {
-        let sn = self.solver.snapshotter.as_ref();
-        let name = format!("step-{}", key.hex());
-        if sn.stat(&name).is_err() {
-            match sn.commit(&name, active) {
-                Ok(()) => return Ok((name, false)),
-                Err(snap::Error::AlreadyExists(n)) if n == name && !fresh => {
-                    let _ = sn.remove(active);
-                    return Ok((name, true));
-                }
-                Err(snap::Error::AlreadyExists(n)) if n == name => {}
-                Err(e) => {
-                    let _ = sn.remove(active);
-                    return Err(snap_err(format!("commit {name}"))(e));
-                }
-            }
-        }
-        let unique = unique_key(&name);
-        if let Err(e) = sn.commit(&unique, active) {
-            let _ = sn.remove(active);
-            return Err(snap_err(format!("commit {unique}"))(e));
-        }
-        Ok((unique, false))
-    }
-
-    /// Makes `token` (a `RUN` about to start) cancelled with the build, at once if the build
-    /// is already being cancelled.
-    pub(crate) fn register_cancel(&self, token: &ex::CancelToken) {
-        let mut tokens = self
-            .cancel_tokens
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        tokens.push(token.clone());
-        if self.cancelled.load(Ordering::SeqCst) {
-            token.cancel();
-        }
-    }
-}
-
-/// The steps a cache export holds: every step built (`max`), or the final image's chain.
-fn cache_entries(
-    ctx: &BuildCtx<'_>,
-    g: &DiGraph<Vertex, ()>,
-    results: &[Arc<FsState>],
-    tail: Option<NodeIndex>,
-    max: bool,
-) -> std::collections::BTreeMap<String, CacheEntry> {
-    let entry = |s: usize| {
-        let v = ctx.vertex_of_step[s];
-        let parent = ctx
-            .parent_vertex(s)
-            .map(|p| results[p.index()].key.0.clone());
-        (
-            results[v.index()].key.0.clone(),
-            CacheEntry {
-                parent,
-                layer: results[v.index()].own_layer.clone(),
-                created: results[v.index()].created.clone(),
-            },
-        )
-    };
-    if max {
-        return (0..ctx.plan.steps.len())
-            .filter(|s| results.len() > ctx.vertex_of_step[*s].index())
-            .map(entry)
-            .collect();
-    }
-    let mut out = std::collections::BTreeMap::new();
-    let mut cur = tail;
-    while let Some(v) = cur {
-        let Vertex::Step(s) = g[v] else { break };
-        let (k, e) = entry(s);
-        out.insert(k, e);
-        cur = ctx.parent_vertex(s);
-    }
-    out
-}
-
-impl Solver {
-    /// Makes sure an imported step's layer blob is in the content store.
-    pub(crate) fn imported_layer(&self, imported: &Imported, key: &str) -> Result<()> {
-        imported.fetch_layer(&self.store, &self.registry, key)
-    }
-}
-
-fn tsp_history(plan: &Plan, stage: usize) -> Vec<Option<usize>> {
-    plan.stages[stage]
-        .as_ref()
-        .map(|s| s.history_steps.clone())
-        .unwrap_or_default()
-}
-
-/// The vertex holding a stage's final filesystem.
-fn stage_tail(
-    plan: &Plan,
-    stage: usize,
-    images: &[NodeIndex],
-    steps: &[NodeIndex],
-) -> Option<NodeIndex> {
-    let sp = plan.stages[stage].as_ref()?;
-    if let Some(&last) = sp.steps.last() {
-        return Some(steps[last]);
-    }
-    match &sp.base {
-        BaseRef::Scratch => None,
-        BaseRef::Image(i) => Some(images[*i]),
-        BaseRef::Stage(b) => stage_tail(plan, *b, images, steps),
-    }
-}
-
-fn step_sources(step: &StepPlan) -> Vec<SourceRef> {
-    match &step.op {
-        Op::Copy(c) => vec![c.from.clone()],
-        Op::Run(r) => r.mounts.iter().filter_map(|m| m.source.clone()).collect(),
-        Op::Mkdir { .. } => Vec::new(),
-    }
-}
-
-pub(crate) fn chain_ids(diff_ids: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for d in diff_ids {
-        let next = match out.last() {
-            None => d.clone(),
-            Some(prev) => format!(
-                "sha256:{}",
-                hex::encode(Sha256::digest(format!("{prev} {d}").as_bytes()))
-            ),
-        };
-        out.push(next);
-    }
-    out
 }
 
 #[cfg(test)]

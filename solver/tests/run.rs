@@ -152,7 +152,10 @@ fn main() {
         return;
     }
     if !registry_up() {
-        kiln_testkit::skip("solver run tests", "needs the registry of ../shared/registry-up.sh");
+        kiln_testkit::skip(
+            "solver run tests",
+            "needs the registry of ../shared/registry-up.sh",
+        );
         return;
     }
     let state = tempfile::tempdir().expect("state");

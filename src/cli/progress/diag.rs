@@ -93,7 +93,9 @@ mod tests {
     fn a_line_goes_whole_to_the_hook() {
         let seen = Arc::new(Mutex::new(Vec::<String>::new()));
         let s = seen.clone();
-        set_hook(Some(Box::new(move |t| s.lock().unwrap().push(t.to_owned()))));
+        set_hook(Some(Box::new(move |t| {
+            s.lock().unwrap().push(t.to_owned());
+        })));
         {
             let mut l = Lines.make_writer();
             l.write_all(b"step{id=1}: ").unwrap();
