@@ -126,6 +126,10 @@ pub(crate) fn heredocs_from_line(line: &str) -> std::result::Result<Vec<Heredoc>
     let words = lex.process_words(line, &NoEnv).unwrap_or_default();
     let mut docs = Vec::new();
     for w in words {
+        // A marker word holds `<<` (`heredoc_marker`); the others need no parse.
+        if !w.contains("<<") {
+            continue;
+        }
         if let Some(h) = parse_heredoc(&w)? {
             docs.push(h);
         }

@@ -187,6 +187,9 @@ fn add_node(
         typed::from_node(node).map_err(|f| f.at(start_line, end_line, segments, &node.original))?;
     let original = trimmed(std::mem::take(&mut node.original));
     if let Instruction::From(from) = instruction {
+        // Stages tend to be alike: size the instruction vector like the previous one's, so
+        // it is not regrown (and its large elements copied) a few times per stage.
+        let hint = stages.last().map_or(0, |s| s.instructions.len());
         stages.push(Stage {
             index: stages.len(),
             base: from.image,
@@ -196,7 +199,7 @@ fn add_node(
             end_line,
             original,
             span,
-            instructions: Vec::new(),
+            instructions: Vec::with_capacity(hint),
         });
         return Ok(());
     }

@@ -333,7 +333,9 @@ pub(crate) fn parse_nodes(source: &[u8], mut sink: impl FnMut(Node, &Segments)) 
             segments.push(buf.len(), r.line, 1);
             buf.push_str(bytes);
         }
-        let line = std::mem::take(&mut buf);
+        // A copy of exactly the line's length (`buf` keeps its capacity for the next one,
+        // so a line with continuations is not regrown piece by piece).
+        let line = buf.clone();
         if has_empty {
             warnings.push(Warning {
                 message: format!("Empty continuation line found in: {line}"),
