@@ -166,20 +166,14 @@ fn enter_new(uid: u32, gid: u32) -> Result<Rootless> {
         return Err(Error::Unshare { source: e.into() });
     }
     let (mut uid_mapped, mut gid_mapped) = (false, false);
-    if let Some((hu, hg)) = helpers {
-        match release(hu, "newuidmap") {
-            Ok(()) => {
-                uid_mapped = true;
-                match release(hg, "newgidmap") {
-                    Ok(()) => gid_mapped = true,
-                    Err(why) => single_id = Some(why),
-                }
-            }
-            Err(why) => {
-                abort(hg);
-                single_id = Some(why);
-            }
-        }
+    if let Some((mut hu, mut hg)) = helpers {
+        // Both at once: the two maps are independent, and each helper takes milliseconds.
+        release(&mut hu);
+        release(&mut hg);
+        let (u, g) = (finish(hu, "newuidmap"), finish(hg, "newgidmap"));
+        uid_mapped = u.is_ok();
+        gid_mapped = g.is_ok();
+        single_id = u.err().or(g.err());
     }
     if !uid_mapped {
         write_proc("/proc/self/uid_map", &format!("0 {uid} 1\n"))?;
@@ -284,17 +278,21 @@ fn spawn_helper(tool: &Path, pid: u32, own: u32, ranges: &[SubIdRange]) -> Resul
         })
 }
 
-/// Lets the helper run its tool and waits for it (at most [`HELPER_TIMEOUT`]); the error says
-/// why the map was not written.
-fn release(mut child: Child, tool: &str) -> std::result::Result<(), String> {
+/// Lets the helper run its tool.
+fn release(child: &mut Child) {
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(b"go\n");
     }
+}
+
+/// Waits for a released helper (at most [`HELPER_TIMEOUT`]); the error says why the map was
+/// not written.
+fn finish(mut child: Child, tool: &str) -> std::result::Result<(), String> {
     let deadline = Instant::now() + HELPER_TIMEOUT;
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_micros(300)),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_micros(200)),
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
