@@ -27,6 +27,12 @@ bash scripts/rootless.sh setup
 
 echo "== conformance (kiln vs BuildKit v0.24 on ../shared/conformance/cases)"
 bash scripts/conformance.sh
+echo "== examples/embed_run as root (a library user with no init hook builds RUN steps)"
+embed_state=$(mktemp -d)
+embed_id=$(cargo run -q --locked --example embed_run -- examples/embed_run "$embed_state")
+rm -rf "$embed_state"
+[[ $embed_id =~ ^sha256:[0-9a-f]{64}$ ]] || { echo "embed_run printed no image id: $embed_id" >&2; exit 1; }
+echo "embed_run: $embed_id"
 echo "== rootless: the same cases and examples/embed_run as a non-root user"
 bash scripts/rootless.sh run
 echo "== tests"
