@@ -1,5 +1,5 @@
-//! Cache keys as pure data: [`step_key`] computes every filesystem step's key from its plan
-//! ([`Op`]) and the digests and keys its inputs resolved to ([`KeyInputs`]), with no side
+//! Cache keys as pure data: `step_key` computes every filesystem step's key from its plan
+//! (`Op`) and the digests and keys its inputs resolved to (`KeyInputs`), with no side
 //! effects (the solver mounts, hashes and downloads elsewhere, then calls it). A key is a
 //! sha256 over a canonical, length-prefixed encoding (each string as its u64 LE length then
 //! its bytes; lists as their u64 LE count then their items), starting with the version tag
