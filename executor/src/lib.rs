@@ -117,5 +117,5 @@ pub use run::{Executor, ExecutorConfig};
 pub use spec::{
     BindMount, CacheMount, CacheSharing, CancelToken, DEFAULT_HOSTNAME, DEFAULT_PATH, ExitStatus,
     LAST_LINES, MountSpec, Network, ProcessSpec, RootFs, RootMount, SecretMount, SshMount, Stream,
-    TmpfsMount,
+    TmpfsMount, VolumeMount,
 };

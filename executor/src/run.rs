@@ -276,6 +276,12 @@ impl Executor {
                     readonly: !b.rw,
                     discard_writes: b.rw,
                 }),
+                MountSpec::Volume(v) => planned.push(PlannedMount::Bind {
+                    source: v.source.clone(),
+                    target: target_of(&cwd, &v.target)?,
+                    readonly: v.readonly,
+                    discard_writes: false,
+                }),
                 MountSpec::Cache(c) => {
                     let target = target_of(&cwd, &c.target)?;
                     let lease = cache::acquire(&self.config.state_dir, c, cancel)?;

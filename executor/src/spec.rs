@@ -88,6 +88,22 @@ pub enum MountSpec {
     Secret(SecretMount),
     /// `type=ssh`.
     Ssh(SshMount),
+    /// `kiln run -v HOST:CTR`: a host path bound as it is; writes reach the host.
+    Volume(VolumeMount),
+}
+
+/// `kiln run -v HOST:CTR[:ro]` or `--mount type=bind`: a host directory or file bound into the
+/// container as docker binds a volume. Unlike a [`BindMount`] with `rw`, whose writes land in
+/// a scratch layer, writes go through to the host path. The source must not be a symbolic
+/// link (resolve it first); the executor binds what it opens.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VolumeMount {
+    /// The host path.
+    pub source: PathBuf,
+    /// The absolute path inside the container (a relative one is joined to the cwd).
+    pub target: String,
+    /// `:ro`: mounted read-only.
+    pub readonly: bool,
 }
 
 /// `RUN --mount=type=bind`: a host directory or file (from the context, a stage or an image)

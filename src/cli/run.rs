@@ -244,21 +244,19 @@ fn mounts(args: &RunArgs) -> anyhow::Result<Vec<ex::MountSpec>> {
             "ro" => false,
             m => return Err(usage(format!("-v {v}: invalid mode '{m}' (use ro or rw)"))),
         };
-        if rw {
-            eprintln!(
-                "warning: -v {v}: the container's writes under {target} are discarded when it exits \
-                 (kiln cannot write through to the host yet)"
-            );
-        }
         // As docker: a missing host directory is created.
         if !std::path::Path::new(host).exists() {
             std::fs::create_dir_all(host)
                 .with_context(|| format!("-v {v}: creating the host directory {host}"))?;
         }
-        out.push(ex::MountSpec::Bind(ex::BindMount {
-            source: host.into(),
+        // As docker, a symbolic link names what it points to; the executor binds what it
+        // opens and refuses a link.
+        let source = std::fs::canonicalize(host)
+            .with_context(|| format!("-v {v}: resolving the host path {host}"))?;
+        out.push(ex::MountSpec::Volume(ex::VolumeMount {
+            source,
             target: target.to_owned(),
-            rw,
+            readonly: !rw,
         }));
     }
     for m in &args.mounts {
@@ -296,10 +294,12 @@ fn mounts(args: &RunArgs) -> anyhow::Result<Vec<ex::MountSpec>> {
                 if !std::path::Path::new(source).exists() {
                     bail!("--mount {m}: bind source path does not exist: {source}");
                 }
-                out.push(ex::MountSpec::Bind(ex::BindMount {
-                    source: source.into(),
+                let source = std::fs::canonicalize(source)
+                    .with_context(|| format!("--mount {m}: resolving the source {source}"))?;
+                out.push(ex::MountSpec::Volume(ex::VolumeMount {
+                    source,
                     target: target.to_owned(),
-                    rw: !readonly,
+                    readonly,
                 }));
             }
             "tmpfs" => out.push(ex::MountSpec::Tmpfs(ex::TmpfsMount {
