@@ -66,7 +66,7 @@ impl Builder {
     }
 
     /// The binary `RUN` steps re-execute as their container init (default: the current
-    /// executable). Its `main` must call [`crate::init_main_if_requested`] first.
+    /// executable): any binary that links kiln, such as `kiln` itself.
     pub fn init_binary(mut self, path: impl Into<PathBuf>) -> Self {
         self.config.executor_init_binary = Some(path.into());
         self

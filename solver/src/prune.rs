@@ -1,8 +1,8 @@
 //! `kiln prune`: removing cache records and the snapshots nothing needs any more, children
 //! before parents, without touching what remaining records (or running builds) use.
 
-use crate::solve::{Solver, snap_err};
 use crate::error::Result;
+use crate::solve::{Solver, snap_err};
 use kiln_snapshotter as snap;
 
 impl Solver {

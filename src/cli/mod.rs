@@ -103,7 +103,7 @@ impl std::error::Error for UsageError {}
 /// too. The one definition every subcommand uses.
 pub(crate) fn default_state_dir() -> std::path::PathBuf {
     state_dir_for(
-        // Not the euid: in a rootless build's user namespace (kiln-userns) every user is uid 0.
+        // Not the euid: inside a rootless build's user namespace every user is uid 0.
         kiln_userns::started_as_root(),
         std::env::var_os("XDG_DATA_HOME"),
         std::env::var_os("HOME"),
