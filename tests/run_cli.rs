@@ -507,11 +507,7 @@ fn volumes_mounts_name_and_platform_flags() {
             "cat /src/in.txt; echo t > /scratch/t && cat /scratch/t; grep -c ' /scratch tmpfs' /proc/mounts",
         ],
     );
-    assert_eq!(
-        (code, out.as_str()),
-        (Some(0), "changed\nt\n1\n"),
-        "{err}"
-    );
+    assert_eq!((code, out.as_str()), (Some(0), "changed\nt\n1\n"), "{err}");
     // Usage errors exit 2 and say why.
     for (flags, message) in [
         (
