@@ -124,6 +124,16 @@ fn enter_new(uid: u32, gid: u32) -> Result<Rootless> {
         return Err(Error::MultiThreaded { threads });
     }
     let user = user_name(uid);
+    if crate::keeper::join(uid) {
+        make_mounts_slaves();
+        return Ok(Rootless {
+            uid,
+            gid,
+            user,
+            mapping: IdMapping::current()?,
+            single_id: None,
+        });
+    }
     let subuids = read_subids("/etc/subuid", user.as_deref(), uid);
     let subgids = read_subids("/etc/subgid", user.as_deref(), uid);
     let pid = std::process::id();
@@ -182,13 +192,11 @@ fn enter_new(uid: u32, gid: u32) -> Result<Rootless> {
         write_proc("/proc/self/setgroups", "deny\n")?;
         write_proc("/proc/self/gid_map", &format!("0 {gid} 1\n"))?;
     }
-    // Slaves: mounts made here never propagate out. `/` may not be a mount point (a chroot):
-    // then there is nothing shared to change, the kernel already made inherited mounts slaves.
-    let _ = rustix::mount::mount_change(
-        "/",
-        rustix::mount::MountPropagationFlags::DOWNSTREAM
-            | rustix::mount::MountPropagationFlags::REC,
-    );
+    if single_id.is_none() {
+        // Before any mount and any thread: later runs join this namespace (see keeper.rs).
+        crate::keeper::spawn();
+    }
+    make_mounts_slaves();
     Ok(Rootless {
         uid,
         gid,
@@ -196,6 +204,16 @@ fn enter_new(uid: u32, gid: u32) -> Result<Rootless> {
         mapping: IdMapping::current()?,
         single_id,
     })
+}
+
+/// Slaves: mounts made here never propagate out. `/` may not be a mount point (a chroot):
+/// then there is nothing shared to change, the kernel already made inherited mounts slaves.
+fn make_mounts_slaves() {
+    let _ = rustix::mount::mount_change(
+        "/",
+        rustix::mount::MountPropagationFlags::DOWNSTREAM
+            | rustix::mount::MountPropagationFlags::REC,
+    );
 }
 
 /// Number of threads of this process (`Threads:` of `/proc/self/status`).

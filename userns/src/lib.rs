@@ -16,6 +16,7 @@
 //! ```
 
 mod enter;
+mod keeper;
 mod subid;
 
 use std::fs;

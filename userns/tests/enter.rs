@@ -38,6 +38,10 @@ fn child(dir: &Path) {
             .collect::<Vec<_>>()
             .join(",")
     );
+    println!(
+        "userns={}",
+        std::fs::metadata("/proc/self/ns/user").unwrap().ino()
+    );
     let f = dir.join("owned");
     std::fs::write(&f, b"x").unwrap();
     match std::os::unix::fs::chown(&f, Some(1000), Some(1000)) {
@@ -135,6 +139,83 @@ fn parent() {
     // The child's mount lived in its own mount namespace.
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mountinfo.contains(w), "{mountinfo}");
+
+    // The namespace is kept: a later run joins the keeper's namespace (no newuidmap), with
+    // the same maps and a mount namespace of its own; a killed keeper is replaced.
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir(&run_dir).unwrap();
+    rustix::fs::chown(&run_dir, Some(rustix::process::Uid::from_raw(outer)), None).unwrap();
+    let xdg = format!("XDG_RUNTIME_DIR={}", run_dir.display());
+    let kept = |w: &str| run(&["runuser", "-u", USER, "--", "env", &xdg, b, "--child", w]);
+    let keeper = || -> (u32, u64) {
+        let record = std::fs::read_to_string(run_dir.join("kiln/userns.pid")).expect("record");
+        let pid: u32 = record.split_whitespace().next().unwrap().parse().unwrap();
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        assert_eq!(comm.trim(), "kiln-userns", "keeper {pid}");
+        let ns = std::fs::metadata(format!("/proc/{pid}/ns/user"))
+            .unwrap()
+            .ino();
+        (pid, ns)
+    };
+    let w1 = work.join("k1");
+    let w2 = work.join("k2");
+    let w3 = work.join("k3");
+    for d in [&w1, &w2, &w3] {
+        std::fs::create_dir(d).unwrap();
+        rustix::fs::chmod(d, rustix::fs::Mode::from_raw_mode(0o777)).unwrap();
+    }
+    let first_run = kept(w1.to_str().unwrap());
+    let (pid, ns) = keeper();
+    assert_eq!(value(&first_run, "userns"), ns.to_string(), "{first_run}");
+    let joined = kept(w2.to_str().unwrap());
+    assert_eq!(
+        value(&joined, "userns"),
+        ns.to_string(),
+        "joined:\n{joined}"
+    );
+    assert_eq!(value(&joined, "euid"), "0", "{joined}");
+    assert_eq!(
+        value(&joined, "uids"),
+        value(&first_run, "uids"),
+        "{joined}"
+    );
+    assert_eq!(value(&joined, "single"), "-", "{joined}");
+    assert_eq!(value(&joined, "chown"), "ok 1000", "{joined}");
+    assert_eq!(value(&joined, "mount"), "ok", "{joined}");
+    let keeper_mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    assert!(
+        !keeper_mounts.contains("/k1/mnt") && !keeper_mounts.contains("/k2/mnt"),
+        "the keeper holds a run's mounts:\n{keeper_mounts}"
+    );
+    // The keeper has no descriptor of ours (a harness reading our output gets its EOF).
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    assert!(fds <= 3, "keeper has {fds} descriptors");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    for _ in 0..200 {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let fresh = kept(w3.to_str().unwrap());
+    assert_ne!(
+        value(&fresh, "userns"),
+        ns.to_string(),
+        "a dead keeper's namespace"
+    );
+    assert_eq!(value(&fresh, "chown"), "ok 1000", "{fresh}");
+    let (new_pid, _) = keeper();
+    assert_ne!(new_pid, pid);
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_raw(new_pid as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    );
 
     // A uid with no passwd entry and no range: one id mapped, chown elsewhere refused.
     let lone = dir.path().join("lone");
