@@ -38,7 +38,10 @@ def run(who, state, ctx, nocache):
     argv = [bin_, "build", "--root", state] + (["--no-cache"] if nocache else []) + ["-t", "bench/x", ctx]
     if who == "rootless":
         pw = pwd.getpwnam(user)
-        argv = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups"] + argv
+        # The user's own HOME (setpriv keeps root's), as a login would give: the namespace
+        # keeper is recorded under it.
+        argv = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups",
+                "env", "-u", "XDG_RUNTIME_DIR", f"HOME={pw.pw_dir}"] + argv
     t = time.perf_counter()
     p = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     dt = time.perf_counter() - t
