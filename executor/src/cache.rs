@@ -31,8 +31,16 @@ pub(crate) struct CacheLease {
     pub(crate) dir: PathBuf,
 }
 
-/// The file-name-safe form of a cache id: `[A-Za-z0-9_-]` kept, every other byte `%XX`.
-pub(crate) fn escape_id(id: &str) -> String {
+/// `<state_dir>/mounts/cache`: where `RUN --mount=type=cache` directories live. In it, the
+/// directory of cache id `ID` is [`cache_dir_name`]`(ID)`, locked through `NAME.lock` (shared
+/// users) and created under `NAME.init.lock`.
+pub fn cache_mounts_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("mounts").join("cache")
+}
+
+/// The file-name-safe form of a cache id (its directory name in [`cache_mounts_dir`]):
+/// `[A-Za-z0-9_-]` kept, every other byte `%XX`, `%00` for an empty id.
+pub fn cache_dir_name(id: &str) -> String {
     let mut out = String::with_capacity(id.len());
     for b in id.bytes() {
         if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
@@ -54,9 +62,9 @@ pub(crate) fn acquire(
     mount: &CacheMount,
     cancel: &CancelToken,
 ) -> Result<CacheLease> {
-    let base = state_dir.join("mounts").join("cache");
+    let base = cache_mounts_dir(state_dir);
     fs::create_dir_all(&base).map_err(|e| Error::io("create cache directory", &base, e))?;
-    let name = escape_id(&mount.id);
+    let name = cache_dir_name(&mount.id);
     match mount.sharing {
         CacheSharing::Shared | CacheSharing::Locked => {
             let lock = open_lock(&base.join(format!("{name}.lock")))?;
@@ -174,9 +182,9 @@ mod tests {
 
     #[test]
     fn ids_escape_to_flat_names() {
-        assert_eq!(escape_id("/root/.cache"), "%2Froot%2F%2Ecache");
-        assert_eq!(escape_id("go-build_1"), "go-build_1");
-        assert_eq!(escape_id(""), "%00");
+        assert_eq!(cache_dir_name("/root/.cache"), "%2Froot%2F%2Ecache");
+        assert_eq!(cache_dir_name("go-build_1"), "go-build_1");
+        assert_eq!(cache_dir_name(""), "%00");
     }
 
     #[test]

@@ -109,6 +109,7 @@ mod sys;
 mod user;
 mod watch;
 
+pub use cache::{cache_dir_name, cache_mounts_dir};
 pub use entry::init_main_if_requested;
 pub use error::{Error, Result};
 pub use interactive::{Interactive, PortMapping, Protocol, RunControl, WindowSize};

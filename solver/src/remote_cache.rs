@@ -194,8 +194,8 @@ impl Imported {
         let Some((layer, src)) = self.mounts.get(&mount.id) else {
             return Ok(false);
         };
-        let base = mounts_dir(state_dir);
-        let name = escape_id(&mount.id);
+        let base = kiln_executor::cache_mounts_dir(state_dir);
+        let name = kiln_executor::cache_dir_name(&mount.id);
         let dir = base.join(&name);
         if !is_empty_dir(&dir) {
             return Ok(false);
@@ -253,29 +253,6 @@ pub(crate) struct MountOwner {
     pub(crate) gid: u32,
     /// Mode of the directory.
     pub(crate) mode: u32,
-}
-
-/// `<state_dir>/mounts/cache`: where kiln-executor keeps cache mount directories.
-fn mounts_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("mounts").join("cache")
-}
-
-/// The executor's file-name form of a cache id (kiln-executor's `cache::escape_id`, which is
-/// private to it): `[A-Za-z0-9_-]` kept, every other byte `%XX`, `%00` for an empty id.
-fn escape_id(id: &str) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(id.len());
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    if out.is_empty() {
-        out.push_str("%00");
-    }
-    out
 }
 
 fn is_empty_dir(p: &Path) -> bool {
@@ -361,10 +338,10 @@ pub(crate) fn pack_mounts(
     ids: &[String],
     tmp: &Path,
 ) -> Result<BTreeMap<String, LayerRecord>> {
-    let base = mounts_dir(state_dir);
+    let base = kiln_executor::cache_mounts_dir(state_dir);
     let mut out = BTreeMap::new();
     for id in ids {
-        let name = escape_id(id);
+        let name = kiln_executor::cache_dir_name(id);
         let dir = base.join(&name);
         if is_empty_dir(&dir) || !dir.is_dir() {
             continue;
@@ -575,11 +552,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mount_names_are_the_executors_and_older_configs_read() {
-        // The vectors of kiln-executor's `cache::escape_id` test.
-        assert_eq!(escape_id("/root/.cache"), "%2Froot%2F%2Ecache");
-        assert_eq!(escape_id("go-build_1"), "go-build_1");
-        assert_eq!(escape_id(""), "%00");
+    fn older_configs_read_and_empty_dirs_are_found() {
         let old: CacheConfig =
             serde_json::from_str(r#"{"version":1,"records":{}}"#).expect("older config");
         assert!(old.mounts.is_empty());
