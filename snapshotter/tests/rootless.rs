@@ -9,7 +9,6 @@
 use std::fmt::Write as _;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::Command;
 
 use kiln_snapshotter::{
     DriverChoice, LayerOptions, MountedSnapshot, Snapshotter, apply_layer_to_snapshot, open,
@@ -233,16 +232,9 @@ fn single_id(dir: &Path) {
     println!("error={err}");
 }
 
+/// Runs `argv`, which must succeed; its stdout.
 fn run(argv: &[&str]) -> String {
-    let out = Command::new(argv[0]).args(&argv[1..]).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{argv:?}: {}\n{stdout}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    kiln_testkit::run_ok(argv)
 }
 
 fn parent() {

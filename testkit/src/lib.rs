@@ -53,6 +53,23 @@ pub fn require_tool(test: &str, tool: &str, package: &str) -> bool {
     find_tool(tool).is_some() || skip(test, &format!("needs `{tool}` (apt-get install {package})"))
 }
 
+/// Runs `argv[0]` with the rest as arguments and returns its stdout; panics, showing the
+/// status, stdout and stderr, when it cannot start or exits unsuccessfully.
+pub fn run_ok(argv: &[&str]) -> String {
+    let out = std::process::Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{argv:?}: {}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 fn is_executable(path: &std::path::Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
@@ -66,6 +83,18 @@ mod tests {
     fn finds_sh_and_not_a_made_up_tool() {
         assert!(find_tool("sh").is_some());
         assert!(find_tool("kiln-no-such-tool-xyz").is_none());
+    }
+
+    #[test]
+    fn run_ok_returns_stdout_and_panics_on_failure() {
+        assert_eq!(run_ok(&["sh", "-c", "echo hi"]), "hi\n");
+        let failed = std::panic::catch_unwind(|| run_ok(&["sh", "-c", "echo oops >&2; exit 3"]));
+        let msg = failed.expect_err("exit 3 must panic");
+        let text = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(
+            text.contains("oops") && text.contains("exit status: 3"),
+            "{text}"
+        );
     }
 
     #[test]
