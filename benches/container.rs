@@ -53,16 +53,7 @@ fn setup() -> Setup {
         p
     };
     let (upper, work, state) = (path("upper"), path("work"), path("state"));
-    let rootfs = RootFs::Mounts(vec![RootMount {
-        fstype: "overlay".into(),
-        source: "overlay".into(),
-        options: vec![format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.display(),
-            upper.display(),
-            work.display()
-        )],
-    }]);
+    let rootfs = RootFs::Mounts(vec![RootMount::overlay(&lower, &upper, &work)]);
     let executor = Executor::new(ExecutorConfig {
         init_binary: PathBuf::from(env!("CARGO_BIN_EXE_kiln")),
         state_dir: state,

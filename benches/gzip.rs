@@ -16,21 +16,7 @@ fn input() -> Vec<u8> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(64);
-    let len = mib << 20;
-    let text = b"a line of compressible build output\n";
-    let mut x = 0x2545_f491_u32;
-    (0..len)
-        .map(|i| {
-            if i < len / 2 {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            } else {
-                text[i % text.len()]
-            }
-        })
-        .collect()
+    kiln_testkit::layer_like_bytes(mib << 20, 0x2545_f491)
 }
 
 fn compress(data: &[u8], compression: Compression, threads: usize) -> Vec<u8> {

@@ -8,9 +8,16 @@ cd "$(dirname "$0")/.."
 
 # Registry, busybox rootfs, OCI checkers, htpasswd, time, the tty tests' tmux, runc and crun-free
 # OCI differential tests, reflink and full-disk filesystems, the RUN network's user-mode NAT, and
-# a C compiler with static libc for the seccomp probes, newuidmap/newgidmap for rootless builds.
+# a C compiler with static libc for the seccomp probes, newuidmap/newgidmap for rootless builds,
+# qemu-user emulators registered in binfmt_misc (fix-binary flag) for foreign-platform RUN steps.
 pkgs=(busybox-static docker-registry skopeo umoci apache2-utils time curl openssl tmux runc
-      xfsprogs e2fsprogs slirp4netns gcc libc6-dev docker.io uidmap)
+      xfsprogs e2fsprogs slirp4netns gcc libc6-dev docker.io uidmap qemu-user-static binfmt-support
+      iproute2 nftables)
+# binfmt_misc must be mounted before qemu-user-static's install registers its handlers.
+if [ "$(id -u)" = 0 ] && [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+  mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null ||
+    echo "note: cannot mount binfmt_misc: foreign-platform RUN tests will fail" >&2
+fi
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -22,8 +29,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# Handlers registered before binfmt_misc was mounted (or by an older install) are imported now.
+if [ "$(id -u)" = 0 ] && [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] && command -v update-binfmts >/dev/null; then
+  update-binfmts --enable >/dev/null 2>&1 || true
+fi
+
 # The non-root user of the rootless tests and checks (useradd -m: an /etc/subuid range).
 bash scripts/rootless.sh setup
+# The multi-platform base images (busybox:multi, busybox:arm64) of the platform tests.
+bash "${KILN_SHARED:-../shared}/registry-up.sh" --multi >/dev/null
 
 echo "== conformance (kiln vs BuildKit v0.24 on ../shared/conformance/cases)"
 bash scripts/conformance.sh

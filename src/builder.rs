@@ -22,6 +22,9 @@ pub struct BuildResult {
     pub config: Vec<u8>,
     /// Names the image was tagged or exported as.
     pub names: Vec<String>,
+    /// For a build of several platforms: the digest of the image index (what the names point
+    /// at); the digests above are then the first platform's image.
+    pub index_digest: Option<String>,
 }
 
 /// Builds images. Cheap to create; one per state directory is enough, and it may be shared
@@ -49,6 +52,13 @@ impl Builder {
     /// Runs at most `jobs` steps at once (0: one per core).
     pub fn jobs(mut self, jobs: usize) -> Self {
         self.config.jobs = jobs;
+        self
+    }
+
+    /// Compresses exported and pushed layers on `threads` threads (0, the default: one per
+    /// core). The bytes are the same for any count.
+    pub fn compress_threads(mut self, threads: usize) -> Self {
+        self.config.compress_threads = threads;
         self
     }
 
@@ -126,6 +136,7 @@ impl Builder {
             config_digest: outcome.config_digest,
             config: outcome.config_bytes,
             names: outcome.names,
+            index_digest: outcome.index_digest,
         })
     }
 }

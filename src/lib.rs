@@ -27,22 +27,12 @@ mod builder;
 
 pub use builder::{BuildResult, Builder, read_dockerfile_text};
 pub use kiln_executor::init_main_if_requested;
+/// An OS/architecture/variant an image runs on (`linux/arm64`), as containerd names them.
+pub use kiln_image::Platform;
 pub use kiln_parser as parser;
 pub use kiln_solver::progress::{LogStream, NoProgress, Progress, ProgressEvent, StepId};
 pub use kiln_solver::{
     BuildRequest, CacheSpec, CancelHandle, Compression, Credentials, Destination, Dockerfile,
-    DockerfileText, Error, NetworkMode, OutputSpec, PruneOptions, PruneReport, SecretSource,
-    SecretSpec, SshSpec,
+    DockerfileText, Error, NetworkMode, OutputSpec, PlatformImage, PruneOptions, PruneReport,
+    SecretSource, SecretSpec, SshSpec,
 };
-
-/// The platform kiln builds for; `--platform` accepts only this (and its aliases).
-pub const SUPPORTED_PLATFORM: &str = "linux/amd64";
-
-/// Checks a `--platform` value: kiln builds `linux/amd64` only, for now.
-pub fn check_platform(platform: &str) -> Result<(), Error> {
-    let normalized = platform.trim().to_ascii_lowercase();
-    match normalized.as_str() {
-        "linux/amd64" | "linux/x86_64" | "linux/amd64/v1" | "amd64" | "x86_64" | "local" => Ok(()),
-        _ => Err(Error::UnsupportedPlatform(platform.to_owned())),
-    }
-}

@@ -327,3 +327,357 @@ fn compose_build_runs_a_shared_step_once_and_reads_inline_dockerfiles() {
         "the shared step ran twice: {e}"
     );
 }
+
+/// A state directory holding `busybox:latest` built from the host's static busybox.
+fn busybox_state() -> Option<tempfile::TempDir> {
+    let base = busybox_context(
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+    )?;
+    let state = tempdir();
+    let out = kiln(&state)
+        .args(["build", "-q", "-t", "busybox:latest"])
+        .arg(base.path())
+        .output()
+        .expect("run kiln");
+    assert!(out.status.success(), "{}", text(&out).1);
+    Some(state)
+}
+
+/// Network namespaces and links compose up `pid` made that still exist.
+fn network_left(pid: u32) -> Vec<String> {
+    let mut left = Vec::new();
+    for dir in ["/run/netns", "/sys/class/net"] {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with(&format!("kiln-{pid}-"))
+                || n == format!("kbr-{pid}")
+                || n.starts_with(&format!("kv{pid}-"))
+            {
+                left.push(format!("{dir}/{n}"));
+            }
+        }
+    }
+    left
+}
+
+/// `compose up` of `file` in the background: its stdout lines on a channel, stderr collected.
+struct Up {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+    err: Option<std::thread::JoinHandle<String>>,
+    so_far: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Up {
+    fn start(state: &tempfile::TempDir, file: &Path) -> Up {
+        let mut child = kiln(state)
+            .arg("compose")
+            .arg("-f")
+            .arg(file)
+            .arg("up")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start compose up");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let so_far: std::sync::Arc<std::sync::Mutex<String>> = std::sync::Arc::default();
+        let sink = so_far.clone();
+        let err = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut s) = sink.lock() {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            }
+            sink.lock().map(|s| s.clone()).unwrap_or_default()
+        });
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Up {
+            child,
+            lines,
+            seen: Vec::new(),
+            err: Some(err),
+            so_far,
+        }
+    }
+
+    /// Waits for the stdout line `want` (60 s at most).
+    fn wait_line(&mut self, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.seen.iter().any(|l| l == want) {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(l) => self.seen.push(l),
+                Err(_) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    let err = self.err.take().map(|t| t.join().unwrap_or_default());
+                    panic!("no {want:?} in 60 s: {:?}\n{err:?}", self.seen);
+                }
+            }
+        }
+    }
+
+    /// Waits for compose to exit (30 s at most): its code and stderr.
+    fn finish(&mut self) -> (Option<i32>, String) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("compose up still runs after 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        self.seen.extend(self.lines.try_iter());
+        let err = self
+            .err
+            .take()
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default();
+        (status.code(), err)
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
+        }
+    }
+}
+
+#[test]
+fn compose_services_have_own_network_conditions_and_named_volumes() {
+    let test = "compose_services_have_own_network_conditions_and_named_volumes";
+    if !kiln_testkit::require_root(test) || !kiln_testkit::require_tool(test, "ip", "iproute2") {
+        return;
+    }
+    let Some(state) = busybox_state() else {
+        return;
+    };
+    let host_port = free_port();
+    let proj = tempdir();
+    let sleep = format!("sleep {}", 200_000 + u32::from(host_port));
+    // `init` fills the named volume and must complete before `one` starts; `one` and `two`
+    // both listen on port 80 in their own namespaces; `client` waits for `one` to be healthy
+    // (its healthcheck fails until a file appears, so it takes a few probes) and fetches from
+    // both by name.
+    let yaml = format!(
+        r#"
+name: nets
+services:
+  init:
+    image: busybox
+    command: ["sh", "-c", "echo one > /data/index.html"]
+    volumes: ["www:/data"]
+  one:
+    image: busybox
+    depends_on: {{init: {{condition: service_completed_successfully}}}}
+    command: ["sh", "-c", "(sleep 1; touch /www/ready) & exec httpd -f -p 80 -h /www"]
+    volumes: ["www:/www"]
+    ports: ["127.0.0.1:{host_port}:80"]
+    healthcheck:
+      test: ["CMD-SHELL", "test -e /www/ready && wget -q -O /dev/null http://127.0.0.1:80/"]
+      interval: 300ms
+      retries: 30
+  two:
+    image: busybox
+    command: ["sh", "-c", "mkdir /w && echo two > /w/index.html && exec httpd -f -p 80 -h /w"]
+    ports: ["127.0.0.1::80"]
+  client:
+    image: busybox
+    depends_on:
+      one: {{condition: service_healthy}}
+      two: {{condition: service_started}}
+    command: ["sh", "-c", "until wget -q -O - http://two/; do sleep 0.2; done; wget -q -O - http://one:80/; wget -q -O - http://nets-one-1/; grep -cE '[[:space:]]one$' /etc/hosts; exec {sleep}"]
+volumes:
+  www: {{}}
+"#
+    );
+    std::fs::write(proj.path().join("compose.yaml"), yaml).expect("write");
+    let file = proj.path().join("compose.yaml");
+    let mut up = Up::start(&state, &file);
+    up.wait_line("client | two");
+    up.wait_line("client | one");
+    up.wait_line("client | 1");
+    let lines = up.seen.clone();
+    let n = |l: &str| lines.iter().filter(|x| *x == l).count();
+    assert_eq!(
+        n("client | one"),
+        2,
+        "by service and container name: {lines:?}"
+    );
+    // The host port reaches `one` on its own address.
+    let mut answer = String::new();
+    let mut conn =
+        std::net::TcpStream::connect(("127.0.0.1", host_port)).expect("connect to the host port");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    conn.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("send");
+    let _ = conn.read_to_string(&mut answer);
+    assert!(answer.ends_with("\r\n\r\none\n"), "{answer}");
+    // `two`'s port went to an ephemeral host port, shown as `docker compose port` shows it.
+    let err = up.so_far.lock().map(|s| s.clone()).unwrap_or_default();
+    let port: u16 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("nets-two-1 80/tcp -> 127.0.0.1:"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port of two: {err}"));
+    let mut answer = String::new();
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to two");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    conn.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("send");
+    let _ = conn.read_to_string(&mut answer);
+    assert!(answer.ends_with("\r\n\r\ntwo\n"), "{answer}");
+    let pid = up.child.id();
+    assert_eq!(network_left(pid).len(), 1 + 4, "{:?}", network_left(pid));
+    assert_eq!(
+        std::fs::read_to_string(state.path().join("volumes/nets_www/_data/index.html"))
+            .expect("the volume's file"),
+        "one\n"
+    );
+
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&up.child),
+        rustix::process::Signal::INT,
+    )
+    .expect("SIGINT");
+    let (code, err) = up.finish();
+    assert_eq!(code, Some(130), "{err}");
+    // `init` exited before `one` started; `client` started after `one` was healthy.
+    let at = |s: &str| err.find(s).unwrap_or_else(|| panic!("no {s:?} in {err}"));
+    assert!(
+        at("init exited with code 0") < at("Starting nets-one-1"),
+        "{err}"
+    );
+    assert!(processes(&sleep).is_empty(), "{err}");
+    assert!(processes("-h /www").is_empty(), "{err}");
+    assert!(processes("/w/index.html").is_empty(), "{err}");
+    assert!(mounts_below(state.path()).is_empty(), "{err}");
+    assert_eq!(network_left(pid), Vec::<String>::new(), "{err}");
+
+    // `down -v` removes the named volume.
+    let out = kiln(&state)
+        .arg("compose")
+        .arg("-f")
+        .arg(&file)
+        .args(["down", "-v"])
+        .output()
+        .expect("run kiln");
+    let (_, e) = text(&out);
+    assert!(out.status.success(), "{e}");
+    assert_eq!(e, "Volume nets_www Removed\n");
+    assert!(!state.path().join("volumes/nets_www").exists());
+}
+
+#[test]
+fn compose_up_stops_when_a_dependency_fails_its_condition() {
+    let test = "compose_up_stops_when_a_dependency_fails_its_condition";
+    if !kiln_testkit::require_root(test) || !kiln_testkit::require_tool(test, "ip", "iproute2") {
+        return;
+    }
+    let Some(state) = busybox_state() else {
+        return;
+    };
+    let proj = tempdir();
+    for (name, yaml, want) in [
+        (
+            "failed",
+            "services:\n  job: {image: busybox, command: [sh, -c, 'exit 3']}\n  app:\n    image: busybox\n    command: [echo, never]\n    depends_on: {job: {condition: service_completed_successfully}}\n",
+            "error: service \"job\" didn't complete successfully: exit 3\n",
+        ),
+        (
+            "sick",
+            // The image's HEALTHCHECK (the file gives only its interval).
+            "services:\n  db:\n    build: {context: ., dockerfile_inline: \"FROM busybox\\nHEALTHCHECK --interval=30s --retries=2 CMD false\\n\"}\n    command: [sleep, 'SLEEP']\n    healthcheck: {interval: 100ms}\n  app:\n    image: busybox\n    command: [echo, never]\n    depends_on: {db: {condition: service_healthy}}\n",
+            "error: dependency failed to start: container sick-db-1 is unhealthy\n",
+        ),
+    ] {
+        let file = proj.path().join(format!("{name}.yaml"));
+        // A sleep no other process on the machine runs.
+        let sleep = (300_000 + u32::from(free_port())).to_string();
+        let yaml = yaml.replace("SLEEP", &sleep);
+        std::fs::write(&file, format!("name: {name}\n{yaml}")).expect("write");
+        let mut up = Up::start(&state, &file);
+        let pid = up.child.id();
+        let (code, err) = up.finish();
+        assert_eq!(code, Some(1), "{name}: {err}");
+        assert!(err.ends_with(want), "{name}: {err}");
+        assert!(!err.contains(&format!("Starting {name}-app-1")), "{err}");
+        assert!(
+            !up.seen.iter().any(|l| l.contains("never")),
+            "{:?}",
+            up.seen
+        );
+        assert_eq!(network_left(pid), Vec::<String>::new(), "{name}");
+        assert!(
+            processes(&format!("sleep {sleep}")).is_empty(),
+            "{name}: {err}"
+        );
+    }
+    assert!(mounts_below(state.path()).is_empty());
+}
+
+#[test]
+fn a_killed_compose_up_leaves_no_service_and_the_next_up_sweeps_its_network() {
+    let test = "a_killed_compose_up_leaves_no_service_and_the_next_up_sweeps_its_network";
+    if !kiln_testkit::require_root(test) || !kiln_testkit::require_tool(test, "ip", "iproute2") {
+        return;
+    }
+    let Some(state) = busybox_state() else {
+        return;
+    };
+    let proj = tempdir();
+    let port = free_port();
+    let marker = format!("-p {port} -h /");
+    let file = proj.path().join("compose.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "name: killed\nservices:\n  a:\n    image: busybox\n    command: [sh, -c, 'echo up; exec httpd -f {marker}']\n"
+        ),
+    )
+    .expect("write");
+    let mut up = Up::start(&state, &file);
+    up.wait_line("a | up");
+    let pid = up.child.id();
+    assert!(!processes(&marker).is_empty());
+    // SIGKILL: compose stops nothing itself; its children's parent-death signal must.
+    up.child.kill().expect("SIGKILL");
+    let _ = up.child.wait();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !processes(&marker).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the service outlived compose: {:?}",
+            processes(&marker)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!network_left(pid).is_empty(), "nothing to sweep?");
+    // The next up removes what the dead one left on the network.
+    std::fs::write(
+        &file,
+        "name: killed\nservices:\n  a:\n    image: busybox\n    command: ['true']\n",
+    )
+    .expect("write");
+    let mut next = Up::start(&state, &file);
+    let (code, err) = next.finish();
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(network_left(pid), Vec::<String>::new());
+    assert_eq!(network_left(next.child.id()), Vec::<String>::new());
+    assert!(mounts_below(state.path()).is_empty());
+}

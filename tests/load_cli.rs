@@ -1,7 +1,7 @@
 //! `kiln build --load` and `-o type=docker` without `dest` against a real docker daemon (Debian's
 //! docker.io, started here on a private socket with its own data and exec roots, no bridge and
 //! no iptables), then `docker run` of the loaded image; the image's SIZE as docker shows it;
-//! and the error when no daemon answers.
+//! and the errors when no daemon answers or several platforms are asked for.
 
 mod common;
 
@@ -213,6 +213,44 @@ fn load_without_a_daemon_fails_before_building() {
         );
         assert!(!e.contains("RUN false"), "nothing was built: {e}");
     }
+    // Several platforms: refused first, in buildx's words (a docker archive holds one image).
+    for flags in [
+        &["--load", "--platform", "linux/amd64,linux/arm64"][..],
+        &[
+            "-o",
+            "type=docker",
+            "--platform",
+            "linux/amd64",
+            "--platform",
+            "linux/arm64",
+        ],
+    ] {
+        let out = kiln(&state)
+            .env("DOCKER_HOST", format!("unix://{}", gone.display()))
+            .arg("build")
+            .args(flags)
+            .arg(ctx.path())
+            .output()
+            .expect("run kiln");
+        let (_, e) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{e}");
+        assert_eq!(
+            e, "error: docker exporter does not currently support exporting manifest lists\n",
+            "{flags:?}"
+        );
+    }
+    // The same platform twice is one.
+    let out = kiln(&state)
+        .env("DOCKER_HOST", format!("unix://{}", gone.display()))
+        .args(["build", "--load", "--platform", "linux/amd64,linux/amd64"])
+        .arg(ctx.path())
+        .output()
+        .expect("run kiln");
+    assert!(
+        text(&out).1.contains("cannot connect to the docker daemon"),
+        "{}",
+        text(&out).1
+    );
     // With a dest, no daemon is needed (the archive is written).
     let out = kiln(&state)
         .env("DOCKER_HOST", format!("unix://{}", gone.display()))

@@ -188,19 +188,16 @@ fn system_df_and_prune_account_for_and_remove_images_and_cache() {
 
 /// Snapshot keys starting with `layer-` (images unpacked by FROM or `kiln run`).
 fn layer_snapshots(state: &tempfile::TempDir) -> Vec<String> {
-    let Ok(bytes) = std::fs::read(state.path().join("snapshots/metadata.json")) else {
-        return Vec::new();
-    };
-    let v: serde_json::Value = serde_json::from_slice(&bytes).expect("snapshot metadata is json");
-    v["snapshots"]
-        .as_object()
-        .map(|m| {
-            m.keys()
+    // One record file per committed snapshot, named by its key.
+    std::fs::read_dir(state.path().join("snapshots/committed")).map_or_else(
+        |_| Vec::new(),
+        |rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
                 .filter(|k| k.starts_with("layer-"))
-                .cloned()
                 .collect()
-        })
-        .unwrap_or_default()
+        },
+    )
 }
 
 #[test]

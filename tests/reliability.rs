@@ -12,20 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::screen::Screen;
-use common::{busybox_context, kiln, not_root, tempdir, text, write_files};
-
-/// Keys of the snapshots recorded in the state directory's metadata.
-fn snapshot_keys(state: &Path) -> Vec<String> {
-    let meta = state.join("snapshots/metadata.json");
-    let Ok(bytes) = std::fs::read(&meta) else {
-        return Vec::new();
-    };
-    let v: serde_json::Value = serde_json::from_slice(&bytes).expect("snapshot metadata is json");
-    v["snapshots"]
-        .as_object()
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default()
-}
+use common::{busybox_context, kiln, not_root, snapshot_keys, tempdir, text, write_files};
 
 /// Mount points (from /proc/self/mountinfo) at or below any of `dirs`.
 fn mounts_below(dirs: &[&Path]) -> Vec<String> {
@@ -335,10 +322,7 @@ fn issue12_sigkill_during_copy_from_leaves_no_mount_after_the_next_start() {
             .output()
             .expect("run kiln");
         assert!(out.status.success(), "{}", text(&out).1);
-        let tmp_files: Vec<String> = entries(&state.path().join("snapshots"), ".tmp")
-            .into_iter()
-            .chain(entries(&state.path().join("snapshots"), "tmp-"))
-            .collect();
+        let tmp_files: Vec<String> = entries(&state.path().join("snapshots/tmp"), "");
         assert!(tmp_files.is_empty(), "{tmp_files:?}");
         let active: Vec<String> = snapshot_keys(state.path())
             .into_iter()
@@ -493,8 +477,7 @@ fn leftovers(state: &Path) -> Vec<String> {
         }
     };
     let snaps = state.join("snapshots");
-    check("snapshots/tmp-", entries(&snaps, "tmp-"));
-    check("snapshots/.tmp", entries(&snaps, ".tmp"));
+    check("snapshots/tmp/", entries(&snaps.join("tmp"), ""));
     check(
         "active/view snapshots",
         snapshot_keys(state)
@@ -639,32 +622,12 @@ fn issue12_sigkill_with_a_stdin_context_leaves_no_temp_dir_after_the_next_start(
 #[test]
 fn issue12_sigint_on_a_terminal_shows_the_step_canceled() {
     use std::io::Read as _;
-    use std::os::fd::{FromRawFd as _, OwnedFd};
     if not_root() {
         return;
     }
     let Some(ctx) = sleep_context() else { return };
     let state = tempdir();
-    let (mut master, mut slave) = (-1, -1);
-    let ws = libc::winsize {
-        ws_row: 24,
-        ws_col: 80,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: out-pointers are valid; name and termios may be null.
-    let rc = unsafe {
-        libc::openpty(
-            &raw mut master,
-            &raw mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &raw const ws,
-        )
-    };
-    assert_eq!(rc, 0, "openpty");
-    // SAFETY: openpty returned two fresh descriptors we now own.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let (master, slave) = common::openpty(80, 24);
     let mut cmd = kiln(&state);
     cmd.args(["build", "--progress=tty"])
         .arg(ctx.path())

@@ -8,19 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{busybox_context, kiln, not_root, tempdir, text};
-
-/// Keys of the snapshots recorded in the state directory's metadata.
-fn snapshot_keys(state: &Path) -> Vec<String> {
-    let Ok(bytes) = std::fs::read(state.join("snapshots/metadata.json")) else {
-        return Vec::new();
-    };
-    let v: serde_json::Value = serde_json::from_slice(&bytes).expect("snapshot metadata is json");
-    v["snapshots"]
-        .as_object()
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default()
-}
+use common::{busybox_context, kiln, not_root, snapshot_keys, tempdir, text};
 
 /// Mount points at or below `dir`.
 fn mounts_below(dir: &Path) -> Vec<String> {
@@ -519,10 +507,6 @@ fn volumes_mounts_name_and_platform_flags() {
             &["--mount", "type=volume,target=/x"][..],
             "type 'volume' is not supported",
         ),
-        (
-            &["--platform", "linux/arm64"][..],
-            "only run images of the host's platform",
-        ),
     ] {
         let (code, _, err) = run_kiln(
             &state,
@@ -531,6 +515,27 @@ fn volumes_mounts_name_and_platform_flags() {
         assert_eq!(code, Some(2), "{flags:?}: {err}");
         assert!(err.contains(message), "{flags:?}: {err}");
     }
+    // A local image of another platform is not the one asked for (docker's words).
+    let (code, _, err) = run_kiln(
+        &state,
+        &[
+            "run",
+            "--pull",
+            "never",
+            "--platform",
+            "linux/arm64",
+            "busybox",
+            "true",
+        ],
+    );
+    assert_eq!(code, Some(125), "{err}");
+    assert!(
+        err.contains(
+            "image with reference busybox was found but does not match the specified platform: \
+             wanted linux/arm64, actual: linux/amd64"
+        ),
+        "{err}"
+    );
     let (code, _, err) = run_kiln(
         &state,
         &[
@@ -694,4 +699,285 @@ fn signals_stdin_tty_and_published_ports() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(137), "killed by the second signal");
+
+    // -p CONTAINER_PORT and -P: a free host port, printed as `docker port` prints it, answers.
+    let ctx = tempdir();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nEXPOSE 8080/tcp\nRUN mkdir /www && echo exposed > /www/index.html\n",
+    )
+    .expect("write");
+    build(&state, ctx.path(), "exposes:8080");
+    for flags in [&["-p", "127.0.0.1::8080"][..], &["-p", "8080"], &["-P"]] {
+        let mut child = kiln(&state)
+            .arg("run")
+            .args(flags)
+            .args(["exposes:8080", "httpd", "-f", "-p", "8080", "-h", "/www"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start kiln run");
+        let mut err = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut err, &mut line).expect("read");
+        let ip = if flags[0] == "-P" || flags[1] == "8080" {
+            "0.0.0.0"
+        } else {
+            "127.0.0.1"
+        };
+        let port: Option<u16> = line
+            .strip_prefix(&format!("8080/tcp -> {ip}:"))
+            .and_then(|p| p.trim_end().parse().ok());
+        let Some(port) = port.filter(|p| *p != 0) else {
+            let _ = child.kill();
+            panic!("{flags:?}: no chosen port on stderr: {line:?}");
+        };
+        let t0 = std::time::Instant::now();
+        loop {
+            let got = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut c| {
+                c.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+                std::io::Write::write_all(&mut c, b"GET / HTTP/1.0\r\n\r\n")?;
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut c, &mut s)?;
+                Ok(s)
+            });
+            match got {
+                Ok(s) if s.starts_with("HTTP/1.1 200 OK") && s.ends_with("\r\n\r\nexposed\n") => {
+                    break;
+                }
+                _ if t0.elapsed().as_secs() < 30 => {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                other => {
+                    let _ = child.kill();
+                    panic!("{flags:?}: no answer on the chosen port {port}: {other:?}");
+                }
+            }
+        }
+        // Two SIGTERMs stop it cleanly (httpd ignores the first as PID 1).
+        for _ in 0..2 {
+            // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        let status = child.wait().expect("wait");
+        assert_eq!(status.code(), Some(137), "{flags:?}");
+    }
+    assert_eq!(mounts_below(state.path()), Vec::<String>::new());
+}
+
+/// `kiln save` of `images` from `from`, loaded into a fresh state directory.
+fn state_loaded_from(from: &tempfile::TempDir, images: &[&str]) -> tempfile::TempDir {
+    let archive = from.path().join("images.tar");
+    let (code, _, err) = run_kiln(
+        from,
+        &[
+            &["save", "-o", archive.to_str().expect("utf-8")][..],
+            images,
+        ]
+        .concat(),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let to = tempdir();
+    let (code, _, err) = run_kiln(&to, &["load", "-i", archive.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(0), "{err}");
+    to
+}
+
+#[test]
+fn cache_from_a_local_image_by_name_or_id_prefix() {
+    let Some(a) = state_with_busybox() else {
+        return;
+    };
+    let ctx = tempdir();
+    // Each RUN's output is new every time it runs.
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nARG V=1\nRUN head -c 16 /dev/urandom | od -An -tx1 > /r\nCOPY f /f\n\
+         RUN cat /r /f > /both && echo $V >> /both\nRUN head -c 16 /dev/urandom | od -An -tx1 > /t\n",
+    )
+    .expect("write");
+    std::fs::write(ctx.path().join("f"), "one\n").expect("write");
+    build(&a, ctx.path(), "app:v1");
+    let cat = |state: &tempfile::TempDir, image: &str, file: &str| {
+        let (code, out, err) = run_kiln(state, &["run", "--network", "none", image, "cat", file]);
+        assert_eq!(code, Some(0), "{err}");
+        out
+    };
+    let (both, t) = (cat(&a, "app:v1", "/both"), cat(&a, "app:v1", "/t"));
+    let id = {
+        let (code, out, err) = run_kiln(&a, &["images", "-q", "app:v1"]);
+        assert_eq!(code, Some(0), "{err}");
+        out.trim().to_owned()
+    };
+    assert_eq!(id.len(), 12, "{id}");
+    let build_from = |state: &tempfile::TempDir, from: &str| {
+        let out = kiln(state)
+            .args([
+                "build",
+                "--progress=plain",
+                "-t",
+                "app:v2",
+                "--cache-from",
+                from,
+            ])
+            .arg(ctx.path())
+            .output()
+            .expect("run kiln");
+        let (o, e) = text(&out);
+        assert!(out.status.success(), "{o}{e}");
+        format!("{o}{e}")
+    };
+
+    // Without --cache-from the RUN steps run again in another store.
+    let b = state_loaded_from(&a, &["busybox:latest", "app:v1"]);
+    build(&b, ctx.path(), "app:fresh");
+    assert_ne!(cat(&b, "app:fresh", "/both"), both, "a RUN ran again");
+    // By name, and by ID prefix: every RUN is the image's (the COPY runs, and makes the same
+    // layer), so the files are the first build's.
+    for from in ["app:v1", &id[..8]] {
+        let c = state_loaded_from(&a, &["busybox:latest", "app:v1"]);
+        let log = build_from(&c, from);
+        assert!(!log.contains("failed to import cache"), "{from}: {log}");
+        assert_eq!(cat(&c, "app:v2", "/both"), both, "{from}: {log}");
+        assert_eq!(cat(&c, "app:v2", "/t"), t, "{from}: {log}");
+    }
+    // A changed file: the first RUN still matches, the ones after the COPY run again.
+    let d = state_loaded_from(&a, &["busybox:latest", "app:v1"]);
+    std::fs::write(ctx.path().join("f"), "two\n").expect("write");
+    build_from(&d, "app:v1");
+    let r = cat(&a, "app:v1", "/r");
+    assert_eq!(cat(&d, "app:v2", "/both"), format!("{r}two\n1\n"));
+    assert_ne!(cat(&d, "app:v2", "/t"), t);
+    // A different build arg: the RUN steps run again.
+    std::fs::write(ctx.path().join("f"), "one\n").expect("write");
+    let e = state_loaded_from(&a, &["busybox:latest", "app:v1"]);
+    let out = kiln(&e)
+        .args([
+            "build",
+            "-q",
+            "-t",
+            "app:v3",
+            "--build-arg",
+            "V=2",
+            "--cache-from",
+            "app:v1",
+        ])
+        .arg(ctx.path())
+        .output()
+        .expect("run kiln");
+    assert!(out.status.success(), "{}", text(&out).1);
+    // The arg is in every RUN's environment (and `created_by`) after `ARG V`: all run again.
+    assert_ne!(cat(&e, "app:v3", "/r"), r);
+    assert!(cat(&e, "app:v3", "/both").ends_with("\none\n2\n"));
+    assert_ne!(cat(&e, "app:v3", "/t"), t);
+}
+
+#[test]
+fn run_platform_picks_that_image_of_a_multi_platform_tag() {
+    let test = "run_platform_picks_that_image_of_a_multi_platform_tag";
+    if not_root() || !kiln_testkit::require_shared_registry(test) {
+        return;
+    }
+    let multi = "127.0.0.1:5000/busybox:multi";
+    let served = std::process::Command::new("curl")
+        .args(["-fsS", "-o", "/dev/null", "-H"])
+        .arg("Accept: application/vnd.oci.image.index.v1+json")
+        .arg("http://127.0.0.1:5000/v2/busybox/manifests/multi")
+        .status()
+        .is_ok_and(|s| s.success());
+    let qemu = std::fs::read_to_string("/proc/sys/fs/binfmt_misc/qemu-aarch64").is_ok_and(|s| {
+        s.starts_with("enabled")
+            && s.lines()
+                .any(|l| l.starts_with("flags:") && l.contains('F'))
+    });
+    if !served || !qemu {
+        kiln_testkit::skip(
+            test,
+            "needs ../shared/registry-up.sh --multi and qemu-user-static (qemu-aarch64, F flag)",
+        );
+        return;
+    }
+    let state = tempdir();
+    let insecure = ["--insecure-registry", "127.0.0.1:5000"];
+    let uname = |platform: Option<&str>, pull: &str| {
+        let mut a = vec!["run", "--network", "none", "--pull", pull];
+        a.extend(insecure);
+        if let Some(p) = platform {
+            a.extend(["--platform", p]);
+        }
+        a.extend([multi, "uname", "-m"]);
+        run_kiln(&state, &a)
+    };
+    // Pulled for arm64, it runs arm64 busybox (through qemu): the index tag picks it.
+    let (code, out, err) = uname(Some("linux/arm64"), "missing");
+    assert_eq!((code, out.as_str()), (Some(0), "aarch64\n"), "{err}");
+    let (code, out, err) = uname(Some("linux/arm64/v8"), "never");
+    assert_eq!((code, out.as_str()), (Some(0), "aarch64\n"), "{err}");
+    // The host's platform was not pulled: `--pull never` finds nothing, a pull brings it.
+    let (code, _, err) = uname(None, "never");
+    assert_eq!(code, Some(125), "{err}");
+    let (code, out, err) = uname(None, "missing");
+    assert_eq!((code, out.as_str()), (Some(0), "x86_64\n"), "{err}");
+    assert!(err.contains("Unable to find image"), "{err}");
+    let (code, out, err) = uname(Some("linux/arm64"), "never");
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "aarch64\n"),
+        "both now: {err}"
+    );
+    // A platform the index lacks.
+    let (code, _, err) = uname(Some("linux/s390x"), "missing");
+    assert_eq!(code, Some(125), "{err}");
+    assert!(err.contains("has no image for linux/s390x"), "{err}");
+
+    // A multi-platform build's index, tagged locally: each platform's image runs.
+    let ctx = tempdir();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {multi}\nARG TARGETPLATFORM\nRUN echo \"$TARGETPLATFORM $(uname -m)\" > /p\n"
+        ),
+    )
+    .expect("write");
+    let out = kiln(&state)
+        .args([
+            "build",
+            "-q",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            "both:1",
+        ])
+        .arg(ctx.path())
+        .output()
+        .expect("run kiln");
+    assert!(out.status.success(), "{}", text(&out).1);
+    for (p, want) in [
+        ("linux/arm64", "linux/arm64 aarch64\n"),
+        ("linux/amd64", "linux/amd64 x86_64\n"),
+    ] {
+        let (code, out, err) = run_kiln(
+            &state,
+            &[
+                "run",
+                "--network",
+                "none",
+                "--pull",
+                "never",
+                "--platform",
+                p,
+                "both:1",
+                "cat",
+                "/p",
+            ],
+        );
+        assert_eq!((code, out.as_str()), (Some(0), want), "{p}: {err}");
+    }
+    let (code, out, err) = run_kiln(&state, &["run", "--network", "none", "both:1", "cat", "/p"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "linux/amd64 x86_64\n"),
+        "{err}"
+    );
 }

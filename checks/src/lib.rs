@@ -22,6 +22,7 @@ use std::fmt::Write as _;
 mod config;
 mod dispatch;
 mod engine;
+mod excerpt;
 mod output;
 mod platform;
 mod reference;
@@ -31,6 +32,7 @@ mod suggest;
 use std::collections::BTreeMap;
 
 pub use config::{LintConfig, directive};
+pub use excerpt::Excerpt;
 pub use output::{lint_results_json, render_text, summary_line};
 pub use platform::Platform;
 pub use rules::Rule;

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use std::fmt::Write as _;
 
-use crate::{Range, Report};
+use crate::{Excerpt, Range, Report};
 
 fn position(line: usize, character: usize) -> Value {
     // Protobuf JSON leaves out zero values.
@@ -76,45 +76,20 @@ pub fn lint_results_json(report: &Report, filename: &str, source: &[u8]) -> Valu
     Value::Object(doc)
 }
 
-/// BuildKit's source excerpt (`errdefs.Source.Print`): the lines of `ranges` marked `>>>`,
-/// with context around them.
+/// BuildKit's source excerpt (`errdefs.Source.Print`) of the lines of `ranges`, as
+/// `docker build --check` prints it (with the blank line after a trailing newline).
 fn excerpt(out: &mut String, filename: &str, text: &str, ranges: &[Range]) {
-    let lines: Vec<&str> = text.split('\n').collect();
-    let Some(first) = ranges.first() else { return };
-    let mut start = first.start.line;
-    let mut end = ranges
-        .iter()
-        .map(|r| r.end.line.max(r.start.line))
-        .max()
-        .unwrap_or(start);
-    start = ranges.iter().map(|r| r.start.line).min().unwrap_or(start);
-    if start > lines.len() || start < 1 {
-        return;
+    let marked: Vec<(usize, usize)> = ranges.iter().map(|r| (r.start.line, r.end.line)).collect();
+    let excerpt = Excerpt {
+        name: filename,
+        text,
+        marked: &marked,
+        column: None,
+        trim_blank_tail: false,
+    };
+    if let Some(e) = excerpt.render() {
+        out.push_str(&e);
     }
-    end = end.min(lines.len());
-    let pad = if end == start { 4 } else { 2 };
-    let pre_start = start;
-    let mut p = 0;
-    while p < pad {
-        if start > 1 {
-            start -= 1;
-            p += 1;
-        }
-        if end != lines.len() {
-            end += 1;
-            p += 1;
-        }
-        p += 1;
-    }
-    let _ = write!(out, "{filename}:{pre_start}\n--------------------\n");
-    for i in start..=end {
-        let marked = ranges
-            .iter()
-            .any(|r| r.start.line <= i && r.end.line.max(r.start.line) >= i);
-        let pfx = if marked { ">>>" } else { "   " };
-        let _ = writeln!(out, " {i:>3} | {pfx} {}", lines[i - 1]);
-    }
-    out.push_str("--------------------\n");
 }
 
 /// The text `docker build --check` prints for `report`: warnings sorted by line, each with

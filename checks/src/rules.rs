@@ -302,22 +302,4 @@ pub(crate) fn expose_invalid_format(port: &str) -> String {
 }
 
 /// Go's `%q` of a string (`strconv.Quote`): what upstream's details use for names and paths.
-pub(crate) fn go_q(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+pub(crate) use kiln_parser::go_quote as go_q;

@@ -30,16 +30,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     fs::copy("/bin/busybox", lower.join("bin/busybox"))?;
     symlink("busybox", lower.join("bin/true"))?;
-    let rootfs = RootFs::Mounts(vec![RootMount {
-        fstype: "overlay".into(),
-        source: "overlay".into(),
-        options: vec![format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.display(),
-            dir.join("upper").display(),
-            dir.join("work").display()
-        )],
-    }]);
+    let rootfs = RootFs::Mounts(vec![RootMount::overlay(
+        &lower,
+        &dir.join("upper"),
+        &dir.join("work"),
+    )]);
     let executor = Executor::new(ExecutorConfig {
         init_binary: init,
         state_dir: dir.join("state"),

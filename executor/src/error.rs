@@ -102,6 +102,27 @@ pub enum Error {
         /// The last lines of output (stdout and stderr interleaved).
         last_lines: Vec<String>,
     },
+    /// A platform's binaries cannot run on this machine: neither natively nor through a
+    /// usable binfmt_misc handler (see [`crate::emulation`]).
+    #[error("no emulator for {platform} binaries: {reason}")]
+    NoEmulator {
+        /// The platform as `linux/ARCH[/VARIANT]`.
+        platform: String,
+        /// What is missing and what to do about it.
+        reason: crate::emulation::NoEmulatorReason,
+    },
+    /// [`crate::Network::Private`] cannot work: slirp4netns could not open /dev/net/tun (see
+    /// [`crate::check_private_network`]); the message says what to do.
+    #[error("{}", crate::nat::tun_message(.path, *.mode, .source))]
+    TunUnavailable {
+        /// The device (`/dev/net/tun`).
+        path: PathBuf,
+        /// Its permission bits, when it exists.
+        mode: Option<u32>,
+        /// Why opening it failed.
+        #[source]
+        source: io::Error,
+    },
     /// The run was cancelled through its [`crate::CancelToken`]; the container was killed.
     #[error("cancelled")]
     Cancelled,

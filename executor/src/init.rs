@@ -126,9 +126,16 @@ fn run(spec: &InitSpec, events: &Events, state: &mut Mounted) -> Result<()> {
         .nat
         .as_deref()
         .map(|binary| {
-            crate::nat::Nat::spawn(binary, (!spec.publish.is_empty()).then_some(&*api_socket))
+            crate::nat::Nat::spawn(
+                binary,
+                (!spec.publish.is_empty()).then_some(&*api_socket),
+                &spec.run_dir.join("slirp4netns.log"),
+            )
         })
         .transpose()?;
+    if let Some(nat) = &nat {
+        events.send(&InitEvent::Helper { pid: nat.pid() });
+    }
     sys::unshare(flags).map_err(|e| Error::sys("unshare", "namespaces", e))?;
     if spec.private_root {
         crate::chroot::enter_private_root(&spec.run_dir)?;
@@ -152,11 +159,9 @@ fn run(spec: &InitSpec, events: &Events, state: &mut Mounted) -> Result<()> {
     if spec.new_network {
         sys::loopback_up().map_err(|e| Error::sys("ioctl", "bring lo up", e))?;
     }
+    // slirp4netns configures the namespace while the container is set up; waited for below.
     if let Some(nat) = &nat {
         nat.start()?;
-        for port in &spec.publish {
-            crate::nat::publish(&api_socket, port)?;
-        }
     }
     if spec.oci_runtime.is_none() {
         sys::sethostname(&spec.hostname)
@@ -202,6 +207,13 @@ fn run(spec: &InitSpec, events: &Events, state: &mut Mounted) -> Result<()> {
     for (index, mount) in spec.mounts.iter().enumerate() {
         if !under_dev(mount.target()) {
             apply_mount(&rootfs, &scratch, index, mount, state)?;
+        }
+    }
+
+    if let Some(nat) = &nat {
+        nat.wait_ready()?;
+        for port in &spec.publish {
+            crate::nat::publish(&api_socket, port)?;
         }
     }
 
@@ -268,6 +280,8 @@ fn run(spec: &InitSpec, events: &Events, state: &mut Mounted) -> Result<()> {
     let _ = sys::block_sigterm();
     let _ = sys::forward_sigterm_as_kill(0);
     let status = sys::waitpid(pid).map_err(|e| Error::sys("waitpid", pid.to_string(), e))?;
+    // The network goes down (in the background) while the init cleans up.
+    drop(nat);
     events.send(&match status {
         sys::WaitStatus::Exited(code) => InitEvent::Exited { code },
         sys::WaitStatus::Signaled(signal) => InitEvent::Signaled { signal },

@@ -58,6 +58,12 @@
 //!    clean up, and `run` returns [`Error::Cancelled`]. If the caller's thread dies, the
 //!    parent-death signal takes the init and the container down too.
 //!
+//! **Foreign platforms**: a RUN of another architecture needs nothing of the executor (the
+//! kernel hands the binary to a qemu-user binfmt_misc handler by its ELF header, rootless too);
+//! [`emulation`] tells up front whether this machine can: natively, or through an enabled
+//! handler registered with the fix-binary flag, else [`Error::NoEmulator`] says what to
+//! install. No personality is set for 32-bit platforms, as in BuildKit and runc.
+//!
 //! **Second backend**: [`Executor::with_oci_runtime`] runs the same step from an OCI runtime
 //! spec with runc or crun (steps 1–3, 5–7 unchanged; the runtime does step 4).
 //!
@@ -87,6 +93,7 @@
 mod cache;
 mod chroot;
 mod copy;
+mod emulation;
 mod entry;
 mod error;
 mod etc_files;
@@ -110,9 +117,11 @@ mod user;
 mod watch;
 
 pub use cache::{cache_dir_name, cache_mounts_dir};
+pub use emulation::{BINFMT_MISC_DIR, Emulation, NoEmulatorReason, emulation, emulation_in};
 pub use entry::init_main_if_requested;
 pub use error::{Error, Result};
 pub use interactive::{Interactive, PortMapping, Protocol, RunControl, WindowSize};
+pub use nat::{TUN_DEVICE, check_private_network};
 pub use oci::find_oci_runtime;
 pub use run::{Executor, ExecutorConfig};
 pub use spec::{

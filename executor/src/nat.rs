@@ -6,14 +6,16 @@
 //! abstract unix sockets, interfaces and traffic (a raw socket sees only the step's packets).
 //!
 //! The init forks a helper before it unshares anything; the helper waits until the init has its
-//! new network namespace, then becomes `slirp4netns <init pid> tap0`, which reports readiness on
-//! a pipe and exits when the init does (`--exit-fd`: the init holds the other end; the helper
-//! also has the parent-death signal). The init kills and reaps it when the run is over, so no
-//! zombie is left to whoever would inherit it.
+//! new network namespace, then becomes `slirp4netns <init pid> tap0`, which configures it while
+//! the init mounts the container (its ~30 ms overlap the setup instead of adding to it), reports
+//! readiness on a pipe before the command starts, and exits when the init does (`--exit-fd`: the init holds the other end; the helper
+//! also has the parent-death signal). It is a child of the init's parent (`CLONE_PARENT`),
+//! which reaps it (see `Executor`'s helper list): the init kills it when the command has exited
+//! and does not wait for its slow exit, and no zombie is left to whoever would inherit it.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::io::FdFlags;
 use rustix::pipe::PipeFlags;
@@ -24,9 +26,67 @@ use crate::sys;
 /// The address of the step's DNS forwarder on the slirp network.
 pub(crate) const DNS: &str = "10.0.2.3";
 
+/// The device slirp4netns opens to make the step's `tap0`.
+pub const TUN_DEVICE: &str = "/dev/net/tun";
+
+/// Whether [`crate::Network::Private`] can work for this process: `slirp4netns` (running with
+/// its credentials, in its user namespace) must open [`TUN_DEVICE`]. Rootless, a device left
+/// mode 0600 (as containers often leave it; Debian's udev rule makes it 0666) or missing is
+/// the usual failure; the error says what to do. [`crate::Executor::run`] checks this before
+/// every private-network run.
+///
+/// # Errors
+/// [`Error::TunUnavailable`].
+pub fn check_private_network() -> Result<()> {
+    check_tun(Path::new(TUN_DEVICE))
+}
+
+pub(crate) fn check_tun(path: &Path) -> Result<()> {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(source) => {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)
+                .ok()
+                .map(|m| m.permissions().mode() & 0o7777);
+            Err(Error::TunUnavailable {
+                path: path.to_path_buf(),
+                mode,
+                source,
+            })
+        }
+    }
+}
+
+/// The text of [`Error::TunUnavailable`]: what is wrong with the device and what to do.
+pub(crate) fn tun_message(path: &Path, mode: Option<u32>, source: &std::io::Error) -> String {
+    let path = path.display();
+    let problem = match (source.kind(), mode) {
+        (std::io::ErrorKind::NotFound, _) => format!(
+            "{path} does not exist here: create it as root \
+             (mkdir -p /dev/net && mknod -m 0666 {path} c 10 200)"
+        ),
+        (std::io::ErrorKind::PermissionDenied, Some(mode)) => format!(
+            "this user cannot open {path} (mode {mode:04o}): run `chmod 0666 {path}` as root \
+             (Debian's default mode; containers often leave it 0600)"
+        ),
+        _ => format!("{path} cannot be opened ({source}): let this user open it (mode 0666)"),
+    };
+    format!(
+        "the private network of RUN steps (slirp4netns) needs {path}, but {problem}; \
+         or build with --network=host or --network=none"
+    )
+}
+
 /// A `slirp4netns` helper forked by the init, waiting for [`Nat::start`].
 pub(crate) struct Nat {
     pid: libc::pid_t,
+    /// Its stdout and stderr, told when it fails.
+    log: PathBuf,
     go: OwnedFd,
     ready: OwnedFd,
     /// Held until the init exits: slirp4netns exits when it closes.
@@ -39,8 +99,8 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 }
 
 impl Nat {
-    /// Forks the helper (call before unsharing any namespace).
-    pub(crate) fn spawn(binary: &Path, api_socket: Option<&Path>) -> Result<Nat> {
+    /// Forks the helper (call before unsharing any namespace); its output goes to `log`.
+    pub(crate) fn spawn(binary: &Path, api_socket: Option<&Path>, log: &Path) -> Result<Nat> {
         let init_pid = std::process::id();
         let (go_read, go_write) = pipe()?;
         let (ready_read, ready_write) = pipe()?;
@@ -66,7 +126,10 @@ impl Nat {
             .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
             .collect();
         let envp = [CString::new("PATH=/usr/sbin:/usr/bin:/sbin:/bin").unwrap_or_default()];
-        let pid = sys::fork().map_err(|e| Error::sys("fork", "slirp4netns", e))?;
+        // The parent's child, not the init's: its exit, which unregisters the tap device
+        // (RCU grace periods, ~25 ms), is reaped by the parent later instead of delaying the
+        // init's exit and so the run.
+        let pid = sys::fork_sibling().map_err(|e| Error::sys("clone", "slirp4netns", e))?;
         if pid == 0 {
             // The helper: nothing here may return into the init's code.
             let _ = sys::set_parent_death_signal(libc::SIGKILL);
@@ -80,36 +143,53 @@ impl Nat {
             for fd in [&ready_write, &exit_read] {
                 let _ = rustix::io::fcntl_setfd(fd, FdFlags::empty());
             }
-            // Its log would land in the step's output.
-            if let Ok(null) = std::fs::File::options().write(true).open("/dev/null") {
-                let _ = sys::dup2(null.as_raw_fd(), 1);
-                let _ = sys::dup2(null.as_raw_fd(), 2);
+            // Not in the step's output: in a file, read when it fails.
+            if let Ok(file) = std::fs::File::create(log) {
+                let _ = sys::dup2(file.as_raw_fd(), 1);
+                let _ = sys::dup2(file.as_raw_fd(), 2);
             }
             let _ = sys::execve(&program, &argv, &envp);
             sys::exit_now(127);
         }
         Ok(Nat {
             pid,
+            log: log.to_path_buf(),
             go: go_write,
             ready: ready_read,
             _exit: exit_write,
         })
     }
 
-    /// Lets the helper attach to the init's (new) network namespace and waits until the
-    /// namespace is configured.
+    /// Lets the helper attach to the init's (new) network namespace and configure it, while
+    /// the init goes on setting up the container; [`Nat::wait_ready`] waits for it.
     pub(crate) fn start(&self) -> Result<()> {
         rustix::io::write(&self.go, b"g")
             .map_err(|e| Error::sys("write", "slirp4netns", e.into()))?;
+        Ok(())
+    }
+
+    /// Waits until the started helper has configured the namespace (`tap0` up, routes set).
+    pub(crate) fn wait_ready(&self) -> Result<()> {
         let mut byte = [0u8];
         loop {
             match rustix::io::read(&self.ready, &mut byte) {
                 Ok(1) => return Ok(()),
                 Err(rustix::io::Errno::INTR) => {}
                 Ok(_) => {
-                    return Err(Error::Setup(
-                        "slirp4netns exited before the network was up".to_owned(),
-                    ));
+                    let said = std::fs::read_to_string(&self.log).unwrap_or_default();
+                    let last: Vec<&str> = said
+                        .lines()
+                        // It warns so on every start.
+                        .filter(|l| !l.trim().is_empty() && !l.contains("seccomp is experimental"))
+                        .rev()
+                        .take(3)
+                        .collect();
+                    let said = last.into_iter().rev().collect::<Vec<_>>().join("; ");
+                    return Err(Error::Setup(if said.is_empty() {
+                        "slirp4netns exited before the network was up".to_owned()
+                    } else {
+                        format!("slirp4netns exited before the network was up: {said}")
+                    }));
                 }
                 Err(e) => return Err(Error::sys("read", "slirp4netns ready", e.into())),
             }
@@ -117,10 +197,17 @@ impl Nat {
     }
 }
 
+impl Nat {
+    /// The helper's pid (a child of the init's parent, which reaps it).
+    pub(crate) fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+}
+
 impl Drop for Nat {
     fn drop(&mut self) {
+        // Not waited for: the parent reaps it (see `spawn`).
         let _ = sys::kill(self.pid, libc::SIGKILL);
-        let _ = sys::waitpid(self.pid);
     }
 }
 

@@ -108,4 +108,8 @@ pub(crate) enum InitEvent {
     Signaled { signal: i32 },
     /// Removing mount stubs after the run failed (the run result stands).
     CleanupFailed { message: String },
+    /// The init started this helper (slirp4netns) as a child of the parent, for the parent
+    /// to reap: it exits when the init does, tearing its network device down (~25 ms of
+    /// kernel work no run waits for).
+    Helper { pid: i32 },
 }

@@ -1,30 +1,30 @@
 //! The parent side of a run: [`Executor::run`] turns the caller's specs into an [`InitSpec`]
-//! (cache directories locked, secrets and /etc files as bytes, targets made absolute, mounts
-//! sorted parents first), re-executes the init binary, streams its output line by line, relays
+//! (`plan.rs`), re-executes the init binary, streams its output line by line, relays
 //! cancellation, and reports the exit status.
 
 use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
-use crate::cache::{self, CacheLease};
 use crate::chroot::RunDirBind;
 use crate::entry::{INIT_MARK_ENV, NOT_AN_INIT_EXIT};
 use crate::error::{Error, Result};
-use crate::etc_files;
 use crate::interactive::{Interactive, RunControl};
-use crate::proto::{INIT_ARG, InitEvent, InitSpec, PlannedMount, RootPlan};
+use crate::proto::{INIT_ARG, InitEvent, InitSpec};
 use crate::rundir::{reap_stale_runs, remove_run_dir};
 use crate::spec::{
-    CancelToken, DEFAULT_HOSTNAME, DEFAULT_PATH, ExitStatus, LAST_LINES, MountSpec, Network,
-    ProcessSpec, RootFs, Stream,
+    CancelToken, ExitStatus, LAST_LINES, MountSpec, Network, ProcessSpec, RootFs, Stream,
 };
-use crate::ssh_proxy::SshProxy;
 use crate::sys;
 use crate::watch::{ReapOnDrop, watch};
+
+mod plan;
+
+use plan::Held;
 
 /// Where the executor finds its init binary and keeps its state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +62,30 @@ pub struct Executor {
     /// Whether `/` is a mount point here (not in a plain chroot; see `chroot.rs`).
     root_is_mount: bool,
     runs: AtomicU64,
+    /// Helpers the inits started as children of this process (slirp4netns, exiting after
+    /// their run), reaped at the next run and when the executor is dropped.
+    helpers: Mutex<Vec<libc::pid_t>>,
+}
+
+impl Executor {
+    /// Reaps the helpers that have exited; with `block`, waits for all of them.
+    fn reap_helpers(&self, block: bool) {
+        let mut helpers = self.helpers.lock().unwrap_or_else(PoisonError::into_inner);
+        helpers.retain(|&pid| {
+            if block {
+                let _ = sys::waitpid(pid);
+                false
+            } else {
+                !sys::reap_if_exited(pid)
+            }
+        });
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        self.reap_helpers(true);
+    }
 }
 
 impl Executor {
@@ -96,6 +120,7 @@ impl Executor {
                 ids.single_id().then(|| ids.hint())
             },
             runs: AtomicU64::new(0),
+            helpers: Mutex::new(Vec::new()),
         })
     }
 
@@ -199,6 +224,7 @@ impl Executor {
         if cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
+        self.reap_helpers(false);
         let run_dir = self.make_run_dir()?;
         let mut held = Held::default();
         let bound = if self.root_is_mount {
@@ -218,182 +244,6 @@ impl Executor {
         drop(held);
         remove_run_dir(&run_dir);
         result
-    }
-
-    /// Resolves everything the init needs on the host side: absolute targets, cache
-    /// directories (locked, held in `held`), secrets, ssh proxies, the /etc files.
-    fn plan(
-        &self,
-        process: &ProcessSpec,
-        rootfs: &RootFs,
-        mounts: &[MountSpec],
-        cancel: &CancelToken,
-        run_dir: &Path,
-        held: &mut Held,
-    ) -> Result<InitSpec> {
-        let cwd = if process.cwd.is_empty() {
-            "/".to_owned()
-        } else {
-            absolute("/", &process.cwd)
-        };
-        let hostname = process
-            .hostname
-            .clone()
-            .unwrap_or_else(|| DEFAULT_HOSTNAME.to_owned());
-        let mut env = process.env.clone();
-        if !env.iter().any(|e| e.starts_with("PATH=")) {
-            env.push(format!("PATH={DEFAULT_PATH}"));
-        }
-        let mut planned = vec![
-            PlannedMount::File {
-                contents: etc_files::hosts(&hostname, &process.extra_hosts),
-                target: "/etc/hosts".into(),
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-            },
-            PlannedMount::File {
-                contents: etc_files::resolv_conf(self.host_resolv_conf.as_deref(), process.network),
-                target: "/etc/resolv.conf".into(),
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-            },
-            PlannedMount::File {
-                contents: format!("{hostname}\n").into_bytes(),
-                target: "/etc/hostname".into(),
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-            },
-        ];
-        let mut ssh_count = 0;
-        for mount in mounts {
-            match mount {
-                MountSpec::Bind(b) => planned.push(PlannedMount::Bind {
-                    source: b.source.clone(),
-                    target: target_of(&cwd, &b.target)?,
-                    readonly: !b.rw,
-                    discard_writes: b.rw,
-                }),
-                MountSpec::Volume(v) => planned.push(PlannedMount::Bind {
-                    source: v.source.clone(),
-                    target: target_of(&cwd, &v.target)?,
-                    readonly: v.readonly,
-                    discard_writes: false,
-                }),
-                MountSpec::Cache(c) => {
-                    let target = target_of(&cwd, &c.target)?;
-                    let lease = cache::acquire(&self.config.state_dir, c, cancel)?;
-                    planned.push(PlannedMount::Bind {
-                        source: lease.dir.clone(),
-                        target,
-                        readonly: c.readonly,
-                        discard_writes: false,
-                    });
-                    held.leases.push(lease);
-                }
-                MountSpec::Tmpfs(t) => planned.push(PlannedMount::Tmpfs {
-                    target: target_of(&cwd, &t.target)?,
-                    size: t.size,
-                }),
-                MountSpec::Secret(s) => {
-                    let Some(contents) = &s.contents else {
-                        if s.required {
-                            return Err(Error::SecretMissing { id: s.id.clone() });
-                        }
-                        continue;
-                    };
-                    if let Some(var) = &s.env {
-                        env.push(format!("{var}={}", String::from_utf8_lossy(contents)));
-                    }
-                    let target = match (&s.target, &s.env) {
-                        (Some(t), _) => Some(target_of(&cwd, t)?),
-                        (None, None) => Some(format!("/run/secrets/{}", s.id)),
-                        (None, Some(_)) => None,
-                    };
-                    if let Some(target) = target {
-                        planned.push(PlannedMount::File {
-                            contents: contents.clone(),
-                            target,
-                            mode: s.mode,
-                            uid: s.uid,
-                            gid: s.gid,
-                        });
-                    }
-                }
-                MountSpec::Ssh(s) => {
-                    let Some(socket) = &s.socket else {
-                        if s.required {
-                            return Err(Error::SshMissing { id: s.id.clone() });
-                        }
-                        continue;
-                    };
-                    let target = match &s.target {
-                        Some(t) => target_of(&cwd, t)?,
-                        None => format!("/run/buildkit/ssh_agent.{ssh_count}"),
-                    };
-                    if ssh_count == 0 && !env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
-                        env.push(format!("SSH_AUTH_SOCK={target}"));
-                    }
-                    let proxy = SshProxy::start(
-                        socket,
-                        run_dir.join(format!("ssh-{ssh_count}.sock")),
-                        s.uid,
-                        s.gid,
-                        s.mode,
-                    )?;
-                    ssh_count += 1;
-                    planned.push(PlannedMount::Bind {
-                        source: proxy.path().to_path_buf(),
-                        target,
-                        readonly: false,
-                        discard_writes: false,
-                    });
-                    held.ssh.push(proxy);
-                }
-            }
-        }
-        // Parents before children, otherwise in the given order (containerd's sortMounts).
-        planned.sort_by_key(|m| Path::new(m.target()).components().count());
-
-        let spec = InitSpec {
-            parent_pid: std::process::id() as i32,
-            run_dir: run_dir.to_path_buf(),
-            rootfs: match rootfs {
-                RootFs::Mounts(m) => RootPlan::Mounts(m.clone()),
-                RootFs::Dir(d) => RootPlan::Dir(d.clone()),
-            },
-            args: process.args.clone(),
-            env,
-            cwd,
-            user: process.user.clone(),
-            hostname,
-            new_network: matches!(process.network, Network::None | Network::Private),
-            nat: match process.network {
-                Network::Private => Some(
-                    self.slirp4netns
-                        .clone()
-                        .or_else(|| crate::oci::find_in("slirp4netns", std::ffi::OsStr::new("")))
-                        .ok_or_else(|| {
-                            Error::InvalidSpec(
-                                "network mode private needs slirp4netns in /usr/bin or \
-                                 /usr/sbin, or given with Executor::with_slirp4netns \
-                                 (apt-get install slirp4netns)"
-                                    .to_owned(),
-                            )
-                        })?,
-                ),
-                _ => None,
-            },
-            private_root: !self.root_is_mount,
-            stdin: false,
-            tty: None,
-            publish: Vec::new(),
-            mounts: planned,
-            oci_runtime: self.oci_runtime.clone(),
-        };
-        Ok(spec)
     }
 
     fn make_run_dir(&self) -> Result<PathBuf> {
@@ -469,6 +319,14 @@ impl Executor {
             },
             e => e,
         })?;
+        let helpers = events.iter().filter_map(|e| match e {
+            InitEvent::Helper { pid } => Some(*pid),
+            _ => None,
+        });
+        self.helpers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(helpers);
         let status = child
             .wait()
             .map_err(|e| Error::Protocol(format!("wait: {e}")))?;
@@ -500,7 +358,10 @@ impl Executor {
         let mut failure = None;
         for event in events {
             match event {
-                InitEvent::Ready | InitEvent::Tty | InitEvent::Started { .. } => {}
+                InitEvent::Ready
+                | InitEvent::Tty
+                | InitEvent::Started { .. }
+                | InitEvent::Helper { .. } => {}
                 InitEvent::Failed { message } => {
                     failure.get_or_insert(message);
                 }
@@ -542,57 +403,5 @@ impl Executor {
                 self.config.init_binary.display()
             ))),
         }
-    }
-}
-
-/// What a run holds on the host until it ends: cache locks, ssh proxies and, in a chroot, the
-/// bind of the run directory.
-#[derive(Debug, Default)]
-struct Held {
-    leases: Vec<CacheLease>,
-    ssh: Vec<SshProxy>,
-    run_dir_bind: Option<RunDirBind>,
-}
-
-/// The joined absolute form of a mount target; `/` itself is refused like BuildKit does.
-fn target_of(cwd: &str, target: &str) -> Result<String> {
-    let abs = absolute(cwd, target);
-    if abs == "/" {
-        return Err(Error::InvalidSpec(format!(
-            "invalid mount target `{target}`"
-        )));
-    }
-    Ok(abs)
-}
-
-/// `path` made absolute against `base` and cleaned lexically.
-fn absolute(base: &str, path: &str) -> String {
-    let joined = if path.starts_with('/') {
-        path.to_owned()
-    } else {
-        format!("{base}/{path}")
-    };
-    let mut parts: Vec<&str> = Vec::new();
-    for part in joined.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    format!("/{}", parts.join("/"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn targets_are_joined_and_cleaned() {
-        assert_eq!(absolute("/src", "cache"), "/src/cache");
-        assert_eq!(absolute("/src", "/a/../b/./c/"), "/b/c");
-        assert!(target_of("/", "/x/..").is_err());
     }
 }

@@ -7,8 +7,8 @@ use std::path::Path;
 use crate::sys;
 
 /// Removes run directories left by kiln processes that died mid-run (`run-<pid>-...` whose pid
-/// is gone). Their mounts died with their namespaces; only empty directories, the OCI bundle
-/// and proxy sockets can remain, and nothing else is deleted.
+/// is gone). Their mounts died with their namespaces; only empty directories, the OCI bundle,
+/// proxy sockets and slirp4netns's log can remain, and nothing else is deleted.
 pub(crate) fn reap_stale_runs(runs: &Path) {
     let Ok(entries) = fs::read_dir(runs) else {
         return;
@@ -29,6 +29,7 @@ pub(crate) fn reap_stale_runs(runs: &Path) {
         // The bind of a run in a chroot (EINVAL when there is none).
         let _ = sys::umount2(&dir, libc::MNT_DETACH);
         let _ = fs::remove_file(dir.join("bundle").join("config.json"));
+        let _ = fs::remove_file(dir.join("slirp4netns.log"));
         for sub in ["bundle", "oci-state", "rootfs", "scratch", "host"] {
             let _ = fs::remove_dir(dir.join(sub));
         }
@@ -49,8 +50,10 @@ pub(crate) fn reap_stale_runs(runs: &Path) {
 }
 
 pub(crate) fn remove_run_dir(dir: &Path) {
-    // slirp4netns's API socket (published ports), if it was killed before removing it.
+    // slirp4netns's API socket (published ports), if it was killed before removing it, and
+    // its log.
     let _ = fs::remove_file(dir.join("slirp4netns.sock"));
+    let _ = fs::remove_file(dir.join("slirp4netns.log"));
     // Only empty directories: if a mount were somehow still alive, never delete through it.
     match fs::remove_dir(dir.join("host")) {
         Ok(()) => {}
@@ -84,6 +87,8 @@ mod tests {
         }
         fs::create_dir_all(dead.join("bundle")).unwrap();
         fs::write(dead.join("bundle/config.json"), "{}").unwrap();
+        // A RUN with a private network killed mid-run leaves slirp4netns's log.
+        fs::write(dead.join("slirp4netns.log"), "sent tapfd=5 for tap0\n").unwrap();
         fs::write(busy.join("rootfs/data"), "not ours to delete").unwrap();
         reap_stale_runs(dir.path());
         assert!(!dead.exists());

@@ -75,6 +75,26 @@ pub struct RootMount {
     pub options: Vec<String>,
 }
 
+impl RootMount {
+    /// An overlay of `upper` (with its `work` dir) on one `lower` directory.
+    pub fn overlay(
+        lower: &std::path::Path,
+        upper: &std::path::Path,
+        work: &std::path::Path,
+    ) -> Self {
+        Self {
+            fstype: "overlay".into(),
+            source: "overlay".into(),
+            options: vec![format!(
+                "lowerdir={},upperdir={},workdir={}",
+                lower.display(),
+                upper.display(),
+                work.display()
+            )],
+        }
+    }
+}
+
 /// One `RUN --mount`, already resolved by the solver to host paths and bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountSpec {

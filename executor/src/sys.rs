@@ -223,34 +223,48 @@ pub(crate) fn fork() -> io::Result<libc::pid_t> {
     Ok(pid)
 }
 
+/// `clone(CLONE_PARENT)` used as `fork(2)`: the child is the caller's sibling, a child of the
+/// caller's parent, which reaps it. Only called by the single-threaded container init; the
+/// child runs raw syscalls until it execs.
+pub(crate) fn fork_sibling() -> io::Result<libc::pid_t> {
+    // SAFETY: as `fork`: a single-threaded caller; no new stack (the child continues on a copy
+    // of the caller's), no tid pointers.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::CLONE_PARENT | libc::SIGCHLD,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
+    if pid == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    libc::pid_t::try_from(pid).map_err(|_| io::Error::other("clone returned a bad pid"))
+}
+
+/// Reaps `pid` if it has exited (`waitpid(WNOHANG)`): `true` when it is gone (reaped now, or
+/// not a child of ours any more).
+pub(crate) fn reap_if_exited(pid: libc::pid_t) -> bool {
+    let mut status = 0;
+    // SAFETY: valid out pointer.
+    let ret = unsafe { libc::waitpid(pid, &raw mut status, libc::WNOHANG) };
+    ret != 0
+}
+
 /// How a child ended.
 pub(crate) enum WaitStatus {
     Exited(i32),
     Signaled(i32),
 }
 
-/// Waits until `pid` has exited without reaping it (`waitid(WEXITED | WNOWAIT)`).
+/// Waits until `pid` has exited without reaping it (`waitid(WEXITED | WNOWAIT)`), through
+/// signals.
 pub(crate) fn wait_exited_noreap(pid: libc::pid_t) -> io::Result<()> {
-    loop {
-        // SAFETY: zeroed siginfo is a valid out-parameter.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: valid out pointer.
-        let ret = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &raw mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if ret == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
+    while !wait_exited_or_interrupted(pid)? {}
+    Ok(())
 }
 
 /// `waitpid(2)`, retrying on EINTR.

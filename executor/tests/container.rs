@@ -659,3 +659,133 @@ fn libtest_binary_is_its_own_init_with_the_default_config() {
         .expect("run");
     assert_eq!((status.code(), out.as_str()), (0, "from-libtest\n"));
 }
+
+#[test]
+fn an_arm64_rootfs_runs_through_the_binfmt_handler() {
+    require_env!();
+    let test = "an_arm64_rootfs_runs_through_the_binfmt_handler";
+    match kiln_executor::emulation("arm64", None) {
+        Ok(kiln_executor::Emulation::Binfmt { .. }) => {}
+        Ok(kiln_executor::Emulation::Native) => {
+            kiln_testkit::skip(test, "this machine is arm64: nothing to emulate");
+            return;
+        }
+        Err(e) => {
+            kiln_testkit::skip(test, &e.to_string());
+            return;
+        }
+    }
+    let Some(busybox) = support::arm64_busybox(test) else {
+        return;
+    };
+    let f = Fixture::with_busybox(&busybox);
+    // The rootfs holds no qemu: the F handler's interpreter was opened at registration.
+    assert!(!f.lower().join("usr/bin/qemu-aarch64-static").exists());
+    let out = f.sh(
+        "uname -m; echo $$; id -u; echo data > /written; cat /written",
+        ProcessSpec::default(),
+        &[],
+    );
+    assert_eq!(out.ok(), "aarch64\n1\n0\ndata\n", "stderr: {}", out.stderr);
+    assert_eq!(
+        fs::read_to_string(f.upper().join("written")).expect("written"),
+        "data\n"
+    );
+    // A failing command's exit code comes through the emulator unchanged.
+    assert_eq!(f.sh("exit 7", ProcessSpec::default(), &[]).code(), 7);
+}
+
+/// The issue's figure: a CPU-bound RUN natively and under qemu-user, median of 5 runs each, in
+/// wall time and in CPU time (user + system of the whole container, from this process's
+/// reaped children: steady on a loaded machine).
+/// `cargo test -p kiln-executor --test container -- --ignored --nocapture slowdown`
+#[test]
+#[ignore = "a measurement, not a check"]
+fn emulation_slowdown_of_a_cpu_bound_run() {
+    require_env!();
+    let Some(busybox) = support::arm64_busybox("emulation_slowdown_of_a_cpu_bound_run") else {
+        return;
+    };
+    fn children_cpu() -> f64 {
+        // SAFETY: a zeroed rusage is a valid out-parameter.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: valid out pointer.
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &raw mut usage) };
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        secs(usage.ru_utime) + secs(usage.ru_stime)
+    }
+    let median = |f: &Fixture, script: &str| {
+        let (mut wall, mut cpu): (Vec<f64>, Vec<f64>) = (0..5)
+            .map(|_| {
+                let (start, cpu) = (std::time::Instant::now(), children_cpu());
+                f.sh(script, ProcessSpec::default(), &[]).ok();
+                (start.elapsed().as_secs_f64(), children_cpu() - cpu)
+            })
+            .unzip();
+        wall.sort_by(f64::total_cmp);
+        cpu.sort_by(f64::total_cmp);
+        (wall[2], cpu[2])
+    };
+    let fixtures = [Fixture::new(), Fixture::with_busybox(&busybox)];
+    let start = fixtures.each_ref().map(|f| median(f, "true"));
+    println!(
+        "container start (`true`): amd64 {:.0} ms ({:.0} ms cpu), arm64 {:.0} ms ({:.0} ms cpu)",
+        start[0].0 * 1e3,
+        start[0].1 * 1e3,
+        start[1].0 * 1e3,
+        start[1].1 * 1e3
+    );
+    for (name, script) in [
+        (
+            "sha256sum of 32 MiB",
+            "head -c 33554432 /dev/zero | sha256sum",
+        ),
+        (
+            "shell loop, 200000 iterations",
+            "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; echo $i",
+        ),
+    ] {
+        let [native, arm64] = fixtures.each_ref().map(|f| median(f, script));
+        println!(
+            "{name}: wall amd64 {:.3} s, arm64 {:.3} s: {:.1}x; cpu amd64 {:.3} s, arm64 {:.3} s: \
+             {:.1}x",
+            native.0,
+            arm64.0,
+            arm64.0 / native.0,
+            native.1,
+            arm64.1,
+            arm64.1 / native.1
+        );
+    }
+}
+
+/// Issue 11's figure: what the private network (slirp4netns) adds to a RUN, the median of 20
+/// `true` runs with `Network::Private` against `Network::None`.
+/// `cargo test -p kiln-executor --test container -- --ignored --nocapture network_start`
+#[test]
+#[ignore = "a measurement, not a check"]
+fn private_network_start_cost() {
+    require_env!();
+    let f = Fixture::new();
+    let median = |network| {
+        let spec = ProcessSpec {
+            network,
+            ..ProcessSpec::default()
+        };
+        let mut times: Vec<f64> = (0..20)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                f.sh("true", spec.clone(), &[]).ok();
+                start.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        times[10]
+    };
+    let _ = median(Network::Private);
+    let (none, private) = (median(Network::None), median(Network::Private));
+    println!(
+        "RUN true: none {none:.1} ms, private {private:.1} ms: slirp4netns adds {:.1} ms",
+        private - none
+    );
+}

@@ -352,6 +352,9 @@ fn host_address() -> Option<std::net::IpAddr> {
 #[test]
 fn private_network_reaches_out_but_not_the_hosts_loopback_or_sockets() {
     require_env!();
+    let _serial = PRIVATE_NETWORK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if !kiln_testkit::require_tool(module_path!(), "slirp4netns", "slirp4netns") {
         return;
     }
@@ -419,4 +422,76 @@ fn private_network_reaches_out_but_not_the_hosts_loopback_or_sockets() {
         );
         assert_eq!(out.ok(), "reached\n", "{ip}");
     }
+}
+
+/// Held by the tests that run private networks: their slirp4netns helpers are children of
+/// this process, which `private_network_helpers_are_reaped` counts.
+static PRIVATE_NETWORK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// This process's children named `comm` and their states (`S`, `Z`, ...).
+fn children_named(comm: &str) -> Vec<String> {
+    let me = std::process::id().to_string();
+    fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| fs::read_to_string(e.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let (head, rest) = stat.rsplit_once(')')?;
+            let name = head.split_once('(')?.1;
+            let mut fields = rest.split_whitespace();
+            let state = fields.next()?;
+            let ppid = fields.next()?;
+            (name == comm && ppid == me).then(|| state.to_owned())
+        })
+        .collect()
+}
+
+/// slirp4netns, started by the init as a child of this process so that its slow exit (the tap
+/// device's teardown) delays no run, is reaped by the executor: at most the last run's is left
+/// while the executor lives, none after it is dropped.
+#[test]
+fn private_network_helpers_are_reaped() {
+    require_env!();
+    if !kiln_testkit::require_tool(module_path!(), "slirp4netns", "slirp4netns") {
+        return;
+    }
+    let _serial = PRIVATE_NETWORK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let f = Fixture::new();
+    let executor = kiln_executor::Executor::new(kiln_executor::ExecutorConfig {
+        init_binary: std::path::PathBuf::from(env!("CARGO_BIN_EXE_kiln-executor-init")),
+        state_dir: f.state(),
+    })
+    .expect("executor");
+    let spec = ProcessSpec {
+        args: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "ls /sys/class/net | tr '\\n' ' '".into(),
+        ],
+        network: kiln_executor::Network::Private,
+        ..ProcessSpec::default()
+    };
+    for _ in 0..3 {
+        let mut out = Vec::new();
+        let status = executor
+            .run(
+                &spec,
+                &f.rootfs(),
+                &[],
+                &mut |_, line| out.extend_from_slice(line),
+                &kiln_executor::CancelToken::new(),
+            )
+            .expect("run");
+        assert_eq!((status.code(), out.as_slice()), (0, &b"lo tap0 "[..]));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(
+            children_named("slirp4netns").len() <= 1,
+            "{:?}",
+            children_named("slirp4netns")
+        );
+    }
+    drop(executor);
+    assert_eq!(children_named("slirp4netns"), Vec::<String>::new());
 }

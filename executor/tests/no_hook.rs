@@ -34,7 +34,10 @@ fn workload_script(script: &str) -> i32 {
     });
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("root");
-    support::build_busybox_rootfs(&root);
+    match std::env::var_os("NO_HOOK_BUSYBOX") {
+        Some(busybox) => support::build_busybox_rootfs_with(&root, std::path::Path::new(&busybox)),
+        None => support::build_busybox_rootfs(&root),
+    }
     let executor = match Executor::new(ExecutorConfig::new(dir.path().join("state"))) {
         Ok(e) => e,
         Err(e) => {
@@ -46,6 +49,10 @@ fn workload_script(script: &str) -> i32 {
         args: vec!["/bin/sh".into(), "-c".into(), script.into()],
         // The step's USER (tests of the user namespace set it).
         user: std::env::var("NO_HOOK_USER").unwrap_or_default(),
+        network: match std::env::var("NO_HOOK_NETWORK").as_deref() {
+            Ok("private") => kiln_executor::Network::Private,
+            _ => kiln_executor::Network::Default,
+        },
         ..ProcessSpec::default()
     };
     let mut out = Vec::new();
@@ -303,6 +310,37 @@ fn userns_child(script: &str) -> i32 {
             return 6;
         }
     }
+    // `NO_HOOK_TUN`: bind this node over /dev/net/tun, or (`missing`) hide /dev/net, in this
+    // namespace only.
+    if let Ok(tun) = std::env::var("NO_HOOK_TUN") {
+        let c = |s: &str| std::ffi::CString::new(s).expect("path");
+        let (source, target, fstype, flags) = if tun == "missing" {
+            (c("tmpfs"), c("/dev/net"), Some(c("tmpfs")), 0)
+        } else {
+            (c(&tun), c("/dev/net/tun"), None, libc::MS_BIND)
+        };
+        // SAFETY: valid C strings; a mount namespace of this process' own.
+        let ret = unsafe {
+            libc::mount(
+                c("none").as_ptr(),
+                c("/").as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            );
+            libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ref().map_or(std::ptr::null(), |f| f.as_ptr()),
+                flags,
+                std::ptr::null(),
+            )
+        };
+        if ret != 0 {
+            println!("mount {tun}: {}", std::io::Error::last_os_error());
+            return 7;
+        }
+    }
     workload_script(script)
 }
 
@@ -320,10 +358,20 @@ fn in_user_namespace_as(
     script: &str,
     user: &str,
 ) -> (i32, String) {
+    in_user_namespace_with(map, deny_setgroups, script, &[("NO_HOOK_USER", user)])
+}
+
+/// [`in_user_namespace`] with `env` for the child (`NO_HOOK_USER`, `NO_HOOK_BUSYBOX`).
+fn in_user_namespace_with(
+    map: &str,
+    deny_setgroups: bool,
+    script: &str,
+    env: &[(&str, &str)],
+) -> (i32, String) {
     use std::io::{BufRead, BufReader, Write};
     let mut child = Command::new("/proc/self/exe")
         .args(["--userns-child", script])
-        .env("NO_HOOK_USER", user)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -393,6 +441,119 @@ fn run_steps_in_a_user_namespace() {
     println!("test {TEST} ... ok");
 }
 
+/// A step of an arm64 rootfs in a user namespace (as rootless builds run): the host's F
+/// binfmt handler serves it there too.
+fn arm64_step_in_a_user_namespace() {
+    const TEST: &str = "arm64_step_in_a_user_namespace";
+    if support::skip_reason_for(TEST) {
+        return;
+    }
+    match kiln_executor::emulation("arm64", None) {
+        Ok(kiln_executor::Emulation::Binfmt { .. }) => {}
+        Ok(kiln_executor::Emulation::Native) => {
+            kiln_testkit::skip(TEST, "this machine is arm64: nothing to emulate");
+            return;
+        }
+        Err(e) => {
+            kiln_testkit::skip(TEST, &e.to_string());
+            return;
+        }
+    }
+    let Some(busybox) = support::arm64_busybox(TEST) else {
+        return;
+    };
+    let busybox = busybox.to_string_lossy().into_owned();
+    for (map, deny_setgroups) in [("0 100000 65536", false), ("0 100000 1", true)] {
+        let (code, out) = in_user_namespace_with(
+            map,
+            deny_setgroups,
+            "uname -m; id -u; cat /proc/self/uid_map | tr -s ' '",
+            &[("NO_HOOK_BUSYBOX", &busybox)],
+        );
+        assert_eq!(
+            (code, out),
+            (
+                0,
+                format!("aarch64\n0\n {map}\nrun directories left: 0\nstatus 0\n")
+            ),
+            "{map}"
+        );
+    }
+    println!("test {TEST} ... ok");
+}
+
+/// Rootless, slirp4netns (the private network of RUN) must open /dev/net/tun: when it is mode
+/// 0600 or missing, the run fails before it starts, saying what to do. Before, it failed with
+/// `slirp4netns exited before the network was up`.
+fn private_network_without_a_usable_tun_says_what_to_do() {
+    const TEST: &str = "private_network_without_a_usable_tun_says_what_to_do";
+    if support::skip_reason_for(TEST)
+        || !kiln_testkit::require_tool(TEST, "slirp4netns", "slirp4netns")
+    {
+        return;
+    }
+    if !std::path::Path::new(kiln_executor::TUN_DEVICE).exists() {
+        kiln_testkit::skip(TEST, "needs /dev/net/tun");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tun = dir.path().join("tun");
+    support::mknod(&tun, libc::S_IFCHR, 10, 200);
+    std::fs::set_permissions(&tun, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let tun = tun.to_string_lossy().into_owned();
+    let map = "0 100000 65536";
+    let (code, out) = in_user_namespace_with(
+        map,
+        false,
+        "echo reached",
+        &[("NO_HOOK_NETWORK", "private"), ("NO_HOOK_TUN", &tun)],
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            4,
+            "run directories left: 0\nerror: the private network of RUN steps (slirp4netns) \
+             needs /dev/net/tun, but this user cannot open /dev/net/tun (mode 0600): run \
+             `chmod 0666 /dev/net/tun` as root (Debian's default mode; containers often leave \
+             it 0600); or build with --network=host or --network=none\n"
+        )
+    );
+    let (code, out) = in_user_namespace_with(
+        map,
+        false,
+        "echo reached",
+        &[("NO_HOOK_NETWORK", "private"), ("NO_HOOK_TUN", "missing")],
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            4,
+            "run directories left: 0\nerror: the private network of RUN steps (slirp4netns) \
+             needs /dev/net/tun, but /dev/net/tun does not exist here: create it as root \
+             (mkdir -p /dev/net && mknod -m 0666 /dev/net/tun c 10 200); or build with \
+             --network=host or --network=none\n"
+        )
+    );
+    // A device this user may open (0666, as Debian and scripts/rootless.sh leave it): the step
+    // runs on its own network.
+    std::fs::set_permissions(
+        dir.path().join("tun"),
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .expect("chmod");
+    let (code, out) = in_user_namespace_with(
+        map,
+        false,
+        "ls /sys/class/net | sort | tr '\\n' ' '",
+        &[("NO_HOOK_NETWORK", "private"), ("NO_HOOK_TUN", &tun)],
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "lo tap0 run directories left: 0\nstatus 0\n")
+    );
+    println!("test {TEST} ... ok");
+}
+
 fn main() {
     // Deliberately no `kiln_executor::init_main_if_requested()` here.
     match std::env::args().nth(1).as_deref() {
@@ -412,4 +573,6 @@ fn main() {
     no_hook_main_runs_a_step_without_recursing();
     run_step_in_a_chroot_whose_root_is_not_a_mount_point();
     run_steps_in_a_user_namespace();
+    arm64_step_in_a_user_namespace();
+    private_network_without_a_usable_tun_says_what_to_do();
 }

@@ -4,6 +4,10 @@
 use std::fmt;
 use std::io::{self, Write};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Sender, bounded};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest as _, Sha256};
@@ -162,6 +166,62 @@ impl<W: Write> Write for HashingWriter<W> {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// A sha256 computed on a thread of its own, fed buffers in order.
+pub(crate) struct SideHash {
+    tx: Option<Sender<Arc<Vec<u8>>>>,
+    handle: Option<JoinHandle<(Sha256, u64)>>,
+}
+
+impl SideHash {
+    /// Starts the thread; `depth` buffers may wait for it.
+    pub(crate) fn start(depth: usize) -> Self {
+        let (tx, rx) = bounded::<Arc<Vec<u8>>>(depth.max(1));
+        let handle = std::thread::spawn(move || {
+            let mut h = Sha256::new();
+            let mut n = 0u64;
+            for buf in rx {
+                h.update(buf.as_slice());
+                n += buf.len() as u64;
+            }
+            (h, n)
+        });
+        Self {
+            tx: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    /// Hashes `buf` after the buffers given before.
+    pub(crate) fn push(&self, buf: Arc<Vec<u8>>) -> io::Result<()> {
+        self.tx
+            .as_ref()
+            .ok_or_else(|| io::Error::other("hash finished"))?
+            .send(buf)
+            .map_err(|_| io::Error::other("hashing thread died"))
+    }
+
+    /// The digest and length of everything pushed.
+    pub(crate) fn finish(mut self) -> io::Result<(Digest, u64)> {
+        self.tx = None;
+        let (h, n) = self
+            .handle
+            .take()
+            .ok_or_else(|| io::Error::other("hash finished"))?
+            .join()
+            .map_err(|_| io::Error::other("hashing thread panicked"))?;
+        Ok((Digest::from_sha256(h.finalize().into()), n))
+    }
+}
+
+impl Drop for SideHash {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
     }
 }
 

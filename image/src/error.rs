@@ -98,15 +98,15 @@ pub enum Error {
         /// Where it was found.
         what: String,
     },
-    /// An image index has no manifest for the requested platform.
-    #[error("no manifest for platform {platform} in `{reference}` (available: {available})")]
+    /// An image index has no manifest for the requested platform (nor one it also runs).
+    #[error("{reference} has no image for {platform} (it has {})", .available.join(", "))]
     PlatformNotFound {
         /// The image.
         reference: String,
-        /// The platform asked for.
+        /// The platform asked for (`linux/s390x`).
         platform: String,
-        /// The platforms the index offers.
-        available: String,
+        /// The platforms the index offers, in its order.
+        available: Vec<String>,
     },
     /// An image is structurally wrong (layer count and diff_ids disagree, ...).
     #[error("invalid image {what}: {reason}")]
@@ -186,6 +186,9 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// A platform specifier could not be parsed.
+    #[error(transparent)]
+    Platform(#[from] kiln_platform::Error),
     /// An option given by the caller is not valid (an unknown compression name ...).
     #[error("invalid option: {0}")]
     InvalidOption(String),

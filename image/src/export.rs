@@ -3,10 +3,11 @@
 //! `manifest.json`), and the rootfs writers for `type=local` / `type=tar`. Tars are
 //! reproducible: sorted entries, mtime 0, owner 0:0.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -14,8 +15,9 @@ use crate::compression::{Compression, CompressionOptions};
 use crate::convert::convert_image;
 use crate::error::{Error, IoContext, Result};
 use crate::image::Image;
+use crate::index::ImageIndex;
 use crate::json::to_canonical_json;
-use crate::spec::{Index, media_type};
+use crate::spec::{Descriptor, Index, media_type};
 use crate::{ContentStore, Digest, Reference};
 
 /// containerd's annotation carrying the full image name in an OCI layout index.
@@ -37,10 +39,56 @@ pub fn export_oci(
     as_tar: bool,
 ) -> Result<()> {
     let entries = [(image.clone(), names.to_vec())];
+    let roots = [(image.descriptor(), names.to_vec())];
+    write_layout(store, &roots, &blobs_of(&entries), dest, as_tar)
+}
+
+/// Writes a multi-platform image as an OCI image layout at `dest` (a tar file when `as_tar`),
+/// as BuildKit's oci exporter does: `index.json` holds one descriptor of the image index per
+/// name (annotated as [`export_oci`] does), and `blobs/` the index, every image's manifest,
+/// config and layers.
+pub fn export_oci_index(
+    store: &ContentStore,
+    index: &ImageIndex,
+    names: &[Reference],
+    dest: &Path,
+    as_tar: bool,
+) -> Result<()> {
+    let entries: Vec<(Image, Vec<Reference>)> = index
+        .images
+        .iter()
+        .map(|i| (i.clone(), Vec::new()))
+        .collect();
+    let mut blobs = blobs_of(&entries);
+    blobs.push(index.digest.clone());
+    blobs.sort();
+    blobs.dedup();
+    let roots = [(index.descriptor(), names.to_vec())];
+    write_layout(store, &roots, &blobs, dest, as_tar)
+}
+
+fn write_layout(
+    store: &ContentStore,
+    roots: &[(Descriptor, Vec<Reference>)],
+    blobs: &[Digest],
+    dest: &Path,
+    as_tar: bool,
+) -> Result<()> {
+    let index = layout_index(roots);
     if as_tar {
-        write_file_atomically(dest, |f| write_oci_tar(store, &entries, f))
+        write_file_atomically(dest, |w| {
+            let mut tar = TarOut::new(w);
+            tar.dir("blobs/")?;
+            tar.dir("blobs/sha256/")?;
+            for d in blobs {
+                tar.blob(store, d)?;
+            }
+            tar.bytes("index.json", &to_canonical_json(&index)?)?;
+            tar.bytes("oci-layout", OCI_LAYOUT)?;
+            tar.finish()
+        })
     } else {
-        write_oci_dir(store, &entries, dest)
+        write_oci_dir(store, &index, blobs, dest)
     }
 }
 
@@ -50,7 +98,7 @@ pub fn write_oci_tar(
     images: &[(Image, Vec<Reference>)],
     w: &mut dyn Write,
 ) -> Result<()> {
-    let index = layout_index(images);
+    let index = layout_index(&roots_of(images));
     let mut tar = TarOut::new(w);
     tar.dir("blobs/")?;
     tar.dir("blobs/sha256/")?;
@@ -64,12 +112,13 @@ pub fn write_oci_tar(
 
 fn write_oci_dir(
     store: &ContentStore,
-    images: &[(Image, Vec<Reference>)],
+    index: &Index,
+    digests: &[Digest],
     dest: &Path,
 ) -> Result<()> {
     let blobs = dest.join("blobs/sha256");
     fs::create_dir_all(&blobs).at(&blobs)?;
-    for d in blobs_of(images) {
+    for d in digests.iter().cloned() {
         let to = blobs.join(d.hex());
         if to.is_file() {
             continue;
@@ -80,15 +129,22 @@ fn write_oci_dir(
         }
         fs::copy(&from, &to).at(&to)?;
     }
-    let index = layout_index(images);
     fs::write(dest.join("oci-layout"), OCI_LAYOUT).at(dest.join("oci-layout"))?;
-    fs::write(dest.join("index.json"), to_canonical_json(&index)?).at(dest.join("index.json"))
+    fs::write(dest.join("index.json"), to_canonical_json(index)?).at(dest.join("index.json"))
 }
 
-fn layout_index(images: &[(Image, Vec<Reference>)]) -> Index {
+fn roots_of(images: &[(Image, Vec<Reference>)]) -> Vec<(Descriptor, Vec<Reference>)> {
+    images
+        .iter()
+        .map(|(i, names)| (i.descriptor(), names.clone()))
+        .collect()
+}
+
+/// The layout's `index.json`: each root once per name (or once without annotations).
+fn layout_index(roots: &[(Descriptor, Vec<Reference>)]) -> Index {
     let mut manifests = Vec::new();
-    for (image, names) in images {
-        let mut desc = image.descriptor();
+    for (desc, names) in roots {
+        let mut desc = desc.clone();
         if names.is_empty() {
             manifests.push(desc);
             continue;
@@ -171,7 +227,7 @@ pub fn write_docker_archive(
                 .collect(),
         })
         .collect();
-    let index = layout_index(&converted);
+    let index = layout_index(&roots_of(&converted));
     let mut tar = TarOut::new(w);
     tar.dir("blobs/")?;
     tar.dir("blobs/sha256/")?;
@@ -203,11 +259,13 @@ pub fn export_docker(
 
 /// Writes a directory tree (a rootfs from the snapshotter) as a tar stream for
 /// `--output type=tar`: entries sorted, ownership and modes kept, mtimes clamped to
-/// `SOURCE_DATE_EPOCH` when set.
-pub fn write_rootfs_tar(root: &Path, w: &mut dyn Write) -> Result<()> {
-    let epoch = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok());
+/// `source_date_epoch` (the build's `SOURCE_DATE_EPOCH`) when given.
+pub fn write_rootfs_tar(
+    root: &Path,
+    source_date_epoch: Option<i64>,
+    w: &mut dyn Write,
+) -> Result<()> {
+    let epoch = source_date_epoch.map(|e| e.max(0) as u64);
     let mut b = tar::Builder::new(w);
     b.follow_symlinks(false);
     append_tree(&mut b, root, Path::new(""), epoch)?;
@@ -268,18 +326,35 @@ fn write_file_atomically(dest: &Path, f: impl FnOnce(&mut dyn Write) -> Result<(
     };
     fs::create_dir_all(&parent).at(&parent)?;
     let tmp = tempfile::NamedTempFile::with_prefix_in(".kiln-export-", &parent).at(&parent)?;
-    let mut w = io::BufWriter::new(tmp);
+    let mut w = io::BufWriter::with_capacity(1 << 20, crate::store::Writeback::new(tmp));
     f(&mut w)?;
-    let tmp = w.into_inner().map_err(|e| Error::Io {
-        path: dest.to_path_buf(),
-        source: e.into_error(),
-    })?;
+    let tmp = w
+        .into_inner()
+        .map_err(|e| Error::Io {
+            path: dest.to_path_buf(),
+            source: e.into_error(),
+        })?
+        .into_inner();
     tmp.as_file().sync_all().at(dest)?;
     tmp.persist(dest).map_err(|e| Error::Io {
         path: dest.to_path_buf(),
         source: e.error,
     })?;
     Ok(())
+}
+
+/// Reads until `buf` is full or the end; returns how much was read.
+fn read_full(r: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// A reproducible tar writer for layouts.
@@ -315,24 +390,61 @@ impl<'a> TarOut<'a> {
         self.b.append_data(&mut h, name, data).at(name)
     }
 
+    /// Appends a stored blob. Verified while streaming: a blob corrupted in the store fails
+    /// the export (whose temp file is then discarded) instead of producing an archive that
+    /// lies. The header is the one `append_data` writes (the name fits a ustar header); the
+    /// bytes go in 1 MiB writes (not the tar crate's 8 KiB copy), hashed on a thread of their
+    /// own.
     fn blob(&mut self, store: &ContentStore, digest: &Digest) -> Result<()> {
+        let path = store.blob_path(digest);
         let size = store.blob_size(digest)?;
-        let mut f = crate::digest::HashingReader::new(store.open_blob(digest)?);
+        let mut file = io::Read::take(store.open_blob(digest)?, size);
         let mut h = Self::header(tar::EntryType::Regular, size, 0o644);
         let name = format!("blobs/sha256/{}", digest.hex());
-        self.b
-            .append_data(&mut h, &name, &mut f)
-            .at(store.blob_path(digest))?;
-        // Verified while streaming: a blob corrupted in the store fails the export (whose temp
-        // file is then discarded) instead of producing an archive that lies.
-        let actual = f.digest();
+        h.set_path(&name).at(&name)?;
+        h.set_cksum();
+        let w = self.b.get_mut();
+        w.write_all(h.as_bytes()).at(&name)?;
+        let hash = crate::digest::SideHash::start(4);
+        // Buffers come back once the hasher is done with them (the oldest first).
+        let mut sent: VecDeque<Arc<Vec<u8>>> = VecDeque::new();
+        loop {
+            let free = sent.front().is_some_and(|a| Arc::strong_count(a) == 1);
+            let mut buf = if free || sent.len() > 8 {
+                sent.pop_front()
+                    .and_then(|a| Arc::try_unwrap(a).ok())
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            buf.resize(1 << 20, 0);
+            let n = read_full(&mut file, &mut buf).at(&path)?;
+            if n == 0 {
+                break;
+            }
+            buf.truncate(n);
+            let buf = Arc::new(buf);
+            w.write_all(&buf).at(&name)?;
+            hash.push(Arc::clone(&buf)).at(&path)?;
+            sent.push_back(buf);
+        }
+        let (actual, copied) = hash.finish().at(&path)?;
         if &actual != digest {
             return Err(Error::DigestMismatch {
-                what: format!("stored blob {}", store.blob_path(digest).display()),
+                what: format!("stored blob {}", path.display()),
                 expected: digest.clone(),
                 actual,
             });
         }
+        if copied != size {
+            return Err(Error::SizeMismatch {
+                what: format!("stored blob {}", path.display()),
+                expected: size,
+                actual: copied,
+            });
+        }
+        let pad = (512 - size % 512) % 512;
+        w.write_all(&[0u8; 512][..pad as usize]).at(&name)?;
         Ok(())
     }
 

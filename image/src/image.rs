@@ -52,13 +52,30 @@ impl Image {
     }
 
     /// Loads the image whose manifest (or index, resolved for `platform`) has `digest`.
+    ///
+    /// An index whose entry for `platform` was never pulled (the tag of an index another
+    /// platform was pulled from) gives [`Error::ImageNotFound`].
     pub fn load(store: &ContentStore, digest: &Digest, platform: &Platform) -> Result<Self> {
+        Self::load_named(store, digest, platform, &digest.to_string())
+    }
+
+    fn load_named(
+        store: &ContentStore,
+        digest: &Digest,
+        platform: &Platform,
+        name: &str,
+    ) -> Result<Self> {
         let bytes = store.read_blob(digest)?;
         let what = format!("manifest {digest}");
         let kind = media_type_of(&bytes, &what)?;
         if spec::is_index(&kind) {
             let index: Index = parse_json(&bytes, &what)?;
-            let desc = select_platform(&index, platform, &digest.to_string())?;
+            let desc = select_platform(&index, platform, name)?;
+            if !store.has_blob(&desc.digest) {
+                return Err(Error::ImageNotFound {
+                    reference: format!("{name} ({platform})"),
+                });
+            }
             let mut img = Self::load_manifest(store, &desc.digest, store.read_blob(&desc.digest)?)?;
             img.index_digest = Some(digest.clone());
             return Ok(img);
@@ -105,7 +122,7 @@ impl Image {
                     reference: reference.familiar(),
                 })?,
         };
-        Self::load(store, &digest, platform)
+        Self::load_named(store, &digest, platform, &reference.familiar())
     }
 }
 
@@ -202,7 +219,10 @@ pub fn write_image_with(
     })
 }
 
-/// Picks the manifest for `platform` out of an index, or explains what was available.
+/// Picks the manifest for `platform` out of an index as BuildKit (containerd's
+/// `images.Manifest` with `platforms.Only`) does: the entries whose platform the matcher
+/// accepts, the best ranked first (arm64 before arm/v8 before arm/v7 ...; the first of equal
+/// ones), an entry without a platform last; or says which platforms the index has.
 pub(crate) fn select_platform<'a>(
     index: &'a Index,
     platform: &Platform,
@@ -213,27 +233,32 @@ pub(crate) fn select_platform<'a>(
         .iter()
         .filter(|d| spec::is_manifest(&d.media_type))
         .collect();
-    // An exact variant match beats a variant-less match (containerd orders them the same way).
-    let mut best: Option<&Descriptor> = None;
-    for d in &candidates {
-        if let Some(p) = &d.platform
-            && platform.matches(p)
-        {
-            if p.variant == platform.variant {
-                return Ok(d);
-            }
-            best = best.or(Some(d));
-        }
-    }
+    let matcher = platform.matcher();
+    let best = candidates
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| match &d.platform {
+            Some(p) => matcher.rank(p).map(|r| (r, i)),
+            None => Some((usize::MAX, i)),
+        })
+        .min()
+        .map(|(_, i)| candidates[i]);
     best.ok_or_else(|| Error::PlatformNotFound {
         reference: reference.to_owned(),
         platform: platform.to_string(),
         available: candidates
             .iter()
+            .filter(|d| !is_attestation(d))
             .filter_map(|d| d.platform.as_ref().map(ToString::to_string))
-            .collect::<Vec<_>>()
-            .join(", "),
+            .collect(),
     })
+}
+
+/// Whether an index entry is BuildKit's attestation manifest (platform `unknown/unknown`).
+fn is_attestation(d: &Descriptor) -> bool {
+    d.annotations
+        .get("vnd.docker.reference.type")
+        .is_some_and(|t| t == "attestation-manifest")
 }
 
 /// The `mediaType` field of a manifest or index document (falling back on its shape for OCI

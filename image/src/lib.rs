@@ -10,7 +10,7 @@
 //! ```no_run
 //! use kiln_image::{ContentStore, Platform, Reference, RegistryClient, RegistryOptions, export_oci};
 //!
-//! let store = ContentStore::open(kiln_image::default_state_dir())?;
+//! let store = ContentStore::open("/var/lib/kiln")?;
 //! let busybox = Reference::parse("busybox")?; // docker.io/library/busybox:latest
 //! let client = RegistryClient::new(RegistryOptions::default());
 //! let image = client.pull(&store, &busybox, &Platform::host())?;
@@ -28,6 +28,7 @@ mod export;
 mod gc;
 mod image;
 mod import;
+mod index;
 mod json;
 mod owner;
 mod reference;
@@ -35,41 +36,30 @@ mod registry;
 pub mod spec;
 mod store;
 
-pub use compression::{Compression, CompressionOptions, Compressor, decompress, default_threads};
+pub use compression::{
+    Compressed, Compression, CompressionOptions, Compressor, decompress, default_threads,
+};
 pub use convert::{compress_layer_stream, convert_image, convert_layer};
 pub use dangling::{DanglingImage, RemovedImage};
 pub use digest::{Digest, HashingReader, HashingWriter};
 pub use error::{Error, Result};
 pub use export::{
-    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, export_docker, export_oci, write_docker_archive,
-    write_oci_tar, write_rootfs_tar,
+    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, export_docker, export_oci, export_oci_index,
+    write_docker_archive, write_oci_tar, write_rootfs_tar,
 };
 pub use gc::GcReport;
 pub use image::{Image, PulledImage, WriteOptions, write_image, write_image_with};
 pub use import::{LoadedImage, load_archive, load_tar};
+pub use index::{ImageIndex, convert_index, write_index, write_index_for};
 pub use json::to_canonical_json;
 pub use owner::Owner;
 pub use reference::{DOCKER_HUB, Reference};
 pub use registry::{
     Credentials, ProgressFn, PushReport, RegistryClient, RegistryOptions, TransferEvent,
-    docker_config_dir, lookup_credentials, pull,
+    lookup_credentials, pull,
 };
 pub use spec::{
     ContainerConfig, Descriptor, HealthConfig, History, ImageConfig, Index, Manifest, Platform,
     RootFs, media_type,
 };
 pub use store::{BlobWriter, ContentStore, Layer, LayerWriter};
-
-/// The default state directory: `/var/lib/kiln` for root, else `$XDG_DATA_HOME/kiln`
-/// (`~/.local/share/kiln`).
-pub fn default_state_dir() -> std::path::PathBuf {
-    // Not the euid: in a rootless build's user namespace (kiln-userns) every user is uid 0.
-    if kiln_userns::started_as_root() {
-        return std::path::PathBuf::from("/var/lib/kiln");
-    }
-    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-        return std::path::PathBuf::from(x).join("kiln");
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
-    std::path::PathBuf::from(home).join(".local/share/kiln")
-}

@@ -418,7 +418,19 @@ fn rootfs_tar_is_sorted_and_keeps_modes() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(root.join("a"), std::fs::Permissions::from_mode(0o4711)).unwrap();
     let mut out = Vec::new();
-    kiln_image::write_rootfs_tar(root, &mut out).unwrap();
+    kiln_image::write_rootfs_tar(root, None, &mut out).unwrap();
+    // Without an epoch the mtimes are the files' (written just now).
+    let mut a = tar::Archive::new(&out[..]);
+    for e in a.entries().unwrap() {
+        assert!(e.unwrap().header().mtime().unwrap() > 1_700_000_000);
+    }
+    // With the build's SOURCE_DATE_EPOCH (the caller's, not the environment's) they are clamped.
+    let mut clamped = Vec::new();
+    kiln_image::write_rootfs_tar(root, Some(1_000), &mut clamped).unwrap();
+    let mut a = tar::Archive::new(&clamped[..]);
+    for e in a.entries().unwrap() {
+        assert_eq!(e.unwrap().header().mtime().unwrap(), 1_000);
+    }
     let mut a = tar::Archive::new(&out[..]);
     let mut seen = Vec::new();
     for e in a.entries().unwrap() {

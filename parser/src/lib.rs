@@ -43,6 +43,7 @@ mod instruction;
 mod json;
 mod lines;
 mod mount;
+mod path;
 mod pattern;
 mod quote;
 pub mod shell;
@@ -52,6 +53,9 @@ mod words;
 /// BuildKit's "did you mean X?" search (`util/suggest.Search`): the closest option by
 /// Levenshtein distance below 3, `None` when `val` is itself an option.
 pub use suggest::suggest;
+
+pub use path::clean_path;
+pub use quote::go_quote;
 
 pub use ast::{Directive, Heredoc, Warning};
 pub use error::{Error, Result, Span};

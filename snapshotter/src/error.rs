@@ -52,6 +52,14 @@ pub enum Error {
         /// How many snapshots name it as parent.
         children: usize,
     },
+    /// A snapshot key or name that cannot be stored (empty, or too long for a file name).
+    #[error("invalid snapshot key `{key}`: {reason}")]
+    InvalidKey {
+        /// The key.
+        key: String,
+        /// Why it cannot be used.
+        reason: &'static str,
+    },
     /// The metadata file could not be parsed.
     #[error("corrupt snapshot metadata `{path}`: {reason}")]
     CorruptMetadata {

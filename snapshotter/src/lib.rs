@@ -42,11 +42,13 @@ mod api;
 mod apply;
 mod error;
 mod fsutil;
+mod index;
 mod layer;
 mod mount;
 mod native;
 mod overlay;
 mod owner;
+mod settings;
 mod snapshot;
 mod tarwriter;
 

@@ -1,68 +1,41 @@
-//! [`open`], which returns the one [`Snapshotter`] implementation: the store of
-//! snapshots under `<state_dir>/snapshots/` driven by overlayfs or by plain directory copies.
-//! Metadata (one JSON file) is read and rewritten under an exclusive `flock` for every operation,
-//! so several processes (and threads) can share one state directory; snapshot directories are
-//! built under a `tmp-<pid>-<starttime>-…` name and renamed into place, so a crash never leaves
-//! a half-made snapshot behind a valid record.
+//! [`open`], which returns the one [`Snapshotter`] implementation: the store of snapshots under
+//! `<state_dir>/snapshots/` driven by overlayfs or by plain directory copies, indexed by one
+//! small record file per snapshot ([`crate::index`]), so no operation's cost grows with the
+//! number of snapshots the store holds (only [`Snapshotter::walk`] reads them all). Changes
+//! hold an exclusive `flock`, so several processes (and threads) can share one state
+//! directory; reads need none (records are renamed into place whole). Snapshot directories are
+//! built under `tmp/` and renamed into place under the lock.
 //!
-//! Crash-only: active and view snapshots record their [`Owner`] (pid and start time); [`open`]
-//! removes those whose owner is gone, temporary directories of dead processes, directories no
-//! record names, records whose directory is gone, and unmounts the mount points dead processes
-//! left under `<state_dir>/mounts/`. Removing a snapshot frees its space before anything needs
-//! to be written when the disk is full, so `kiln prune` always makes room.
+//! Crash-only: every step of a change leaves a state the next process repairs, without a
+//! journal.
+//! - prepare/view: id taken from `next-id`, record written to `active/` (with the owner),
+//!   child marker written, directory renamed into place. [`open`] removes active and view
+//!   records whose owner is gone (and whatever of their directory and marker exists).
+//! - commit: one rename `active/<key>` → `committed/<name>`.
+//! - remove: directory moved to `tmp/`, marker and record deleted, files deleted outside the
+//!   lock. A committed record whose directory is gone counts as absent ([`Snapshotter::stat`]
+//!   says not found) and a marker whose child directory is gone as no child.
+//! - [`open`] deletes what dead processes left under `tmp/` and unmounts the mount points they
+//!   left under `<state_dir>/mounts/`; [`Snapshotter::walk`], which reads every record anyway,
+//!   also drops records without directory (and, transitively, their children), unreadable
+//!   records, and directories no record names.
+//!
+//! Removing frees the space before anything is written and needs no space itself (renames and
+//! unlinks), so `kiln prune` always makes room on a full disk.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use serde::{Deserialize, Serialize};
 
 pub use crate::api::{Driver, DriverChoice, Info, Kind, Layout, Snapshotter, Usage};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
+use crate::index::{Index, Record, Shelf, crash_point};
 use crate::mount::Mount;
 use crate::owner::{self, Owner};
+use crate::settings::{self, Found, Settings};
 use crate::{native, overlay};
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Record {
-    id: u64,
-    kind: Kind,
-    parent: Option<String>,
-    created: i64,
-    /// `PID-STARTTIME` of the process that made an active or view snapshot; `None` once
-    /// committed (and in records written before owners were recorded: treated as orphaned).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    owner: Option<String>,
-}
-
-impl Record {
-    /// Whether this is an active or view snapshot whose process is gone.
-    fn is_orphaned(&self) -> bool {
-        self.kind != Kind::Committed
-            && !self
-                .owner
-                .as_deref()
-                .and_then(Owner::from_tag)
-                .is_some_and(Owner::is_alive)
-    }
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Metadata {
-    driver: Driver,
-    /// overlay: bookkeeping in `user.overlay.*` xattrs, mounted with `userxattr` (made in a
-    /// user namespace; root can use it too). Absent in older and root-made state directories.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    userxattr: bool,
-    /// native chosen by `Auto` because overlayfs could not be mounted: the probe's error.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    native_fallback: Option<String>,
-    next_id: u64,
-    snapshots: BTreeMap<String, Record>,
-}
 
 /// Opens (creating if needed) the snapshot store under `<state_dir>/snapshots/`.
 pub fn open(state_dir: &Path, driver: DriverChoice) -> Result<Box<dyn Snapshotter>> {
@@ -72,15 +45,14 @@ pub fn open(state_dir: &Path, driver: DriverChoice) -> Result<Box<dyn Snapshotte
 /// The one implementation of [`Snapshotter`]; driver-specific parts live in `overlay`/`native`.
 struct Store {
     root: PathBuf,
+    index: Index,
     mount_root: PathBuf,
     driver: Driver,
-    /// See [`Metadata::userxattr`].
+    /// See [`Settings::userxattr`].
     userxattr: bool,
-    /// See [`Metadata::native_fallback`].
+    /// See [`Settings::native_fallback`].
     native_fallback: Option<String>,
 }
-
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Store {
     fn open(state_dir: &Path, choice: DriverChoice) -> Result<Self> {
@@ -98,6 +70,7 @@ impl Store {
         // Mount points first: an orphaned mount may sit on a snapshot removed below.
         owner::unmount_orphans(&mount_root);
         let mut store = Store {
+            index: Index::new(&root),
             root: root.clone(),
             mount_root,
             driver: Driver::Native,
@@ -105,7 +78,11 @@ impl Store {
             native_fallback: None,
         };
         let lock = store.lock()?;
-        let existing = store.read_meta()?;
+        let (existing, old) = match settings::read(&root)? {
+            Found::New => (None, None),
+            Found::Current(s) => (Some(s), None),
+            Found::Old(s, old) => (Some(s), Some(old)),
+        };
         if let Some(meta) = &existing {
             if meta.driver == Driver::Overlay && !meta.userxattr && store.userxattr {
                 return Err(Error::NeedsRealRoot { path: root });
@@ -148,89 +125,131 @@ impl Store {
         if driver != Driver::Overlay {
             store.userxattr = false;
         }
-        if existing.is_none() {
-            store.write_meta(&Metadata {
-                driver,
-                userxattr: store.userxattr,
-                native_fallback: store.native_fallback.clone(),
-                next_id: 1,
-                snapshots: BTreeMap::new(),
-            })?;
+        let settings = Settings {
+            format: 2,
+            driver,
+            userxattr: store.userxattr,
+            native_fallback: store.native_fallback.clone(),
+        };
+        match (existing, old) {
+            (None, _) => {
+                // What a probe killed before the settings were written left.
+                owner::remove_orphans(&root, "tmp-");
+                store.index.create_dirs()?;
+                settings::write(&root, &settings)?;
+            }
+            (Some(_), Some(old)) => {
+                settings::migrate(&store.index, &root, old, &settings)?;
+                owner::remove_orphans(&store.index.tmp_root(), "");
+                store.sweep()?;
+            }
+            (Some(_), None) => store.index.create_dirs()?,
         }
-        store.clean_stale_tmp();
-        if let Some(meta) = existing {
-            store.reconcile(meta);
-        }
+        owner::remove_orphans(&store.index.tmp_root(), "");
+        store.reap_orphaned_active()?;
         drop(lock);
         Ok(store)
     }
 
-    /// Removes `tmp-<pid>-<starttime>-*` entries left by dead processes, and `.tmp*` files (the
-    /// metadata temp files of older versions: only ever made under the lock, which we hold).
-    fn clean_stale_tmp(&self) {
-        owner::remove_orphans(&self.root, "tmp-");
-        let Ok(rd) = fs::read_dir(&self.root) else {
-            return;
-        };
-        for e in rd.flatten() {
-            if e.file_name().to_string_lossy().starts_with(".tmp") {
-                let _ = fsutil::remove_any(&e.path());
+    /// Removes the active and view snapshots whose process is gone (called under the lock).
+    fn reap_orphaned_active(&self) -> Result<()> {
+        for (name, rec) in self.index.list(Shelf::Active)? {
+            match rec {
+                Ok(rec) if !rec.is_orphaned() => {}
+                Ok(rec) => self.drop_snapshot(Shelf::Active, &name, &rec)?,
+                // An unreadable active record is no live build's: its directory (if any) is
+                // found by the next walk.
+                Err(_) => self.index.delete(Shelf::Active, &name)?,
             }
         }
+        Ok(())
     }
 
-    /// Called under the lock by `open`: drops active and view snapshots whose process is gone,
-    /// records whose directory is missing (and, transitively, their children), then directories
-    /// no record names. The space is freed before the metadata is rewritten, so this works on a
-    /// full disk; a crash in between leaves records without directories, dropped next time.
-    fn reconcile(&self, mut meta: Metadata) {
-        let mut doomed: Vec<u64> = Vec::new();
-        meta.snapshots.retain(|_, r| {
-            let keep = !r.is_orphaned();
-            if !keep {
-                doomed.push(r.id);
-            }
-            keep
-        });
-        loop {
-            let names: std::collections::HashSet<String> = meta.snapshots.keys().cloned().collect();
-            let before = meta.snapshots.len();
-            meta.snapshots.retain(|_, r| {
-                let keep =
-                    self.dir(r.id).is_dir() && r.parent.as_ref().is_none_or(|p| names.contains(p));
-                if !keep {
-                    doomed.push(r.id);
+    /// Under the lock: moves the snapshot's directory out of the way, drops its child marker,
+    /// its own (stale) markers and its record, then deletes the files.
+    fn drop_snapshot(&self, shelf: Shelf, name: &str, rec: &Record) -> Result<()> {
+        let doomed = self.unlink_snapshot(shelf, name, rec)?;
+        fsutil::remove_any(&doomed)
+    }
+
+    /// The part of [`Store::drop_snapshot`] that must hold the lock; returns the moved
+    /// directory to delete.
+    fn unlink_snapshot(&self, shelf: Shelf, name: &str, rec: &Record) -> Result<PathBuf> {
+        let doomed = self.index.tmp_path(&format!("rm{}-", rec.id));
+        match fs::rename(self.index.dir(rec.id), &doomed) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).ctx("rename", self.index.dir(rec.id)),
+        }
+        crash_point("remove-dir");
+        if let Some(p) = rec.parent_id {
+            self.index.remove_child(p, rec.id);
+            crash_point("remove-marker");
+        }
+        self.index.drop_children(rec.id);
+        self.index.delete(shelf, name)?;
+        crash_point("remove-record");
+        Ok(doomed)
+    }
+
+    /// The whole-store repair [`Snapshotter::walk`] does under the lock (see the module doc);
+    /// returns the valid snapshots.
+    fn sweep(&self) -> Result<BTreeMap<String, (Kind, Record)>> {
+        self.reap_orphaned_active()?;
+        let mut all: BTreeMap<String, (Kind, Shelf, Record)> = BTreeMap::new();
+        for shelf in [Shelf::Committed, Shelf::Active] {
+            for (name, rec) in self.index.list(shelf)? {
+                match rec {
+                    Ok(rec) => {
+                        let kind = if shelf == Shelf::Committed {
+                            Kind::Committed
+                        } else {
+                            rec.kind
+                        };
+                        all.insert(name, (kind, shelf, rec));
+                    }
+                    Err(_) => self.index.delete(shelf, &name)?,
                 }
-                keep
-            });
-            if meta.snapshots.len() == before {
+            }
+        }
+        // Records without directory, then (transitively) those whose parent is gone.
+        loop {
+            let names: HashSet<String> = all.keys().cloned().collect();
+            let doomed: Vec<String> = all
+                .iter()
+                .filter(|(_, (_, _, r))| {
+                    !self.index.dir(r.id).is_dir()
+                        || r.parent.as_ref().is_some_and(|p| {
+                            !names.contains(p)
+                                || all.get(p).is_some_and(|(k, _, _)| *k != Kind::Committed)
+                        })
+                })
+                .map(|(n, _)| n.clone())
+                .collect();
+            if doomed.is_empty() {
                 break;
             }
+            for n in doomed {
+                if let Some((_, shelf, rec)) = all.remove(&n) {
+                    self.drop_snapshot(shelf, &n, &rec)?;
+                }
+            }
         }
-        for id in &doomed {
-            let _ = fsutil::remove_any(&self.dir(*id));
-        }
-        if !doomed.is_empty() {
-            let _ = self.write_meta(&meta);
-        }
-        self.clean_orphans(&meta);
-    }
-
-    /// Removes snapshot directories no record points at (left by a crash between renaming a
-    /// directory and writing the metadata). Called under the lock; ids are never reused.
-    fn clean_orphans(&self, meta: &Metadata) {
-        let ids: std::collections::HashSet<u64> = meta.snapshots.values().map(|r| r.id).collect();
-        let Ok(rd) = fs::read_dir(&self.root) else {
-            return;
-        };
-        for e in rd.flatten() {
+        // Directories no record names (ids are never reused).
+        let ids: HashSet<u64> = all.values().map(|(_, _, r)| r.id).collect();
+        for e in fs::read_dir(&self.root).ctx("read", &self.root)?.flatten() {
             let name = e.file_name();
             if let Some(id) = name.to_str().and_then(|n| n.parse::<u64>().ok())
                 && !ids.contains(&id)
             {
-                let _ = fsutil::remove_any(&e.path());
+                let doomed = self.index.tmp_path(&format!("rm{id}-"));
+                if fs::rename(e.path(), &doomed).is_ok() {
+                    let _ = fsutil::remove_any(&doomed);
+                }
+                self.index.drop_children(id);
             }
         }
+        Ok(all.into_iter().map(|(n, (k, _, r))| (n, (k, r))).collect())
     }
 
     fn lock(&self) -> Result<fs::File> {
@@ -245,79 +264,41 @@ impl Store {
         Ok(f)
     }
 
-    fn read_meta(&self) -> Result<Option<Metadata>> {
-        let path = self.root.join("metadata.json");
-        match fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| Error::CorruptMetadata {
-                    path,
-                    reason: e.to_string(),
-                }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).ctx("read", path),
-        }
-    }
-
-    fn write_meta(&self, meta: &Metadata) -> Result<()> {
-        let path = self.root.join("metadata.json");
-        let data = serde_json::to_vec_pretty(meta).map_err(|e| Error::CorruptMetadata {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        fsutil::write_atomic(&path, &data)
-    }
-
-    /// Runs `f` on the metadata under the lock; writes it back when `f` returns `true`.
-    fn with_meta<T>(&self, f: impl FnOnce(&mut Metadata) -> Result<(T, bool)>) -> Result<T> {
-        let _lock = self.lock()?;
-        let mut meta = self.read_meta()?.ok_or_else(|| Error::CorruptMetadata {
-            path: self.root.join("metadata.json"),
-            reason: "missing".into(),
-        })?;
-        let (out, dirty) = f(&mut meta)?;
-        if dirty {
-            self.write_meta(&meta)?;
-        }
-        Ok(out)
-    }
-
-    fn dir(&self, id: u64) -> PathBuf {
-        self.root.join(id.to_string())
-    }
-
     fn fs_dir(&self, id: u64) -> PathBuf {
-        self.dir(id).join("fs")
+        self.index.dir(id).join("fs")
+    }
+
+    /// The record of `key` when its directory exists.
+    fn get(&self, key: &str) -> Result<(Kind, Record)> {
+        match self.index.get(key)? {
+            Some((kind, rec)) if self.index.dir(rec.id).is_dir() => Ok((kind, rec)),
+            _ => Err(Error::NotFound(key.to_string())),
+        }
     }
 
     /// Directories of `parent` and its ancestors, nearest first.
-    fn chain(&self, meta: &Metadata, parent: Option<&str>) -> Result<Vec<PathBuf>> {
+    fn chain(&self, parent: Option<&str>) -> Result<Vec<PathBuf>> {
         let mut out = Vec::new();
-        let mut cur = parent;
+        let mut cur = parent.map(str::to_string);
         while let Some(name) = cur {
-            let rec = meta
-                .snapshots
-                .get(name)
-                .ok_or_else(|| Error::NotFound(name.to_string()))?;
+            let (_, rec) = self
+                .index
+                .get(&name)?
+                .ok_or_else(|| Error::NotFound(name.clone()))?;
             out.push(self.fs_dir(rec.id));
-            cur = rec.parent.as_deref();
+            cur = rec.parent;
         }
         Ok(out)
     }
 
-    fn committed_parent<'a>(
-        meta: &'a Metadata,
-        parent: Option<&str>,
-    ) -> Result<Option<&'a Record>> {
+    /// The committed snapshot `parent` (its record), `None` for no parent.
+    fn committed_parent(&self, parent: Option<&str>) -> Result<Option<Record>> {
         let Some(p) = parent else { return Ok(None) };
-        let rec = meta
-            .snapshots
-            .get(p)
-            .ok_or_else(|| Error::NotFound(p.to_string()))?;
-        if rec.kind != Kind::Committed {
+        let (kind, rec) = self.get(p)?;
+        if kind != Kind::Committed {
             return Err(Error::WrongKind {
                 key: p.to_string(),
-                actual: rec.kind.name(),
+                actual: kind.name(),
                 expected: "committed",
             });
         }
@@ -326,18 +307,12 @@ impl Store {
 
     fn create(&self, key: &str, parent: Option<&str>, kind: Kind) -> Result<Vec<Mount>> {
         // Validate first (cheap), build the directory outside the lock, then publish.
-        let parent_dir = self.with_meta(|meta| {
-            if meta.snapshots.contains_key(key) {
-                return Err(Error::AlreadyExists(key.to_string()));
-            }
-            let p = Self::committed_parent(meta, parent)?;
-            Ok((p.map(|r| self.fs_dir(r.id)), false))
-        })?;
-        let tmp = self.root.join(format!(
-            "tmp-{}-{}",
-            Owner::current().tag(),
-            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
+        crate::index::file_name(key)?;
+        if self.index.exists(key)? {
+            return Err(Error::AlreadyExists(key.to_string()));
+        }
+        let parent_dir = self.committed_parent(parent)?.map(|r| self.fs_dir(r.id));
+        let tmp = self.index.tmp_path("new");
         fs::create_dir(&tmp).ctx("create", &tmp)?;
         let built = (|| -> Result<()> {
             match (self.driver, kind, &parent_dir) {
@@ -356,44 +331,57 @@ impl Store {
             let _ = fsutil::remove_any(&tmp);
             return Err(e);
         }
-        let placed = std::cell::Cell::new(None);
-        let published = self.with_meta(|meta| {
-            if meta.snapshots.contains_key(key) {
-                return Err(Error::AlreadyExists(key.to_string()));
-            }
-            Self::committed_parent(meta, parent)?;
-            let id = meta.next_id;
-            meta.next_id += 1;
-            fs::rename(&tmp, self.dir(id)).ctx("rename", self.dir(id))?;
-            placed.set(Some(id));
+        let lock = self.lock()?;
+        let published = (|| -> Result<Record> {
+            let parent_rec = self.committed_parent(parent)?;
+            let id = self.index.free_id()?;
             let rec = Record {
                 id,
                 kind,
                 parent: parent.map(str::to_string),
+                parent_id: parent_rec.map(|r| r.id),
                 created: now(),
                 owner: Some(Owner::current().tag()),
             };
-            meta.snapshots.insert(key.to_string(), rec.clone());
-            let mounts = self.mounts_of(meta, &rec)?;
-            Ok((mounts, true))
-        });
-        if published.is_err() {
-            let _ = fsutil::remove_any(&tmp);
-            // Renamed into place but the metadata could not be written (a full disk).
-            if let Some(id) = placed.get() {
-                let _ = fsutil::remove_any(&self.dir(id));
+            // Record, marker, directory: a crash after any of them leaves an active record
+            // of a dead process, which the next open removes with what exists of the rest.
+            self.index.create(Shelf::Active, key, &rec)?;
+            crash_point("create-record");
+            let placed = (|| -> Result<()> {
+                if let Some(p) = rec.parent_id {
+                    self.index.add_child(p, id)?;
+                    crash_point("create-marker");
+                }
+                crate::index::rename_noreplace(&tmp, &self.index.dir(id))?;
+                crash_point("create-dir");
+                Ok(())
+            })();
+            if let Err(e) = placed {
+                if let Some(p) = rec.parent_id {
+                    self.index.remove_child(p, id);
+                }
+                let _ = self.index.delete(Shelf::Active, key);
+                return Err(e);
+            }
+            Ok(rec)
+        })();
+        drop(lock);
+        match published {
+            Ok(rec) => self.mounts_of(kind, &rec),
+            Err(e) => {
+                let _ = fsutil::remove_any(&tmp);
+                Err(e)
             }
         }
-        published
     }
 
-    fn mounts_of(&self, meta: &Metadata, rec: &Record) -> Result<Vec<Mount>> {
+    fn mounts_of(&self, kind: Kind, rec: &Record) -> Result<Vec<Mount>> {
         let own = self.fs_dir(rec.id);
-        let parents = self.chain(meta, rec.parent.as_deref())?;
-        Ok(match (self.driver, rec.kind) {
+        let parents = self.chain(rec.parent.as_deref())?;
+        Ok(match (self.driver, kind) {
             (Driver::Overlay, Kind::Active) => overlay::active_mounts(
                 &own,
-                &self.dir(rec.id).join("work"),
+                &self.index.dir(rec.id).join("work"),
                 &parents,
                 self.userxattr,
             ),
@@ -408,12 +396,6 @@ impl Store {
             (Driver::Native, Kind::Committed) => native::mounts(&own, true),
         })
     }
-
-    fn get<'a>(meta: &'a Metadata, key: &str) -> Result<&'a Record> {
-        meta.snapshots
-            .get(key)
-            .ok_or_else(|| Error::NotFound(key.to_string()))
-    }
 }
 
 fn now() -> i64 {
@@ -422,10 +404,10 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-fn info(name: &str, rec: &Record) -> Info {
+fn info(name: &str, kind: Kind, rec: &Record) -> Info {
     Info {
         name: name.to_string(),
-        kind: rec.kind,
+        kind,
         parent: rec.parent.clone(),
         created: rec.created,
     }
@@ -453,124 +435,103 @@ impl Snapshotter for Store {
     }
 
     fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
-        self.with_meta(|meta| {
-            let rec = Self::get(meta, key)?;
-            Ok((self.mounts_of(meta, rec)?, false))
-        })
+        let (kind, rec) = self.get(key)?;
+        self.mounts_of(kind, &rec)
     }
 
     fn commit(&self, name: &str, key: &str) -> Result<()> {
-        self.with_meta(|meta| {
-            let rec = Self::get(meta, key)?;
-            if rec.kind != Kind::Active {
-                return Err(Error::WrongKind {
-                    key: key.to_string(),
-                    actual: rec.kind.name(),
-                    expected: "active",
-                });
-            }
-            if meta.snapshots.contains_key(name) {
-                return Err(Error::AlreadyExists(name.to_string()));
-            }
-            let mut rec = meta
-                .snapshots
-                .remove(key)
-                .ok_or_else(|| Error::NotFound(key.to_string()))?;
-            rec.kind = Kind::Committed;
-            rec.owner = None;
-            if self.driver == Driver::Overlay {
-                // The work dir is only needed while mounted read-write.
-                let _ = fsutil::remove_any(&self.dir(rec.id).join("work"));
-            }
-            meta.snapshots.insert(name.to_string(), rec);
-            Ok(((), true))
-        })
+        crate::index::file_name(name)?;
+        let _lock = self.lock()?;
+        let (kind, rec) = self.get(key)?;
+        if kind != Kind::Active {
+            return Err(Error::WrongKind {
+                key: key.to_string(),
+                actual: kind.name(),
+                expected: "active",
+            });
+        }
+        if self.index.exists(name)? {
+            return Err(Error::AlreadyExists(name.to_string()));
+        }
+        self.index.commit(key, name)?;
+        crash_point("commit");
+        if self.driver == Driver::Overlay {
+            // The work dir is only needed while mounted read-write.
+            let _ = fsutil::remove_any(&self.index.dir(rec.id).join("work"));
+        }
+        Ok(())
     }
 
     fn remove(&self, key: &str) -> Result<()> {
-        // Under the lock the directory is renamed to an owner-stamped `tmp-` name and the record
-        // dropped; the files are deleted after, outside it. When the metadata cannot be written
-        // (a full disk) the files go first, then the write is retried: removing never needs
-        // space. A crash leaves a `tmp-` directory or a record without directory, both cleaned
-        // by the next `open`.
+        // Under the lock the directory is moved to an owner-stamped `tmp/` name and the marker
+        // and record dropped; the files are deleted after, outside it. Nothing here needs disk
+        // space. A crash leaves a `tmp/` directory (removed by the next open) or a record
+        // without directory (absent to every reader, dropped by the next walk).
         let lock = self.lock()?;
-        let mut meta = self.read_meta()?.ok_or_else(|| Error::CorruptMetadata {
-            path: self.root.join("metadata.json"),
-            reason: "missing".into(),
-        })?;
-        let id = Self::get(&meta, key)?.id;
-        let children = meta
-            .snapshots
-            .values()
-            .filter(|r| r.parent.as_deref() == Some(key))
-            .count();
-        if children > 0 {
-            return Err(Error::HasChildren {
-                key: key.to_string(),
-                children,
-            });
+        let Some((kind, rec)) = self.index.get(key)? else {
+            return Err(Error::NotFound(key.to_string()));
+        };
+        if kind == Kind::Committed {
+            let children = self.index.live_children(rec.id)?;
+            if children > 0 {
+                return Err(Error::HasChildren {
+                    key: key.to_string(),
+                    children,
+                });
+            }
         }
-        let doomed = self
-            .root
-            .join(format!("tmp-{}-rm-{id}", Owner::current().tag()));
-        match fs::rename(self.dir(id), &doomed) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).ctx("rename", self.dir(id)),
-        }
-        meta.snapshots.remove(key);
-        if let Err(e) = self.write_meta(&meta) {
-            fsutil::remove_any(&doomed)?;
-            return self.write_meta(&meta).map_err(|_| e);
-        }
+        let shelf = if kind == Kind::Committed {
+            Shelf::Committed
+        } else {
+            Shelf::Active
+        };
+        let doomed = self.unlink_snapshot(shelf, key, &rec)?;
         drop(lock);
         fsutil::remove_any(&doomed)
     }
 
     fn stat(&self, key: &str) -> Result<Info> {
-        self.with_meta(|meta| Ok((info(key, Self::get(meta, key)?), false)))
+        let (kind, rec) = self.get(key)?;
+        Ok(info(key, kind, &rec))
     }
 
     fn usage(&self, key: &str) -> Result<Usage> {
-        let id = self.with_meta(|meta| Ok((Self::get(meta, key)?.id, false)))?;
-        let (size, inodes) = fsutil::disk_usage(&self.dir(id))?;
+        let (_, rec) = self.get(key)?;
+        let (size, inodes) = fsutil::disk_usage(&self.index.dir(rec.id))?;
         Ok(Usage { size, inodes })
     }
 
     fn walk(&self) -> Result<Vec<Info>> {
-        self.with_meta(|meta| {
-            Ok((
-                meta.snapshots.iter().map(|(k, r)| info(k, r)).collect(),
-                false,
-            ))
-        })
+        let _lock = self.lock()?;
+        Ok(self
+            .sweep()?
+            .iter()
+            .map(|(n, (k, r))| info(n, *k, r))
+            .collect())
     }
 
     fn layout(&self, key: &str) -> Result<Layout> {
-        self.with_meta(|meta| {
-            let rec = Self::get(meta, key)?;
-            let parents = self.chain(meta, rec.parent.as_deref())?;
-            let own = self.fs_dir(rec.id);
-            let layout = match self.driver {
-                Driver::Overlay => Layout::Overlay {
-                    upper: own,
-                    lowers: parents,
-                    userxattr: self.userxattr,
+        let (kind, rec) = self.get(key)?;
+        let parents = self.chain(rec.parent.as_deref())?;
+        let own = self.fs_dir(rec.id);
+        Ok(match self.driver {
+            Driver::Overlay => Layout::Overlay {
+                upper: own,
+                lowers: parents,
+                userxattr: self.userxattr,
+            },
+            Driver::Native => Layout::Native {
+                dir: if kind == Kind::View {
+                    parents.first().cloned().unwrap_or(own)
+                } else {
+                    own
                 },
-                Driver::Native => Layout::Native {
-                    dir: if rec.kind == Kind::View {
-                        parents.first().cloned().unwrap_or(own)
-                    } else {
-                        own
-                    },
-                    parent: if rec.kind == Kind::View {
-                        parents.get(1).cloned()
-                    } else {
-                        parents.first().cloned()
-                    },
+                parent: if kind == Kind::View {
+                    parents.get(1).cloned()
+                } else {
+                    parents.first().cloned()
                 },
-            };
-            Ok((layout, false))
+            },
         })
     }
 }

@@ -496,11 +496,20 @@ fn lifecycle(driver: DriverChoice) {
     assert_eq!(s.walk().unwrap().len(), 1);
     s.remove("base").unwrap();
     assert!(s.walk().unwrap().is_empty());
-    let left: Vec<_> = fs::read_dir(state.path().join("snapshots"))
+    let root = state.path().join("snapshots");
+    let mut left: Vec<_> = fs::read_dir(&root)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "metadata.json" && n != "lock")
+        .filter(|n| !["metadata.json", "lock", "next-id"].contains(&n.as_str()))
+        .filter(|n| !["active", "committed", "children", "tmp"].contains(&n.as_str()))
         .collect();
+    for d in ["active", "committed", "children", "tmp"] {
+        left.extend(
+            fs::read_dir(root.join(d))
+                .unwrap()
+                .map(|e| format!("{d}/{}", e.unwrap().file_name().to_string_lossy())),
+        );
+    }
     assert!(left.is_empty(), "left behind: {left:?}");
     let m = fs::metadata(state.path().join("snapshots")).unwrap();
     assert_eq!(m.permissions().mode() & 0o777, 0o700);

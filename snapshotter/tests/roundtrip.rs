@@ -20,7 +20,7 @@ use kiln_snapshotter::{
     apply_layer, apply_layer_to_snapshot, open, write_layer,
 };
 
-const REGISTRY: &str = "127.0.0.1:5000";
+const REGISTRY: &str = kiln_testkit::SHARED_REGISTRY;
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json,application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.v2+json";
 
 fn curl(url: &str) -> Option<Vec<u8>> {
@@ -36,37 +36,6 @@ fn curl(url: &str) -> Option<Vec<u8>> {
         .output()
         .ok()?;
     out.status.success().then_some(out.stdout)
-}
-
-/// Starts the shared registry (once per test binary) when it is not answering.
-fn ensure_registry() -> bool {
-    static UP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *UP.get_or_init(|| {
-        if curl(&format!("http://{REGISTRY}/v2/busybox/manifests/latest")).is_some() {
-            return true;
-        }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/registry-up.sh");
-        if script.exists() {
-            let _ = Command::new("timeout")
-                .arg("300")
-                .arg("bash")
-                .arg(&script)
-                .status();
-        }
-        curl(&format!("http://{REGISTRY}/v2/busybox/manifests/latest")).is_some()
-    })
-}
-
-fn registry_or_skip(test: &str) -> bool {
-    if ensure_registry() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test}: registry at {REGISTRY} is not running (start ../shared/registry-up.sh)"
-    );
-    eprintln!("skipped: {test}: no registry at {REGISTRY} (run ../shared/registry-up.sh)");
-    false
 }
 
 /// (layer blobs, diff_ids from the config) of `repo:tag`, resolving an index to linux/amd64.
@@ -185,7 +154,7 @@ fn check_busybox_tree(root: &Path) {
 
 fn registry_image(driver: DriverChoice, repo: &str, tag: &str, busybox: bool) {
     let test = format!("round trip {repo}:{tag}");
-    if !need_root(&test) || !registry_or_skip(&test) {
+    if !need_root(&test) || !kiln_testkit::require_shared_registry(&test) {
         return;
     }
     let Some((layers, diff_ids)) = pull(repo, tag) else {

@@ -43,6 +43,16 @@ pub struct CacheRecord {
 /// Writes `bytes` to `path` atomically. The temp file is named `.tmp-<pid>-<starttime>-…`, so
 /// one a killed process leaves is removed by the next [`CacheStore::open`].
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_via_temp(path, bytes, true)
+}
+
+/// [`write_atomic`] without the fsync, for files whose loss in a crash costs only detail (why a
+/// step missed the cache): the rename still never leaves a half-written file.
+pub(crate) fn replace_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_via_temp(path, bytes, false)
+}
+
+fn write_via_temp(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
     let mut tmp = tempfile::Builder::new()
@@ -54,9 +64,11 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(io_err("create temp file in", dir))?;
     tmp.write_all(bytes)
         .map_err(io_err("write", tmp.path().to_path_buf()))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(io_err("fsync", tmp.path().to_path_buf()))?;
+    if sync {
+        tmp.as_file()
+            .sync_all()
+            .map_err(io_err("fsync", tmp.path().to_path_buf()))?;
+    }
     tmp.persist(path).map_err(|e| Error::Io {
         op: "rename",
         path: path.to_path_buf(),
@@ -66,7 +78,7 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Prefix of the temp files [`write_atomic`] makes (then the owner's tag).
-const TMP_PREFIX: &str = ".tmp-";
+pub(crate) const TMP_PREFIX: &str = ".tmp-";
 
 /// The record store.
 #[derive(Debug, Clone)]
@@ -97,9 +109,9 @@ impl CacheStore {
     /// Stores a record atomically.
     pub fn put(&self, key: &CacheKey, rec: &CacheRecord) -> Result<()> {
         let p = self.path(key);
-        let bytes = serde_json::to_vec(rec).map_err(|e| Error::Cache {
+        let bytes = serde_json::to_vec(rec).map_err(|source| Error::CacheEncode {
             path: p.clone(),
-            message: e.to_string(),
+            source,
         })?;
         write_atomic(&p, &bytes)
     }

@@ -406,9 +406,9 @@ impl ContentCache {
                 path: path.clone(),
                 message: "lock poisoned".into(),
             })?;
-            serde_json::to_vec(&*map).map_err(|e| Error::Cache {
+            serde_json::to_vec(&*map).map_err(|source| Error::CacheEncode {
                 path: path.clone(),
-                message: e.to_string(),
+                source,
             })?
         };
         crate::cache::write_atomic(path, &bytes)

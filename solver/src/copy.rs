@@ -18,6 +18,8 @@ use crate::dockerignore::{IgnoreMatcher, clean};
 use crate::error::{Error, Result, io_err};
 use crate::fsutil;
 
+pub(crate) mod reuse;
+
 /// A `--chmod` value: octal, or symbolic (`u+x,go-w`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Chmod {
@@ -208,13 +210,15 @@ fn copy_meta(
     )
 }
 
-fn copy_entry(
+/// Copies one entry to `target`. Returns whether a directory's metadata was applied (its times
+/// are set again once its children are in place: see [`copy_one`]).
+pub(crate) fn copy_entry(
     e: &WalkEntry,
     target: &Path,
     opts: &CopyOptions<'_>,
     reset_owner: bool,
     overwrite_dir_meta: bool,
-) -> Result<()> {
+) -> Result<bool> {
     match e.kind {
         EntryKind::Dir => {
             let existed = match fs::symlink_metadata(target) {
@@ -230,6 +234,7 @@ fn copy_entry(
             }
             if !existed || overwrite_dir_meta {
                 copy_meta(e, target, opts, reset_owner)?;
+                return Ok(true);
             }
         }
         EntryKind::File => {
@@ -249,7 +254,7 @@ fn copy_entry(
             copy_meta(e, target, opts, reset_owner)?;
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Whether a file starts like a tar archive (plain or gzip-compressed).
@@ -424,10 +429,15 @@ fn copy_one(
             };
             return crate::untar::extract(reader, root, &d, opts.chown, opts.line);
         }
-        return copy_entry(top, &dest_host, opts, reset_owner, true);
+        return copy_entry(top, &dest_host, opts, reset_owner, true).map(|_| ());
     }
-    // Directory: its contents go into the destination.
-    copy_entry(top, &dest_host, opts, reset_owner, false)?;
+    // Directory: its contents go into the destination. Directory times are set again after
+    // their children, as BuildKit's copier does (copyFileInfo after copyDirectory): a copied
+    // directory keeps its source's mtime, so the same context makes the same layer.
+    let mut dir_times: Vec<(PathBuf, &WalkEntry)> = Vec::new();
+    if copy_entry(top, &dest_host, opts, reset_owner, false)? {
+        dir_times.push((dest_host.clone(), top));
+    }
     // Directories left out by --exclude whose descendants are kept: those descendants' parents
     // are made inside the root (they may be symlinks in the destination).
     let mut skipped_dirs: Vec<&str> = Vec::new();
@@ -450,7 +460,17 @@ fn copy_one(
             let parent = format!("/{}/{parent}", in_root.display());
             target = mkdir_all(root, &parent, opts.chown)?.join(name);
         }
-        copy_entry(e, &target, opts, reset_owner, true)?;
+        if copy_entry(e, &target, opts, reset_owner, true)? {
+            dir_times.push((target, e));
+        }
+    }
+    for (target, e) in dir_times.iter().rev() {
+        let m = &e.meta;
+        fsutil::set_times(
+            target,
+            (m.atime(), m.atime_nsec()),
+            (m.mtime(), m.mtime_nsec()),
+        )?;
     }
     Ok(())
 }
@@ -549,6 +569,25 @@ mod tests {
         assert!(err.to_string().contains("\"/missing\": not found"), "{err}");
         ctx_copy(ctx.path(), root.path(), &["*.nomatch"], &opts("/x/"))
             .expect("empty wildcard is fine");
+    }
+
+    /// Issue 15: a copied directory keeps its source's mtime (set after its children, as
+    /// BuildKit does), so copying the same tree twice gives the same times.
+    #[test]
+    fn copied_directories_keep_their_source_mtime() {
+        let ctx = tempfile::tempdir().expect("tempdir");
+        let root = tempfile::tempdir().expect("tempdir");
+        write(&ctx.path().join("dir/sub/a.txt"), "a", 0o644);
+        write(&ctx.path().join("dir/b.txt"), "b", 0o644);
+        let old = (1_600_000_000, 123);
+        for d in ["dir/sub", "dir"] {
+            fsutil::set_times(&ctx.path().join(d), old, old).expect("set times");
+        }
+        ctx_copy(ctx.path(), root.path(), &["dir"], &opts("/x/dir")).expect("copy");
+        for d in ["x/dir", "x/dir/sub"] {
+            let m = fs::symlink_metadata(root.path().join(d)).expect("stat");
+            assert_eq!((m.mtime(), m.mtime_nsec()), old, "{d}");
+        }
     }
 
     #[test]

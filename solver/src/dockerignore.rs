@@ -8,6 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
+/// Go's `path.Clean` (the one copy, in kiln-parser), for the solver's other modules too.
+pub(crate) use kiln_parser::clean_path as clean;
 use regex::Regex;
 
 use crate::error::{Error, Result};
@@ -34,36 +36,6 @@ struct Pattern {
 pub struct IgnoreMatcher {
     patterns: Vec<Pattern>,
     has_exclusions: bool,
-}
-
-/// Go's `path.Clean` for slash-separated paths.
-pub(crate) fn clean(path: &str) -> String {
-    if path.is_empty() {
-        return ".".to_string();
-    }
-    let rooted = path.starts_with('/');
-    let mut out: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if out.last().is_some_and(|p| *p != "..") {
-                    out.pop();
-                } else if !rooted {
-                    out.push("..");
-                }
-            }
-            p => out.push(p),
-        }
-    }
-    let joined = out.join("/");
-    if rooted {
-        format!("/{joined}")
-    } else if joined.is_empty() {
-        ".".to_string()
-    } else {
-        joined
-    }
 }
 
 /// Reads the lines of a `.dockerignore` file the way `ignorefile.ReadAll` does.
@@ -363,21 +335,6 @@ mod tests {
     fn m(patterns: &[&str]) -> IgnoreMatcher {
         let text = patterns.join("\n");
         IgnoreMatcher::new(&parse_ignore_file(&text)).expect("valid patterns")
-    }
-
-    #[test]
-    fn go_clean() {
-        for (a, b) in [
-            ("", "."),
-            ("a/../..", ".."),
-            ("/../a", "/a"),
-            ("a//b/./c/", "a/b/c"),
-            ("/", "/"),
-            ("./", "."),
-            ("build/", "build"),
-        ] {
-            assert_eq!(clean(a), b, "clean({a:?})");
-        }
     }
 
     #[test]

@@ -46,9 +46,17 @@ pub enum Error {
     /// The Dockerfile could not be parsed (the parser's error names the file and line).
     #[error(transparent)]
     Parse(#[from] kiln_parser::Error),
-    /// `--platform` named something other than linux/amd64.
-    #[error("platform `{0}` is not supported yet: kiln builds linux/amd64 images only")]
-    UnsupportedPlatform(String),
+    /// `RUN` steps of a platform this machine cannot run (no binfmt_misc emulator for it),
+    /// found before the build starts.
+    #[error("Dockerfile:{line}: cannot run `RUN` steps for {platform} on this machine")]
+    NoEmulator {
+        /// The first `RUN` of that platform (1-based).
+        line: usize,
+        /// The platform (`linux/arm64`).
+        platform: String,
+        /// What is missing and what to install.
+        source: kiln_executor::Error,
+    },
     /// The Dockerfile parsed but describes an invalid build.
     #[error("Dockerfile:{line}: {message}")]
     Plan {
@@ -125,15 +133,12 @@ pub enum Error {
         /// The underlying error text.
         message: String,
     },
-    /// The executor failed to run a process (not a non-zero exit).
-    #[error("Dockerfile:{line}: run `{command}`: {message}")]
-    Exec {
-        /// 1-based Dockerfile line.
-        line: usize,
-        /// The command.
-        command: String,
-        /// The underlying error text.
-        message: String,
+    /// The executor could not be set up for `RUN` steps (its init binary, the state dir);
+    /// shared by every step that asks, hence the `Arc`.
+    #[error("cannot set up the executor for `RUN` steps")]
+    ExecutorSetup {
+        /// The executor's error.
+        source: std::sync::Arc<kiln_executor::Error>,
     },
     /// A cache record is corrupt or unreadable.
     #[error("cache record `{path}`: {message}")]
@@ -142,6 +147,14 @@ pub enum Error {
         path: PathBuf,
         /// What is wrong.
         message: String,
+    },
+    /// A cache record (or the context's digest cache) could not be encoded.
+    #[error("cannot encode `{path}`")]
+    CacheEncode {
+        /// The file it was for.
+        path: PathBuf,
+        /// serde_json's error.
+        source: serde_json::Error,
     },
     /// A request option is invalid (output spec, secret spec, ...).
     #[error("invalid {option}: {message}")]
@@ -208,7 +221,7 @@ impl Error {
             | Error::StepFailed { line, .. }
             | Error::ProcessFailed { line, .. }
             | Error::Executor { line, .. }
-            | Error::Exec { line, .. }
+            | Error::Executor { line, .. }
                 if *line > 0 =>
             {
                 Some((*line, *line))

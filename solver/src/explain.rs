@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result, io_err};
+use crate::cache::{TMP_PREFIX, replace_unsynced};
+use crate::error::{Error, Result};
 
 /// What one build of a step was made from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,7 +40,7 @@ impl ExplainStore {
     /// Opens `<state_dir>/cache/explain` (created on the first write).
     pub(crate) fn open(state_dir: &Path) -> Self {
         let dir = state_dir.join("cache").join("explain");
-        kiln_snapshotter::remove_orphans(&dir, ".tmp-");
+        kiln_snapshotter::remove_orphans(&dir, TMP_PREFIX);
         Self { dir }
     }
 
@@ -67,37 +68,14 @@ impl ExplainStore {
     /// Records the step's inputs (then its key, so the key never names missing inputs).
     pub(crate) fn save(&self, id: &str, inputs: &StepInputs) -> Result<()> {
         let p = self.dir.join(format!("{id}.json"));
-        let bytes = serde_json::to_vec(inputs).map_err(|e| Error::Cache {
+        let bytes = serde_json::to_vec(inputs).map_err(|source| Error::CacheEncode {
             path: p.clone(),
-            message: e.to_string(),
+            source,
         })?;
-        fs::create_dir_all(&self.dir).map_err(io_err("create directory", &self.dir))?;
-        replace(&p, &bytes)?;
-        replace(&self.dir.join(format!("{id}.key")), inputs.key.as_bytes())
+        // Without fsync: an explanation lost in a crash only makes the next one say less.
+        replace_unsynced(&p, &bytes)?;
+        replace_unsynced(&self.dir.join(format!("{id}.key")), inputs.key.as_bytes())
     }
-}
-
-/// Replaces `path` by `bytes` through a temp file and a rename, without the fsync of cache
-/// records: an explanation lost in a crash only makes the next one say less. The temp file is
-/// named after this process, so one a killed process leaves is removed by the next open.
-fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write as _;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(
-            ".tmp-{}-",
-            kiln_snapshotter::Owner::current().tag()
-        ))
-        .tempfile_in(dir)
-        .map_err(io_err("create temp file in", dir))?;
-    tmp.write_all(bytes)
-        .map_err(io_err("write", tmp.path().to_path_buf()))?;
-    tmp.persist(path).map_err(|e| Error::Io {
-        op: "rename",
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
-    Ok(())
 }
 
 fn short(v: &str) -> String {

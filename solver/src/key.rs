@@ -185,7 +185,8 @@ pub(crate) fn step_key(op: &Op, inputs: &KeyInputs) -> (CacheKey, Vec<(String, S
                         NetworkMode::Host => "host",
                         NetworkMode::None => "none",
                     },
-                );
+                )
+                .field("platform", &r.platform.to_string());
             if let Some((name, data)) = &r.script {
                 key.field("script", name)
                     .field("script-sha256", &sha256_hex(data));
@@ -285,6 +286,7 @@ mod tests {
                 ),
             ],
             script: None,
+            platform: kiln_image::Platform::linux_amd64(),
         }
     }
 
@@ -333,16 +335,18 @@ mod tests {
             ],
             ..parent
         };
+        // RUN keys gained the `platform` field (multi-platform builds): a field no earlier
+        // record has, so no old record can hit; mkdir and copy keys are unchanged.
         assert_eq!(
             hex_of(&Op::Run(run_op()), &run),
-            "52fe1fd6f78630dfaeaaabd580d3103102ffc7da30777a201279869d29dabee6"
+            "0d2473d6a37e379de81a31f17f096bc70fabb033d02a1dc266843e8358254cfa"
         );
         // Proxy variables never enter the key.
         let mut no_proxy = run_op();
         no_proxy.proxy_env.clear();
         assert_eq!(
             hex_of(&Op::Run(no_proxy), &run),
-            "52fe1fd6f78630dfaeaaabd580d3103102ffc7da30777a201279869d29dabee6"
+            "0d2473d6a37e379de81a31f17f096bc70fabb033d02a1dc266843e8358254cfa"
         );
     }
 
@@ -380,6 +384,14 @@ mod tests {
         let mut c = copy_op();
         c.dest = "/other/".into();
         assert_ne!(k(&Op::Copy(c), &base), reference);
+    }
+
+    #[test]
+    fn the_platform_a_run_step_runs_as_is_in_its_key() {
+        let amd64 = step_key(&Op::Run(run_op()), &KeyInputs::default()).0;
+        let mut arm = run_op();
+        arm.platform = kiln_image::Platform::parse("linux/arm64").expect("platform");
+        assert_ne!(step_key(&Op::Run(arm), &KeyInputs::default()).0, amd64);
     }
 
     #[test]

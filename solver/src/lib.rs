@@ -52,7 +52,8 @@ pub use error::{Error, Result};
 pub use progress::{LogStream, NoProgress, Progress, ProgressEvent, StepId};
 pub use request::{
     BuildOutcome, BuildRequest, CacheSpec, Compression, Credentials, Destination, Dockerfile,
-    DockerfileText, NetworkMode, OutputSpec, SecretSource, SecretSpec, SolverConfig, SshSpec,
+    DockerfileText, NetworkMode, OutputSpec, PlatformImage, SecretSource, SecretSpec, SolverConfig,
+    SshSpec,
 };
 pub use scheduler::CancelHandle;
 pub use solve::Solver;

@@ -19,7 +19,14 @@ use crate::dockerignore::clean;
 use crate::error::{Error, Result};
 use crate::request::NetworkMode;
 
+mod entry;
+mod env;
 mod instruction;
+mod merge;
+
+pub(crate) use entry::plan;
+pub(crate) use env::EnvList;
+pub(crate) use merge::{Merged, merge};
 
 /// The default shell of Linux images.
 pub(crate) fn default_shell() -> Vec<String> {
@@ -42,56 +49,6 @@ const PROXY_ARGS: &[&str] = &[
     "ALL_PROXY",
     "all_proxy",
 ];
-
-/// An ordered environment where setting a key replaces it in place (llb's `AddEnv`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct EnvList(pub(crate) Vec<(String, String)>);
-
-impl EnvList {
-    pub(crate) fn set(&mut self, k: &str, v: &str) {
-        if let Some(e) = self.0.iter_mut().find(|(key, _)| key == k) {
-            e.1 = v.to_string();
-        } else {
-            self.0.push((k.to_string(), v.to_string()));
-        }
-    }
-
-    /// `set` for every pair in order, in time linear in both lists (ENV with many pairs).
-    pub(crate) fn set_all(&mut self, pairs: &[(String, String)]) {
-        let mut index: BTreeMap<String, usize> = BTreeMap::new();
-        for (i, (k, _)) in self.0.iter().enumerate() {
-            index.entry(k.clone()).or_insert(i);
-        }
-        for (k, v) in pairs {
-            if let Some(&i) = index.get(k) {
-                self.0[i].1.clone_from(v);
-            } else {
-                index.insert(k.clone(), self.0.len());
-                self.0.push((k.clone(), v.clone()));
-            }
-        }
-    }
-
-    pub(crate) fn get(&self, k: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub(crate) fn to_strings(&self) -> Vec<String> {
-        self.0.iter().map(|(k, v)| format!("{k}={v}")).collect()
-    }
-
-    fn from_strings(list: &[String]) -> Self {
-        let mut e = Self::default();
-        for s in list {
-            let (k, v) = s.split_once('=').unwrap_or((s.as_str(), ""));
-            e.set(k, v);
-        }
-        e
-    }
-}
 
 /// Where a stage starts from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +90,8 @@ pub(crate) struct RunOp {
     pub(crate) mounts: Vec<MountPlan>,
     /// A heredoc script shown at `/dev/pipes/NAME` (shebang heredocs).
     pub(crate) script: Option<(String, Vec<u8>)>,
+    /// The platform the command runs as (its stage's): part of the key.
+    pub(crate) platform: Platform,
 }
 
 /// A COPY or ADD step.
@@ -170,8 +129,10 @@ pub(crate) enum Op {
 /// One filesystem step.
 #[derive(Debug, Clone)]
 pub(crate) struct StepPlan {
-    /// File index of the stage.
+    /// Index of the stage in the plan (the Dockerfile's, offset per platform once merged).
     pub(crate) stage: usize,
+    /// Index of the stage in the Dockerfile.
+    pub(crate) file_stage: usize,
     pub(crate) line: usize,
     /// The instruction as written, for progress and errors.
     pub(crate) instruction: String,
@@ -185,6 +146,8 @@ pub(crate) struct StepPlan {
 pub(crate) struct StagePlan {
     pub(crate) name: String,
     pub(crate) base: BaseRef,
+    /// The platform the stage's steps run as: `FROM --platform`, else the target's.
+    pub(crate) platform: Platform,
     /// Indices into [`Plan::steps`], in order.
     pub(crate) steps: Vec<usize>,
     /// The image config after every instruction.
@@ -202,11 +165,37 @@ pub(crate) struct Plan {
     pub(crate) steps: Vec<StepPlan>,
     /// Image references resolved for FROM and `--from`, with their configs.
     pub(crate) images: Vec<(String, ImageConfig)>,
+    /// The platform each of [`Plan::images`] was resolved for.
+    pub(crate) image_platforms: Vec<Platform>,
+    /// The platform the target is built for (TARGETPLATFORM).
+    pub(crate) platform: Platform,
     pub(crate) warnings: Vec<String>,
 }
 
-/// Resolves an image reference (pulling it) to its config.
-pub(crate) type ImageResolver<'a> = dyn FnMut(&str) -> Result<ImageConfig> + 'a;
+/// Resolves an image reference (pulling it) for a platform to its config.
+pub(crate) type ImageResolver<'a> = dyn FnMut(&str, &Platform) -> Result<ImageConfig> + 'a;
+
+/// The platforms of a build: where it runs and what it builds for.
+#[derive(Debug, Clone)]
+pub(crate) struct Platforms {
+    /// BUILDPLATFORM: the machine the build runs on.
+    pub(crate) build: Platform,
+    /// TARGETPLATFORM.
+    pub(crate) target: Platform,
+    /// The target was asked for (`--platform`): the image's os/architecture are the target's
+    /// whatever the base image says (BuildKit's `!implicitTarget`).
+    pub(crate) explicit: bool,
+}
+
+impl Default for Platforms {
+    fn default() -> Self {
+        Self {
+            build: Platform::linux_amd64(),
+            target: Platform::linux_amd64(),
+            explicit: false,
+        }
+    }
+}
 
 /// Inputs of planning besides the Dockerfile.
 pub(crate) struct PlanInput<'a> {
@@ -216,6 +205,7 @@ pub(crate) struct PlanInput<'a> {
     pub(crate) no_cache_filter: &'a [String],
     pub(crate) network: NetworkMode,
     pub(crate) labels: &'a [(String, String)],
+    pub(crate) platforms: Platforms,
 }
 
 #[derive(Debug, Clone)]
@@ -225,6 +215,7 @@ struct StageState {
     history_steps: Vec<Option<usize>>,
     build_args: Vec<(String, Option<String>)>,
     steps: Vec<usize>,
+    platform: Platform,
 }
 
 struct Planner<'a, 'r> {
@@ -238,10 +229,6 @@ struct Planner<'a, 'r> {
     plan: Plan,
     finals: Vec<Option<StageState>>,
     in_progress: Vec<bool>,
-}
-
-fn platform() -> Platform {
-    Platform::linux_amd64()
 }
 
 /// Normalises a destination against the working directory, keeping a trailing `/` (BuildKit's
@@ -287,13 +274,68 @@ impl Planner<'_, '_> {
             .position(|s| s.name.as_deref() == Some(lower.as_str()))
     }
 
-    fn resolve_image(&mut self, reference: &str) -> Result<(usize, ImageConfig)> {
-        if let Some(i) = self.plan.images.iter().position(|(r, _)| r == reference) {
+    fn resolve_image(
+        &mut self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<(usize, ImageConfig)> {
+        if let Some(i) = (0..self.plan.images.len()).find(|&i| {
+            self.plan.images[i].0 == reference && self.plan.image_platforms[i] == *platform
+        }) {
             return Ok((i, self.plan.images[i].1.clone()));
         }
-        let cfg = (self.resolve)(reference)?;
+        let cfg = (self.resolve)(reference, platform)?;
         self.plan.images.push((reference.to_string(), cfg.clone()));
+        self.plan.image_platforms.push(platform.clone());
         Ok((self.plan.images.len() - 1, cfg))
+    }
+
+    /// BuildKit's InvalidBaseImagePlatform warning: an image (one with no index entry for the
+    /// platform is used whatever its own) whose os/architecture are not the ones asked for.
+    fn check_base_platform(
+        &mut self,
+        name: &str,
+        expected: &Platform,
+        config: &ImageConfig,
+        line: usize,
+    ) {
+        if config.os == expected.os && config.architecture == expected.architecture {
+            return;
+        }
+        let actual = Platform::normalized(
+            &config.os,
+            &config.architecture,
+            config.variant.as_deref().unwrap_or_default(),
+        );
+        let warning = format!(
+            "InvalidBaseImagePlatform: Base image {name} was pulled with platform {:?}, expected \
+             {:?} for current build (line {line})",
+            actual.format_all(),
+            expected.normalize().format_all()
+        );
+        if !self.plan.warnings.contains(&warning) {
+            self.plan.warnings.push(warning);
+        }
+    }
+
+    /// A stage's `FROM --platform`, expanded with the meta ARGs and parsed; `None` without it.
+    fn stage_platform(&self, i: usize) -> Result<Option<Platform>> {
+        let st = &self.df.stages[i];
+        let Some(raw) = &st.platform else {
+            return Ok(None);
+        };
+        let line = st.start_line;
+        let value = self.word(raw, &self.global, line)?;
+        if value.is_empty() {
+            return Err(Error::Plan {
+                line,
+                message: format!("empty platform value from expression {raw}"),
+            });
+        }
+        Platform::parse(&value).map(Some).map_err(|e| Error::Plan {
+            line,
+            message: format!("failed to parse platform {raw}: {e}"),
+        })
     }
 
     /// Plans stage `i` (and, first, everything it needs).
@@ -325,6 +367,9 @@ impl Planner<'_, '_> {
                 .iter()
                 .any(|f| f.eq_ignore_ascii_case(&name));
         let base_stage = self.stage_index(&base_name).filter(|&b| b < i);
+        let platform = self
+            .stage_platform(i)?
+            .unwrap_or_else(|| self.input.platforms.target.clone());
         let (base, mut state) = if let Some(b) = base_stage {
             self.stage(b)?;
             let mut s = self.finals[b].clone().ok_or_else(|| Error::Plan {
@@ -334,7 +379,9 @@ impl Planner<'_, '_> {
             s.steps = Vec::new();
             (BaseRef::Stage(b), s)
         } else if base_name.eq_ignore_ascii_case("scratch") {
-            let mut cfg = ImageConfig::new(&platform());
+            // As BuildKit: scratch is always the target platform, whatever `--platform` says.
+            let target = self.input.platforms.target.clone();
+            let mut cfg = ImageConfig::new(&target);
             cfg.config.working_dir = Some("/".into());
             cfg.config.env = Some(vec![format!("PATH={DEFAULT_PATH}")]);
             let env = EnvList::from_strings(cfg.config.env.as_deref().unwrap_or(&[]));
@@ -346,13 +393,16 @@ impl Planner<'_, '_> {
                     history_steps: Vec::new(),
                     build_args: Vec::new(),
                     steps: Vec::new(),
+                    platform: target,
                 },
             )
         } else {
-            let (idx, mut cfg) = self.resolve_image(&base_name).map_err(|e| Error::Plan {
+            let resolved = self.resolve_image(&base_name, &platform);
+            let (idx, mut cfg) = resolved.map_err(|e| Error::Plan {
                 line,
-                message: format!("{base_name}: {e}"),
+                message: format!("{base_name}: {}", e.report()),
             })?;
+            self.check_base_platform(&base_name, &platform, &cfg, line);
             cfg.created = None;
             let hist = cfg.history.len();
             let env = EnvList::from_strings(cfg.config.env.as_deref().unwrap_or(&[]));
@@ -364,6 +414,7 @@ impl Planner<'_, '_> {
                     history_steps: vec![None; hist],
                     build_args: Vec::new(),
                     steps: Vec::new(),
+                    platform,
                 },
             )
         };
@@ -409,6 +460,7 @@ impl Planner<'_, '_> {
         self.plan.stages[i] = Some(StagePlan {
             name,
             base,
+            platform: state.platform.clone(),
             steps: state.steps.clone(),
             config: state.config.clone(),
             history_steps: state.history_steps.clone(),
@@ -449,6 +501,7 @@ impl Planner<'_, '_> {
         };
         self.plan.steps.push(StepPlan {
             stage,
+            file_stage: stage,
             line: loc.start_line,
             instruction,
             op,
@@ -481,10 +534,13 @@ impl Planner<'_, '_> {
             self.stage(t)?;
             return Ok(SourceRef::Stage(t));
         }
-        let (idx, _) = self.resolve_image(from).map_err(|e| Error::Plan {
+        // An image named by `--from` is resolved for the target, as BuildKit does.
+        let target = self.input.platforms.target.clone();
+        let (idx, cfg) = self.resolve_image(from, &target).map_err(|e| Error::Plan {
             line,
-            message: format!("{from}: {e}"),
+            message: format!("{from}: {}", e.report()),
         })?;
+        self.check_base_platform(from, &target, &cfg, line);
         Ok(SourceRef::Image(idx))
     }
 
@@ -518,369 +574,5 @@ impl Planner<'_, '_> {
     }
 }
 
-/// Plans a build. `resolve` pulls an image and returns its config.
-pub(crate) fn plan<'a>(
-    df: &'a kiln_parser::Dockerfile,
-    input: &'a PlanInput<'a>,
-    resolve: &'a mut ImageResolver<'a>,
-) -> Result<Plan> {
-    if df.stages.is_empty() {
-        return Err(Error::Plan {
-            line: 0,
-            message: "dockerfile contains no stages to build".into(),
-        });
-    }
-    let lex = Lexer::new(df.escape);
-    let target = match input.target {
-        Some(t) if !t.is_empty() => {
-            let lower = t.to_lowercase();
-            df.stages
-                .iter()
-                .position(|s| s.name.as_deref() == Some(lower.as_str()))
-                .ok_or_else(|| Error::Plan {
-                    line: 0,
-                    message: format!("target stage {t:?} could not be found"),
-                })?
-        }
-        _ => df.stages.len() - 1,
-    };
-    // Builtin platform args, then the meta ARGs (build args override their defaults).
-    let mut global = EnvList::default();
-    for (k, v) in [
-        ("BUILDPLATFORM", "linux/amd64"),
-        ("BUILDOS", "linux"),
-        ("BUILDARCH", "amd64"),
-        ("BUILDVARIANT", ""),
-        ("TARGETPLATFORM", "linux/amd64"),
-        ("TARGETOS", "linux"),
-        ("TARGETARCH", "amd64"),
-        ("TARGETVARIANT", ""),
-    ] {
-        global.set(k, v);
-    }
-    let mut used_args = BTreeSet::new();
-    for g in &df.global {
-        if let Instruction::Arg(decls) = &g.instruction {
-            for d in decls {
-                let v = match input.build_args.iter().rev().find(|(k, _)| *k == d.name) {
-                    Some((_, v)) => Some(v.clone()),
-                    None => match &d.default {
-                        Some(def) => {
-                            Some(lex.process_word(def, &global.0).map_err(|e| Error::Plan {
-                                line: g.start_line,
-                                message: e.message().to_string(),
-                            })?)
-                        }
-                        None => None,
-                    },
-                };
-                if let Some(v) = v {
-                    global.set(&d.name, &v);
-                }
-                used_args.insert(d.name.clone());
-            }
-        }
-    }
-    let n = df.stages.len();
-    let mut p = Planner {
-        _r: std::marker::PhantomData,
-        df,
-        lex,
-        input,
-        resolve,
-        global,
-        used_args,
-        plan: Plan {
-            stages: vec![None; n],
-            target,
-            steps: Vec::new(),
-            images: Vec::new(),
-            warnings: Vec::new(),
-        },
-        finals: vec![None; n],
-        in_progress: vec![false; n],
-    };
-    p.stage(target)?;
-    let mut unused: Vec<String> = input
-        .build_args
-        .iter()
-        .map(|(k, _)| k.clone())
-        .filter(|k| {
-            !p.used_args.contains(k)
-                && !PROXY_ARGS.contains(&k.as_str())
-                && k != "SOURCE_DATE_EPOCH"
-                && !k.starts_with("BUILDKIT_")
-                && p.global.get(k).is_none()
-        })
-        .collect();
-    unused.sort();
-    unused.dedup();
-    if !unused.is_empty() {
-        p.plan.warnings.push(format!(
-            "[Warning] One or more build-args [{}] were not consumed",
-            unused.join(" ")
-        ));
-    }
-    let mut plan = p.plan;
-    if let Some(Some(t)) = plan.stages.get_mut(target)
-        && !input.labels.is_empty()
-    {
-        let mut labels = t.config.config.labels.clone().unwrap_or_default();
-        for (k, v) in input.labels {
-            labels.insert(k.clone(), v.clone());
-        }
-        t.config.config.labels = Some(labels);
-    }
-    Ok(plan)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn base_config() -> ImageConfig {
-        let mut c = ImageConfig::new(&Platform::linux_amd64());
-        c.config.env = Some(vec!["PATH=/bin".into()]);
-        c.config.cmd = Some(vec!["sh".into()]);
-        c.config.on_build = Some(vec!["RUN echo trig".into()]);
-        c
-    }
-
-    fn plan_of(src: &str, args: &[(&str, &str)], target: Option<&str>) -> Result<Plan> {
-        let df = kiln_parser::parse(src.as_bytes()).map_err(Error::Parse)?;
-        let args: Vec<(String, String)> = args
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let input = PlanInput {
-            build_args: &args,
-            target,
-            no_cache: false,
-            no_cache_filter: &[],
-            network: NetworkMode::Default,
-            labels: &[],
-        };
-        let mut resolver = |r: &str| -> Result<ImageConfig> {
-            if r.contains("missing") {
-                return Err(Error::Image {
-                    what: r.into(),
-                    message: "not found".into(),
-                });
-            }
-            let mut c = base_config();
-            if !r.contains("onbuild") {
-                c.config.on_build = None;
-            }
-            Ok(c)
-        };
-        plan(&df, &input, &mut resolver)
-    }
-
-    fn run_env(p: &Plan, step: usize) -> Vec<String> {
-        match &p.steps[step].op {
-            Op::Run(r) => r.env.clone(),
-            other => panic!("not a run: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn arg_env_precedence_and_scope() {
-        let p = plan_of(
-            "ARG TAG=latest\nARG GLOBAL=g1\nFROM img:${TAG}\nARG GLOBAL\nARG LOCAL=l1\nARG X=arg\nENV X=env\nARG Y\nRUN echo\n",
-            &[("X", "cli"), ("UNUSED", "1")],
-            None,
-        )
-        .expect("plan");
-        let env = run_env(&p, 0);
-        assert!(env.contains(&"GLOBAL=g1".to_string()), "{env:?}");
-        assert!(env.contains(&"LOCAL=l1".to_string()));
-        assert!(env.contains(&"X=env".to_string()));
-        assert!(
-            !env.iter()
-                .any(|e| e.starts_with("TAG=") || e.starts_with("Y="))
-        );
-        assert_eq!(p.images[0].0, "img:latest");
-        assert_eq!(
-            p.warnings,
-            vec!["[Warning] One or more build-args [UNUSED] were not consumed".to_string()]
-        );
-    }
-
-    #[test]
-    fn env_same_line_sees_old_value_and_config_folds() {
-        let p = plan_of(
-            "FROM img\nENV X=old\nENV X=new Y=$X\nLABEL a=$Y\nENTRYPOINT [\"/bin/cat\"]\n",
-            &[],
-            None,
-        )
-        .expect("plan");
-        let cfg = &p.stages[0].as_ref().expect("stage").config;
-        assert_eq!(
-            cfg.config
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("a"))
-                .map(String::as_str),
-            Some("old")
-        );
-        assert!(
-            cfg.config
-                .env
-                .as_ref()
-                .expect("env")
-                .contains(&"Y=old".to_string())
-        );
-        assert_eq!(cfg.config.cmd, None, "ENTRYPOINT clears the base CMD");
-        assert!(cfg.history.iter().all(|h| h.empty_layer));
-    }
-
-    #[test]
-    fn only_needed_stages_and_target() {
-        let src = "FROM img AS broken\nRUN exit 7\nFROM img AS a\nRUN echo a\nFROM a AS b\nRUN echo b\nFROM img\nCOPY --from=b /x /x\n";
-        let p = plan_of(src, &[], None).expect("plan");
-        assert!(p.stages[0].is_none(), "unused stage not planned");
-        assert!(p.stages[1].is_some() && p.stages[2].is_some());
-        let p = plan_of(src, &[], Some("a")).expect("plan");
-        assert_eq!(p.target, 1);
-        assert!(p.stages[2].is_none() && p.stages[3].is_none());
-        assert!(
-            plan_of(src, &[], Some("nope"))
-                .expect_err("unknown target")
-                .to_string()
-                .contains("could not be found")
-        );
-    }
-
-    #[test]
-    fn workdir_and_copy_dest_paths() {
-        let p = plan_of("FROM img\nWORKDIR /a\nWORKDIR b\nWORKDIR ../c\nCOPY x rel.txt\nCOPY x .\nCOPY x y /multi/\n", &[], None).expect("plan");
-        let cfg = &p.stages[0].as_ref().expect("stage").config;
-        assert_eq!(cfg.config.working_dir.as_deref(), Some("/a/c"));
-        let dests: Vec<String> = p
-            .steps
-            .iter()
-            .filter_map(|s| match &s.op {
-                Op::Copy(c) => Some(c.dest.clone()),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(dests, vec!["/a/c/rel.txt", "/a/c/", "/multi/"]);
-        let err = plan_of("FROM img\nCOPY a b /notdir\n", &[], None).expect_err("multi to file");
-        assert!(err.to_string().contains("Dockerfile:2"), "{err}");
-    }
-
-    #[test]
-    fn onbuild_triggers_run_first() {
-        let p = plan_of("FROM img-onbuild\nRUN echo mine\n", &[], None).expect("plan");
-        assert_eq!(p.steps.len(), 2);
-        assert!(p.steps[0].instruction.starts_with("ONBUILD RUN echo trig"));
-        assert!(
-            p.stages[0]
-                .as_ref()
-                .expect("stage")
-                .config
-                .config
-                .on_build
-                .is_none()
-        );
-    }
-
-    #[test]
-    fn shell_form_uses_shell_and_heredocs() {
-        let p = plan_of(
-            "FROM img\nSHELL [\"/bin/sh\", \"-ec\"]\nRUN echo $0\nRUN <<EOF\necho hi\nEOF\n",
-            &[],
-            None,
-        )
-        .expect("plan");
-        match &p.steps[0].op {
-            Op::Run(r) => assert_eq!(r.args, vec!["/bin/sh", "-ec", "echo $0"]),
-            _ => panic!("run"),
-        }
-        match &p.steps[1].op {
-            Op::Run(r) => assert_eq!(r.args, vec!["/bin/sh", "-ec", "echo hi\n"]),
-            _ => panic!("run"),
-        }
-    }
-
-    #[test]
-    fn expose_ranges_and_healthcheck() {
-        let p = plan_of("FROM img\nEXPOSE 80 53/udp 8000-8001\nHEALTHCHECK --interval=5s --retries=2 CMD true\n", &[], None).expect("plan");
-        let cfg = &p.stages[0].as_ref().expect("stage").config.config;
-        let ports: Vec<&str> = cfg
-            .exposed_ports
-            .as_ref()
-            .expect("ports")
-            .iter()
-            .map(String::as_str)
-            .collect();
-        assert_eq!(ports, vec!["53/udp", "80/tcp", "8000/tcp", "8001/tcp"]);
-        let hc = cfg.healthcheck.as_ref().expect("hc");
-        assert_eq!(hc.test, vec!["CMD-SHELL", "true"]);
-        assert_eq!((hc.interval, hc.retries), (5_000_000_000, 2));
-    }
-
-    #[test]
-    fn meta_args_in_from_and_copy_from_rules() {
-        let p = plan_of(
-            "ARG TAG=1\nFROM img:$TAG AS a\nRUN echo $TAG\nFROM img\nCOPY --from=0 /x /x\n",
-            &[("TAG", "2")],
-            None,
-        )
-        .expect("plan");
-        assert!(
-            p.images.iter().any(|(r, _)| r == "img:2"),
-            "build arg overrides the meta ARG in FROM: {:?}",
-            p.images.iter().map(|i| &i.0).collect::<Vec<_>>()
-        );
-        assert!(
-            !run_env(&p, 0).iter().any(|e| e.starts_with("TAG=")),
-            "meta ARG not in scope unless re-declared"
-        );
-        let copy_from = p.steps.iter().find_map(|s| match &s.op {
-            Op::Copy(c) => Some(c.from.clone()),
-            _ => None,
-        });
-        assert_eq!(copy_from, Some(SourceRef::Stage(0)), "--from by index");
-        let err = plan_of("FROM img AS a\nARG S=a\nCOPY --from=$S /x /x\n", &[], None)
-            .expect_err("expansion in --from");
-        assert!(
-            err.to_string()
-                .contains("variable expansion is not supported for --from"),
-            "{err}"
-        );
-        let err = plan_of(
-            "FROM img AS first\nCOPY --from=later /x /x\nFROM img AS later\nFROM img\nCOPY --from=first /y /y\n",
-            &[],
-            None,
-        )
-        .expect_err("later stage");
-        assert!(err.to_string().contains("Dockerfile:2"), "{err}");
-    }
-
-    #[test]
-    fn stage_inherits_env_args_and_onbuild_of_base_stage() {
-        let p = plan_of("FROM img AS base\nARG A=1\nENV E=2\nONBUILD RUN echo trig\nFROM base\nRUN echo $A $E\n", &[], None)
-            .expect("plan");
-        assert_eq!(
-            p.steps.len(),
-            2,
-            "the ONBUILD trigger runs in the child stage"
-        );
-        assert!(p.steps[0].instruction.starts_with("ONBUILD RUN echo trig"));
-        let env = run_env(&p, 1);
-        assert!(
-            env.contains(&"A=1".to_string()) && env.contains(&"E=2".to_string()),
-            "{env:?}"
-        );
-        assert!(
-            p.stages[1]
-                .as_ref()
-                .expect("stage")
-                .config
-                .config
-                .on_build
-                .is_none()
-        );
-    }
-}
+mod tests;

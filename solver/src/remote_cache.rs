@@ -13,6 +13,9 @@
 //! the manifest's layers and under `mounts` in the config, by cache id); an import seeds a mount
 //! that is absent or empty on this machine before the first `RUN` that uses it (see
 //! [`Imported::seed_mount`]).
+//!
+//! `--cache-from IMAGE` naming an image in the local store (name, ID or unique ID prefix) uses
+//! that image instead, the classic builder's way (see `local_image`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -24,6 +27,8 @@ use serde::{Deserialize, Serialize};
 use crate::cache::{LayerRecord, write_atomic};
 use crate::error::{Error, Result, io_err};
 use crate::request::{CacheExport, CacheLocation};
+
+mod local_image;
 
 /// Media type of the cache map blob.
 pub(crate) const CONFIG_MEDIA_TYPE: &str = "application/vnd.kiln.cache.config.v1+json";
@@ -82,10 +87,7 @@ fn layout_blob(dir: &Path, d: &Digest) -> PathBuf {
 }
 
 fn layer_desc(l: &LayerRecord) -> Result<Descriptor> {
-    let d = Digest::parse(&l.digest).map_err(|e| Error::Image {
-        what: l.digest.clone(),
-        message: e.to_string(),
-    })?;
+    let d = Digest::parse(&l.digest).map_err(crate::solve::img_err(l.digest.clone()))?;
     Ok(Descriptor::new(l.media_type.clone(), d, l.size))
 }
 
@@ -95,6 +97,7 @@ pub(crate) struct Imported {
     entries: HashMap<String, (CacheEntry, usize)>,
     mounts: HashMap<String, (LayerRecord, usize)>,
     sources: Vec<CacheLocation>,
+    local: local_image::LocalImages,
 }
 
 impl Imported {
@@ -108,6 +111,18 @@ impl Imported {
         let mut me = Self::default();
         let mut warnings = Vec::new();
         for loc in locations {
+            // A local image first, as docker's daemon resolves `--cache-from IMAGE`.
+            if let CacheLocation::Registry(r) = loc
+                && let Some(image) = local_image::find(store, r)
+            {
+                match local_image::ImageSource::of(&image) {
+                    Some(src) => me.local.sources.push(src),
+                    None => warnings.push(format!(
+                        "failed to import cache: image {r}: its history and layers do not line up"
+                    )),
+                }
+                continue;
+            }
             match read_config(store, registry, loc) {
                 Ok(cfg) => {
                     let i = me.sources.len();
@@ -125,11 +140,29 @@ impl Imported {
         (me, warnings)
     }
 
-    /// The imported entry for `key` whose parent is `parent`, and its source.
-    pub(crate) fn get(&self, key: &str, parent: Option<&str>) -> Option<&CacheEntry> {
-        let (e, _) = self.entries.get(key)?;
+    /// The imported entry for `key` whose parent is `parent` (from a cache map, or matched in
+    /// a local image by [`Imported::match_step`]).
+    pub(crate) fn get(&self, key: &str, parent: Option<&str>) -> Option<CacheEntry> {
+        let e = match self.entries.get(key) {
+            Some((e, _)) => e.clone(),
+            None => self.local.get(key)?,
+        };
         // Entries of versions that dropped empty layers have none: such a step runs again.
         (e.parent.as_deref() == parent && e.layer.is_some()).then_some(e)
+    }
+
+    /// Looks for step `s` of `plan` (cache key `key`, on `parent`: its key and layers) in the
+    /// local images of `--cache-from`; a match is then what [`Imported::get`] returns for `key`.
+    pub(crate) fn match_step(
+        &self,
+        plan: &crate::plan::Plan,
+        s: usize,
+        key: &str,
+        parent: Option<(&str, &[LayerRecord])>,
+    ) {
+        if !self.local.sources.is_empty() && !self.entries.contains_key(key) {
+            self.local.match_step(plan, s, key, parent);
+        }
     }
 
     /// Makes sure the layer blob of `key`'s entry is in the content store.
@@ -140,6 +173,16 @@ impl Imported {
         key: &str,
     ) -> Result<()> {
         let Some((CacheEntry { layer: Some(l), .. }, src)) = self.entries.get(key) else {
+            // A local image's layer is in the store already (or gone: the step fails to apply).
+            if let Some(CacheEntry { layer: Some(l), .. }) = self.local.get(key) {
+                let d = layer_desc(&l)?.digest;
+                if !store.has_blob(&d) {
+                    return Err(Error::Image {
+                        what: l.digest.clone(),
+                        message: "the --cache-from image's layer is not in the store".into(),
+                    });
+                }
+            }
             return Ok(());
         };
         self.fetch_blob(store, registry, l, *src)
@@ -213,14 +256,11 @@ impl Imported {
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir(&tmp).map_err(io_err("create directory", &tmp))?;
         let r = (|| -> Result<()> {
-            let d = Digest::parse(&layer.digest).map_err(|e| Error::Image {
-                what: layer.digest.clone(),
-                message: e.to_string(),
-            })?;
-            let blob = store.open_blob(&d).map_err(|e| Error::Image {
-                what: layer.digest.clone(),
-                message: e.to_string(),
-            })?;
+            let d = Digest::parse(&layer.digest)
+                .map_err(crate::solve::img_err(layer.digest.clone()))?;
+            let blob = store
+                .open_blob(&d)
+                .map_err(crate::solve::img_err(layer.digest.clone()))?;
             let gz = flate2::read::GzDecoder::new(std::io::BufReader::new(blob));
             crate::untar::extract(gz, &tmp, "/", None, 0)?;
             std::os::unix::fs::lchown(&tmp, Some(mount.uid), Some(mount.gid))
@@ -294,41 +334,6 @@ pub(crate) fn cache_mount_ids(plan: &crate::plan::Plan) -> Vec<String> {
     ids
 }
 
-/// A writer that hashes and counts what passes through it.
-struct Hashing<W> {
-    inner: W,
-    hash: sha2::Sha256,
-    size: u64,
-}
-
-impl<W: std::io::Write> std::io::Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        sha2::Digest::update(&mut self.hash, &buf[..n]);
-        self.size += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl<W> Hashing<W> {
-    fn new(inner: W) -> Self {
-        Self {
-            inner,
-            hash: <sha2::Sha256 as sha2::Digest>::new(),
-            size: 0,
-        }
-    }
-    fn digest(&self) -> String {
-        format!(
-            "sha256:{}",
-            hex::encode(sha2::Digest::finalize(self.hash.clone()))
-        )
-    }
-}
-
 /// Packs the shared instance of each cache mount in `ids` that has content into a gzip tar
 /// layer in `store` (while holding the mount's shared lock, so no `sharing=locked` user is
 /// writing it). `tmp` is a scratch directory.
@@ -350,28 +355,30 @@ pub(crate) fn pack_mounts(
         lock.lock_shared().map_err(io_err("lock", &dir))?;
         let path = tmp.join(format!("mount-{name}.tar.gz"));
         let file = std::fs::File::create(&path).map_err(io_err("create", &path))?;
-        let gz = flate2::write::GzEncoder::new(
-            Hashing::new(std::io::BufWriter::new(file)),
-            flate2::Compression::fast(),
-        );
-        let mut tar = Hashing::new(gz);
-        kiln_image::write_rootfs_tar(&dir, &mut tar).map_err(|e| Error::Image {
-            what: format!("cache mount {id}"),
-            message: e.to_string(),
-        })?;
+        // Parallel gzip (the same bytes for any thread count), hashing tar and blob on the way.
+        let gzip = kiln_image::CompressionOptions {
+            compression: kiln_image::Compression::Gzip,
+            level: Some(1),
+        };
+        let mut tar = kiln_image::Compressor::hashing(
+            std::io::BufWriter::new(file),
+            gzip,
+            kiln_image::default_threads(),
+        )
+        .map_err(io_err("compress", &path))?;
+        kiln_image::write_rootfs_tar(&dir, None, &mut tar)
+            .map_err(crate::solve::img_err(format!("cache mount {id}")))?;
         drop(lock);
-        let diff_id = tar.digest();
-        let mut compressed = tar.inner.finish().map_err(io_err("write", &path))?;
+        let done = tar.finish_hashed().map_err(io_err("write", &path))?;
+        let mut compressed = done.inner;
         std::io::Write::flush(&mut compressed).map_err(io_err("write", &path))?;
-        let digest = compressed.digest();
-        let size = compressed.size;
         drop(compressed);
+        let diff_id = done.input_digest.to_string();
+        let digest = done.output_digest.to_string();
+        let size = done.output_size;
         let desc = Descriptor::new(
             media_type::OCI_LAYER_GZIP,
-            Digest::parse(&digest).map_err(|e| Error::Image {
-                what: digest.clone(),
-                message: e.to_string(),
-            })?,
+            Digest::parse(&digest).map_err(crate::solve::img_err(digest.clone()))?,
             size,
         );
         let f = std::fs::File::open(&path).map_err(io_err("open", &path))?;
@@ -381,10 +388,7 @@ pub(crate) fn pack_mounts(
                 &desc,
                 &path.display().to_string(),
             )
-            .map_err(|e| Error::Image {
-                what: format!("cache mount {id}"),
-                message: e.to_string(),
-            })?;
+            .map_err(crate::solve::img_err(format!("cache mount {id}")))?;
         let _ = std::fs::remove_file(&path);
         out.insert(
             id.clone(),

@@ -79,10 +79,9 @@ pub(crate) fn unpack_image(
                 .map_err(snap_err(format!("prepare {active}")))?;
             let r = (|| -> Result<()> {
                 let digest = &img.layers[k].digest;
-                let blob = store.open_blob(digest).map_err(|e| Error::Image {
-                    what: digest.to_string(),
-                    message: e.to_string(),
-                })?;
+                let blob = store
+                    .open_blob(digest)
+                    .map_err(crate::solve::img_err(digest.to_string()))?;
                 let applied =
                     snap::apply_layer_to_snapshot(sn, &active, std::io::BufReader::new(blob))
                         .map_err(snap_err(format!("apply layer {digest}")))?;
@@ -194,10 +193,10 @@ impl ContainerRootfs<'_> {
         match executor.run(process, &rootfs, mounts, on_output, &token) {
             Ok(s) => Ok(s),
             Err(ex::Error::Cancelled) => Err(Error::Cancelled),
-            Err(e) => Err(Error::Exec {
+            Err(source) => Err(Error::Executor {
                 line: 0,
                 command: process.args.join(" "),
-                message: e.to_string(),
+                source,
             }),
         }
     }
@@ -228,10 +227,10 @@ impl ContainerRootfs<'_> {
         match executor.run_interactive(process, &rootfs, mounts, io, on_output, control) {
             Ok(s) => Ok(s),
             Err(ex::Error::Cancelled) => Err(Error::Cancelled),
-            Err(e) => Err(Error::Exec {
+            Err(source) => Err(Error::Executor {
                 line: 0,
                 command: process.args.join(" "),
-                message: e.to_string(),
+                source,
             }),
         }
     }

@@ -31,24 +31,26 @@ use crate::progress::{LogStream, Progress, ProgressEvent, StepId};
 use crate::remote_cache::{self, CacheEntry, Imported};
 use crate::request::{
     BuildOutcome, BuildRequest, CacheExport, CacheSpec, Dockerfile, DockerfileText, NetworkMode,
-    SecretSource, SolverConfig,
+    PlatformImage, SecretSource, SolverConfig,
 };
 use crate::scheduler::{CancelHandle, OnceMap, run_dag};
 use crate::users;
 
 mod commit;
 mod download;
+mod emulation;
 mod execute;
 mod export;
 mod graph;
 mod history;
+mod image;
 mod run;
 mod step;
 mod view;
 
 use commit::cancel_all;
 pub(crate) use graph::chain_ids;
-use graph::{cache_entries, stage_tail, step_sources, tsp_history};
+use graph::{Dag, cache_entries, stage_tail, tsp_history};
 pub(crate) use view::owned_temp_dir;
 use view::{View, unique_key};
 
@@ -76,7 +78,7 @@ pub struct Solver {
     store: ContentStore,
     pub(crate) snapshotter: Box<dyn Snapshotter>,
     pub(crate) cache: CacheStore,
-    executor: OnceLock<std::result::Result<ex::Executor, String>>,
+    executor: OnceLock<std::result::Result<ex::Executor, Arc<ex::Error>>>,
     registry: RegistryClient,
 }
 
@@ -175,7 +177,9 @@ impl Solver {
         std::fs::create_dir_all(&config.state_dir)
             .map_err(io_err("create directory", &config.state_dir))?;
         snap::remove_orphans(&config.state_dir.join("tmp"), "");
-        let store = ContentStore::open(&config.state_dir).map_err(img_err("content store"))?;
+        let store = ContentStore::open(&config.state_dir)
+            .map_err(img_err("content store"))?
+            .with_compress_threads(config.compress_threads);
         // (ContentStore::open removed the ingest files of killed builds, see `write_layer`.)
         let snapshotter = snap::open(&config.state_dir, config.snapshot_driver)
             .map_err(snap_err(config.state_dir.display().to_string()))?;
@@ -211,18 +215,22 @@ impl Solver {
         let r = self.executor.get_or_init(|| {
             let init = match &self.config.executor_init_binary {
                 Some(p) => p.clone(),
-                None => std::env::current_exe().map_err(|e| e.to_string())?,
+                None => std::env::current_exe().map_err(|source| {
+                    Arc::new(ex::Error::Io {
+                        what: "find the current executable (the init of RUN steps)",
+                        path: "/proc/self/exe".into(),
+                        source,
+                    })
+                })?,
             };
             ex::Executor::new(ex::ExecutorConfig {
                 init_binary: init,
                 state_dir: self.config.state_dir.clone(),
             })
-            .map_err(|e| e.to_string())
+            .map_err(Arc::new)
         });
-        r.as_ref().map_err(|e| Error::Exec {
-            line: 0,
-            command: String::new(),
-            message: e.clone(),
+        r.as_ref().map_err(|source| Error::ExecutorSetup {
+            source: source.clone(),
         })
     }
 
@@ -234,15 +242,14 @@ impl Solver {
         }
     }
 
-    fn pull(&self, reference: &str, force: bool) -> Result<Image> {
+    fn pull(&self, reference: &str, platform: &Platform, force: bool) -> Result<Image> {
         let r = Reference::parse(reference).map_err(img_err(reference))?;
-        let platform = Platform::linux_amd64();
-        if !force && let Ok(img) = Image::resolve(&self.store, &r, &platform) {
+        if !force && let Ok(img) = Image::resolve(&self.store, &r, platform) {
             return Ok(img);
         }
         let img = self
             .registry
-            .pull(&self.store, &r, &platform)
+            .pull(&self.store, &r, platform)
             .map_err(img_err(format!("pull {reference}")))?;
         if r.digest().is_none() {
             let _ = self.store.set_tag(
@@ -318,8 +325,8 @@ impl Solver {
             req
         };
 
-        // Plan, pulling base images as the planner meets them.
-        let mut images: Vec<Image> = Vec::new();
+        // Plan each target platform, pulling base images as the planner meets them, then lay
+        // the plans side by side in one.
         let build_args: Vec<(String, String)> = req
             .build_args
             .iter()
@@ -330,91 +337,57 @@ impl Solver {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let input = PlanInput {
-            build_args: &build_args,
-            target: req.target.as_deref(),
-            no_cache: req.no_cache,
-            no_cache_filter: &req.no_cache_filter,
-            network: req.network,
-            labels: &labels,
-        };
-        let plan = {
-            let mut resolver = |r: &str| -> Result<ImageConfig> {
-                let img = self.pull(r, req.pull)?;
-                let cfg = img.config.clone();
-                images.push(img);
-                Ok(cfg)
+        let target_platforms = req.target_platforms();
+        let mut parts = Vec::new();
+        for target in &target_platforms {
+            let input = PlanInput {
+                build_args: &build_args,
+                target: req.target.as_deref(),
+                no_cache: req.no_cache,
+                no_cache_filter: &req.no_cache_filter,
+                network: req.network,
+                labels: &labels,
+                platforms: plan::Platforms {
+                    build: Platform::host(),
+                    target: target.clone(),
+                    explicit: !req.platforms.is_empty(),
+                },
             };
-            plan::plan(df, &input, &mut resolver)?
-        };
+            let mut images: Vec<Image> = Vec::new();
+            let plan = {
+                let mut resolver = |r: &str, platform: &Platform| -> Result<ImageConfig> {
+                    let img = self.pull(r, platform, req.pull)?;
+                    let cfg = img.config.clone();
+                    images.push(img);
+                    Ok(cfg)
+                };
+                plan::plan(df, &input, &mut resolver)?
+            };
+            parts.push((plan, images));
+        }
+        let plan::Merged {
+            plan,
+            images,
+            targets,
+        } = plan::merge(parts, df.stages.len(), |a: &Image, b: &Image| {
+            a.manifest_digest == b.manifest_digest
+        })
+        .ok_or_else(|| Error::Plan {
+            line: 0,
+            message: "no platform to build for".into(),
+        })?;
+        emulation::check(&plan)?;
         for w in &plan.warnings {
             progress.event(&ProgressEvent::Warning { message: w.clone() });
         }
 
-        // The DAG.
-        let mut g: DiGraph<Vertex, ()> = DiGraph::new();
-        let vertex_of_image: Vec<NodeIndex> = (0..images.len())
-            .map(|i| g.add_node(Vertex::Image(i)))
-            .collect();
-        let vertex_of_step: Vec<NodeIndex> = (0..plan.steps.len())
-            .map(|s| g.add_node(Vertex::Step(s)))
-            .collect();
-        let tail = |stage: usize| stage_tail(&plan, stage, &vertex_of_image, &vertex_of_step);
-        for (si, sp) in plan.stages.iter().enumerate() {
-            let Some(sp) = sp else { continue };
-            let mut prev = match &sp.base {
-                BaseRef::Scratch => None,
-                BaseRef::Image(i) => Some(vertex_of_image[*i]),
-                BaseRef::Stage(b) => tail(*b),
-            };
-            let _ = si;
-            for &s in &sp.steps {
-                let v = vertex_of_step[s];
-                if let Some(p) = prev {
-                    g.add_edge(p, v, ());
-                }
-                for src in step_sources(&plan.steps[s]) {
-                    let sv = match src {
-                        SourceRef::Context => None,
-                        SourceRef::Stage(t) => tail(t),
-                        SourceRef::Image(i) => Some(vertex_of_image[i]),
-                    };
-                    if let Some(sv) = sv
-                        && Some(sv) != prev
-                    {
-                        g.add_edge(sv, v, ());
-                    }
-                }
-                prev = Some(v);
-            }
-        }
-        // Progress numbering in Dockerfile order: FROM images first, then steps by line.
-        let mut order: Vec<(usize, usize, NodeIndex)> = Vec::new();
-        for (i, v) in vertex_of_image.iter().enumerate() {
-            let line = plan
-                .stages
-                .iter()
-                .enumerate()
-                .find_map(|(si, s)| {
-                    s.as_ref()
-                        .filter(|s| s.base == BaseRef::Image(i))
-                        .map(|_| df.stages[si].start_line)
-                })
-                .unwrap_or(0);
-            order.push((line, 0, *v));
-        }
-        for (s, v) in vertex_of_step.iter().enumerate() {
-            order.push((plan.steps[s].line, 1 + s, *v));
-        }
-        order.sort();
-        let total = order.len();
-        let step_ids: Vec<(usize, StepId)> = {
-            let mut ids = vec![(0, StepId(0)); g.node_count()];
-            for (n, (_, _, v)) in order.iter().enumerate() {
-                ids[v.index()] = (n + 1, StepId(n));
-            }
-            ids
-        };
+        let Dag {
+            graph: g,
+            vertex_of_image,
+            vertex_of_step,
+            step_ids,
+        } = Dag::of(&plan, images.len(), df);
+        let total = g.node_count();
         progress.event(&ProgressEvent::BuildStarted { total_steps: total });
         progress.event(&ProgressEvent::Environment {
             snapshot_driver: self.snapshotter.driver().name(),
@@ -507,71 +480,43 @@ impl Solver {
             return Err(Error::Cancelled);
         }
 
-        // The image.
-        let target = plan.target;
-        let tail_v = stage_tail(&plan, target, &ctx.vertex_of_image, &ctx.vertex_of_step);
-        let fs = tail_v.map(|v| results[v.index()].clone());
-        let tsp = plan.stages[target].as_ref().ok_or_else(|| Error::Plan {
-            line: 0,
-            message: "target not planned".into(),
-        })?;
-        let mut config = tsp.config.clone();
-        let layers: Vec<LayerRecord> = fs.as_ref().map(|f| f.layers.clone()).unwrap_or_default();
-        let epoch = req.epoch();
-        let mut diff_ids = Vec::new();
-        for l in &layers {
-            diff_ids.push(Digest::parse(&l.diff_id).map_err(img_err("diff_id"))?);
+        // The images, one per platform (in the order asked for), indexed when several.
+        let mut built = Vec::new();
+        for (platform, &target) in target_platforms.iter().zip(&targets) {
+            let (image, snapshot) = ctx.target_image(&results, target)?;
+            built.push(export::BuiltImage {
+                platform: platform.clone(),
+                image,
+                snapshot,
+            });
         }
-        config.rootfs.diff_ids = diff_ids;
-        let steps_of_history = tsp_history(&plan, target);
-        // The base image's entries (kept as they are, as BuildKit keeps them under an epoch).
-        let base_len = config
-            .history
-            .iter()
-            .zip(steps_of_history.iter().chain(std::iter::repeat(&None)))
-            .take_while(|(h, s)| s.is_none() && h.created.is_some())
-            .count();
-        for (h, step) in config.history.iter_mut().zip(steps_of_history) {
-            if let Some(s) = step {
-                let st = &results[ctx.vertex_of_step[s].index()];
-                h.empty_layer = st.own_layer.is_none();
-                // A step's time is when it really ran (its cache record's), as BuildKit takes
-                // a layer's time from its ref: a cached rebuild is the same image.
-                if h.created.is_none() {
-                    h.created.clone_from(&st.created);
-                }
-            }
-        }
-        history::stamp_history(&mut config.history, base_len, epoch);
-        // As BuildKit's exporter: the epoch, else the latest history time.
-        config.created = match epoch {
-            Some(secs) => Some(kiln_image::spec::format_rfc3339(secs, 0)),
-            None => config
-                .history
+        let index = if built.len() > 1 {
+            // Each entry says the platform asked for (BuildKit's exporter), not the config's.
+            let entries: Vec<(Image, Platform)> = built
                 .iter()
-                .rev()
-                .find_map(|h| h.created.clone())
-                .or_else(|| Some(step::now_rfc3339())),
+                .map(|b| (b.image.clone(), b.platform.clone()))
+                .collect();
+            let opts = kiln_image::WriteOptions::default();
+            Some(
+                kiln_image::write_index_for(&self.store, &entries, &opts)
+                    .map_err(img_err("write the image index"))?,
+            )
+        } else {
+            None
         };
-        let mut descs = Vec::new();
-        for l in &layers {
-            descs.push(Descriptor::new(
-                l.media_type.clone(),
-                Digest::parse(&l.digest).map_err(img_err("layer digest"))?,
-                l.size,
-            ));
-        }
-        let image =
-            kiln_image::write_image(&self.store, &config, &descs).map_err(img_err("write"))?;
+        let built = export::Built {
+            images: built,
+            index,
+        };
         let names = export::image_names(req);
-        self.export_all(
-            req,
-            &image,
-            &names,
-            fs.as_ref().and_then(|f| f.snapshot.as_deref()),
-        )?;
+        self.export_all(req, &built, &names)?;
         for exp in req.cache_to.iter().filter_map(CacheExport::of) {
-            let records = cache_entries(&ctx, &g, &results, tail_v, exp.max);
+            // Every platform's steps (a cache for `--platform a,b` serves each of them).
+            let mut records = std::collections::BTreeMap::new();
+            for &target in &targets {
+                let tail_v = stage_tail(&plan, target, &ctx.vertex_of_image, &ctx.vertex_of_step);
+                records.append(&mut cache_entries(&ctx, &g, &results, tail_v, exp.max));
+            }
             let mounts = if exp.cache_mounts {
                 let tmp = self.temp_dir()?;
                 let ids = remote_cache::cache_mount_ids(&plan);
@@ -581,9 +526,18 @@ impl Solver {
             };
             remote_cache::export(&self.store, &self.registry, &exp, records, mounts)?;
         }
+        let first = &built.images[0].image;
+        // A multi-platform image is known by its index digest (docker's image id for it).
+        let (shown_manifest, shown_config) = match &built.index {
+            Some(ix) => (ix.digest.to_string(), ix.digest.to_string()),
+            None => (
+                first.manifest_digest.to_string(),
+                first.config_digest.to_string(),
+            ),
+        };
         progress.event(&ProgressEvent::ImageWritten {
-            manifest_digest: image.manifest_digest.to_string(),
-            config_digest: image.config_digest.to_string(),
+            manifest_digest: shown_manifest,
+            config_digest: shown_config,
             names: names
                 .iter()
                 .map(|n| Reference::parse(n).map_or_else(|_| n.clone(), |r| r.to_string()))
@@ -592,17 +546,27 @@ impl Solver {
         // The stored bytes, which hash to the digest (never a re-serialisation).
         let config_bytes = self
             .store
-            .read_blob(&image.config_digest)
+            .read_blob(&first.config_digest)
             .map_err(img_err("read the image config"))?;
         Ok(BuildOutcome {
-            manifest_digest: image.manifest_digest.to_string(),
-            config_digest: image.config_digest.to_string(),
-            config: image.config.clone(),
+            manifest_digest: first.manifest_digest.to_string(),
+            config_digest: first.config_digest.to_string(),
+            config: first.config.clone(),
             config_bytes,
             names,
             steps_run: ctx.ran.load(Ordering::SeqCst),
             steps_cached: ctx.cached.load(Ordering::SeqCst),
             warnings: plan.warnings.clone(),
+            index_digest: built.index.as_ref().map(|ix| ix.digest.to_string()),
+            platforms: built
+                .images
+                .iter()
+                .map(|b| PlatformImage {
+                    platform: b.platform.clone(),
+                    manifest_digest: b.image.manifest_digest.to_string(),
+                    config_digest: b.image.config_digest.to_string(),
+                })
+                .collect(),
         })
     }
 }

@@ -290,3 +290,111 @@ fn identical_steps_in_two_stages_run_once() {
     let n_cached = cached.iter().filter(|r| *r == "COPY f.txt /f.txt").count();
     assert_eq!((n_ran, n_cached), (1, 1), "ran {ran:?} cached {cached:?}");
 }
+
+/// Builds `f`'s context in `state`; returns the layers' diff_ids and the executed
+/// instructions.
+fn build_layers(f: &Fixture, state: &Path) -> (Vec<String>, Vec<String>) {
+    let solver = Solver::new(SolverConfig::new(state)).expect("solver");
+    let rec = Recorder::default();
+    let out = solver
+        .build(&BuildRequest::new(f.ctx.path()), &rec)
+        .expect("build");
+    let layers = out
+        .config
+        .rootfs
+        .diff_ids
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    (layers, rec.ran.into_inner().expect("lock"))
+}
+
+/// Issue 15: a COPY run again because one file of a 2,000-file context changed takes the other
+/// files from the previous result of the step (hard links inside the state directory) and
+/// writes only the changed ones, and its layer is the one a full copy of the edited context
+/// makes (same diff_id, so the same contents, modes, owners and times), without hard-link
+/// entries.
+#[test]
+fn incremental_copy_makes_the_layer_of_a_full_copy() {
+    if !root_or_skip() {
+        return;
+    }
+    // Destinations the copy makes itself (no `/` at the end, no parent to make): every time in
+    // the layer is a source's, so two full copies of one context give one layer.
+    let f = Fixture::new("FROM scratch\nCOPY src /src\nCOPY --chmod=600 src/d00 /one\n");
+    for i in 0..2000 {
+        let name = format!("src/d{:02}/f{i:04}.txt", i % 40);
+        f.write(&name, &format!("file {i}\n"));
+        if i % 7 == 0 {
+            fs::set_permissions(f.path(&name), fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        set_mtime(&f.path(&name), 1_600_000_000 + i64::from(i));
+    }
+    for d in 0..40 {
+        set_mtime(&f.path(&format!("src/d{d:02}")), 1_600_100_000);
+    }
+    set_mtime(&f.path("src"), 1_600_200_000);
+    let (first, ran) = build_layers(&f, f.state.path());
+    assert_eq!(ran.len(), 2);
+    let fresh = tempfile::tempdir().expect("state");
+    assert_eq!(
+        build_layers(&f, fresh.path()).0,
+        first,
+        "full copies are reproducible"
+    );
+    // One file's content, another's mode and a third's mtime change.
+    f.write("src/d00/f0000.txt", "edited\n");
+    set_mtime(&f.path("src/d00/f0000.txt"), 1_600_000_000);
+    fs::set_permissions(
+        f.path("src/d01/f0001.txt"),
+        fs::Permissions::from_mode(0o700),
+    )
+    .expect("chmod");
+    set_mtime(&f.path("src/d02/f0002.txt"), 1_650_000_000);
+    set_mtime(&f.path("src/d00"), 1_600_100_000);
+    let (second, ran) = build_layers(&f, f.state.path());
+    assert_eq!(ran.len(), 2, "{ran:?}");
+    assert_ne!(first[0], second[0]);
+    let fresh = tempfile::tempdir().expect("state");
+    let (full, _) = build_layers(&f, fresh.path());
+    assert_eq!(second, full, "the incremental layers are the full copy's");
+
+    // The previous result's files were linked, not copied: an unchanged file of the new
+    // snapshot shares its inode with the old one (nlink 2), a changed one does not.
+    let snaps = f.state.path().join("snapshots");
+    let links = |rel: &str| -> Vec<u64> {
+        let mut v: Vec<u64> = fs::read_dir(&snaps)
+            .expect("snapshots")
+            .filter_map(Result::ok)
+            .filter_map(|e| std::fs::symlink_metadata(e.path().join("fs/src").join(rel)).ok())
+            .map(|m| std::os::unix::fs::MetadataExt::nlink(&m))
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(
+        links("d03/f0003.txt"),
+        vec![2, 2],
+        "unchanged: one inode, two snapshots"
+    );
+    assert_eq!(links("d00/f0000.txt"), vec![1, 1], "changed: written anew");
+    assert_eq!(
+        links("d02/f0002.txt"),
+        vec![1, 1],
+        "new mtime: written anew"
+    );
+    // The layer blob (stored uncompressed: named by its diff_id) holds no hard-link entry.
+    let hex = second[0].trim_start_matches("sha256:");
+    let blob = fs::File::open(f.state.path().join("content/blobs/sha256").join(hex)).expect("blob");
+    let mut files = 0;
+    for e in tar::Archive::new(blob).entries().expect("tar") {
+        let e = e.expect("entry");
+        assert_ne!(
+            e.header().entry_type(),
+            tar::EntryType::Link,
+            "hard link in the layer"
+        );
+        files += usize::from(e.header().entry_type() == tar::EntryType::Regular);
+    }
+    assert_eq!(files, 2000);
+}

@@ -89,9 +89,15 @@ pub(crate) struct BuildArgs {
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub(crate) labels: Vec<(String, String)>,
 
-    /// Target platform; only `linux/amd64` is supported for now.
-    #[arg(long, value_name = "PLATFORM", value_parser = parse_platform)]
-    pub(crate) platform: Option<String>,
+    /// Target platforms `os/arch[/variant]`, comma-separated, repeatable
+    /// (`linux/amd64,linux/arm64`): several make an image index. Default: this machine's.
+    #[arg(
+        long = "platform",
+        value_name = "PLATFORMS",
+        value_parser = parse_platforms,
+        env = "DOCKER_DEFAULT_PLATFORM"
+    )]
+    pub(crate) platforms: Vec<PlatformList>,
 
     /// Secret for `RUN --mount=type=secret`: `id=ID,src=PATH` or `id=ID,env=VAR`; repeatable.
     #[arg(long = "secret", value_name = "SPEC", value_parser = parse_spec::<SecretSpec>)]
@@ -182,11 +188,21 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
-fn parse_platform(s: &str) -> Result<String, String> {
-    for p in s.split(',') {
-        kiln::check_platform(p).map_err(|e| e.to_string())?;
-    }
-    Ok(s.to_owned())
+/// The platforms of one `--platform` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PlatformList(pub(crate) Vec<kiln::Platform>);
+
+fn parse_platforms(s: &str) -> Result<PlatformList, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| match p {
+            // buildx: `local` is the machine's own platform.
+            "local" => Ok(kiln::Platform::host()),
+            p => kiln::Platform::parse(p).map_err(|e| format!("invalid platform `{p}`: {e}")),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(PlatformList)
 }
 
 impl BuildArgs {
@@ -224,6 +240,7 @@ impl BuildArgs {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from);
         options.target.clone_from(&self.target);
+        options.platforms = self.platforms.iter().flat_map(|l| l.0.clone()).collect();
         options.tags.clone_from(&self.tags);
         options.labels = self.labels.iter().cloned().collect();
         options.no_cache = self.no_cache;
@@ -346,7 +363,9 @@ pub(crate) fn run(root: Option<PathBuf>, mut args: BuildArgs) -> anyhow::Result<
     if args.check {
         return super::check::run_for_build(root, &args);
     }
-    let load = super::load::take_daemon_outputs(&mut args.outputs, args.load, &args.tags)?;
+    let platforms: Vec<kiln::Platform> = args.platforms.iter().flat_map(|l| l.0.clone()).collect();
+    let load =
+        super::load::take_daemon_outputs(&mut args.outputs, args.load, &args.tags, &platforms)?;
     // The build context: a directory, or a tar archive on stdin extracted to a temporary one.
     let mut _stdin_context = None;
     let context = if args.context == "-" {
@@ -397,7 +416,9 @@ pub(crate) fn run(root: Option<PathBuf>, mut args: BuildArgs) -> anyhow::Result<
     // so one a killed build leaves is removed by the next start), then copied: the library
     // writes no standard output.
     let staged = stage_stdout_output(&mut options.outputs, &state_dir)?;
-    let mut builder = Builder::new(&state_dir).docker_config_dir(super::docker_config_dir());
+    let mut builder = Builder::new(&state_dir)
+        .docker_config_dir(super::docker_config_dir())
+        .compress_threads(super::images::compress_threads());
     if let Some(jobs) = args.jobs {
         builder = builder.jobs(usize::from(jobs));
     }
@@ -431,11 +452,13 @@ pub(crate) fn run(root: Option<PathBuf>, mut args: BuildArgs) -> anyhow::Result<
             .and_then(|_| std::io::Write::flush(&mut stdout))
             .context("cannot write the output to stdout")?;
     }
+    // A multi-platform image is known by its index digest (as buildx's --iidfile writes it).
+    let image_id = image.index_digest.as_ref().unwrap_or(&image.config_digest);
     if format == ProgressFormat::Quiet {
-        println!("{}", image.config_digest);
+        println!("{image_id}");
     }
     if let Some(path) = &args.iidfile {
-        std::fs::write(path, &image.config_digest)
+        std::fs::write(path, image_id)
             .with_context(|| format!("cannot write --iidfile `{}`", path.display()))?;
     }
     if let Some(path) = &args.metadata_file {
@@ -453,14 +476,19 @@ pub(crate) fn run(root: Option<PathBuf>, mut args: BuildArgs) -> anyhow::Result<
 /// The `--metadata-file` document, with buildx's key names.
 fn metadata_json(image: &kiln::BuildResult) -> serde_json::Value {
     let mut m = serde_json::Map::new();
-    m.insert(
-        "containerimage.config.digest".into(),
-        image.config_digest.clone().into(),
-    );
-    m.insert(
-        "containerimage.digest".into(),
-        image.manifest_digest.clone().into(),
-    );
+    // buildx: an index has no one config; its digest is the image's.
+    if let Some(index) = &image.index_digest {
+        m.insert("containerimage.digest".into(), index.clone().into());
+    } else {
+        m.insert(
+            "containerimage.config.digest".into(),
+            image.config_digest.clone().into(),
+        );
+        m.insert(
+            "containerimage.digest".into(),
+            image.manifest_digest.clone().into(),
+        );
+    }
     if !image.names.is_empty() {
         m.insert("image.name".into(), image.names.join(",").into());
     }
@@ -575,14 +603,12 @@ mod tests {
     }
 
     #[test]
-    fn platform_accepts_amd64_only() {
-        assert!(parse_platform("linux/amd64").is_ok());
-        let e = parse_platform("linux/arm64").unwrap_err();
-        assert_eq!(
-            e,
-            "platform `linux/arm64` is not supported yet: kiln builds linux/amd64 images only"
-        );
-        assert!(parse_platform("linux/amd64,linux/arm64").is_err());
+    fn platforms_are_comma_lists_normalised() {
+        let l = parse_platforms("linux/amd64, linux/aarch64,linux/arm/v7").expect("parse");
+        let shown: Vec<String> = l.0.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["linux/amd64", "linux/arm64", "linux/arm/v7"]);
+        let e = parse_platforms("linux/amd64,linux//x").expect_err("invalid");
+        assert!(e.starts_with("invalid platform `linux//x`: "), "{e}");
     }
 
     #[test]
@@ -592,6 +618,7 @@ mod tests {
             config_digest: "sha256:c".into(),
             config: Vec::new(),
             names: vec!["a:1".into(), "b:2".into()],
+            index_digest: None,
         });
         assert_eq!(
             m.to_string(),

@@ -429,7 +429,10 @@ fn config_from_registry(
     reference: &Reference,
     platform: &kiln_image::Platform,
 ) -> Option<ImageConfig> {
-    let client = RegistryClient::new(RegistryOptions::default());
+    let client = RegistryClient::new(RegistryOptions {
+        docker_config_dir: super::docker_config_dir(),
+        ..RegistryOptions::default()
+    });
     let target = reference.digest().map_or_else(
         || reference.tag().unwrap_or("latest").to_owned(),
         ToString::to_string,

@@ -1,23 +1,23 @@
-//! `kiln compose [-f FILE]... [-p NAME] build|up|config [SERVICE...]`: Compose files built and
-//! run with kiln. Each service's build is a `kiln build` and each running service a `kiln run`
-//! (this binary, as child processes): builds run in parallel, a step several services share
-//! runs once (the cache's per-step claim across processes); `up` starts the services in
-//! `depends_on` order on the host's network, each service name resolving to 127.0.0.1 in every
-//! container, `ports:` forwarded from the host port to the service's port, every output line
-//! prefixed with the service's name. SIGINT/SIGTERM stop them all (SIGTERM, SIGKILL after 10 s).
+//! `kiln compose [-f FILE]... [-p NAME] build|up|down|config [SERVICE...]`: Compose files built
+//! and run with kiln. Each service's build is a `kiln build` and each running service a
+//! `kiln run` (this binary, as child processes): builds run in parallel, a step several
+//! services share runs once (the cache's per-step claim across processes); `up` (the `up` module) runs
+//! the services on a project network, every output line prefixed with the service's name.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_yaml_ng::{Mapping, Value};
 
 use super::compose_file::{self, Project, Service};
+
+mod health;
+mod net;
+mod up;
 
 /// Flags of `kiln compose`.
 #[derive(Args, Debug)]
@@ -61,6 +61,13 @@ pub(crate) enum ComposeCommand {
         no_build: bool,
         /// The services (default: all), with the services they depend on.
         services: Vec<String>,
+    },
+    /// Remove what `up` leaves: with `-v`, the project's named volumes (nothing else outlives
+    /// `up`).
+    Down {
+        /// Remove the named volumes of the file's top-level `volumes:`.
+        #[arg(short = 'v', long)]
+        volumes: bool,
     },
     /// Print the resolved Compose file.
     Config {
@@ -118,7 +125,8 @@ pub(crate) fn run(root: Option<PathBuf>, args: ComposeArgs) -> anyhow::Result<Ex
             build: force,
             no_build,
             services,
-        } => up(root.as_ref(), &project, &services, force, no_build),
+        } => up::up(root.as_ref(), &project, &services, force, no_build),
+        ComposeCommand::Down { volumes } => Ok(up::down(root.as_ref(), &project, volumes)),
     }
 }
 
@@ -233,7 +241,8 @@ fn resolved(project: &Project, selected: &[String]) -> Value {
             let mut d = Mapping::new();
             for dep in &svc.depends_on {
                 let mut c = Mapping::new();
-                c.insert(s("condition"), s("service_started"));
+                let cond = svc.conditions.get(dep).copied().unwrap_or_default();
+                c.insert(s("condition"), s(cond.name()));
                 d.insert(s(dep), Value::Mapping(c));
             }
             m.insert(s("depends_on"), Value::Mapping(d));
@@ -263,7 +272,9 @@ fn resolved(project: &Project, selected: &[String]) -> Value {
                         p.insert(s("host_ip"), s(ip));
                     }
                     p.insert(s("target"), Value::Number((*ctr).into()));
-                    p.insert(s("published"), s(&host.to_string()));
+                    if *host != 0 {
+                        p.insert(s("published"), s(&host.to_string()));
+                    }
                     p.insert(s("protocol"), s("tcp"));
                     Value::Mapping(p)
                 })
@@ -284,6 +295,15 @@ fn resolved(project: &Project, selected: &[String]) -> Value {
     let mut top = Mapping::new();
     top.insert(s("name"), s(&project.name));
     top.insert(s("services"), Value::Mapping(services));
+    if !project.volumes.is_empty() {
+        let mut v = Mapping::new();
+        for (key, name) in &project.volumes {
+            let mut m = Mapping::new();
+            m.insert(s("name"), s(name));
+            v.insert(s(key), Value::Mapping(m));
+        }
+        top.insert(s("volumes"), Value::Mapping(v));
+    }
     Value::Mapping(top)
 }
 
@@ -291,6 +311,8 @@ fn resolved(project: &Project, selected: &[String]) -> Value {
 fn kiln(root: Option<&PathBuf>) -> anyhow::Result<Command> {
     use std::os::unix::process::CommandExt as _;
     let mut cmd = Command::new(std::env::current_exe().context("finding the kiln binary")?);
+    // Its own process group: a terminal's Ctrl-C reaches compose, which stops the services.
+    cmd.process_group(0);
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {
         cmd.pre_exec(|| {
@@ -434,224 +456,19 @@ fn build(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The `kiln run` arguments of a service in a project whose services are `names`.
-fn run_args(svc: &Service, names: &[String]) -> Vec<String> {
-    let mut a: Vec<String> = vec![
-        "run".into(),
-        "--rm".into(),
-        "--network".into(),
-        "host".into(),
-    ];
-    for n in names {
-        a.push("--add-host".into());
-        a.push(format!("{n}:127.0.0.1"));
-    }
-    for e in &svc.environment {
-        a.push("-e".into());
-        a.push(e.clone());
-    }
-    if let Some(w) = &svc.working_dir {
-        a.push("-w".into());
-        a.push(w.clone());
-    }
-    if let Some(u) = &svc.user {
-        a.push("-u".into());
-        a.push(u.clone());
-    }
-    for v in &svc.volumes {
-        a.push("-v".into());
-        a.push(v.clone());
-    }
-    let mut rest = Vec::new();
-    if let Some(ep) = &svc.entrypoint {
-        a.push("--entrypoint".into());
-        a.push(ep.first().cloned().unwrap_or_default());
-        rest.extend(ep.iter().skip(1).cloned());
-    }
-    a.push(svc.image.clone());
-    rest.extend(svc.command.iter().flatten().cloned());
-    a.extend(rest);
-    a
-}
-
-/// Forwards TCP connections from `listen` to 127.0.0.1:`port` until the process exits.
-fn forward(listen: std::net::TcpListener, port: u16) {
-    std::thread::spawn(move || {
-        for conn in listen.incoming() {
-            let Ok(client) = conn else { continue };
-            std::thread::spawn(move || {
-                let deadline = Instant::now() + Duration::from_secs(10);
-                // The service may still be starting: retry its port for a while.
-                let server = loop {
-                    match std::net::TcpStream::connect(("127.0.0.1", port)) {
-                        Ok(s) => break s,
-                        Err(_) if Instant::now() < deadline => {
-                            std::thread::sleep(Duration::from_millis(100));
-                        }
-                        Err(_) => return,
-                    }
-                };
-                let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else {
-                    return;
-                };
-                let (mut c, mut s) = (client, server);
-                let up = std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut c2, &mut s2);
-                    let _ = s2.shutdown(std::net::Shutdown::Write);
-                });
-                let _ = std::io::copy(&mut s, &mut c);
-                let _ = c.shutdown(std::net::Shutdown::Write);
-                let _ = up.join();
-            });
-        }
-    });
-}
-
-/// A status line on stderr; a closed stderr is no reason to stop (services keep running).
-fn say(line: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
-}
-
-fn signal(child: &Child, sig: rustix::process::Signal) {
-    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
-        let _ = rustix::process::kill_process(pid, sig);
-    }
-}
-
-/// `kiln compose up`.
-fn up(
-    root: Option<&PathBuf>,
-    project: &Project,
-    names: &[String],
-    force_build: bool,
-    no_build: bool,
-) -> anyhow::Result<ExitCode> {
-    let selected = select(project, names, true)?;
-    // Build what has a build section and is missing (or everything with --build).
-    let state_dir = root.cloned().unwrap_or_else(super::default_state_dir);
-    let store = kiln_image::ContentStore::open(&state_dir)
-        .with_context(|| format!("opening the image store in {}", state_dir.display()))?;
-    let platform = kiln_image::Platform::host();
-    let missing: Vec<String> = selected
-        .iter()
-        .filter(|s| {
-            let svc = &project.services[*s];
-            svc.build.is_some()
-                && (force_build
-                    || super::images::find_image(&store, &svc.image, &platform).is_err())
-        })
-        .cloned()
-        .collect();
-    if !missing.is_empty() {
-        if no_build {
-            bail!("images to build with --no-build: {}", missing.join(", "));
-        }
-        let code = build(root, project, &missing, &[])?;
-        if code != ExitCode::SUCCESS {
-            return Ok(code);
-        }
-    }
-    let cancel = kiln::CancelHandle::new();
-    super::signals::cancel_on_signals(cancel).context("installing signal handlers")?;
-    let all: Vec<String> = project.services.keys().cloned().collect();
-    let width = selected.iter().map(String::len).max().unwrap_or(0);
-    let children: Arc<Mutex<Vec<(String, Child)>>> = Arc::default();
-    let mut relays = Vec::new();
-    for name in &selected {
-        if super::signals::exit_status().is_some() {
-            break;
-        }
-        let svc = &project.services[name];
-        for (ip, host, ctr) in &svc.ports {
-            // On the host's network the service's own port is already the host's.
-            if host != ctr {
-                let l = std::net::TcpListener::bind((ip.as_str(), *host))
-                    .with_context(|| format!("service {name}: publishing port {ip}:{host}"))?;
-                forward(l, *ctr);
-            }
-        }
-        say(&format!("Starting {}-{name}-1", project.name));
-        let mut child = kiln(root)?
-            .args(run_args(svc, &all))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting kiln run")?;
-        relays.extend(child.stdout.take().map(|o| relay(name, width, o, false)));
-        relays.extend(child.stderr.take().map(|e| relay(name, width, e, true)));
-        children
-            .lock()
-            .map_err(|_| anyhow::anyhow!("lock"))?
-            .push((name.clone(), child));
-    }
-    // Wait for every service to exit, or for a signal to stop them.
-    let mut codes: BTreeMap<String, i32> = BTreeMap::new();
-    let mut stopping: Option<Instant> = None;
-    let mut killed = false;
-    loop {
-        let mut list = children.lock().map_err(|_| anyhow::anyhow!("lock"))?;
-        list.retain_mut(|(name, child)| match child.try_wait() {
-            Ok(Some(status)) => {
-                let code = status.code().unwrap_or(137);
-                say(&format!("{name} exited with code {code}"));
-                codes.insert(name.clone(), code);
-                false
-            }
-            Ok(None) => true,
-            Err(_) => false,
-        });
-        if list.is_empty() {
-            break;
-        }
-        if super::signals::exit_status().is_some() {
-            match stopping {
-                None => {
-                    say("Gracefully stopping... (press Ctrl+C again to force)");
-                    for (_, c) in list.iter() {
-                        signal(c, rustix::process::Signal::TERM);
-                    }
-                    stopping = Some(Instant::now());
-                }
-                // A second signal makes `kiln run` kill its container (SIGKILL); should that
-                // hang, kiln run itself is killed.
-                Some(t) if t.elapsed() > Duration::from_secs(15) => {
-                    for (_, c) in list.iter_mut() {
-                        let _ = c.kill();
-                    }
-                }
-                Some(t) if t.elapsed() > Duration::from_secs(10) && !killed => {
-                    for (_, c) in list.iter() {
-                        signal(c, rustix::process::Signal::TERM);
-                    }
-                    killed = true;
-                }
-                Some(_) => {}
-            }
-        }
-        drop(list);
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    for r in relays {
-        let _ = r.join();
-    }
-    if let Some(code) = super::signals::exit_status() {
-        return Ok(ExitCode::from(code));
-    }
-    Ok(if codes.values().all(|c| *c == 0) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn project(yaml: &str) -> Project {
         let doc: Value = serde_yaml_ng::from_str(yaml).unwrap();
-        compose_file::project(&doc, std::path::Path::new("/p"), None, &BTreeMap::new()).unwrap()
+        compose_file::project(
+            &doc,
+            std::path::Path::new("/p"),
+            None,
+            &std::collections::BTreeMap::new(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -701,7 +518,9 @@ mod tests {
             ]
         );
         assert!(inline.is_none());
-        let r = run_args(&p.services["web"], &["web".into()]);
+        let r = up::run_args(&p.services["web"], &up::Net::Host(&["web".into()]), &|_| {
+            None
+        });
         assert_eq!(
             r,
             [

@@ -1,13 +1,21 @@
 //! Compose files (the compose-spec): loading and merging `-f` files, variable interpolation
-//! from the environment and `.env` (`$VAR`, `${VAR}`, `${VAR:-default}`, `${VAR-default}`,
-//! `${VAR:?error}`, `${VAR?error}`, `${VAR:+other}`, `${VAR+other}`, `$$`), and the services'
-//! `build` and run settings in one normalized form.
+//! from the environment and `.env` (the `interpolate` module), and the services' `build` and run
+//! settings (with `depends_on` conditions, healthchecks and named volumes) in one normalized
+//! form.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde_yaml_ng::{Mapping, Value};
+
+mod build;
+mod health;
+mod interpolate;
+
+use interpolate::interpolate_value;
+
+pub(crate) use health::{Condition, Health, Probe};
 
 /// A loaded project: its name and services.
 #[derive(Debug, Clone)]
@@ -16,6 +24,9 @@ pub(crate) struct Project {
     pub(crate) name: String,
     /// The services, by name.
     pub(crate) services: BTreeMap<String, Service>,
+    /// The top-level named volumes: the key services use, and the volume's name
+    /// (`PROJECT_KEY`, or its `name:`).
+    pub(crate) volumes: BTreeMap<String, String>,
 }
 
 /// One service's build and run settings.
@@ -35,12 +46,19 @@ pub(crate) struct Service {
     pub(crate) working_dir: Option<String>,
     /// `user`.
     pub(crate) user: Option<String>,
-    /// Bind mounts in `-v` syntax (`HOST:CTR[:ro]`, HOST absolute).
+    /// Mounts in `-v` syntax: `HOST:CTR[:ro]` with HOST absolute, or `KEY:CTR[:ro]` for a
+    /// top-level named volume.
     pub(crate) volumes: Vec<String>,
-    /// Published ports: (host address, host port, container port).
+    /// Published ports: (host address, host port (0: an ephemeral one), container port).
     pub(crate) ports: Vec<(String, u16, u16)>,
     /// `depends_on` services.
     pub(crate) depends_on: Vec<String>,
+    /// The condition of each `depends_on` service (`service_started` when not given).
+    pub(crate) conditions: BTreeMap<String, Condition>,
+    /// `healthcheck` (over the image's HEALTHCHECK).
+    pub(crate) healthcheck: Option<Health>,
+    /// `network_mode` (`host` or `none`; default: the project's network).
+    pub(crate) network_mode: Option<String>,
 }
 
 /// A service's `build` section.
@@ -107,148 +125,6 @@ pub(crate) fn read_env_file(path: &Path) -> anyhow::Result<Vec<(String, String)>
         out.push((k.trim().to_owned(), v));
     }
     Ok(out)
-}
-
-/// Substitutes variables in `s` (`what` names it in errors).
-pub(crate) fn interpolate(
-    s: &str,
-    vars: &dyn Fn(&str) -> Option<String>,
-    what: &str,
-) -> anyhow::Result<String> {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        if let Some(a) = after.strip_prefix('$') {
-            out.push('$');
-            rest = a;
-        } else if let Some(body) = after.strip_prefix('{') {
-            // Nested `${...}` in defaults: find the matching brace.
-            let mut depth = 1;
-            let mut end = None;
-            for (j, c) in body.char_indices() {
-                match c {
-                    '{' => depth += 1,
-                    '}' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            end = Some(j);
-                            break;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            let Some(end) = end else {
-                bail!("{what}: invalid interpolation format for {s:?}: unclosed ${{");
-            };
-            out.push_str(&substitute(&body[..end], vars, what)?);
-            rest = &body[end + 1..];
-        } else {
-            let n = after
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(after.len());
-            if n == 0 {
-                out.push('$');
-            } else {
-                out.push_str(&vars(&after[..n]).unwrap_or_default());
-            }
-            rest = &after[n..];
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-fn substitute(
-    body: &str,
-    vars: &dyn Fn(&str) -> Option<String>,
-    what: &str,
-) -> anyhow::Result<String> {
-    let n = body
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .unwrap_or(body.len());
-    let (name, op) = body.split_at(n);
-    if name.is_empty() {
-        bail!("{what}: invalid interpolation format: ${{{body}}}");
-    }
-    let value = vars(name);
-    let set_nonempty = value.as_deref().is_some_and(|v| !v.is_empty());
-    let arg = |skip: usize| interpolate(&op[skip..], vars, what);
-    Ok(match op {
-        "" => value.unwrap_or_default(),
-        _ if op.starts_with(":-") => {
-            if set_nonempty {
-                value.unwrap_or_default()
-            } else {
-                arg(2)?
-            }
-        }
-        _ if op.starts_with('-') => value.map_or_else(|| arg(1), Ok)?,
-        _ if op.starts_with(":?") => {
-            if !set_nonempty {
-                bail!(
-                    "{what}: required variable {name} is missing a value: {}",
-                    arg(2)?
-                );
-            }
-            value.unwrap_or_default()
-        }
-        _ if op.starts_with('?') => match value {
-            Some(v) => v,
-            None => bail!(
-                "{what}: required variable {name} is missing a value: {}",
-                arg(1)?
-            ),
-        },
-        _ if op.starts_with(":+") => {
-            if set_nonempty {
-                arg(2)?
-            } else {
-                String::new()
-            }
-        }
-        _ if op.starts_with('+') => {
-            if value.is_some() {
-                arg(1)?
-            } else {
-                String::new()
-            }
-        }
-        _ => bail!("{what}: invalid interpolation format: ${{{body}}}"),
-    })
-}
-
-/// Interpolates every string (and mapping key) of `v` in place.
-fn interpolate_value(
-    v: &mut Value,
-    vars: &dyn Fn(&str) -> Option<String>,
-    path: &str,
-) -> anyhow::Result<()> {
-    match v {
-        Value::String(s) => *s = interpolate(s, vars, path)?,
-        Value::Sequence(seq) => {
-            for (i, x) in seq.iter_mut().enumerate() {
-                interpolate_value(x, vars, &format!("{path}[{i}]"))?;
-            }
-        }
-        Value::Mapping(m) => {
-            let old = std::mem::take(m);
-            for (k, mut x) in old {
-                let key = match k {
-                    Value::String(s) => Value::String(interpolate(&s, vars, path)?),
-                    k => k,
-                };
-                let name = key.as_str().unwrap_or("?").to_owned();
-                interpolate_value(&mut x, vars, &format!("{path}.{name}"))?;
-                m.insert(key, x);
-            }
-        }
-        Value::Tagged(t) => interpolate_value(&mut t.value, vars, path)?,
-        _ => {}
-    }
-    Ok(())
 }
 
 /// Merges `over` into `base` as compose does for several `-f` files: mappings key by key,
@@ -426,8 +302,8 @@ fn absolute(dir: &Path, p: &str) -> PathBuf {
     }
 }
 
-/// A published port: `8080:80`, `127.0.0.1:8080:80`, `80` (same port), `8080:80/tcp`, or the
-/// long form `{target, published, host_ip}`.
+/// A published port: `8080:80`, `127.0.0.1:8080:80`, `8080:80/tcp`, `80` or `IP::80` (host
+/// port 0: an ephemeral one, as compose picks), or the long form `{target, published, host_ip}`.
 fn port_of(v: &Value, what: &str) -> anyhow::Result<(String, u16, u16)> {
     let num = |s: &str| -> anyhow::Result<u16> {
         s.parse()
@@ -436,7 +312,7 @@ fn port_of(v: &Value, what: &str) -> anyhow::Result<(String, u16, u16)> {
     if let Value::Mapping(m) = v {
         let get = |k: &str| m.get(k).map(|v| as_str(v, what)).transpose();
         let target = num(&get("target")?.context("ports: target is required")?)?;
-        let published = get("published")?.map_or(Ok(target), |p: String| num(&p))?;
+        let published = get("published")?.map_or(Ok(0), |p: String| num(&p))?;
         let ip = get("host_ip")?.unwrap_or_else(|| "0.0.0.0".into());
         return Ok((ip, published, target));
     }
@@ -446,10 +322,11 @@ fn port_of(v: &Value, what: &str) -> anyhow::Result<(String, u16, u16)> {
         bail!("{what}: udp ports are not supported: {s}");
     }
     let parts: Vec<&str> = s.rsplitn(3, ':').collect();
+    let host = |h: &str| if h.is_empty() { Ok(0) } else { num(h) };
     match parts.as_slice() {
-        [c] => Ok(("0.0.0.0".into(), num(c)?, num(c)?)),
-        [c, h] => Ok(("0.0.0.0".into(), num(h)?, num(c)?)),
-        [c, h, ip] => Ok((ip.trim_matches(['[', ']']).to_owned(), num(h)?, num(c)?)),
+        [c] => Ok(("0.0.0.0".into(), 0, num(c)?)),
+        [c, h] => Ok(("0.0.0.0".into(), host(h)?, num(c)?)),
+        [c, h, ip] => Ok((ip.trim_matches(['[', ']']).to_owned(), host(h)?, num(c)?)),
         _ => bail!("{what}: invalid port {s:?}"),
     }
 }
@@ -479,6 +356,23 @@ pub(crate) fn project(
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "default".into());
     let secrets_top = top.get("secrets").and_then(Value::as_mapping);
+    let mut named = BTreeMap::new();
+    if let Some(vols) = top.get("volumes").and_then(Value::as_mapping) {
+        for (k, v) in vols {
+            let key = as_str(k, "volumes")?;
+            if v.get("external").and_then(Value::as_bool) == Some(true) {
+                bail!("volumes.{key}: external volumes are not supported");
+            }
+            let vname = match v.get("name") {
+                Some(n) => as_str(n, &format!("volumes.{key}.name"))?,
+                None => format!("{name}_{key}"),
+            };
+            if vname.is_empty() || vname.contains('/') || vname.starts_with('.') {
+                bail!("volumes.{key}: invalid volume name {vname:?}");
+            }
+            named.insert(key, vname);
+        }
+    }
     let mut services = BTreeMap::new();
     let Some(list) = top.get("services").and_then(Value::as_mapping) else {
         bail!("no services in the compose file");
@@ -496,7 +390,7 @@ pub(crate) fn project(
                 context: absolute(dir, ctx),
                 ..Build::default()
             }),
-            Some(Value::Mapping(b)) => Some(build_of(b, dir, secrets_top, &what)?),
+            Some(Value::Mapping(b)) => Some(build::build_of(b, dir, secrets_top, &what)?),
             Some(_) => bail!("{what}.build must be a path or a mapping"),
         };
         let image = match get("image") {
@@ -527,6 +421,12 @@ pub(crate) fn project(
             if parts[0].starts_with('.') || parts[0].starts_with('~') {
                 let p = parts[0].replacen('~', &env.get("HOME").cloned().unwrap_or_default(), 1);
                 parts[0] = absolute(dir, &p).to_string_lossy().into_owned();
+            } else if !parts[0].starts_with('/') && !named.contains_key(&parts[0]) {
+                // compose's words.
+                bail!(
+                    "service {sname:?} refers to undefined volume {}: invalid compose project",
+                    parts[0]
+                );
             }
             volumes.push(parts.join(":"));
         }
@@ -538,12 +438,30 @@ pub(crate) fn project(
                 .collect::<anyhow::Result<_>>()?,
             Some(_) => bail!("{what}.ports must be a list"),
         };
+        let mut conditions = BTreeMap::new();
         let depends_on = match get("depends_on") {
-            Some(Value::Mapping(d)) => d
-                .keys()
-                .map(|k| as_str(k, "depends_on"))
-                .collect::<anyhow::Result<_>>()?,
+            Some(Value::Mapping(d)) => {
+                let mut names = Vec::new();
+                for (k, v) in d {
+                    let dep = as_str(k, "depends_on")?;
+                    let c = match v.get("condition") {
+                        Some(c) => Condition::parse(
+                            &as_str(c, "depends_on")?,
+                            &format!("{what}.depends_on.{dep}"),
+                        )?,
+                        None => Condition::Started,
+                    };
+                    conditions.insert(dep.clone(), c);
+                    names.push(dep);
+                }
+                names
+            }
             other => strings(other, &format!("{what}.depends_on"))?,
+        };
+        let healthcheck = match get("healthcheck") {
+            None | Some(Value::Null) => None,
+            Some(Value::Mapping(h)) => Some(health::health_of(h, &what)?),
+            Some(_) => bail!("{what}.healthcheck must be a mapping"),
         };
         let opt = |k: &str| {
             get(k)
@@ -567,6 +485,13 @@ pub(crate) fn project(
                 volumes,
                 ports,
                 depends_on,
+                conditions,
+                healthcheck,
+                network_mode: match opt("network_mode")? {
+                    None => None,
+                    Some(m) if m == "host" || m == "none" => Some(m),
+                    Some(m) => bail!("{what}.network_mode: {m:?} is not supported (host or none)"),
+                },
             },
         );
     }
@@ -577,97 +502,16 @@ pub(crate) fn project(
             }
         }
     }
-    Ok(Project { name, services })
-}
-
-fn build_of(
-    b: &Mapping,
-    dir: &Path,
-    secrets_top: Option<&Mapping>,
-    what: &str,
-) -> anyhow::Result<Build> {
-    let what = format!("{what}.build");
-    let get = |k: &str| b.get(k);
-    let s = |k: &str| {
-        get(k)
-            .map(|v| as_str(v, &format!("{what}.{k}")))
-            .transpose()
-    };
-    let context = absolute(dir, &s("context")?.unwrap_or_else(|| ".".into()));
-    let mut secrets = Vec::new();
-    for sec in strings(get("secrets"), &format!("{what}.secrets")).or_else(|_| {
-        // The long form: `- source: ID`.
-        get("secrets").and_then(Value::as_sequence).map_or_else(
-            || Ok(Vec::new()),
-            |l| {
-                l.iter()
-                    .map(|x| {
-                        x.get("source")
-                            .map_or_else(|| Ok(String::new()), |v| as_str(v, "secrets"))
-                    })
-                    .collect()
-            },
-        )
-    })? {
-        let def = secrets_top
-            .and_then(|t| t.get(sec.as_str()))
-            .and_then(Value::as_mapping)
-            .with_context(|| {
-                format!("{what}.secrets: secret {sec:?} is not defined at the top level")
-            })?;
-        if let Some(f) = def.get("file") {
-            let f = absolute(dir, &as_str(f, "secrets.file")?);
-            secrets.push(format!("id={sec},src={}", f.display()));
-        } else if let Some(e) = def.get("environment") {
-            secrets.push(format!(
-                "id={sec},env={}",
-                as_str(e, "secrets.environment")?
-            ));
-        } else {
-            bail!("secret {sec:?}: only `file:` and `environment:` secrets are supported");
-        }
-    }
-    Ok(Build {
-        context,
-        dockerfile: s("dockerfile")?,
-        dockerfile_inline: s("dockerfile_inline")?,
-        args: get("args")
-            .map(|v| pairs(v, &format!("{what}.args")))
-            .transpose()?
-            .unwrap_or_default(),
-        target: s("target")?,
-        labels: get("labels")
-            .map(|v| pairs(v, &format!("{what}.labels")))
-            .transpose()?
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.unwrap_or_default()))
-            .collect(),
-        tags: strings(get("tags"), &format!("{what}.tags"))?,
-        cache_from: strings(get("cache_from"), &format!("{what}.cache_from"))?,
-        cache_to: strings(get("cache_to"), &format!("{what}.cache_to"))?,
-        secrets,
-        ssh: match get("ssh") {
-            Some(Value::Mapping(m)) => m
-                .iter()
-                .map(|(k, v)| Ok(format!("{}={}", as_str(k, "ssh")?, as_str(v, "ssh")?)))
-                .collect::<anyhow::Result<_>>()?,
-            other => strings(other, &format!("{what}.ssh"))?,
-        },
-        network: s("network")?,
-        platforms: strings(get("platforms"), &format!("{what}.platforms"))?,
-        additional_contexts: get("additional_contexts")
-            .map(|v| pairs(v, &format!("{what}.additional_contexts")))
-            .transpose()?
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.unwrap_or_default()))
-            .collect(),
+    Ok(Project {
+        name,
+        services,
+        volumes: named,
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::interpolate::interpolate;
     use super::*;
 
     fn vars(k: &str) -> Option<String> {
@@ -752,7 +596,7 @@ services:
             [
                 ("0.0.0.0".into(), 8080, 80),
                 ("127.0.0.1".into(), 9000, 90),
-                ("0.0.0.0".into(), 70, 70),
+                ("0.0.0.0".into(), 0, 70),
                 ("0.0.0.0".into(), 6000, 60)
             ]
         );

@@ -12,7 +12,8 @@ use clap::{Args, Subcommand};
 
 pub(crate) use super::images_list::{ImagesArgs, human_size};
 use kiln_image::{
-    ContentStore, Image, Platform, Reference, RegistryClient, RegistryOptions, TransferEvent,
+    ContentStore, Image, ImageIndex, Platform, Reference, RegistryClient, RegistryOptions,
+    TransferEvent,
 };
 
 /// The image subcommands (flattened into kiln's top-level commands).
@@ -124,6 +125,7 @@ pub(crate) fn client(
     };
     RegistryClient::new(RegistryOptions {
         insecure_registries: args.insecure.clone(),
+        docker_config_dir: super::docker_config_dir(),
         ..Default::default()
     })
     .with_progress(move |e| match e {
@@ -168,8 +170,13 @@ pub(crate) fn find_image(
     }
     let mut found: Vec<Image> = Vec::new();
     for (_, digest) in all_images(store)? {
+        // A multi-platform image's id is its index digest (what `kiln build -q` prints).
         if let Ok(image) = Image::load(store, &digest, platform)
-            && image.config_digest.hex().starts_with(hex)
+            && (image.config_digest.hex().starts_with(hex)
+                || image
+                    .index_digest
+                    .as_ref()
+                    .is_some_and(|d| d.hex().starts_with(hex)))
             && !found.iter().any(|f| f.config_digest == image.config_digest)
         {
             found.push(image);
@@ -202,11 +209,22 @@ pub(crate) fn all_images(
     Ok(out)
 }
 
+/// `KILN_COMPRESS_THREADS`: how many threads compress exported and pushed layers (unset, 0 or
+/// not a number: one per core). The library reads no environment; builds and image commands
+/// pass this on.
+pub(crate) fn compress_threads() -> usize {
+    std::env::var("KILN_COMPRESS_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Runs one image command against the store under `root` (or the default state dir).
 pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<ExitCode> {
     let root = root.unwrap_or_else(super::default_state_dir);
     let store = ContentStore::open(&root)
-        .with_context(|| format!("opening the image store in {}", root.display()))?;
+        .with_context(|| format!("opening the image store in {}", root.display()))?
+        .with_compress_threads(compress_threads());
     let platform = Platform::host();
     match cmd {
         ImageCommand::Pull {
@@ -244,10 +262,19 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<Ex
             reference,
             registry,
         } => {
-            let image = find_image(&store, &reference, &platform)?;
-            let r = push_name(&store, &reference, &image)?;
-            println!("The push refers to repository [{}]", r.name());
-            let report = client(&registry, true, Arc::default(), false).push(&store, &image, &r)?;
+            // A tag of a whole multi-platform image (built here) pushes its index.
+            let index = tagged_index(&store, &reference);
+            let (report, r) = if let Some((index, r)) = index {
+                println!("The push refers to repository [{}]", r.name());
+                let c = client(&registry, true, Arc::default(), false);
+                (c.push_index(&store, &index, &r)?, r)
+            } else {
+                let image = find_image(&store, &reference, &platform)?;
+                let r = push_name(&store, &reference, &image)?;
+                println!("The push refers to repository [{}]", r.name());
+                let c = client(&registry, true, Arc::default(), false);
+                (c.push(&store, &image, &r)?, r)
+            };
             println!(
                 "{}: digest: {} size: {}",
                 r.tag().unwrap_or("latest"),
@@ -273,7 +300,14 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<Ex
             if target.tag().is_none() {
                 bail!("`{}` has no tag to set", target.familiar());
             }
-            store.set_tag(&target, &image.manifest_digest)?;
+            // The tag of a multi-platform image names its index, and so does the new one.
+            store.set_tag(
+                &target,
+                image
+                    .index_digest
+                    .as_ref()
+                    .unwrap_or(&image.manifest_digest),
+            )?;
         }
         ImageCommand::Rmi { references } => {
             let mut failed = false;
@@ -347,6 +381,14 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<Ex
 
 /// The repository `kiln push` sends `image` (found from `asked`) to: the name asked for, or
 /// for an ID the image's only tag.
+/// The multi-platform image a tag names, when every image of its index is in the store (an
+/// index pulled for one platform is not).
+fn tagged_index(store: &ContentStore, asked: &str) -> Option<(ImageIndex, Reference)> {
+    let r = parse_ref(asked).ok()?;
+    let digest = store.resolve_tag(&r).ok()??;
+    Some((ImageIndex::load(store, &digest).ok()?, r))
+}
+
 fn push_name(store: &ContentStore, asked: &str, image: &Image) -> anyhow::Result<Reference> {
     if let Ok(r) = parse_ref(asked)
         && store.resolve_tag(&r)?.is_some()
@@ -604,6 +646,38 @@ pub(crate) fn remove_images(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tag_of_a_whole_index_is_pushed_as_the_index() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ContentStore::open(dir.path()).expect("store");
+        let images: Vec<Image> = ["linux/amd64", "linux/arm64"]
+            .iter()
+            .map(|p| {
+                let config = kiln_image::ImageConfig::new(&Platform::parse(p).expect("platform"));
+                kiln_image::write_image(&store, &config, &[]).expect("write image")
+            })
+            .collect();
+        let index = kiln_image::write_index(&store, &images, &kiln_image::WriteOptions::default())
+            .expect("index");
+        let multi = Reference::parse("app:multi").expect("ref");
+        store.set_tag(&multi, &index.digest).expect("tag");
+        let (found, r) = tagged_index(&store, "app:multi").expect("the index");
+        assert_eq!((found.digest, r), (index.digest.clone(), multi));
+        // A single image's tag is not an index; an index missing an image is not whole.
+        store
+            .set_tag(
+                &Reference::parse("app:one").expect("ref"),
+                &images[0].manifest_digest,
+            )
+            .expect("tag");
+        assert!(tagged_index(&store, "app:one").is_none());
+        store
+            .remove_blob(&images[1].manifest_digest)
+            .expect("remove");
+        assert!(tagged_index(&store, "app:multi").is_none());
+        assert!(tagged_index(&store, "app:absent").is_none());
+    }
 
     #[test]
     fn images_are_found_by_name_full_id_and_unique_prefix_only() {

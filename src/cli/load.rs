@@ -366,11 +366,13 @@ pub(crate) struct LoadPlan {
 }
 
 /// Takes the daemon outputs (`--load`, `-o type=docker` without `dest`) out of `outputs` and,
-/// when there are any, checks before the build that the daemon answers.
+/// when there are any, checks before the build that the build has one platform (of
+/// `platforms`, the `--platform` values) and that the daemon answers.
 pub(crate) fn take_daemon_outputs(
     outputs: &mut Vec<kiln::OutputSpec>,
     load: bool,
     tags: &[String],
+    platforms: &[Platform],
 ) -> anyhow::Result<Option<LoadPlan>> {
     let mut wanted = load;
     let mut names = tags.to_vec();
@@ -388,6 +390,16 @@ pub(crate) fn take_daemon_outputs(
     });
     if !wanted {
         return Ok(None);
+    }
+    // A docker archive holds one image: buildx's words, before any work.
+    let mut distinct: Vec<&Platform> = Vec::new();
+    for p in platforms {
+        if !distinct.contains(&p) {
+            distinct.push(p);
+        }
+    }
+    if distinct.len() > 1 {
+        bail!("docker exporter does not currently support exporting manifest lists");
     }
     let daemon = DaemonAddr::from_env()?;
     daemon.ping().context(

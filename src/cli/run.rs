@@ -47,10 +47,13 @@ pub(crate) struct RunArgs {
     /// Give the command a terminal (a pty of the terminal's size; raw output).
     #[arg(short = 't', long)]
     tty: bool,
-    /// Publish a container port on the host: `[IP:]HOST_PORT:CONTAINER_PORT[/tcp|/udp]`
-    /// (the private network only).
+    /// Publish a container port on the host: `[IP:][HOST_PORT:]CONTAINER_PORT[/tcp|/udp]`
+    /// (the private network only); without a host port, a free one is picked and printed.
     #[arg(short = 'p', long = "publish", value_name = "HOST:CTR")]
     publish: Vec<String>,
+    /// Publish every port the image EXPOSEs on free host ports (printed as `docker port` does).
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
     /// Add an `/etc/hosts` entry: `HOST:IP` (or `HOST=IP`).
     #[arg(long = "add-host", value_name = "HOST:IP")]
     add_hosts: Vec<String>,
@@ -66,7 +69,8 @@ pub(crate) struct RunArgs {
     /// Pull the image: `missing` (when not in the store), `always` or `never`.
     #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
     pull: PullPolicy,
-    /// Platform of the image (only the host's, linux/amd64, can run for now).
+    /// Platform of the image (`linux/arm64`, ...): that platform's image of a multi-platform
+    /// tag; another CPU's image runs through qemu-user (binfmt_misc).
     #[arg(long)]
     platform: Option<String>,
     #[command(flatten)]
@@ -344,6 +348,16 @@ fn container_id() -> String {
     })
 }
 
+/// The platform an image's config names.
+fn image_platform(image: &Image) -> Platform {
+    let c = &image.config;
+    Platform::normalized(
+        &c.os,
+        &c.architecture,
+        c.variant.as_deref().unwrap_or_default(),
+    )
+}
+
 /// Finds the image in the store or pulls it, according to `--pull`.
 fn image(
     solver: &kiln_solver::Solver,
@@ -351,13 +365,29 @@ fn image(
     platform: &Platform,
 ) -> anyhow::Result<Image> {
     let store = solver.content_store();
-    if args.pull != PullPolicy::Always
-        && let Ok(image) = find_image(store, &args.image, platform)
-    {
-        return Ok(image);
-    }
-    if args.pull == PullPolicy::Never {
-        return find_image(store, &args.image, platform);
+    if args.pull != PullPolicy::Always {
+        match find_image(store, &args.image, platform) {
+            // As docker: an image of another platform than `--platform` is not the one asked
+            // for (a pull may bring it); without `--platform` it is used, with a warning.
+            Ok(image) => match image_platform(&image) {
+                p if platform.matches(&p) => return Ok(image),
+                p if args.platform.is_none() => {
+                    eprintln!(
+                        "WARNING: The requested image's platform ({p}) does not match the \
+                         detected host platform ({platform}) and no specific platform was requested"
+                    );
+                    return Ok(image);
+                }
+                p if args.pull == PullPolicy::Never => bail!(
+                    "image with reference {} was found but does not match the specified \
+                     platform: wanted {platform}, actual: {p}",
+                    args.image
+                ),
+                _ => {}
+            },
+            Err(e) if args.pull == PullPolicy::Never => return Err(e),
+            Err(_) => {}
+        }
     }
     let r = Reference::parse(&args.image)?;
     if args.pull == PullPolicy::Missing {
@@ -406,15 +436,13 @@ fn run_container(root: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitCod
         .map(Platform::parse)
         .transpose()?
         .unwrap_or_else(Platform::host);
-    if platform != Platform::host() {
-        bail!(UsageError(format!(
-            "--platform {}: kiln run can only run images of the host's platform ({}) for now",
-            args.platform.as_deref().unwrap_or_default(),
-            Platform::host()
-        )));
-    }
     let mounts = mounts(&args)?;
     let image = image(&solver, &args, &platform)?;
+    // Another CPU's binaries run through a binfmt_misc handler (qemu-user), as in RUN steps.
+    let running = image_platform(&image);
+    if !Platform::host().matches(&running) {
+        ex::emulation(&running.architecture, running.variant.as_deref())?;
+    }
     let env = user_env(&args)?;
     let mut process = process_spec(&image.config.config, &args, env)?;
     let id = container_id();
@@ -447,12 +475,37 @@ fn run_container(root: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitCod
     for p in &args.publish {
         io.publish.push(super::run_io::parse_publish(p)?);
     }
+    if args.publish_all {
+        let exposed: Vec<String> = image
+            .config
+            .config
+            .exposed_ports
+            .iter()
+            .flatten()
+            .cloned()
+            .collect();
+        for p in super::run_io::publish_all(&exposed)? {
+            // As docker: an explicit -p of the same port wins.
+            if !io
+                .publish
+                .iter()
+                .any(|q| (q.container_port, q.protocol) == (p.container_port, p.protocol))
+            {
+                io.publish.push(p);
+            }
+        }
+    }
     if !io.publish.is_empty() && process.network != ex::Network::Private {
         bail!(UsageError(
             "-p needs the private network (`--network default` with slirp4netns installed); \
              with --network host the container's ports are the host's"
                 .into()
         ));
+    }
+    // Ports docker would pick (`-p 80`, `-P`), shown as `docker port` shows them, since kiln
+    // keeps no container to ask afterwards.
+    for line in super::run_io::pick_host_ports(&mut io.publish)? {
+        eprintln!("{line}");
     }
     if args.interactive {
         io.stdin = Some(rustix::io::dup(std::io::stdin()).context("duplicating stdin")?);
@@ -488,7 +541,14 @@ fn run_container(root: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitCod
     drop(rootfs);
     match status {
         Ok(s) => Ok(ExitCode::from(u8::try_from(s.code()).unwrap_or(255))),
-        Err(kiln_solver::Error::Exec { message, .. }) => {
+        Err(kiln_solver::Error::Executor { source, .. }) => {
+            let mut message = source.to_string();
+            let mut cause = std::error::Error::source(&source);
+            while let Some(c) = cause {
+                message.push_str(": ");
+                message.push_str(&c.to_string());
+                cause = c.source();
+            }
             eprintln!("error: running `{}`: {message}", process.args.join(" "));
             // Docker's codes: 127 for a command not found, 126 for one that cannot run.
             let m = message.to_lowercase();

@@ -49,12 +49,20 @@ pub(crate) fn cancel_on_signals(cancel: kiln::CancelHandle) -> std::io::Result<(
                 cancel.cancel();
             }
         })?;
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: a zeroed sigaction is valid; the handler only calls async-signal-safe
-        // functions and touches atomics.
+    install(&[libc::SIGINT, libc::SIGTERM], on_signal)
+}
+
+/// Installs `handler` for `signals` (SA_RESTART, nothing blocked). The handler must call only
+/// async-signal-safe functions and touch only atomics.
+pub(crate) fn install(
+    signals: &[libc::c_int],
+    handler: extern "C" fn(libc::c_int),
+) -> std::io::Result<()> {
+    for &sig in signals {
+        // SAFETY: a zeroed sigaction is valid; the handler is async-signal-safe (above).
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as *const () as usize;
+            sa.sa_sigaction = handler as *const () as usize;
             sa.sa_flags = libc::SA_RESTART;
             libc::sigemptyset(&raw mut sa.sa_mask);
             if libc::sigaction(sig, &raw const sa, std::ptr::null_mut()) != 0 {

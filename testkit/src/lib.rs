@@ -12,6 +12,10 @@
 
 use std::path::PathBuf;
 
+mod registry;
+
+pub use registry::Registry;
+
 /// Whether the effective user is root (in the current user namespace).
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
@@ -53,6 +57,50 @@ pub fn require_tool(test: &str, tool: &str, package: &str) -> bool {
     find_tool(tool).is_some() || skip(test, &format!("needs `{tool}` (apt-get install {package})"))
 }
 
+/// The loopback registry `../shared/registry-up.sh` serves the base images on (busybox, and
+/// debian:bookworm or multi-arch busybox with its flags).
+pub const SHARED_REGISTRY: &str = "127.0.0.1:5000";
+
+/// `true` when [`SHARED_REGISTRY`] serves `busybox:latest`, after starting it with
+/// `../shared/registry-up.sh` (beside the checkout; once per process) when it did not answer;
+/// else see [`skip`].
+pub fn require_shared_registry(test: &str) -> bool {
+    static UP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let up = *UP.get_or_init(|| {
+        let answers = || {
+            std::process::Command::new("curl")
+                .args(["-fsS", "--max-time", "60", "-o", "/dev/null", "-H"])
+                .arg(
+                    "Accept: application/vnd.oci.image.index.v1+json,\
+                     application/vnd.oci.image.manifest.v1+json,\
+                     application/vnd.docker.distribution.manifest.v2+json",
+                )
+                .arg(format!(
+                    "http://{SHARED_REGISTRY}/v2/busybox/manifests/latest"
+                ))
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if answers() {
+            return true;
+        }
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/registry-up.sh");
+        if script.exists() {
+            let _ = std::process::Command::new("timeout")
+                .arg("300")
+                .arg("bash")
+                .arg(&script)
+                .status();
+        }
+        answers()
+    });
+    up || skip(
+        test,
+        &format!("needs the registry of ../shared/registry-up.sh on {SHARED_REGISTRY}"),
+    )
+}
+
 /// Runs `argv[0]` with the rest as arguments and returns its stdout; panics, showing the
 /// status, stdout and stderr, when it cannot start or exits unsuccessfully.
 pub fn run_ok(argv: &[&str]) -> String {
@@ -73,6 +121,26 @@ pub fn run_ok(argv: &[&str]) -> String {
 fn is_executable(path: &std::path::Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// `len` bytes shaped like a real layer for compression tests and benches: the first half
+/// pseudo-random (xorshift32 from `seed`, incompressible), the second half repeated text.
+/// The same `len` and `seed` always give the same bytes.
+pub fn layer_like_bytes(len: usize, seed: u32) -> Vec<u8> {
+    let text = b"a line of compressible build output\n";
+    let mut x = seed.max(1);
+    (0..len)
+        .map(|i| {
+            if i < len / 2 {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x.to_le_bytes()[0]
+            } else {
+                text[i % text.len()]
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

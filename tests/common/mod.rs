@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::os::fd::{FromRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -92,6 +93,42 @@ pub fn busybox_context(dockerfile: &str) -> Option<tempfile::TempDir> {
     std::fs::copy(busybox, dir.path().join("busybox")).expect("copy busybox");
     std::fs::write(dir.path().join("Dockerfile"), dockerfile).expect("write Dockerfile");
     Some(dir)
+}
+
+/// Keys of the snapshots recorded in the state directory: one record file each under
+/// `snapshots/active/` and `snapshots/committed/` (named by the key: kiln's keys need no escaping).
+pub fn snapshot_keys(state: &Path) -> Vec<String> {
+    ["active", "committed"]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(state.join("snapshots").join(d)).ok())
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// A pseudo-terminal of `cols` x `rows`: (master, slave).
+pub fn openpty(cols: u16, rows: u16) -> (OwnedFd, OwnedFd) {
+    let (mut master, mut slave) = (-1, -1);
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: out-pointers are valid; name and termios may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &raw mut master,
+            &raw mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &raw const ws,
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: openpty returned two fresh descriptors we now own.
+    unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
 }
 
 pub mod oci;

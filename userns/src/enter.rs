@@ -91,6 +91,9 @@ pub fn enter_rootless() -> Result<Entry> {
     } else {
         enter_new(uid, rustix::process::getegid().as_raw()).map(Entry::Entered)
     };
+    if let Ok(Entry::Entered(_)) = &entry {
+        crate::IN_USER_NAMESPACE.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     let out = match &entry {
         Ok(e) => Ok(e.clone()),
         Err(e) => Err(e.duplicate()),
@@ -119,21 +122,23 @@ pub fn started_as_root() -> bool {
 }
 
 fn enter_new(uid: u32, gid: u32) -> Result<Rootless> {
-    let threads = thread_count()?;
-    if threads > 1 {
-        return Err(Error::MultiThreaded { threads });
-    }
-    let user = user_name(uid);
+    // The kept namespace first, before anything else: a cached build needs nothing more (the
+    // kernel refuses the join in a threaded process, which the check below then reports).
     if crate::keeper::join(uid) {
         make_mounts_slaves();
         return Ok(Rootless {
             uid,
             gid,
-            user,
+            user: user_name(uid),
             mapping: IdMapping::current()?,
             single_id: None,
         });
     }
+    let threads = thread_count()?;
+    if threads > 1 {
+        return Err(Error::MultiThreaded { threads });
+    }
+    let user = user_name(uid);
     let subuids = read_subids("/etc/subuid", user.as_deref(), uid);
     let subgids = read_subids("/etc/subgid", user.as_deref(), uid);
     let pid = std::process::id();

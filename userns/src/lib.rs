@@ -20,6 +20,7 @@ mod keeper;
 mod subid;
 
 use std::fs;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use enter::{Entry, Rootless, enter_rootless, rootless, started_as_root};
 pub use subid::{SubIdRange, parse_subids, subid_hint};
@@ -79,9 +80,10 @@ pub enum Error {
     },
     /// The kernel refused to create the user namespace.
     #[error(
-        "cannot build rootless: creating a user namespace failed: {source}; unprivileged user \
-         namespaces may be disabled (sysctl user.max_user_namespaces, \
-         kernel.unprivileged_userns_clone, an AppArmor or seccomp policy), or run as root"
+        "cannot build rootless: creating a user namespace failed (unprivileged user \
+         namespaces may be disabled: sysctl user.max_user_namespaces, \
+         kernel.unprivileged_userns_clone, an AppArmor or seccomp policy; docker's default \
+         seccomp profile refuses them to a container without CAP_SYS_ADMIN), or run as root"
     )]
     Unshare {
         /// The cause.
@@ -152,10 +154,21 @@ impl IdMapping {
     }
 }
 
+/// Set once this process was seen in a user namespace: it can never go back to the initial one
+/// (nor can a child it forks), so later calls need not read the maps again.
+static IN_USER_NAMESPACE: AtomicBool = AtomicBool::new(false);
+
 /// Whether the calling process is in a user namespace other than the initial one (for example
 /// a rootless build's). `false` when the maps cannot be read.
 pub fn in_user_namespace() -> bool {
-    IdMapping::current().is_ok_and(|m| !m.is_initial())
+    if IN_USER_NAMESPACE.load(Ordering::Relaxed) {
+        return true;
+    }
+    let inside = IdMapping::current().is_ok_and(|m| !m.is_initial());
+    if inside {
+        IN_USER_NAMESPACE.store(true, Ordering::Relaxed);
+    }
+    inside
 }
 
 /// Parses a `uid_map`/`gid_map` file.
@@ -216,6 +229,27 @@ mod tests {
         );
         let e = parse_map("uid_map", "0 x 1\n").unwrap_err();
         assert_eq!(e.to_string(), "uid_map: malformed line `0 x 1`");
+    }
+
+    #[test]
+    fn unshare_error_names_the_policies_and_keeps_its_cause_once() {
+        let e = Error::Unshare {
+            source: std::io::Error::from_raw_os_error(libc::EPERM),
+        };
+        let msg = e.to_string();
+        assert!(
+            msg.contains("seccomp") && msg.contains("CAP_SYS_ADMIN"),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains("os error"),
+            "the cause is the source, not the text: {msg}"
+        );
+        let source = std::error::Error::source(&e).map(ToString::to_string);
+        assert_eq!(
+            source.as_deref(),
+            Some("Operation not permitted (os error 1)")
+        );
     }
 
     #[test]

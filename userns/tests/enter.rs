@@ -179,11 +179,37 @@ fn parent() {
         !keeper_mounts.contains("/k1/mnt") && !keeper_mounts.contains("/k2/mnt"),
         "the keeper holds a run's mounts:\n{keeper_mounts}"
     );
-    // The keeper has no descriptor of ours (a harness reading our output gets its EOF).
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+    // The keeper has no descriptor of ours (a harness reading our output gets its EOF): only
+    // /dev/null and its inotify watch of the record.
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
-        .count();
-    assert!(fds <= 3, "keeper has {fds} descriptors");
+        .map(|e| {
+            std::fs::read_link(e.unwrap().path())
+                .unwrap()
+                .display()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        fds.len() <= 4
+            && fds
+                .iter()
+                .all(|f| f == "/dev/null" || f == "anon_inode:inotify"),
+        "keeper descriptors: {fds:?}"
+    );
+    // The join comes first, but a threaded process is still refused with the clear error.
+    let threaded = run(&[
+        "runuser",
+        "-u",
+        USER,
+        "--",
+        "env",
+        &xdg,
+        b,
+        "--child-threaded",
+    ]);
+    let e = value(&threaded, "error");
+    assert!(e.contains("before any thread starts"), "{e}");
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(pid as i32).unwrap(),
         rustix::process::Signal::KILL,
@@ -204,6 +230,13 @@ fn parent() {
     assert_eq!(value(&fresh, "chown"), "ok 1000", "{fresh}");
     let (new_pid, _) = keeper();
     assert_ne!(new_pid, pid);
+    // Its record removed (a state dir or scratch HOME deleted), the keeper ends by itself.
+    std::fs::remove_file(run_dir.join("kiln/userns.pid")).unwrap();
+    let gone = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        !Path::new(&format!("/proc/{new_pid}")).exists()
+    });
+    assert!(gone, "keeper {new_pid} outlived its record");
     let _ = rustix::process::kill_process(
         rustix::process::Pid::from_raw(new_pid as i32).unwrap(),
         rustix::process::Signal::KILL,

@@ -59,9 +59,15 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new() -> Fixture {
+        Fixture::with_busybox(Path::new(BUSYBOX))
+    }
+
+    /// A fixture whose rootfs holds `busybox` (another architecture's, say) instead of the
+    /// system's.
+    pub fn with_busybox(busybox: &Path) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let lower = dir.path().join("lower");
-        build_busybox_rootfs(&lower);
+        build_busybox_rootfs_with(&lower, busybox);
         for d in ["upper", "work", "state"] {
             fs::create_dir(dir.path().join(d)).expect("mkdir");
         }
@@ -187,6 +193,12 @@ impl Output {
 
 /// Copies the system busybox into `root` with a symlink per applet and minimal /etc files.
 pub fn build_busybox_rootfs(root: &Path) {
+    build_busybox_rootfs_with(root, Path::new(BUSYBOX));
+}
+
+/// [`build_busybox_rootfs`] with `busybox` as /bin/busybox (the applets are the system
+/// busybox's).
+pub fn build_busybox_rootfs_with(root: &Path, busybox: &Path) {
     for d in [
         "bin",
         "sbin",
@@ -201,7 +213,7 @@ pub fn build_busybox_rootfs(root: &Path) {
         fs::create_dir_all(root.join(d)).expect("mkdir rootfs");
     }
     fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).expect("chmod");
-    fs::copy(BUSYBOX, root.join("bin/busybox")).expect("copy busybox");
+    fs::copy(busybox, root.join("bin/busybox")).expect("copy busybox");
     let list = Command::new(BUSYBOX)
         .arg("--list")
         .output()
@@ -268,9 +280,15 @@ pub fn host_binary_mounts(binary: &Path) -> Vec<kiln_executor::MountSpec> {
 /// Compiles `tests/fixtures/<name>.c` statically into `out`; `None` (skip) without gcc or a
 /// static libc, a panic under CI.
 pub fn compile_static(name: &str, out: &Path) -> Option<PathBuf> {
+    compile_static_with(name, out, &[])
+}
+
+/// [`compile_static`] with more gcc flags (`-m32 -nostdlib`).
+pub fn compile_static_with(name: &str, out: &Path, flags: &[&str]) -> Option<PathBuf> {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.c"));
     let binary = out.join(name);
     let result = Command::new("gcc")
+        .args(flags)
         .args(["-static", "-no-pie", "-O1", "-o"])
         .arg(&binary)
         .arg(&source)
@@ -306,4 +324,41 @@ pub fn mknod(path: &Path, kind: libc::mode_t, major: u32, minor: u32) {
         path.display(),
         std::io::Error::last_os_error()
     );
+}
+
+/// Debian's static arm64 busybox as `../shared/registry-up.sh --multi` fetches it
+/// (`$PEERS_STATE/busybox-arm64`, default /tmp/peers; the script runs when it is missing), or
+/// `$KILN_ARM64_BUSYBOX`; `None` after a skip message (a panic under CI).
+pub fn arm64_busybox(test: &str) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("KILN_ARM64_BUSYBOX") {
+        return Some(PathBuf::from(path));
+    }
+    let state =
+        std::env::var_os("PEERS_STATE").map_or_else(|| PathBuf::from("/tmp/peers"), PathBuf::from);
+    let busybox = state.join("busybox-arm64/bin/busybox");
+    if !busybox.exists() {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/registry-up.sh");
+        if script.exists() {
+            let _ = Command::new("timeout")
+                .arg("300")
+                .arg("bash")
+                .arg(&script)
+                .arg("--multi")
+                .stdout(std::process::Stdio::null())
+                .status();
+        }
+    }
+    if busybox.exists() {
+        Some(busybox)
+    } else {
+        kiln_testkit::skip(
+            test,
+            &format!(
+                "needs an arm64 busybox at {} (../shared/registry-up.sh --multi) or \
+                 KILN_ARM64_BUSYBOX",
+                busybox.display()
+            ),
+        );
+        None
+    }
 }

@@ -12,6 +12,9 @@ mod blocks;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 
+use sha2::{Digest as _, Sha256};
+
+use crate::Digest;
 use crate::error::{Error, Result};
 use crate::spec::media_type as mt;
 
@@ -108,14 +111,12 @@ pub fn decompress(r: impl Read + Send + 'static) -> io::Result<Box<dyn Read + Se
     })
 }
 
-/// How many threads a [`Compressor`] uses by default: `KILN_COMPRESS_THREADS` if set, else one
-/// per core. The output does not depend on it.
+/// How many threads a [`Compressor`] uses when not told: one per core. (The library reads no
+/// environment; the `kiln` command maps `KILN_COMPRESS_THREADS` onto
+/// [`ContentStore::with_compress_threads`](crate::ContentStore::with_compress_threads).) The
+/// output does not depend on it.
 pub fn default_threads() -> usize {
-    std::env::var("KILN_COMPRESS_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// A streaming compressor writing to `W` (see the module docs: parallel, and the same bytes for
@@ -123,8 +124,25 @@ pub fn default_threads() -> usize {
 pub struct Compressor<W: Write>(Inner<W>);
 
 enum Inner<W: Write> {
-    Plain(W),
+    /// Uncompressed; the input hash, when asked for, is computed inline (it is the output's).
+    Plain(W, Option<Sha256>, u64),
     Blocks(blocks::ParallelBlocks<W>),
+}
+
+/// What [`Compressor::finish_hashed`] returns.
+#[derive(Debug)]
+pub struct Compressed<W> {
+    /// The inner writer.
+    pub inner: W,
+    /// sha256 of the uncompressed input (a layer's diff_id).
+    pub input_digest: Digest,
+    /// Bytes of input.
+    pub input_size: u64,
+    /// sha256 of the compressed output (the blob's digest); equal to `input_digest` when
+    /// uncompressed.
+    pub output_digest: Digest,
+    /// Bytes of output.
+    pub output_size: u64,
 }
 
 impl<W: Write> Compressor<W> {
@@ -135,15 +153,36 @@ impl<W: Write> Compressor<W> {
 
     /// A compressor using `threads` threads (at least one) besides the caller's.
     pub fn with_threads(w: W, opts: CompressionOptions, threads: usize) -> io::Result<Self> {
+        Self::build(w, opts, threads, blocks::Hashes::default())
+    }
+
+    /// Like [`with_threads`](Self::with_threads), and hashing (sha256) both the input and the
+    /// output on threads of their own, for [`finish_hashed`](Self::finish_hashed): a layer's
+    /// diff_id and its blob's digest without a hash on the caller's thread.
+    pub fn hashing(w: W, opts: CompressionOptions, threads: usize) -> io::Result<Self> {
+        let both = blocks::Hashes {
+            input: true,
+            output: true,
+        };
+        Self::build(w, opts, threads, both)
+    }
+
+    fn build(
+        w: W,
+        opts: CompressionOptions,
+        threads: usize,
+        hashes: blocks::Hashes,
+    ) -> io::Result<Self> {
         let threads = threads.max(1);
         Ok(Self(match opts.compression {
-            Compression::Uncompressed => Inner::Plain(w),
+            Compression::Uncompressed => Inner::Plain(w, hashes.input.then(Sha256::new), 0),
             Compression::Gzip => {
                 let level = opts.level.map_or(6, |l| l.clamp(0, 9)) as u32;
                 Inner::Blocks(blocks::ParallelBlocks::new(
                     w,
                     blocks::Codec::Gzip(level),
                     threads,
+                    hashes,
                 )?)
             }
             Compression::Zstd => {
@@ -152,6 +191,7 @@ impl<W: Write> Compressor<W> {
                     w,
                     blocks::Codec::Zstd(level),
                     threads,
+                    hashes,
                 )?)
             }
         }))
@@ -160,8 +200,38 @@ impl<W: Write> Compressor<W> {
     /// Flushes the compressed trailer and returns the inner writer.
     pub fn finish(self) -> io::Result<W> {
         match self.0 {
-            Inner::Plain(w) => Ok(w),
-            Inner::Blocks(e) => e.finish(),
+            Inner::Plain(w, ..) => Ok(w),
+            Inner::Blocks(e) => e.finish().map(|f| f.out),
+        }
+    }
+
+    /// Like [`finish`](Self::finish), with the digests of a compressor made by
+    /// [`hashing`](Self::hashing) (an error for one that was not).
+    pub fn finish_hashed(self) -> io::Result<Compressed<W>> {
+        let not_hashing = || io::Error::other("compressor made without hashing");
+        match self.0 {
+            Inner::Plain(inner, hash, n) => {
+                let d = Digest::from_sha256(hash.ok_or_else(not_hashing)?.finalize().into());
+                Ok(Compressed {
+                    inner,
+                    input_digest: d.clone(),
+                    input_size: n,
+                    output_digest: d,
+                    output_size: n,
+                })
+            }
+            Inner::Blocks(e) => {
+                let f = e.finish()?;
+                let ((input_digest, input_size), (output_digest, output_size)) =
+                    f.input.zip(f.output).ok_or_else(not_hashing)?;
+                Ok(Compressed {
+                    inner: f.out,
+                    input_digest,
+                    input_size,
+                    output_digest,
+                    output_size,
+                })
+            }
         }
     }
 }
@@ -169,13 +239,20 @@ impl<W: Write> Compressor<W> {
 impl<W: Write> Write for Compressor<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &mut self.0 {
-            Inner::Plain(w) => w.write(buf),
+            Inner::Plain(w, hash, count) => {
+                let n = w.write(buf)?;
+                if let Some(h) = hash {
+                    h.update(&buf[..n]);
+                }
+                *count += n as u64;
+                Ok(n)
+            }
             Inner::Blocks(e) => e.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match &mut self.0 {
-            Inner::Plain(w) => w.flush(),
+            Inner::Plain(w, ..) => w.flush(),
             Inner::Blocks(e) => e.flush(),
         }
     }
@@ -187,20 +264,7 @@ mod tests {
 
     /// Half pseudo-random, half text, like a real layer.
     fn sample(len: usize) -> Vec<u8> {
-        let mut x = 0x9e37_79b9_u32;
-        let text = b"a line of compressible build output\n";
-        (0..len)
-            .map(|i| {
-                if i < len / 2 {
-                    x ^= x << 13;
-                    x ^= x >> 17;
-                    x ^= x << 5;
-                    x as u8
-                } else {
-                    text[i % text.len()]
-                }
-            })
-            .collect()
+        kiln_testkit::layer_like_bytes(len, 0x9e37_79b9)
     }
 
     fn compress(data: &[u8], compression: Compression, level: i32, threads: usize) -> Vec<u8> {
@@ -234,6 +298,24 @@ mod tests {
                     "{c:?} level {level}: {threads} threads gave other bytes than 1"
                 );
             }
+            // Hashing on side threads changes nothing either, and gives both digests.
+            let opts = CompressionOptions {
+                compression: c,
+                level: Some(level),
+            };
+            let mut h = Compressor::hashing(Vec::new(), opts, 3).unwrap();
+            for chunk in data.chunks(1 << 20) {
+                h.write_all(chunk).unwrap();
+            }
+            let done = h.finish_hashed().unwrap();
+            assert!(
+                done.inner == one,
+                "{c:?}: a hashing compressor gave other bytes"
+            );
+            assert_eq!(done.input_digest, Digest::of_bytes(&data));
+            assert_eq!(done.input_size, data.len() as u64);
+            assert_eq!(done.output_digest, Digest::of_bytes(&one));
+            assert_eq!(done.output_size, one.len() as u64);
             let mut back = Vec::new();
             decompress(io::Cursor::new(one))
                 .unwrap()

@@ -176,11 +176,20 @@ fn load_dir(
     tag_all(store, out)
 }
 
+/// Tags each image's names. A name of a multi-platform image (an index in the layout) names
+/// the index, as a pull tags it (and as the layout's `index.json` does): each platform loaded
+/// into the store resolves from the tag, and one not loaded yet is not found (instead of the
+/// tag giving the last loaded platform's image whatever the platform asked).
 fn tag_all(store: &ContentStore, images: Vec<LoadedImage>) -> Result<Vec<LoadedImage>> {
     for l in &images {
+        let tagged = l
+            .image
+            .index_digest
+            .as_ref()
+            .unwrap_or(&l.image.manifest_digest);
         for n in &l.names {
             if n.tag().is_some() {
-                store.set_tag(n, &l.image.manifest_digest)?;
+                store.set_tag(n, tagged)?;
             }
         }
     }

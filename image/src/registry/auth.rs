@@ -119,14 +119,6 @@ struct AuthEntry {
     identity_token: Option<String>,
 }
 
-/// The directory holding `config.json`: `$DOCKER_CONFIG`, else `~/.docker`.
-pub fn docker_config_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("DOCKER_CONFIG").filter(|v| !v.is_empty()) {
-        return PathBuf::from(d);
-    }
-    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".docker")
-}
-
 /// The key Docker uses for a registry in `config.json` (`https://index.docker.io/v1/` for Hub).
 fn config_keys(registry: &str) -> Vec<String> {
     if registry == crate::DOCKER_HUB {
@@ -153,6 +145,10 @@ pub fn lookup_credentials(dir: &Path, registry: &str) -> Result<Option<Credentia
 
 /// [`lookup_credentials`] with helpers looked up in `helper_dir` instead of `PATH`.
 fn lookup_in(dir: &Path, registry: &str, helper_dir: Option<&Path>) -> Result<Option<Credentials>> {
+    // No directory: no docker config (RegistryOptions::default).
+    if dir.as_os_str().is_empty() {
+        return Ok(None);
+    }
     let path = dir.join("config.json");
     let cfg: DockerConfig = match std::fs::read(&path) {
         Ok(data) => serde_json::from_slice(&data).map_err(|source| Error::Json {

@@ -38,7 +38,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use auth::{Credentials, docker_config_dir, lookup_credentials};
+pub use auth::{Credentials, lookup_credentials};
 pub use pull::pull;
 use transport::make_agent;
 use transport::{Body, url_encode};
@@ -64,7 +64,8 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, applicat
 pub struct RegistryOptions {
     /// Registries (`host[:port]`) to reach over plain HTTP in addition to loopback ones.
     pub insecure_registries: Vec<String>,
-    /// Where `config.json` is looked for (default `$DOCKER_CONFIG` or `~/.docker`).
+    /// Where docker's `config.json` (credentials, credential helpers) is looked for, such as
+    /// `$DOCKER_CONFIG` or `~/.docker` as the caller resolves them; empty (the default): none.
     pub docker_config_dir: PathBuf,
     /// Credentials to use for every registry instead of config.json (tests, `--username`).
     pub credentials: Option<Credentials>,
@@ -109,7 +110,7 @@ impl Default for RegistryOptions {
     fn default() -> Self {
         Self {
             insecure_registries: Vec::new(),
-            docker_config_dir: docker_config_dir(),
+            docker_config_dir: PathBuf::new(),
             credentials: None,
             attempts: 4,
             backoff: Duration::from_millis(250),
@@ -307,6 +308,17 @@ mod tests {
             registry_message(r#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#)
                 .unwrap(),
             "DENIED requested access to the resource is denied"
+        );
+    }
+
+    #[test]
+    fn defaults_read_no_docker_config() {
+        // Issue 13: the library reads no environment; the CLI passes $DOCKER_CONFIG/~/.docker.
+        let opts = RegistryOptions::default();
+        assert_eq!(opts.docker_config_dir, PathBuf::new());
+        assert_eq!(
+            lookup_credentials(&opts.docker_config_dir, "example.com").unwrap(),
+            None
         );
     }
 

@@ -255,8 +255,14 @@ impl RegistryClient {
         }
         let mut image = Image::load(store, &manifest_digest, platform)?;
         image.index_digest = index.map(|(_, d)| d);
+        // The tag names what the registry's tag names: the index, from which each platform
+        // pulled into this store resolves (`Image::resolve`).
         if reference.tag().is_some() {
-            store.set_tag(reference, &image.manifest_digest)?;
+            let tagged = image
+                .index_digest
+                .as_ref()
+                .unwrap_or(&image.manifest_digest);
+            store.set_tag(reference, tagged)?;
         }
         Ok(image)
     }
@@ -276,7 +282,7 @@ impl RegistryClient {
     }
 }
 
-/// Pulls with default options (config.json credentials, loopback over HTTP).
+/// Pulls with default options (no credentials, loopback over HTTP).
 pub fn pull(store: &ContentStore, reference: &Reference, platform: &Platform) -> Result<Image> {
     RegistryClient::new(RegistryOptions::default()).pull(store, reference, platform)
 }

@@ -9,6 +9,7 @@ use super::{Body, PushReport, RegistryClient, TransferEvent, url_encode};
 use crate::compression::Compression;
 use crate::error::{Error, Result};
 use crate::image::Image;
+use crate::index::ImageIndex;
 use crate::spec::Descriptor;
 use crate::{ContentStore, Digest, Reference};
 
@@ -48,6 +49,68 @@ impl RegistryClient {
             }
             _ => image,
         };
+        let target = reference
+            .tag()
+            .map_or_else(|| image.manifest_digest.to_string(), str::to_owned);
+        self.push_image(store, image, reference, &target)
+    }
+
+    /// Pushes a stored multi-platform image to `reference`: each image's blobs and manifest
+    /// (by digest), then the index under the tag (or its digest). Layers stored uncompressed
+    /// are compressed first as [`push`](Self::push) does, under a new index. The report names
+    /// the index; `uploaded`/`skipped` cover every image's blobs.
+    pub fn push_index(
+        &self,
+        store: &ContentStore,
+        index: &ImageIndex,
+        reference: &Reference,
+    ) -> Result<PushReport> {
+        let converted;
+        let uncompressed = index.images.iter().flat_map(|i| &i.layers).any(|l| {
+            Compression::from_layer_media_type(&l.media_type) == Some(Compression::Uncompressed)
+        });
+        let index = match self.opts.push_compression {
+            Some(c) if uncompressed => {
+                let docker = index.media_type == crate::media_type::DOCKER_MANIFEST_LIST;
+                converted = crate::convert_index(store, index, c, docker)?;
+                &converted
+            }
+            _ => index,
+        };
+        let (mut uploaded, mut skipped) = (Vec::new(), Vec::new());
+        for image in &index.images {
+            let report =
+                self.push_image(store, image, reference, image.manifest_digest.as_str())?;
+            uploaded.extend(report.uploaded);
+            skipped.extend(report.skipped);
+        }
+        let bytes = store.read_blob(&index.digest)?;
+        let target = reference
+            .tag()
+            .map_or_else(|| index.digest.to_string(), str::to_owned);
+        self.push_manifest(reference, &target, &index.media_type, &bytes)?;
+        uploaded.sort();
+        uploaded.dedup();
+        // A blob two images share is uploaded for the first and found for the second.
+        skipped.retain(|d| uploaded.binary_search(d).is_err());
+        skipped.sort();
+        skipped.dedup();
+        Ok(PushReport {
+            manifest_digest: index.digest.clone(),
+            manifest_size: index.size,
+            uploaded,
+            skipped,
+        })
+    }
+
+    /// Pushes the blobs of `image` (present in the store), then its manifest as `target`.
+    fn push_image(
+        &self,
+        store: &ContentStore,
+        image: &Image,
+        reference: &Reference,
+        target: &str,
+    ) -> Result<PushReport> {
         let mut blobs: Vec<Descriptor> = vec![image.manifest.config.clone()];
         blobs.extend(image.layers.iter().cloned());
         for d in &blobs {
@@ -83,12 +146,9 @@ impl RegistryClient {
             Ok(())
         })?;
         let manifest_bytes = store.read_blob(&image.manifest_digest)?;
-        let target = reference
-            .tag()
-            .map_or_else(|| image.manifest_digest.to_string(), str::to_owned);
         self.push_manifest(
             reference,
-            &target,
+            target,
             &image.manifest_media_type,
             &manifest_bytes,
         )?;

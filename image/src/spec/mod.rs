@@ -17,6 +17,10 @@ pub use time::{build_timestamp, format_rfc3339, parse_rfc3339};
 
 use crate::Digest;
 
+/// An OS/architecture (plus variant and OS version) an image runs on: kiln-platform's, which
+/// parses, normalizes and matches as containerd does.
+pub use kiln_platform::Platform;
+
 /// Media type names.
 pub mod media_type {
     /// OCI image manifest.
@@ -106,103 +110,6 @@ impl Descriptor {
     }
 }
 
-/// An OS/architecture pair (plus variant and OS version) an image runs on.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Platform {
-    /// CPU architecture in Go's naming (`amd64`, `arm64`).
-    pub architecture: String,
-    /// Operating system (`linux`).
-    pub os: String,
-    /// OS version (Windows).
-    #[serde(
-        rename = "os.version",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub os_version: Option<String>,
-    /// OS features.
-    #[serde(rename = "os.features", default, skip_serializing_if = "Vec::is_empty")]
-    pub os_features: Vec<String>,
-    /// CPU variant (`v8` for arm64, `v7` for arm).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    /// `linux/amd64`, the default platform kiln pulls and builds for.
-    pub fn linux_amd64() -> Self {
-        Self::parse("linux/amd64").unwrap_or_else(|_| unreachable!())
-    }
-
-    /// The platform of the running machine, in Go's names (`linux/arm64/v8`).
-    pub fn host() -> Self {
-        let (arch, variant) = match std::env::consts::ARCH {
-            "x86_64" => ("amd64", None),
-            "aarch64" => ("arm64", Some("v8")),
-            "x86" => ("386", None),
-            "arm" => ("arm", Some("v7")),
-            "powerpc64" => ("ppc64le", None),
-            "s390x" => ("s390x", None),
-            "riscv64" => ("riscv64", None),
-            other => (other, None),
-        };
-        Self {
-            architecture: arch.to_owned(),
-            os: "linux".to_owned(),
-            os_version: None,
-            os_features: Vec::new(),
-            variant: variant.map(str::to_owned),
-        }
-    }
-
-    /// Parses `os/arch[/variant]` (`linux/amd64`, `linux/arm/v7`).
-    pub fn parse(s: &str) -> crate::Result<Self> {
-        let parts: Vec<&str> = s.split('/').collect();
-        let bad = || {
-            crate::Error::InvalidOption(format!(
-                "invalid platform `{s}` (expected os/arch[/variant])"
-            ))
-        };
-        if !(2..=3).contains(&parts.len()) || parts.iter().any(|p| p.is_empty()) {
-            return Err(bad());
-        }
-        Ok(Self {
-            os: parts[0].to_owned(),
-            architecture: parts[1].to_owned(),
-            os_version: None,
-            os_features: Vec::new(),
-            variant: parts.get(2).map(|v| (*v).to_owned()),
-        })
-    }
-
-    /// Whether an index entry for `candidate` can run here, following containerd's matcher:
-    /// OS and architecture equal; a variant asked for must match (arm64 treats a missing
-    /// variant as `v8`); no variant asked for accepts any.
-    pub fn matches(&self, candidate: &Self) -> bool {
-        if self.os != candidate.os || self.architecture != candidate.architecture {
-            return false;
-        }
-        let norm = |p: &Self| match (p.architecture.as_str(), p.variant.as_deref()) {
-            ("arm64", None) => Some("v8".to_owned()),
-            (_, v) => v.map(str::to_owned),
-        };
-        match self.variant {
-            None => true,
-            Some(_) => norm(self) == norm(candidate),
-        }
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
-
 /// An image manifest (OCI or Docker v2 schema 2).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -261,20 +168,9 @@ mod tests {
             Some(1_700_000_000)
         );
         assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z"), Some(951_782_400));
-    }
-
-    #[test]
-    fn platform_matching() {
-        let want = Platform::parse("linux/arm64/v8").unwrap();
-        assert!(want.matches(&Platform::parse("linux/arm64").unwrap()));
-        assert!(
-            !Platform::parse("linux/arm/v7")
-                .unwrap()
-                .matches(&Platform::parse("linux/arm/v6").unwrap())
-        );
-        assert!(Platform::linux_amd64().matches(&Platform::parse("linux/amd64").unwrap()));
-        assert!(!Platform::linux_amd64().matches(&Platform::parse("linux/arm64").unwrap()));
-        assert!(Platform::parse("linux").is_err());
+        assert_eq!(build_timestamp(Some(1_700_000_000)), "2023-11-14T22:13:20Z");
+        let now = parse_rfc3339(&build_timestamp(None)).unwrap();
+        assert!(now > 1_700_000_000, "{now}");
     }
 
     #[test]

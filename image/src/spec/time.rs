@@ -1,13 +1,10 @@
 //! RFC 3339 timestamps as configs and history carry them, and the build's own clock
-//! (`SOURCE_DATE_EPOCH`).
+//! (`SOURCE_DATE_EPOCH`, which the caller reads: this crate does not read the environment).
 
-/// The time a build stamps on configs and history: `SOURCE_DATE_EPOCH` when set (as BuildKit
-/// honours it), else now; RFC 3339 in UTC.
-pub fn build_timestamp() -> String {
-    if let Some(secs) = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.trim().parse::<i64>().ok())
-    {
+/// The time a build stamps on configs and history: `source_date_epoch` (the build's
+/// `SOURCE_DATE_EPOCH`, as BuildKit honours it) when given, else now; RFC 3339 in UTC.
+pub fn build_timestamp(source_date_epoch: Option<i64>) -> String {
+    if let Some(secs) = source_date_epoch {
         return format_rfc3339(secs, 0);
     }
     let now = std::time::SystemTime::now()

@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 
 use tempfile::{NamedTempFile, TempDir};
 
-use super::{ContentStore, sync_dir};
-use crate::compression::{Compression, CompressionOptions, Compressor};
+use super::{ContentStore, Writeback, sync_dir};
+use crate::compression::{CompressionOptions, Compressor};
 use crate::error::{Error, IoContext, Result};
 use crate::spec::Descriptor;
 use crate::{Digest, HashingWriter, Owner};
@@ -48,7 +48,7 @@ impl ContentStore {
         )
         .at(&self.ingest)?;
         lock(tmp.as_file(), tmp.path())?;
-        let buf = io::BufWriter::with_capacity(1 << 20, tmp);
+        let buf = io::BufWriter::with_capacity(1 << 20, Writeback::new(tmp));
         Ok(BlobWriter {
             hasher: if hash {
                 HashingWriter::new(buf)
@@ -64,14 +64,14 @@ impl ContentStore {
 
     /// A writer that takes an uncompressed layer tar, computes its diff_id, compresses it as
     /// asked and stores the compressed blob (computing its digest on the way). gzip and zstd
-    /// use every core.
+    /// use [`compress_threads`](Self::compress_threads) threads, and both hashes run on
+    /// threads of their own (uncompressed, one hash gives diff_id and digest).
     pub fn layer_writer(&self, compression: CompressionOptions) -> Result<LayerWriter> {
-        // Uncompressed, the blob is the tar: one hash gives diff_id and digest.
-        let plain = compression.compression == Compression::Uncompressed;
-        let blob = self.new_blob_writer(!plain)?;
-        let compressor = Compressor::new(blob, compression).at(&self.ingest)?;
+        let blob = self.new_blob_writer(false)?;
+        let compressor =
+            Compressor::hashing(blob, compression, self.compress_threads()).at(&self.ingest)?;
         Ok(LayerWriter {
-            inner: HashingWriter::new(compressor),
+            inner: compressor,
             compression,
         })
     }
@@ -193,7 +193,7 @@ pub(super) fn verify(
 /// A new blob being written (an ingest): hashes as it goes, lands in the store on
 /// [`commit`](Self::commit), and leaves nothing behind if dropped uncommitted.
 pub struct BlobWriter {
-    hasher: HashingWriter<io::BufWriter<NamedTempFile>>,
+    hasher: HashingWriter<io::BufWriter<Writeback<NamedTempFile>>>,
     store: ContentStore,
     what: String,
     expected: Option<(Digest, u64)>,
@@ -264,7 +264,7 @@ impl BlobWriter {
     }
 
     fn land(
-        buf: io::BufWriter<NamedTempFile>,
+        buf: io::BufWriter<Writeback<NamedTempFile>>,
         store: &ContentStore,
         what: &str,
         announced: Option<(Digest, u64)>,
@@ -272,10 +272,13 @@ impl BlobWriter {
         digest: Digest,
         size: u64,
     ) -> Result<(Digest, u64)> {
-        let tmp = buf.into_inner().map_err(|e| Error::Io {
-            path: store.ingest.clone(),
-            source: e.into_error(),
-        })?;
+        let tmp = buf
+            .into_inner()
+            .map_err(|e| Error::Io {
+                path: store.ingest.clone(),
+                source: e.into_error(),
+            })?
+            .into_inner();
         if let Some((d, s)) = &announced {
             verify(what, Some(*s), Some(d), &digest, size)?;
         }
@@ -328,7 +331,7 @@ pub struct Layer {
 /// Takes an uncompressed layer tar (for example from the snapshotter's differ) and stores it
 /// compressed; see [`ContentStore::layer_writer`].
 pub struct LayerWriter {
-    inner: HashingWriter<Compressor<BlobWriter>>,
+    inner: Compressor<BlobWriter>,
     compression: CompressionOptions,
 }
 
@@ -345,8 +348,12 @@ impl LayerWriter {
     }
 
     fn finish_checked(self, expected: Option<(&Digest, &str)>) -> Result<Layer> {
-        let (compressor, diff_id, uncompressed_size) = self.inner.finish();
-        let diff_id = diff_id.expect("a layer writer hashes the tar");
+        let done = self.inner.finish_hashed().map_err(|source| Error::Io {
+            path: PathBuf::from("layer"),
+            source,
+        })?;
+        let diff_id = done.input_digest;
+        let uncompressed_size = done.input_size;
         if let Some((want, what)) = expected
             && want != &diff_id
         {
@@ -356,15 +363,7 @@ impl LayerWriter {
                 actual: diff_id,
             });
         }
-        let blob = compressor.finish().map_err(|source| Error::Io {
-            path: PathBuf::from("layer"),
-            source,
-        })?;
-        let (digest, size) = if self.compression.compression == Compression::Uncompressed {
-            blob.commit_hashed(diff_id.clone())?
-        } else {
-            blob.commit(None)?
-        };
+        let (digest, size) = done.inner.commit_hashed(done.output_digest)?;
         let descriptor = Descriptor::new(
             self.compression.compression.layer_media_type(false),
             digest,
@@ -390,6 +389,7 @@ impl Write for LayerWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compression::Compression;
 
     fn ingest_entries(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(dir.join("content/ingest"))

@@ -36,6 +36,8 @@ pub struct ContentStore {
     blobs: PathBuf,
     ingest: PathBuf,
     refs: PathBuf,
+    /// Threads of the layer compressors (0: one per core).
+    compress_threads: usize,
 }
 
 impl ContentStore {
@@ -55,7 +57,26 @@ impl ContentStore {
             blobs,
             ingest,
             refs,
+            compress_threads: 0,
         })
+    }
+
+    /// Sets how many threads the layer compressors ([`layer_writer`](Self::layer_writer),
+    /// conversions for exports and pushes) use; 0 (the default) is one per core. The
+    /// compressed bytes are the same for any count.
+    #[must_use]
+    pub fn with_compress_threads(mut self, threads: usize) -> Self {
+        self.compress_threads = threads;
+        self
+    }
+
+    /// The compressor thread count (see [`with_compress_threads`](Self::with_compress_threads)).
+    pub fn compress_threads(&self) -> usize {
+        if self.compress_threads == 0 {
+            crate::default_threads()
+        } else {
+            self.compress_threads
+        }
     }
 
     /// The state directory this store lives in.
@@ -202,6 +223,61 @@ impl ContentStore {
         }
         out.sort();
         Ok(out)
+    }
+}
+
+/// A file writer that starts the write-back of what it wrote every 8 MiB
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which does not wait for it), so that the fsync
+/// that ends a big blob or export waits for its last few MiB instead of all of it (measured:
+/// 50–60 ms for a 135 MB blob on an idle disk, the cores idle meanwhile).
+pub(crate) struct Writeback<F: std::os::fd::AsFd> {
+    file: F,
+    written: u64,
+    started: u64,
+}
+
+impl<F: std::os::fd::AsFd> Writeback<F> {
+    const STEP: u64 = 8 << 20;
+
+    pub(crate) fn new(file: F) -> Self {
+        Self {
+            file,
+            written: 0,
+            started: 0,
+        }
+    }
+
+    pub(crate) fn into_inner(self) -> F {
+        self.file
+    }
+}
+
+impl<F: std::os::fd::AsFd> Write for Writeback<F>
+where
+    for<'a> &'a F: Write,
+{
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = (&self.file).write(buf)?;
+        self.written += n as u64;
+        if self.written - self.started >= Self::STEP {
+            use std::os::fd::AsRawFd as _;
+            let (start, len) = (self.started, self.written - self.started);
+            // SAFETY: a plain system call on a file descriptor we own for the call; it only
+            // starts write-back (a failure is harmless: the final fsync still syncs all).
+            unsafe {
+                libc::sync_file_range(
+                    self.file.as_fd().as_raw_fd(),
+                    start as libc::off64_t,
+                    len as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+            self.started = self.written;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        (&self.file).flush()
     }
 }
 

@@ -4,10 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
 
 use kiln_image::{
     Compression, CompressionOptions, ContentStore, Descriptor, History, Image, ImageConfig,
@@ -22,117 +19,40 @@ pub fn test_name() -> String {
         .to_owned()
 }
 
-/// A running registry, killed on drop.
-pub struct Registry {
-    child: Child,
-    pub addr: String,
-    pub dir: tempfile::TempDir,
-}
+/// The loopback `docker-registry` of kiln-testkit, and where it keeps a blob's data.
+pub struct Registry(kiln_testkit::Registry);
 
 impl Registry {
-    /// Starts `docker-registry` on 127.0.0.1:<free port>; with `htpasswd`, basic auth for
-    /// that user. `None` if the tool is missing (outside CI).
+    /// [`kiln_testkit::Registry::start`].
     pub fn start(htpasswd: Option<(&str, &str)>) -> Option<Self> {
-        Self::start_with(htpasswd, "")
+        kiln_testkit::Registry::start(htpasswd).map(Self)
     }
 
-    /// Like [`start`](Self::start) with an extra `auth:` YAML section (token auth).
+    /// [`kiln_testkit::Registry::start_with`].
     pub fn start_with(htpasswd: Option<(&str, &str)>, extra_auth: &str) -> Option<Self> {
-        if !kiln_testkit::require_tool(&test_name(), "docker-registry", "docker-registry") {
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut auth = extra_auth.to_owned();
-        if let Some((user, pass)) = htpasswd {
-            if !kiln_testkit::require_tool(&test_name(), "htpasswd", "apache2-utils") {
-                return None;
-            }
-            let out = Command::new("htpasswd")
-                .args(["-Bbn", user, pass])
-                .output()
-                .unwrap();
-            assert!(out.status.success());
-            let file = dir.path().join("htpasswd");
-            std::fs::write(&file, out.stdout).unwrap();
-            auth = format!(
-                "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
-                file.display()
-            );
-        }
-        let config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
-            dir.path().join("storage").display()
-        );
-        let cfg = dir.path().join("config.yml");
-        std::fs::write(&cfg, config).unwrap();
-        let child = spawn(dir.path());
-        let reg = Self { child, addr, dir };
-        reg.wait_ready();
-        Some(reg)
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(&self.addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "registry did not start: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Stops the registry (its storage stays).
-    pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Starts it again on the same port and storage, without waiting.
-    pub fn restart(&mut self) {
-        self.child = spawn(self.dir.path());
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+        kiln_testkit::Registry::start_with(htpasswd, extra_auth).map(Self)
     }
 
     /// Where the registry keeps a blob's data.
     pub fn blob_data_path(&self, digest: &kiln_image::Digest) -> PathBuf {
         let hex = digest.hex();
-        self.dir.path().join(format!(
+        self.0.dir.path().join(format!(
             "storage/docker/registry/v2/blobs/sha256/{}/{hex}/data",
             &hex[..2]
         ))
     }
 }
 
-fn spawn(dir: &Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("registry.log"))
-        .unwrap();
-    Command::new("docker-registry")
-        .arg("serve")
-        .arg(dir.join("config.yml"))
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+impl std::ops::Deref for Registry {
+    type Target = kiln_testkit::Registry;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::DerefMut for Registry {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
     }
 }
 

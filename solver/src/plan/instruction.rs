@@ -558,6 +558,7 @@ impl Planner<'_, '_> {
             network,
             mounts,
             script,
+            platform: state.platform.clone(),
         };
         Ok(self.add_step(state, stage, loc, onbuild, Op::Run(op), no_cache))
     }

@@ -33,6 +33,9 @@ pub struct SolverConfig {
     pub docker_config_dir: Option<PathBuf>,
     /// Credentials for pushing and pulling, before `config.json`'s.
     pub credentials: Vec<Credentials>,
+    /// Threads of the layer compressors of exports and pushes (0: one per core; the bytes
+    /// are the same for any count).
+    pub compress_threads: usize,
 }
 
 impl SolverConfig {
@@ -91,6 +94,7 @@ impl SolverConfig {
             insecure_registries: Vec::new(),
             docker_config_dir: None,
             credentials: Vec::new(),
+            compress_threads: 0,
         }
     }
 }
@@ -113,6 +117,10 @@ pub struct BuildRequest {
     pub build_args: BTreeMap<String, String>,
     /// The stage to build (default: the last one).
     pub target: Option<String>,
+    /// The platforms to build for (`--platform`); empty: the machine's own, with the base
+    /// images' os/architecture kept in the image. Several give an image index, one image per
+    /// platform, built in one DAG.
+    pub platforms: Vec<kiln_image::Platform>,
     /// Names to tag the image with in kiln's store (`-t`).
     pub tags: Vec<String>,
     /// Labels added to the image config.
@@ -146,6 +154,21 @@ pub struct BuildRequest {
 }
 
 impl BuildRequest {
+    /// The platforms the build makes images for: [`BuildRequest::platforms`] without
+    /// repeats, else the host's.
+    pub fn target_platforms(&self) -> Vec<kiln_image::Platform> {
+        let mut out: Vec<kiln_image::Platform> = Vec::new();
+        for p in &self.platforms {
+            if !out.contains(p) {
+                out.push(p.clone());
+            }
+        }
+        if out.is_empty() {
+            out.push(kiln_image::Platform::host());
+        }
+        out
+    }
+
     /// A request to build `context` with its own `Dockerfile` and everything else at its
     /// default.
     pub fn new(context: impl Into<PathBuf>) -> Self {
@@ -202,6 +225,22 @@ pub struct BuildOutcome {
     pub steps_cached: usize,
     /// Non-fatal warnings (also sent as progress events).
     pub warnings: Vec<String>,
+    /// With several platforms: the digest of the image index over them (what the names
+    /// point at). The manifest and config digests above are then the first platform's.
+    pub index_digest: Option<String>,
+    /// Each platform's image, in the order asked for (one entry for a one-platform build).
+    pub platforms: Vec<PlatformImage>,
+}
+
+/// One platform's image of a build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformImage {
+    /// The platform (`linux/arm64`).
+    pub platform: kiln_image::Platform,
+    /// Digest of its manifest.
+    pub manifest_digest: String,
+    /// Digest of its config (its image id).
+    pub config_digest: String,
 }
 
 /// Where a build cache lives, as the cache import and export use it (kiln's own format: an

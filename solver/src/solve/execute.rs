@@ -51,7 +51,20 @@ impl BuildCtx<'_> {
             let _ = sn.remove(&active);
             return Err(e);
         }
-        let (name, adopted) = self.commit_step(key, &active, step.no_cache)?;
+        self.commit_and_record(key, &active, step.no_cache, parent)
+    }
+
+    /// Commits the snapshot `active` as `key`'s result, writes its layer into the content
+    /// store and only then the cache record; `true` when another process committed the same
+    /// step first and its result is used. The end of every executed step.
+    pub(super) fn commit_and_record(
+        &self,
+        key: &CacheKey,
+        active: &str,
+        no_cache: bool,
+        parent: Option<&FsState>,
+    ) -> Result<(FsState, bool)> {
+        let (name, adopted) = self.commit_step(key, active, no_cache)?;
         // Another process committed this step first: its record, once written, names the
         // same snapshot and layer; until then make the layer from that snapshot ourselves.
         let (layer, created) = match adopted.then(|| self.lookup(key)).flatten() {

@@ -1,7 +1,87 @@
-//! The build DAG's shape: stage tails, step sources, history steps, chain ids and the steps a
-//! cache export holds.
+//! The build DAG's shape: its vertices and edges, their progress numbering, stage tails, step
+//! sources, history steps, chain ids and the steps a cache export holds.
 
 use super::*;
+
+/// The build's DAG: one vertex per base image and per step, an edge from each vertex to the
+/// steps that read it (parent, `COPY --from`, `RUN --mount` source).
+pub(super) struct Dag {
+    pub(super) graph: DiGraph<Vertex, ()>,
+    pub(super) vertex_of_image: Vec<NodeIndex>,
+    pub(super) vertex_of_step: Vec<NodeIndex>,
+    /// Per vertex: its 1-based position in progress order, and its step id.
+    pub(super) step_ids: Vec<(usize, StepId)>,
+}
+
+impl Dag {
+    /// The DAG of `plan` over `images` base images, numbered for progress in Dockerfile order
+    /// (FROM images first, then steps by line) of `df`.
+    pub(super) fn of(plan: &Plan, images: usize, df: &kiln_parser::Dockerfile) -> Self {
+        let mut g: DiGraph<Vertex, ()> = DiGraph::new();
+        let vertex_of_image: Vec<NodeIndex> =
+            (0..images).map(|i| g.add_node(Vertex::Image(i))).collect();
+        let vertex_of_step: Vec<NodeIndex> = (0..plan.steps.len())
+            .map(|s| g.add_node(Vertex::Step(s)))
+            .collect();
+        let tail = |stage: usize| stage_tail(plan, stage, &vertex_of_image, &vertex_of_step);
+        for sp in plan.stages.iter().flatten() {
+            let mut prev = match &sp.base {
+                BaseRef::Scratch => None,
+                BaseRef::Image(i) => Some(vertex_of_image[*i]),
+                BaseRef::Stage(b) => tail(*b),
+            };
+            for &s in &sp.steps {
+                let v = vertex_of_step[s];
+                if let Some(p) = prev {
+                    g.add_edge(p, v, ());
+                }
+                for src in step_sources(&plan.steps[s]) {
+                    let sv = match src {
+                        SourceRef::Context => None,
+                        SourceRef::Stage(t) => tail(t),
+                        SourceRef::Image(i) => Some(vertex_of_image[i]),
+                    };
+                    if let Some(sv) = sv
+                        && Some(sv) != prev
+                    {
+                        g.add_edge(sv, v, ());
+                    }
+                }
+                prev = Some(v);
+            }
+        }
+        // Stage `s` of a merged plan is the Dockerfile's stage `s % stages`.
+        let stages = df.stages.len().max(1);
+        let mut order: Vec<(usize, usize, NodeIndex)> = Vec::new();
+        for (i, v) in vertex_of_image.iter().enumerate() {
+            let line = plan
+                .stages
+                .iter()
+                .enumerate()
+                .find_map(|(si, s)| {
+                    s.as_ref()
+                        .filter(|s| s.base == BaseRef::Image(i))
+                        .map(|_| df.stages[si % stages].start_line)
+                })
+                .unwrap_or(0);
+            order.push((line, 0, *v));
+        }
+        for (s, v) in vertex_of_step.iter().enumerate() {
+            order.push((plan.steps[s].line, 1 + s, *v));
+        }
+        order.sort();
+        let mut step_ids = vec![(0, StepId(0)); g.node_count()];
+        for (n, (_, _, v)) in order.iter().enumerate() {
+            step_ids[v.index()] = (n + 1, StepId(n));
+        }
+        Self {
+            graph: g,
+            vertex_of_image,
+            vertex_of_step,
+            step_ids,
+        }
+    }
+}
 
 /// The steps a cache export holds: every step built (`max`), or the final image's chain.
 pub(super) fn cache_entries(

@@ -15,11 +15,7 @@ impl BuildCtx<'_> {
         inputs: &[(NodeIndex, Arc<FsState>)],
         id: StepId,
     ) -> Result<()> {
-        let executor = self.solver.executor().map_err(|e| Error::Exec {
-            line: step.line,
-            command: r.args.join(" "),
-            message: e.to_string(),
-        })?;
+        let executor = self.solver.executor()?;
         let rootfs = ex::RootFs::Mounts(
             mounts
                 .iter()
@@ -244,11 +240,11 @@ impl BuildCtx<'_> {
         let status = match status {
             Ok(s) => s,
             Err(ex::Error::Cancelled) => return Err(Error::Cancelled),
-            Err(e) => {
-                return Err(Error::Exec {
+            Err(source) => {
+                return Err(Error::Executor {
                     line: step.line,
                     command: r.args.join(" "),
-                    message: e.to_string(),
+                    source,
                 });
             }
         };

@@ -4,6 +4,8 @@
 
 use super::*;
 
+mod incremental;
+
 impl BuildCtx<'_> {
     pub(super) fn snapshotter(&self) -> &dyn Snapshotter {
         self.solver.snapshotter.as_ref()
@@ -264,6 +266,11 @@ impl BuildCtx<'_> {
         fields.retain(|(n, _)| n != "parent");
         let no_cache = step.no_cache;
         let found = if no_cache { None } else { self.lookup(&key) };
+        if found.is_none() && !no_cache {
+            // `--cache-from` of a local image: matched by history (remote_cache/local_image.rs).
+            let p = parent.map(|p| (p.key.0.as_str(), p.layers.as_slice()));
+            self.imported.match_step(self.plan, s, &key.0, p);
+        }
         let will_run = found.is_none()
             && (no_cache
                 || self
@@ -330,6 +337,17 @@ impl BuildCtx<'_> {
                 self.cached.fetch_add(1, Ordering::SeqCst);
                 return Ok((f, true));
             }
+            if !no_cache
+                && let Some((f, hit)) =
+                    self.copy_from_previous(step, parent, &key, &new_inputs.files, &step_id)?
+            {
+                if hit {
+                    self.cached.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    self.ran.fetch_add(1, Ordering::SeqCst);
+                }
+                return Ok((f, hit));
+            }
             let (f, hit) = self.execute(s, step, parent, inputs, &key, &views, id)?;
             // A step another process committed first is a cache hit.
             if hit {
@@ -379,13 +397,23 @@ impl BuildCtx<'_> {
             .as_ref()
             .and_then(|st| st.steps.iter().position(|&x| x == s))
             .unwrap_or(s);
-        explain::ExplainStore::identity(&[
-            &self.context_root.display().to_string(),
-            &dockerfile,
-            &step.stage.to_string(),
-            &pos.to_string(),
-            &step.instruction,
-        ])
+        // The Dockerfile's stage (not the merged plan's) and, off the host platform, the
+        // platform the stage runs as: the same step of the same platform keeps its identity
+        // whatever `--platform` lists around it.
+        let mut parts = vec![
+            self.context_root.display().to_string(),
+            dockerfile,
+            step.file_stage.to_string(),
+            pos.to_string(),
+            step.instruction.clone(),
+        ];
+        if let Some(st) = self.plan.stages[step.stage].as_ref()
+            && st.platform != Platform::host()
+        {
+            parts.push(st.platform.to_string());
+        }
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+        explain::ExplainStore::identity(&parts)
     }
 
     /// What a `RUN --mount`'s source contributes to the step's key: the digest of the

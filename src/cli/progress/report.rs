@@ -40,67 +40,22 @@ pub(crate) fn excerpt(source: &DockerfileSource, line: usize) -> Option<String> 
 
 /// The excerpt around lines `first..=last` (1-based), all of them marked. With a `column`
 /// (1-based, in characters, on line `first`), the header reads `NAME:LINE:COL` and a caret
-/// line under line `first` points at it, as rustc does.
+/// line under line `first` points at it. Unlike BuildKit, no blank line after a trailing
+/// newline.
 pub(crate) fn excerpt_lines(
     source: &DockerfileSource,
     first: usize,
     last: usize,
     column: Option<usize>,
 ) -> Option<String> {
-    let lines: Vec<&str> = source.text.split('\n').collect();
-    if first < 1 || first > lines.len() {
-        return None;
+    kiln_checks::Excerpt {
+        name: &source.name,
+        text: &source.text,
+        marked: &[(first, last)],
+        column,
+        trim_blank_tail: true,
     }
-    let last = last.clamp(first, lines.len());
-    let pad = if first == last { 4 } else { 2 };
-    let (mut start, mut end, mut p) = (first, last, 0);
-    while p < pad {
-        if start > 1 {
-            start -= 1;
-            p += 1;
-        }
-        if end != lines.len() {
-            end += 1;
-            p += 1;
-        }
-        p += 1;
-    }
-    // A trailing newline leaves an empty last element; BuildKit prints it, we drop it.
-    while end > last && lines[end - 1].is_empty() {
-        end -= 1;
-    }
-    let text_first = lines[first - 1]
-        .strip_suffix('\r')
-        .unwrap_or(lines[first - 1]);
-    // A column past the end of its line points at nothing: no caret.
-    let column = column.filter(|&c| c >= 1 && c <= text_first.chars().count());
-    let mut out = match column {
-        Some(c) => format!("{}:{first}:{c}\n--------------------\n", source.name),
-        None => format!("{}:{first}\n--------------------\n", source.name),
-    };
-    for (i, text) in lines.iter().enumerate().take(end).skip(start - 1) {
-        let n = i + 1;
-        let mark = if (first..=last).contains(&n) {
-            ">>>"
-        } else {
-            "   "
-        };
-        let _ = writeln!(out, " {n:>3} | {mark} {text}");
-        if let (Some(c), true) = (column, n == first) {
-            let _ = writeln!(out, " {:>3} |     {}^", "", caret_indent(text_first, c));
-        }
-    }
-    out.push_str("--------------------\n");
-    Some(out)
-}
-
-/// The blanks before column `column` (1-based) of `text`: tabs where the text has tabs, so the
-/// caret lines up however tabs are shown.
-fn caret_indent(text: &str, column: usize) -> String {
-    text.chars()
-        .take(column - 1)
-        .map(|c| if c == '\t' { '\t' } else { ' ' })
-        .collect()
+    .render()
 }
 
 /// The column (1-based, in characters, on its first line) a build error points at, when the
@@ -204,7 +159,11 @@ pub(crate) fn error_line(error: &str, color: bool) -> String {
 fn hint(error: &str, root: bool) -> Option<&'static str> {
     let e = error.to_ascii_lowercase();
     let has = |s: &str| e.contains(s);
-    if !root && (has("operation not permitted") || has("permission denied") || has("os error 1)")) {
+    // A rootless build that could not start says itself what to do.
+    if !root
+        && !has("cannot build rootless")
+        && (has("operation not permitted") || has("permission denied") || has("os error 1)"))
+    {
         return Some(
             "kiln mounts filesystems and runs steps in namespaces: run it as root (e.g. with sudo)",
         );
@@ -331,6 +290,14 @@ mod tests {
             hint(
                 "bind mount `/x`: Operation not permitted (os error 1)",
                 true
+            ),
+            None
+        );
+        assert_eq!(
+            hint(
+                "cannot build rootless: creating a user namespace failed (...), or run as root: \
+                 Operation not permitted (os error 1)",
+                false
             ),
             None
         );
