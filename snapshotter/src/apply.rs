@@ -20,13 +20,14 @@
 //! In a user namespace (a rootless build) block and character devices cannot be made: such
 //! entries are skipped, as containerd and moby do there; fifos are kept.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use sha2::{Digest, Sha256};
 
@@ -49,7 +50,7 @@ pub struct AppliedLayer {
 }
 
 /// Applies the layer read from `reader` onto the directory `target` (which must exist).
-pub fn apply_layer(reader: impl Read, target: &Path) -> Result<AppliedLayer> {
+pub fn apply_layer(reader: impl Read + Send, target: &Path) -> Result<AppliedLayer> {
     let root = fs::canonicalize(target).ctx("resolve", target)?;
     Applier::new(root, Vec::new(), None).run(reader)
 }
@@ -60,7 +61,7 @@ pub fn apply_layer(reader: impl Read, target: &Path) -> Result<AppliedLayer> {
 pub fn apply_layer_to_snapshot(
     snapshotter: &dyn Snapshotter,
     key: &str,
-    reader: impl Read,
+    reader: impl Read + Send,
 ) -> Result<AppliedLayer> {
     let info = snapshotter.stat(key)?;
     if info.kind != Kind::Active {
@@ -86,19 +87,90 @@ pub fn apply_layer_to_snapshot(
     }
 }
 
-struct HashReader<R> {
-    inner: R,
-    hasher: Sha256,
-    count: u64,
+/// Bytes of tar stream handed from the decoding thread to the applier at a time.
+const CHUNK: usize = 512 * 1024;
+
+/// The decoded tar stream, read from the thread that decompresses and hashes it
+/// ([`decode`]): decompression and the sha256 run beside the applier's file writes.
+struct ChunkReader {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    /// Emptied buffers go back to the decoder, so the stream allocates a few chunks only.
+    back: mpsc::SyncSender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+    done: bool,
 }
 
-impl<R: Read> Read for HashReader<R> {
+impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
+        while self.pos == self.cur.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    let old = std::mem::replace(&mut self.cur, chunk);
+                    self.pos = 0;
+                    let _ = self.back.try_send(old);
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                // The decoder finished: the stream ended.
+                Err(mpsc::RecvError) => self.done = true,
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
         Ok(n)
     }
+}
+
+/// Decompresses `decoded` into chunks sent to `tx` (buffers come back on `back`), hashing and
+/// counting the tar stream; returns the sha256 and the size. Stops early when the applier
+/// hangs up (it failed).
+fn decode(
+    mut decoded: impl Read,
+    tx: &mpsc::SyncSender<io::Result<Vec<u8>>>,
+    back: &mpsc::Receiver<Vec<u8>>,
+) -> (Sha256, u64) {
+    let mut hasher = Sha256::new();
+    let mut count = 0u64;
+    loop {
+        let mut buf = back.try_recv().unwrap_or_default();
+        buf.resize(CHUNK, 0);
+        let mut filled = 0;
+        let r = loop {
+            match decoded.read(&mut buf[filled..]) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    filled += n;
+                    if filled == buf.len() {
+                        break Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        buf.truncate(filled);
+        hasher.update(&buf);
+        count += filled as u64;
+        let last = filled < CHUNK;
+        if filled > 0 && tx.send(Ok(buf)).is_err() {
+            break;
+        }
+        if let Err(e) = r {
+            let _ = tx.send(Err(e));
+            break;
+        }
+        if last {
+            break;
+        }
+    }
+    (hasher, count)
 }
 
 struct Applier {
@@ -116,6 +188,13 @@ struct Applier {
     dir_times: Vec<(PathBuf, i64)>,
     /// Copy buffer for file contents, allocated on first use.
     buf: Vec<u8>,
+    /// Parent paths already resolved (entry name's parent components, `/`-terminated, to the
+    /// root-relative directory): a layer's entries come grouped by directory, so most skip
+    /// the component-by-component walk.
+    dir_cache: HashMap<Vec<u8>, PathBuf>,
+    /// Every directory and symlink (root-relative) those resolutions went through: an entry
+    /// replacing one of them empties the cache.
+    traversed: HashSet<PathBuf>,
 }
 
 /// Facts from one tar header (PAX applied).
@@ -172,25 +251,62 @@ impl Applier {
             created: HashSet::new(),
             dir_times: Vec::new(),
             buf: Vec::new(),
+            dir_cache: HashMap::new(),
+            traversed: HashSet::new(),
         }
     }
 
-    fn run(mut self, reader: impl Read) -> Result<AppliedLayer> {
+    fn run(mut self, reader: impl Read + Send) -> Result<AppliedLayer> {
         let mut br = BufReader::with_capacity(256 * 1024, reader);
         let compression = Compression::detect(br.fill_buf().map_err(stream("read layer"))?);
-        let decoded: Box<dyn Read> = match compression {
-            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(br)),
-            Compression::Zstd => Box::new(
-                zstd::stream::read::Decoder::with_buffer(br).map_err(stream("start zstd"))?,
-            ),
-            Compression::Uncompressed => Box::new(br),
-        };
-        let hashing = HashReader {
-            inner: decoded,
-            hasher: Sha256::new(),
-            count: 0,
-        };
-        let mut archive = tar::Archive::new(hashing);
+        // Decompression and hashing on a thread of their own, the file writes on this one.
+        let (tx, rx) = mpsc::sync_channel(4);
+        let (back_tx, back_rx) = mpsc::sync_channel(8);
+        std::thread::scope(|scope| {
+            let decoder = std::thread::Builder::new()
+                .name("kiln-unpack".into())
+                .spawn_scoped(scope, move || {
+                    let decoded: Box<dyn Read> = match compression {
+                        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(br)),
+                        Compression::Zstd => match zstd::stream::read::Decoder::with_buffer(br) {
+                            Ok(d) => Box::new(d),
+                            Err(e) => {
+                                let _ = tx.send(Err(e));
+                                return (Sha256::new(), 0);
+                            }
+                        },
+                        Compression::Uncompressed => Box::new(br),
+                    };
+                    decode(decoded, &tx, &back_rx)
+                })
+                .map_err(stream("start the layer decoder"))?;
+            let chunks = ChunkReader {
+                rx,
+                back: back_tx,
+                cur: Vec::new(),
+                pos: 0,
+                done: false,
+            };
+            // On an error the reader is dropped here, which stops the decoder.
+            let applied = self.apply_entries(chunks);
+            let (hasher, count) = match decoder.join() {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
+            let entries = applied?;
+            Ok(AppliedLayer {
+                diff_id: format!("sha256:{}", hex::encode(hasher.finalize())),
+                compression,
+                uncompressed_size: count,
+                entries,
+            })
+        })
+    }
+
+    /// Applies every entry of the tar stream `tar_stream` (read to its end) and sets the
+    /// directories' times; returns the number of entries.
+    fn apply_entries(&mut self, tar_stream: ChunkReader) -> Result<u64> {
+        let mut archive = tar::Archive::new(tar_stream);
         let mut entries = 0u64;
         for entry in archive.entries().map_err(stream("read layer"))? {
             let mut entry = entry.map_err(|e| invalid(b"<stream>", e.to_string()))?;
@@ -205,6 +321,7 @@ impl Applier {
             entries += 1;
             self.entry(&name, &facts, &mut entry)?;
         }
+        // The rest (the trailer's zero blocks) is part of the hashed stream.
         let mut rest = archive.into_inner();
         io::copy(&mut rest, &mut io::sink()).map_err(stream("read layer trailer"))?;
         for (dir, mtime) in std::mem::take(&mut self.dir_times).into_iter().rev() {
@@ -213,12 +330,7 @@ impl Applier {
                 other => other?,
             }
         }
-        Ok(AppliedLayer {
-            diff_id: format!("sha256:{}", hex::encode(rest.hasher.finalize())),
-            compression,
-            uncompressed_size: rest.count,
-            entries,
-        })
+        Ok(entries)
     }
 
     /// Looks `rel` up in the (merged, for overlay mode) tree without following it.
@@ -245,8 +357,42 @@ impl Applier {
 
     /// Resolves the parent directory `comps` inside the root, following symlinks as the
     /// container would see them, creating missing directories, refusing escapes. Returns the
-    /// root-relative path of the directory (free of symlinks).
-    fn resolve_dir(&self, entry: &[u8], comps: &[&OsStr], create: bool) -> Result<PathBuf> {
+    /// root-relative path of the directory (free of symlinks). Remembered until an entry
+    /// replaces a directory or symlink on the way ([`Applier::replacing`]).
+    fn resolve_dir(&mut self, entry: &[u8], comps: &[&OsStr], create: bool) -> Result<PathBuf> {
+        let mut key = Vec::with_capacity(entry.len());
+        for c in comps {
+            key.extend_from_slice(c.as_bytes());
+            key.push(b'/');
+        }
+        if let Some(p) = self.dir_cache.get(&key) {
+            return Ok(p.clone());
+        }
+        let mut walked = Vec::new();
+        let p = self.walk_dir(entry, comps, create, &mut walked)?;
+        self.traversed.extend(walked);
+        self.dir_cache.insert(key, p.clone());
+        Ok(p)
+    }
+
+    /// Forgets the resolved parent paths when the entry at `rel` replaces a directory or
+    /// symlink one of them went through (`keeps_dir`: a directory stays a directory).
+    fn replacing(&mut self, rel: &Path, keeps_dir: bool) {
+        if !keeps_dir && self.traversed.contains(rel) {
+            self.dir_cache.clear();
+            self.traversed.clear();
+        }
+    }
+
+    /// [`Applier::resolve_dir`]'s walk, pushing each directory and symlink it goes through
+    /// onto `walked`.
+    fn walk_dir(
+        &self,
+        entry: &[u8],
+        comps: &[&OsStr],
+        create: bool,
+        walked: &mut Vec<PathBuf>,
+    ) -> Result<PathBuf> {
         let mut stack: Vec<OsString> = Vec::new();
         let mut queue: VecDeque<OsString> = comps.iter().map(|c| c.to_os_string()).collect();
         let mut hops = 0;
@@ -268,6 +414,7 @@ impl Applier {
             rel.push(&c);
             match self.lookup(&rel)? {
                 Some((path, m)) if m.file_type().is_symlink() => {
+                    walked.push(rel.clone());
                     hops += 1;
                     if hops > 40 {
                         return Err(hostile(entry, "too many symlinks in the parent path"));
@@ -303,6 +450,7 @@ impl Applier {
                             (m.mtime(), m.mtime_nsec()),
                         )?;
                     }
+                    walked.push(rel);
                     stack.push(c);
                 }
                 Some(_) => {
@@ -323,6 +471,7 @@ impl Applier {
                     if was_whiteout {
                         fsutil::set_xattr(&up, self.opaque_xattr, b"y")?;
                     }
+                    walked.push(rel);
                     stack.push(c);
                 }
             }
@@ -348,8 +497,12 @@ impl Applier {
                 Err(e) => return Err(e),
             };
             if target == b".wh..opq" {
+                // Removes what is under `prel` (the root included): forget every resolution.
+                self.dir_cache.clear();
+                self.traversed.clear();
                 return self.opaque(&prel);
             }
+            self.replacing(&prel.join(OsStr::from_bytes(target)), false);
             return self.whiteout(&prel, OsStr::from_bytes(target));
         }
         let prel = self.resolve_dir(name, parents, true)?;
@@ -362,13 +515,21 @@ impl Applier {
             Err(e) => return Err(e).ctx("stat", &dest),
         };
         use tar::EntryType as T;
+        let keeps_dir =
+            f.kind == T::Directory && existing.as_ref().is_some_and(fs::Metadata::is_dir);
+        self.replacing(&rel, keeps_dir);
+        // What is at `dest` goes first (nothing to remove in a fresh snapshot, the common case).
+        let clear = |dest: &Path| match &existing {
+            Some(_) => fsutil::remove_any(dest),
+            None => Ok(()),
+        };
         match f.kind {
             T::Directory => {
                 let was_whiteout = existing
                     .as_ref()
                     .is_some_and(|m| m.file_type().is_char_device() && m.rdev() == 0);
-                if !existing.as_ref().is_some_and(fs::Metadata::is_dir) {
-                    fsutil::remove_any(&dest)?;
+                if !keeps_dir {
+                    clear(&dest)?;
                     fs::create_dir(&dest).ctx("mkdir", &dest)?;
                     if self.overlay && was_whiteout {
                         fsutil::set_xattr(&dest, self.opaque_xattr, b"y")?;
@@ -378,7 +539,7 @@ impl Applier {
                 self.dir_times.push((dest, f.mtime));
             }
             T::Regular | T::Continuous => {
-                fsutil::remove_any(&dest)?;
+                clear(&dest)?;
                 let mut file = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
@@ -395,7 +556,7 @@ impl Applier {
             }
             T::Symlink => {
                 let link = f.link.clone().unwrap_or_default();
-                fsutil::remove_any(&dest)?;
+                clear(&dest)?;
                 std::os::unix::fs::symlink(OsStr::from_bytes(&link), &dest)
                     .ctx("symlink", &dest)?;
                 Self::set_meta(&dest, f, true)?;
@@ -430,7 +591,7 @@ impl Applier {
                     return Err(invalid(name, "hard link to a directory"));
                 }
                 if src != dest {
-                    fsutil::remove_any(&dest)?;
+                    clear(&dest)?;
                     fs::hard_link(&src, &dest).ctx("hard link", &dest)?;
                 }
             }
@@ -439,7 +600,7 @@ impl Applier {
                 return Ok(());
             }
             T::Char | T::Block | T::Fifo => {
-                fsutil::remove_any(&dest)?;
+                clear(&dest)?;
                 let kind = match f.kind {
                     T::Char => rustix::fs::FileType::CharacterDevice,
                     T::Block => rustix::fs::FileType::BlockDevice,

@@ -122,6 +122,42 @@ fn symlinked_parent_escaping_is_refused() {
 }
 
 #[test]
+fn a_parent_directory_replaced_by_a_symlink_is_resolved_again() {
+    // The applier remembers resolved parents: a directory replaced by a symlink later in the
+    // stream must be walked again, so the symlink is checked (and followed inside the root).
+    let j = Jail::new();
+    let r = apply_layer(
+        &raw_tar(&[
+            E::Dir("d/"),
+            E::File("d/a", b"first"),
+            E::Symlink("d", ".."),
+            E::File("d/victim", b"pwned"),
+        ])[..],
+        &j.target(),
+    );
+    expect_hostile(r, "d/victim", "leads outside the root");
+    j.assert_untouched();
+    let j = Jail::new();
+    apply_layer(
+        &raw_tar(&[
+            E::Dir("e/"),
+            E::File("e/a", b"first"),
+            E::Dir("sub/"),
+            E::Symlink("e", "sub"),
+            E::File("e/b", b"through the link"),
+        ])[..],
+        &j.target(),
+    )
+    .unwrap();
+    assert_eq!(
+        fs::read(j.target().join("sub/b")).unwrap(),
+        b"through the link"
+    );
+    assert!(!j.target().join("sub/a").exists());
+    j.assert_untouched();
+}
+
+#[test]
 fn absolute_symlink_parent_stays_inside() {
     // An absolute symlink means the container's root, never the host's: contained, not refused.
     let j = Jail::new();

@@ -131,6 +131,22 @@ impl std::fmt::Debug for ContainerRootfs<'_> {
 }
 
 impl Solver {
+    /// Unpacks `image` (from this solver's content store) into the committed snapshot chain
+    /// that a build's `FROM` and `kiln run` mount (`layer-<chain id>`), as `kiln pull` and
+    /// `kiln load` do once the blobs are in: a later `FROM` of the image only prepares a
+    /// snapshot over it. Layers already unpacked are kept; returns whether any layer had to
+    /// be unpacked.
+    pub fn unpack(&self, image: &Image) -> Result<bool> {
+        let what = image.config_digest.to_string();
+        let (_, unpacked) = unpack_image(
+            self.snapshotter.as_ref(),
+            self.content_store(),
+            image,
+            &what,
+        )?;
+        Ok(unpacked)
+    }
+
     /// Unpacks `image` (from this solver's content store) into its committed snapshot chain,
     /// as a build's `FROM` does, and prepares a throwaway writable snapshot on top.
     pub fn container_rootfs(&self, image: &Image) -> Result<ContainerRootfs<'_>> {

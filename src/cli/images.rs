@@ -252,6 +252,7 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<Ex
                     .as_ref()
                     .unwrap_or(&image.manifest_digest)
             );
+            unpack(&root, &[&image]);
             if moved.load(Ordering::Relaxed) {
                 println!("Status: Downloaded newer image for {}", r.familiar());
             } else {
@@ -366,6 +367,7 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<Ex
                     &platform,
                 )?,
             };
+            unpack(&root, &loaded.iter().map(|l| &l.image).collect::<Vec<_>>());
             for l in loaded {
                 if l.names.is_empty() {
                     println!("Loaded image ID: {}", l.image.config_digest);
@@ -377,6 +379,22 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<Ex
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Unpacks the layers of `images` into the snapshot chain that builds and `kiln run` mount
+/// under `root`, as docker's pull and load extract them: a later `FROM` of one prepares a
+/// snapshot and unpacks nothing. A failure is a warning: the image is in the store, and the
+/// first build from it unpacks it.
+fn unpack(root: &std::path::Path, images: &[&Image]) {
+    let r = kiln_solver::Solver::new(kiln_solver::SolverConfig::new(root))
+        .and_then(|solver| images.iter().try_for_each(|i| solver.unpack(i).map(drop)));
+    if let Err(e) = r {
+        eprintln!(
+            "warning: the image's layers were not unpacked (the first build from it will \
+             unpack them): {:#}",
+            anyhow::Error::from(e)
+        );
+    }
 }
 
 /// The repository `kiln push` sends `image` (found from `asked`) to: the name asked for, or

@@ -1,6 +1,7 @@
 //! The `kiln` command end to end through the binary, one test binary for link time: `kiln build`
 //! (`build`), `kiln check` and the build checks (`check`), `kiln debug` (`debug`), the live
-//! tty display (`tty`) and the command's surface without a build (`usage`).
+//! tty display (`tty`), the command's surface without a build (`usage`) and the unpack at
+//! `kiln pull` and `kiln load` (`pull`).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -8,5 +9,6 @@ mod common;
 mod build;
 mod check;
 mod debug;
+mod pull;
 mod tty;
 mod usage;
