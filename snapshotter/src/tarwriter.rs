@@ -65,8 +65,13 @@ pub(crate) struct EntryHeader {
 pub(crate) struct TarWriter<W: Write> {
     out: W,
     epoch: Option<i64>,
-    /// (dev, ino) of multiply-linked files already written → their entry name.
-    links: HashMap<(u64, u64), Vec<u8>>,
+    /// (dev, ino) of multiply-linked files already written → their entry name in
+    /// `link_names` (start, length): a few bytes per file, however many there are (every file
+    /// of an incremental COPY's layer is a hard link to the previous result's).
+    links: HashMap<(u64, u64), (usize, usize)>,
+    link_names: Vec<u8>,
+    /// The buffer file data is copied through, allocated once.
+    buf: Vec<u8>,
     /// Bytes written so far.
     written: u64,
 }
@@ -77,6 +82,8 @@ impl<W: Write> TarWriter<W> {
             out,
             epoch,
             links: HashMap::new(),
+            link_names: Vec::new(),
+            buf: Vec::new(),
             written: 0,
         }
     }
@@ -126,12 +133,13 @@ impl<W: Write> TarWriter<W> {
         }
         if !ft.is_dir() && meta.nlink() > 1 {
             let id = (meta.dev(), meta.ino());
-            if let Some(first) = self.links.get(&id) {
+            if let Some(&(start, len)) = self.links.get(&id) {
                 h.kind = EntryKind::HardLink;
-                h.link = first.clone();
+                h.link = self.link_names[start..start + len].to_vec();
                 return self.append_header(&h);
             }
-            self.links.insert(id, rel.to_vec());
+            self.links.insert(id, (self.link_names.len(), rel.len()));
+            self.link_names.extend_from_slice(rel);
         }
         if ft.is_file() {
             h.size = meta.len();
@@ -172,10 +180,17 @@ impl<W: Write> TarWriter<W> {
 
     /// Copies file data in large chunks (fewer, bigger writes into hashers and compressors).
     fn copy_data(&mut self, mut from: impl Read) -> io::Result<u64> {
-        let mut buf = vec![0u8; 256 * 1024];
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(256 * 1024, 0);
+        let r = self.copy_through(&mut from, &mut buf);
+        self.buf = buf;
+        r
+    }
+
+    fn copy_through(&mut self, from: &mut impl Read, buf: &mut [u8]) -> io::Result<u64> {
         let mut total = 0u64;
         loop {
-            let n = match from.read(&mut buf) {
+            let n = match from.read(buf) {
                 Ok(0) => return Ok(total),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

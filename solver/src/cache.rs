@@ -43,16 +43,36 @@ pub struct CacheRecord {
 /// Writes `bytes` to `path` atomically. The temp file is named `.tmp-<pid>-<starttime>-…`, so
 /// one a killed process leaves is removed by the next [`CacheStore::open`].
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_via_temp(path, bytes, true)
+    write_via_temp(path, &mut |w| w.write_all(bytes), true)
+}
+
+/// [`write_atomic`] of what `body` writes (buffered), for files too big to build in memory.
+pub(crate) fn write_atomic_with(
+    path: &Path,
+    body: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
+    write_via_temp(path, body, true)
 }
 
 /// [`write_atomic`] without the fsync, for files whose loss in a crash costs only detail (why a
 /// step missed the cache): the rename still never leaves a half-written file.
 pub(crate) fn replace_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_via_temp(path, bytes, false)
+    write_via_temp(path, &mut |w| w.write_all(bytes), false)
 }
 
-fn write_via_temp(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
+/// [`replace_unsynced`] of what `body` writes (buffered).
+pub(crate) fn replace_unsynced_with(
+    path: &Path,
+    body: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
+    write_via_temp(path, body, false)
+}
+
+fn write_via_temp(
+    path: &Path,
+    body: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
+    sync: bool,
+) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
     let mut tmp = tempfile::Builder::new()
@@ -62,8 +82,13 @@ fn write_via_temp(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
         ))
         .tempfile_in(dir)
         .map_err(io_err("create temp file in", dir))?;
-    tmp.write_all(bytes)
-        .map_err(io_err("write", tmp.path().to_path_buf()))?;
+    let tmp_path = tmp.path().to_path_buf();
+    {
+        let mut w = std::io::BufWriter::with_capacity(64 * 1024, tmp.as_file_mut());
+        body(&mut w)
+            .and_then(|()| w.flush())
+            .map_err(io_err("write", tmp_path))?;
+    }
     if sync {
         tmp.as_file()
             .sync_all()

@@ -7,9 +7,8 @@
 //! covers path, type, mode, uid, gid, xattrs and content (or link target) of each selected entry,
 //! never mtimes. The same walker hashes files taken from another stage's snapshot.
 
-use std::collections::BTreeMap;
 use std::fs::{self, Metadata};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -219,38 +218,66 @@ impl SourceTree<'_> {
     /// for a directory, everything below it that the ignore rules keep. Entries come sorted by
     /// path with parents before children; `rel` is relative to the source path.
     pub(crate) fn walk(&self, src_rel: &str) -> Result<Vec<WalkEntry>> {
-        // Ignore rules match root-relative paths without a leading `/`.
-        let cleaned = clean(&format!("/{src_rel}"));
-        let src_rel = cleaned.trim_start_matches('/');
-        let top_abs = self.resolve(src_rel, true)?;
-        let meta = fs::metadata(&top_abs)
-            .or_else(|_| fs::symlink_metadata(&top_abs))
-            .map_err(io_err("stat", &top_abs))?;
-        let mut out = vec![WalkEntry {
-            rel: String::new(),
-            abs: top_abs.clone(),
-            kind: kind_of(&meta),
-            meta,
-        }];
-        if out[0].kind == EntryKind::Dir {
-            self.walk_dir(&top_abs, src_rel, "", &mut out)?;
-        }
+        let mut out = Vec::new();
+        self.walk_each(src_rel, &mut |e| {
+            out.push(e);
+            Ok(())
+        })?;
         Ok(out)
     }
 
-    fn walk_dir(
+    /// [`SourceTree::walk`] one entry at a time, in the same order: only one directory listing
+    /// per level is held, whatever the number of entries.
+    pub(crate) fn walk_each(
+        &self,
+        src_rel: &str,
+        f: &mut dyn FnMut(WalkEntry) -> Result<()>,
+    ) -> Result<()> {
+        let top = self.top(src_rel)?;
+        if top.kind != EntryKind::Dir {
+            return f(top);
+        }
+        let abs = top.abs.clone();
+        f(top)?;
+        self.walk_children(&abs, &ctx_rel_of(src_rel), "", &mut Vec::new(), f)
+    }
+
+    /// The top-level entry of a selected source (`rel` empty; a symlink there is followed).
+    pub(crate) fn top(&self, src_rel: &str) -> Result<WalkEntry> {
+        let top_abs = self.resolve(&ctx_rel_of(src_rel), true)?;
+        let meta = fs::metadata(&top_abs)
+            .or_else(|_| fs::symlink_metadata(&top_abs))
+            .map_err(io_err("stat", &top_abs))?;
+        Ok(WalkEntry {
+            rel: String::new(),
+            kind: kind_of(&meta),
+            abs: top_abs,
+            meta,
+        })
+    }
+
+    /// Everything below the directory `top` (as [`SourceTree::top`] gave it for `src_rel`),
+    /// one entry at a time, in [`SourceTree::walk`]'s order.
+    pub(crate) fn walk_below(
+        &self,
+        top: &WalkEntry,
+        src_rel: &str,
+        f: &mut dyn FnMut(WalkEntry) -> Result<()>,
+    ) -> Result<()> {
+        self.walk_children(&top.abs, &ctx_rel_of(src_rel), "", &mut Vec::new(), f)
+    }
+
+    /// Everything below `abs`, sorted, parents first. `pending` holds excluded directories on
+    /// the current path that are walked for kept descendants: they are given to `f` (outermost
+    /// first) just before the first such descendant, or never.
+    fn walk_children(
         &self,
         abs: &Path,
         ctx_rel: &str,
         rel: &str,
-        out: &mut Vec<WalkEntry>,
+        pending: &mut Vec<WalkEntry>,
+        f: &mut dyn FnMut(WalkEntry) -> Result<()>,
     ) -> Result<()> {
-        out.extend(self.walk_children(abs, ctx_rel, rel)?);
-        Ok(())
-    }
-
-    /// Everything below `abs`, sorted, parents first; subdirectories are walked in parallel.
-    fn walk_children(&self, abs: &Path, ctx_rel: &str, rel: &str) -> Result<Vec<WalkEntry>> {
         let rd = fs::read_dir(abs).map_err(io_err("read directory", abs))?;
         let mut dents: Vec<(std::ffi::OsString, fs::DirEntry)> = Vec::new();
         for e in rd {
@@ -258,108 +285,182 @@ impl SourceTree<'_> {
             dents.push((e.file_name(), e));
         }
         dents.sort_by(|a, b| a.0.cmp(&b.0));
-        let subtrees: Vec<Vec<WalkEntry>> = dents
-            .par_iter()
-            .map(|(name, dent)| -> Result<Vec<WalkEntry>> {
-                let n = name.to_string_lossy();
-                let child_ctx = if ctx_rel.is_empty() {
-                    n.to_string()
-                } else {
-                    format!("{ctx_rel}/{n}")
-                };
-                let child_rel = if rel.is_empty() {
-                    n.to_string()
-                } else {
-                    format!("{rel}/{n}")
-                };
-                let child_abs = abs.join(name);
-                // Relative to the open directory: no full path lookup per file.
-                let meta = dent.metadata().map_err(io_err("stat", &child_abs))?;
-                let kind = kind_of(&meta);
-                let mut out = Vec::new();
-                if self.excluded(&child_ctx) {
-                    if kind == EntryKind::Dir
-                        && self.ignore.is_some_and(|m| m.may_include_below(&child_ctx))
-                    {
-                        // Descend; keep the directory only if something below it is kept.
-                        let below = self.walk_children(&child_abs, &child_ctx, &child_rel)?;
-                        if !below.is_empty() {
-                            out.push(WalkEntry {
-                                rel: child_rel,
-                                abs: child_abs,
-                                kind,
-                                meta,
-                            });
-                            out.extend(below);
-                        }
-                    }
-                    return Ok(out);
+        for (name, dent) in dents {
+            let n = name.to_string_lossy();
+            let child_ctx = if ctx_rel.is_empty() {
+                n.to_string()
+            } else {
+                format!("{ctx_rel}/{n}")
+            };
+            let child_rel = if rel.is_empty() {
+                n.to_string()
+            } else {
+                format!("{rel}/{n}")
+            };
+            let child_abs = abs.join(&name);
+            // Relative to the open directory: no full path lookup per file.
+            let meta = dent.metadata().map_err(io_err("stat", &child_abs))?;
+            let kind = kind_of(&meta);
+            let entry = WalkEntry {
+                rel: child_rel,
+                abs: child_abs,
+                kind,
+                meta,
+            };
+            if self.excluded(&child_ctx) {
+                if kind == EntryKind::Dir
+                    && self.ignore.is_some_and(|m| m.may_include_below(&child_ctx))
+                {
+                    // Descend; the directory is kept only if something below it is kept.
+                    let depth = pending.len();
+                    let (a, r) = (entry.abs.clone(), entry.rel.clone());
+                    pending.push(entry);
+                    self.walk_children(&a, &child_ctx, &r, pending, f)?;
+                    pending.truncate(depth);
                 }
-                out.push(WalkEntry {
-                    rel: child_rel.clone(),
-                    abs: child_abs.clone(),
-                    kind,
-                    meta,
-                });
-                if kind == EntryKind::Dir {
-                    out.extend(self.walk_children(&child_abs, &child_ctx, &child_rel)?);
-                }
-                Ok(out)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(subtrees.into_iter().flatten().collect())
+                continue;
+            }
+            for p in pending.drain(..) {
+                f(p)?;
+            }
+            if kind == EntryKind::Dir {
+                let (a, r) = (entry.abs.clone(), entry.rel.clone());
+                f(entry)?;
+                self.walk_children(&a, &child_ctx, &r, pending, f)?;
+            } else {
+                f(entry)?;
+            }
+        }
+        Ok(())
     }
 }
 
+/// A source path as ignore rules match it: root-relative, no leading `/`.
+fn ctx_rel_of(src_rel: &str) -> String {
+    clean(&format!("/{src_rel}"))
+        .trim_start_matches('/')
+        .to_string()
+}
+
 /// Metadata that decides whether a cached content digest is still valid.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FileStamp {
     size: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
+    mtime: i64,
+    ctime: i64,
     ino: u64,
     dev: u64,
+    mtime_nsec: u32,
+    ctime_nsec: u32,
 }
 
 impl FileStamp {
     fn of(m: &Metadata) -> Self {
         Self {
             size: m.size(),
-            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+            mtime: m.mtime(),
+            ctime: m.ctime(),
             ino: m.ino(),
             dev: m.dev(),
+            mtime_nsec: u32::try_from(m.mtime_nsec()).unwrap_or(u32::MAX),
+            ctime_nsec: u32::try_from(m.ctime_nsec()).unwrap_or(u32::MAX),
         }
     }
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct CacheFile {
-    /// path → (stamp, content digest, xattrs encoding); xattr changes move the ctime too.
-    entries: BTreeMap<String, (FileStamp, String, String)>,
+/// One cached file: its path and xattrs as ranges of the table's text, no allocation of its own.
+#[derive(Debug, Clone, Copy)]
+struct Cached {
+    path: (u32, u32),
+    xattrs: (u32, u32),
+    stamp: FileStamp,
+    digest: [u8; 32],
 }
 
+/// Cached digests in a few allocations: paths and xattr strings in one text, fixed-size
+/// records beside it (about 100 bytes a file plus its path).
+#[derive(Debug, Default)]
+struct Table {
+    text: Vec<u8>,
+    recs: Vec<Cached>,
+}
+
+impl Table {
+    fn str_at(&self, (start, len): (u32, u32)) -> &[u8] {
+        &self.text[start as usize..start as usize + len as usize]
+    }
+
+    fn path(&self, r: &Cached) -> &[u8] {
+        self.str_at(r.path)
+    }
+
+    /// Appends a record; `None` once the text outgrows 4 GiB (the entry is then not cached).
+    fn push(
+        &mut self,
+        path: &[u8],
+        stamp: FileStamp,
+        digest: [u8; 32],
+        xattrs: &[u8],
+    ) -> Option<()> {
+        let mut range = |b: &[u8]| -> Option<(u32, u32)> {
+            let start = u32::try_from(self.text.len()).ok()?;
+            let len = u32::try_from(b.len()).ok()?;
+            start.checked_add(len)?;
+            self.text.extend_from_slice(b);
+            Some((start, len))
+        };
+        let path = range(path)?;
+        let xattrs = range(xattrs)?;
+        self.recs.push(Cached {
+            path,
+            xattrs,
+            stamp,
+            digest,
+        });
+        Some(())
+    }
+
+    /// The record of `path` in a table sorted by path.
+    fn find(&self, path: &[u8]) -> Option<&Cached> {
+        self.recs
+            .binary_search_by(|r| self.path(r).cmp(path))
+            .ok()
+            .map(|i| &self.recs[i])
+    }
+}
+
+/// First bytes of a cache file (a format change makes old files read as empty).
+const CACHE_MAGIC: &[u8] = b"kiln-context-cache 2\n";
+
 /// The persistent metadata cache of content digests, one file per context directory under
-/// `<state_dir>/context/`.
+/// `<state_dir>/context/`: records sorted by path (relative to the context), read into one
+/// [`Table`] and written back streamed.
 pub(crate) struct ContentCache {
     path: Option<PathBuf>,
-    map: Mutex<CacheFile>,
-    dirty: Mutex<bool>,
+    /// Paths under this directory are stored relative to it.
+    root: PathBuf,
+    /// What the file held, sorted by path; read only.
+    loaded: Table,
+    /// Digests computed by this build, in any order.
+    fresh: Mutex<Table>,
 }
 
 impl ContentCache {
     /// Loads the cache for the context at `root` (missing or corrupt files start empty).
     pub(crate) fn load(state_dir: &Path, root: &Path) -> Self {
         let id = hex::encode(Sha256::digest(root.to_string_lossy().as_bytes()));
-        let path = state_dir.join("context").join(format!("{id}.json"));
-        let map = fs::read(&path)
+        let dir = state_dir.join("context");
+        // Caches of earlier versions (JSON) are left for the next save to remove.
+        let path = dir.join(format!("{id}.cache"));
+        let loaded = fs::File::open(&path)
             .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
+            .and_then(|f| read_table(&mut std::io::BufReader::new(f)).ok())
             .unwrap_or_default();
         Self {
             path: Some(path),
-            map: Mutex::new(map),
-            dirty: Mutex::new(false),
+            root: root.to_path_buf(),
+            loaded,
+            fresh: Mutex::new(Table::default()),
         }
     }
 
@@ -367,52 +468,172 @@ impl ContentCache {
     pub(crate) fn ephemeral() -> Self {
         Self {
             path: None,
-            map: Mutex::new(CacheFile::default()),
-            dirty: Mutex::new(false),
+            root: PathBuf::new(),
+            loaded: Table::default(),
+            fresh: Mutex::new(Table::default()),
+        }
+    }
+
+    /// The key of a file: its path relative to the root, or absolute when outside of it.
+    fn key<'p>(&self, abs: &'p Path) -> &'p [u8] {
+        use std::os::unix::ffi::OsStrExt;
+        match abs.strip_prefix(&self.root) {
+            Ok(rel) if !self.root.as_os_str().is_empty() => rel.as_os_str().as_bytes(),
+            _ => abs.as_os_str().as_bytes(),
         }
     }
 
     fn lookup(&self, abs: &Path, stamp: &FileStamp) -> Option<(String, String)> {
-        let map = self.map.lock().ok()?;
-        let (s, d, x) = map.entries.get(abs.to_string_lossy().as_ref())?;
-        (s == stamp).then(|| (d.clone(), x.clone()))
+        let r = self.loaded.find(self.key(abs))?;
+        (r.stamp == *stamp).then(|| {
+            (
+                hex::encode(r.digest),
+                String::from_utf8_lossy(self.loaded.str_at(r.xattrs)).into_owned(),
+            )
+        })
     }
 
-    fn store(&self, abs: &Path, stamp: FileStamp, digest: String, xattrs: String) {
+    fn store(&self, abs: &Path, stamp: FileStamp, digest: &str, xattrs: &str) {
         if self.path.is_none() {
             return;
         }
-        if let Ok(mut map) = self.map.lock() {
-            map.entries
-                .insert(abs.to_string_lossy().to_string(), (stamp, digest, xattrs));
+        let mut bin = [0u8; 32];
+        if hex::decode_to_slice(digest, &mut bin).is_err() {
+            return;
         }
-        if let Ok(mut d) = self.dirty.lock() {
-            *d = true;
+        if let Ok(mut t) = self.fresh.lock() {
+            let _ = t.push(self.key(abs), stamp, bin, xattrs.as_bytes());
         }
     }
 
-    /// Writes the cache back atomically if anything changed.
+    /// Writes the cache back atomically if anything changed: the loaded records merged with
+    /// this build's (which replace those of the same path), sorted, streamed to the file.
     pub(crate) fn save(&self) -> Result<()> {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        if !self.dirty.lock().is_ok_and(|d| *d) {
+        let fresh = self.fresh.lock().map_err(|_| Error::Cache {
+            path: path.clone(),
+            message: "lock poisoned".into(),
+        })?;
+        if fresh.recs.is_empty() {
             return Ok(());
         }
-        let dir = path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
-        let bytes = {
-            let map = self.map.lock().map_err(|_| Error::Cache {
-                path: path.clone(),
-                message: "lock poisoned".into(),
-            })?;
-            serde_json::to_vec(&*map).map_err(|source| Error::CacheEncode {
-                path: path.clone(),
-                source,
-            })?
-        };
-        crate::cache::write_atomic(path, &bytes)
+        // Fresh records by path; of two for one path the later wins.
+        let mut order: Vec<u32> =
+            (0..u32::try_from(fresh.recs.len()).unwrap_or(u32::MAX)).collect();
+        order.sort_by(|&a, &b| {
+            fresh
+                .path(&fresh.recs[a as usize])
+                .cmp(fresh.path(&fresh.recs[b as usize]))
+                .then(b.cmp(&a))
+        });
+        order.dedup_by(|b, a| {
+            fresh.path(&fresh.recs[*a as usize]) == fresh.path(&fresh.recs[*b as usize])
+        });
+        let (old, new) = (&self.loaded, &*fresh);
+        crate::cache::write_atomic_with(path, &mut |w| {
+            w.write_all(CACHE_MAGIC)?;
+            let mut olds = old.recs.iter().peekable();
+            for &i in &order {
+                let r = &new.recs[i as usize];
+                let p = new.path(r);
+                while let Some(o) = olds.next_if(|o| old.path(o) < p) {
+                    write_rec(w, old, o)?;
+                }
+                olds.next_if(|o| old.path(o) == p);
+                write_rec(w, new, r)?;
+            }
+            for o in olds {
+                write_rec(w, old, o)?;
+            }
+            Ok(())
+        })?;
+        if let Some(dir) = path.parent()
+            && let Some(stem) = path.file_stem()
+        {
+            // The JSON cache of earlier versions.
+            let _ = fs::remove_file(dir.join(stem).with_extension("json"));
+        }
+        Ok(())
     }
+}
+
+fn write_bytes(w: &mut dyn Write, b: &[u8]) -> std::io::Result<()> {
+    w.write_all(&u32::try_from(b.len()).unwrap_or(u32::MAX).to_le_bytes())?;
+    w.write_all(b)
+}
+
+fn write_rec(w: &mut dyn Write, t: &Table, r: &Cached) -> std::io::Result<()> {
+    let s = &r.stamp;
+    write_bytes(w, t.path(r))?;
+    for v in [s.size, s.mtime as u64, s.ctime as u64, s.ino, s.dev] {
+        w.write_all(&v.to_le_bytes())?;
+    }
+    w.write_all(&s.mtime_nsec.to_le_bytes())?;
+    w.write_all(&s.ctime_nsec.to_le_bytes())?;
+    w.write_all(&r.digest)?;
+    write_bytes(w, t.str_at(r.xattrs))
+}
+
+/// Reads a cache file written by [`ContentCache::save`]; any flaw is an error (the cache then
+/// starts empty).
+fn read_table(r: &mut impl Read) -> std::io::Result<Table> {
+    use std::io::{Error as IoError, ErrorKind};
+    fn bytes<const N: usize>(r: &mut impl Read) -> std::io::Result<[u8; N]> {
+        let mut b = [0u8; N];
+        r.read_exact(&mut b)?;
+        Ok(b)
+    }
+    fn string(r: &mut impl Read, out: &mut Vec<u8>) -> std::io::Result<()> {
+        let len = u32::from_le_bytes(bytes(r)?) as usize;
+        let start = out.len();
+        out.resize(start + len, 0);
+        r.read_exact(&mut out[start..])
+    }
+    let bad = || IoError::new(ErrorKind::InvalidData, "bad context cache");
+    let mut magic = [0u8; CACHE_MAGIC.len()];
+    r.read_exact(&mut magic)?;
+    if magic != CACHE_MAGIC {
+        return Err(bad());
+    }
+    let mut t = Table::default();
+    let (mut path, mut xattrs) = (Vec::new(), Vec::new());
+    loop {
+        let mut len = [0u8; 4];
+        match r.read(&mut len[..1])? {
+            0 => break,
+            _ => r.read_exact(&mut len[1..])?,
+        }
+        let len = u32::from_le_bytes(len) as usize;
+        path.resize(len, 0);
+        r.read_exact(&mut path)?;
+        let mut n = [0u64; 5];
+        for v in &mut n {
+            *v = u64::from_le_bytes(bytes(r)?);
+        }
+        let [size, mtime, ctime, ino, dev] = n;
+        let stamp = FileStamp {
+            size,
+            mtime: mtime as i64,
+            ctime: ctime as i64,
+            ino,
+            dev,
+            mtime_nsec: u32::from_le_bytes(bytes(r)?),
+            ctime_nsec: u32::from_le_bytes(bytes(r)?),
+        };
+        let digest = bytes::<32>(r)?;
+        xattrs.clear();
+        string(r, &mut xattrs)?;
+        // Sorted and unique, as written: a binary search finds every record.
+        if t.recs.last().is_some_and(|l| t.path(l) >= path.as_slice()) {
+            return Err(bad());
+        }
+        t.push(&path, stamp, digest, &xattrs).ok_or_else(bad)?;
+    }
+    t.text.shrink_to_fit();
+    t.recs.shrink_to_fit();
+    Ok(t)
 }
 
 /// sha256 of a file's content, streamed.
@@ -442,62 +663,146 @@ fn xattr_string(path: &Path) -> String {
     x
 }
 
-/// Digest of exactly the selected entries: for each (in order) its path, type, mode, uid, gid,
-/// xattrs and content digest or link target. `label` distinguishes sources in one selection.
-/// Also returns each entry's line (`path\0kind\0mode\0uid\0gid\0xattrs\0content`, after a
-/// length prefix), which explains a later change.
-pub(crate) fn digest_entries_listed(
-    entries: &[(String, WalkEntry)],
-    cache: &ContentCache,
-) -> Result<(String, Vec<String>)> {
-    let lines: Vec<String> = entries
-        .par_iter()
-        .map(|(label, e)| -> Result<String> {
-            let m = &e.meta;
-            let (kind, payload, x) = match e.kind {
-                EntryKind::File => {
-                    let stamp = FileStamp::of(m);
-                    let (d, x) = match cache.lookup(&e.abs, &stamp) {
-                        Some(hit) => hit,
-                        None => {
-                            let d = file_sha256(&e.abs)?;
-                            let x = xattr_string(&e.abs);
-                            cache.store(&e.abs, stamp, d.clone(), x.clone());
-                            (d, x)
-                        }
-                    };
-                    ("f", d, x)
-                }
-                EntryKind::Dir => ("d", String::new(), xattr_string(&e.abs)),
-                EntryKind::Symlink => (
-                    "l",
-                    fs::read_link(&e.abs)
-                        .map_err(io_err("read link", &e.abs))?
-                        .to_string_lossy()
-                        .to_string(),
-                    xattr_string(&e.abs),
-                ),
-                EntryKind::Other => ("o", format!("{:x}", m.rdev()), xattr_string(&e.abs)),
-            };
-            Ok(format!(
-                "{}\0{}\0{kind}\0{:o}\0{}\0{}\0{x}\0{payload}\n",
-                label.len(),
-                if e.rel.is_empty() {
-                    label.clone()
-                } else {
-                    format!("{label}/{}", e.rel)
-                },
-                m.mode() & 0o7777,
-                m.uid(),
-                m.gid()
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut h = Sha256::new();
-    for l in &lines {
-        h.update(l.as_bytes());
+/// The entry lines of a selection (see [`digest_sources_listed`]), in one string: two
+/// allocations for any number of entries. Serialized as a list of strings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Listing {
+    text: String,
+    /// Where each line ends in `text`.
+    ends: Vec<usize>,
+}
+
+impl Listing {
+    /// The number of lines.
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
     }
-    Ok((format!("sha256:{}", hex::encode(h.finalize())), lines))
+
+    /// Whether there are no lines.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Line `i`.
+    pub(crate) fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
+
+    /// The lines in order.
+    pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    /// Appends a line.
+    pub(crate) fn push(&mut self, line: &str) {
+        self.text.push_str(line);
+        self.ends.push(self.text.len());
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for Listing {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
+        let mut l = Listing::default();
+        for s in iter {
+            l.push(s.as_ref());
+        }
+        l
+    }
+}
+
+impl Serialize for Listing {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Listing {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::{DeserializeSeed, SeqAccess, Visitor};
+        struct Lines;
+        /// Appends one string to the listing, never allocating a `String` for it.
+        struct Line<'a>(&'a mut Listing);
+        impl<'de> Visitor<'de> for Lines {
+            type Value = Listing;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of strings")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Listing, A::Error> {
+                let mut l = Listing::default();
+                while seq.next_element_seed(Line(&mut l))?.is_some() {}
+                l.text.shrink_to_fit();
+                l.ends.shrink_to_fit();
+                Ok(l)
+            }
+        }
+        impl<'de> DeserializeSeed<'de> for Line<'_> {
+            type Value = ();
+            fn deserialize<D: serde::Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> std::result::Result<(), D::Error> {
+                d.deserialize_str(self)
+            }
+        }
+        impl Visitor<'_> for Line<'_> {
+            type Value = ();
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<(), E> {
+                self.0.push(v);
+                Ok(())
+            }
+        }
+        d.deserialize_seq(Lines)
+    }
+}
+
+/// Entries hashed in one parallel batch: what a walk holds at once, whatever its size.
+const BATCH: usize = 1024;
+
+/// The line of one entry (`len(label)\0path\0kind\0mode\0uid\0gid\0xattrs\0content\n`), its
+/// file content hashed unless the cache knows it.
+fn entry_line(label: &str, e: &WalkEntry, cache: &ContentCache) -> Result<String> {
+    let m = &e.meta;
+    let (kind, payload, x) = match e.kind {
+        EntryKind::File => {
+            let stamp = FileStamp::of(m);
+            let (d, x) = match cache.lookup(&e.abs, &stamp) {
+                Some(hit) => hit,
+                None => {
+                    let d = file_sha256(&e.abs)?;
+                    let x = xattr_string(&e.abs);
+                    cache.store(&e.abs, stamp, &d, &x);
+                    (d, x)
+                }
+            };
+            ("f", d, x)
+        }
+        EntryKind::Dir => ("d", String::new(), xattr_string(&e.abs)),
+        EntryKind::Symlink => (
+            "l",
+            fs::read_link(&e.abs)
+                .map_err(io_err("read link", &e.abs))?
+                .to_string_lossy()
+                .to_string(),
+            xattr_string(&e.abs),
+        ),
+        EntryKind::Other => ("o", format!("{:x}", m.rdev()), xattr_string(&e.abs)),
+    };
+    let sep = if e.rel.is_empty() { "" } else { "/" };
+    Ok(format!(
+        "{}\0{label}{sep}{}\0{kind}\0{:o}\0{}\0{}\0{x}\0{payload}\n",
+        label.len(),
+        e.rel,
+        m.mode() & 0o7777,
+        m.uid(),
+        m.gid()
+    ))
 }
 
 /// Expands and walks `sources` in `tree`, returning the digest of the selection. A source that
@@ -511,14 +816,32 @@ pub(crate) fn digest_sources(
     digest_sources_listed(tree, sources, cache, line).map(|(d, _)| d)
 }
 
-/// [`digest_sources`], also returning each entry's line (see [`digest_entries_listed`]).
+/// [`digest_sources`], also returning each entry's line. The digest covers exactly the selected
+/// entries: for each (in order) its path, type, mode, uid, gid, xattrs and content digest or
+/// link target, as the line `len(label)\0label/path\0kind\0mode\0uid\0gid\0xattrs\0content\n`
+/// (`label` is the matched source, `/m`) which also explains a later change. Entries are walked
+/// and hashed in batches: memory holds the lines, not the entries.
 pub(crate) fn digest_sources_listed(
     tree: &SourceTree<'_>,
     sources: &[String],
     cache: &ContentCache,
     line: usize,
-) -> Result<(String, Vec<String>)> {
-    let mut all = Vec::new();
+) -> Result<(String, Listing)> {
+    let mut h = Sha256::new();
+    let mut listing = Listing::default();
+    let mut batch: Vec<WalkEntry> = Vec::with_capacity(BATCH);
+    let mut flush = |label: &str, batch: &mut Vec<WalkEntry>| -> Result<()> {
+        let lines = batch
+            .par_iter()
+            .map(|e| entry_line(label, e, cache))
+            .collect::<Result<Vec<_>>>()?;
+        batch.clear();
+        for l in &lines {
+            h.update(l.as_bytes());
+            listing.push(l);
+        }
+        Ok(())
+    };
     for s in sources {
         let matches = tree.expand(s)?;
         if matches.is_empty() && !has_wildcards(s) {
@@ -528,12 +851,20 @@ pub(crate) fn digest_sources_listed(
             });
         }
         for m in matches {
-            for e in tree.walk(&m)? {
-                all.push((format!("/{m}"), e));
-            }
+            let label = format!("/{m}");
+            tree.walk_each(&m, &mut |e| {
+                batch.push(e);
+                if batch.len() == BATCH {
+                    flush(&label, &mut batch)?;
+                }
+                Ok(())
+            })?;
+            flush(&label, &mut batch)?;
         }
     }
-    digest_entries_listed(&all, cache)
+    listing.text.shrink_to_fit();
+    listing.ends.shrink_to_fit();
+    Ok((format!("sha256:{}", hex::encode(h.finalize())), listing))
 }
 
 #[cfg(test)]

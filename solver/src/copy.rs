@@ -389,10 +389,8 @@ fn copy_one(
     opts: &CopyOptions<'_>,
     reset_owner: bool,
 ) -> Result<()> {
-    let entries = tree.walk(src_rel)?;
-    let Some(top) = entries.first() else {
-        return Ok(());
-    };
+    let top = tree.top(src_rel)?;
+    let top = &top;
     let base = src_rel.rsplit('/').next().unwrap_or(src_rel).to_string();
     let mut dest_host = dest_host.to_path_buf();
     let mut dest_path = dest_clean.to_string();
@@ -433,46 +431,51 @@ fn copy_one(
     }
     // Directory: its contents go into the destination. Directory times are set again after
     // their children, as BuildKit's copier does (copyFileInfo after copyDirectory): a copied
-    // directory keeps its source's mtime, so the same context makes the same layer.
-    let mut dir_times: Vec<(PathBuf, &WalkEntry)> = Vec::new();
+    // directory keeps its source's mtime, so the same context makes the same layer. Entries are
+    // copied as the walk finds them; only directories are remembered.
+    let mut dir_times: Vec<(PathBuf, Times)> = Vec::new();
     if copy_entry(top, &dest_host, opts, reset_owner, false)? {
-        dir_times.push((dest_host.clone(), top));
+        dir_times.push((dest_host.clone(), times(&top.meta)));
     }
     // Directories left out by --exclude whose descendants are kept: those descendants' parents
     // are made inside the root (they may be symlinks in the destination).
-    let mut skipped_dirs: Vec<&str> = Vec::new();
-    for e in &entries[1..] {
+    let mut skipped_dirs: Vec<String> = Vec::new();
+    tree.walk_below(top, src_rel, &mut |e| {
         if let Some(ex) = opts.exclude
             && ex.is_excluded(&e.rel)
         {
             if e.kind == EntryKind::Dir {
-                skipped_dirs.push(&e.rel);
+                skipped_dirs.push(e.rel);
             }
-            continue;
+            return Ok(());
         }
         let mut target = dest_host.join(&e.rel);
-        if skipped_dirs
-            .iter()
-            .any(|d| e.rel.strip_prefix(d).is_some_and(|r| r.starts_with('/')))
-        {
+        if skipped_dirs.iter().any(|d| {
+            e.rel
+                .strip_prefix(d.as_str())
+                .is_some_and(|r| r.starts_with('/'))
+        }) {
             let (parent, name) = e.rel.rsplit_once('/').unwrap_or(("", &e.rel));
             let in_root = dest_host.strip_prefix(root).unwrap_or(Path::new(""));
             let parent = format!("/{}/{parent}", in_root.display());
             target = mkdir_all(root, &parent, opts.chown)?.join(name);
         }
-        if copy_entry(e, &target, opts, reset_owner, true)? {
-            dir_times.push((target, e));
+        if copy_entry(&e, &target, opts, reset_owner, true)? {
+            dir_times.push((target, times(&e.meta)));
         }
-    }
-    for (target, e) in dir_times.iter().rev() {
-        let m = &e.meta;
-        fsutil::set_times(
-            target,
-            (m.atime(), m.atime_nsec()),
-            (m.mtime(), m.mtime_nsec()),
-        )?;
+        Ok(())
+    })?;
+    for (target, (atime, mtime)) in dir_times.iter().rev() {
+        fsutil::set_times(target, *atime, *mtime)?;
     }
     Ok(())
+}
+
+/// (atime, mtime) as (seconds, nanoseconds).
+type Times = ((i64, i64), (i64, i64));
+
+fn times(m: &fs::Metadata) -> Times {
+    ((m.atime(), m.atime_nsec()), (m.mtime(), m.mtime_nsec()))
 }
 
 #[cfg(test)]

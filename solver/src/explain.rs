@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::cache::{TMP_PREFIX, replace_unsynced};
-use crate::error::{Error, Result};
+use crate::cache::{TMP_PREFIX, replace_unsynced, replace_unsynced_with};
+use crate::context::Listing;
+use crate::error::Result;
 
 /// What one build of a step was made from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,7 +25,7 @@ pub(crate) struct StepInputs {
     pub(crate) fields: Vec<(String, String)>,
     /// The COPY sources' entries (see `context::digest_entries_listed`).
     #[serde(default)]
-    pub(crate) files: Vec<String>,
+    pub(crate) files: Listing,
 }
 
 /// The store of the last inputs of each step.
@@ -61,19 +62,18 @@ impl ExplainStore {
 
     /// The step's last recorded inputs.
     pub(crate) fn load(&self, id: &str) -> Option<StepInputs> {
-        let b = fs::read(self.dir.join(format!("{id}.json"))).ok()?;
-        serde_json::from_slice(&b).ok()
+        // Streamed: a listing of many files is never held twice (as JSON and as lines).
+        let f = fs::File::open(self.dir.join(format!("{id}.json"))).ok()?;
+        serde_json::from_reader(std::io::BufReader::with_capacity(64 * 1024, f)).ok()
     }
 
     /// Records the step's inputs (then its key, so the key never names missing inputs).
     pub(crate) fn save(&self, id: &str, inputs: &StepInputs) -> Result<()> {
         let p = self.dir.join(format!("{id}.json"));
-        let bytes = serde_json::to_vec(inputs).map_err(|source| Error::CacheEncode {
-            path: p.clone(),
-            source,
-        })?;
         // Without fsync: an explanation lost in a crash only makes the next one say less.
-        replace_unsynced(&p, &bytes)?;
+        replace_unsynced_with(&p, &mut |w| {
+            serde_json::to_writer(w, inputs).map_err(std::io::Error::other)
+        })?;
         replace_unsynced(&self.dir.join(format!("{id}.key")), inputs.key.as_bytes())
     }
 }
@@ -87,60 +87,159 @@ fn short(v: &str) -> String {
     }
 }
 
-/// One entry line split into (path, (kind, mode, owner, content)).
-fn entry(line: &str) -> Option<(String, [String; 4])> {
-    let f: Vec<&str> = line.trim_end_matches('\n').splitn(8, '\0').collect();
-    let [_, path, kind, mode, uid, gid, _x, payload] = f.as_slice() else {
-        return None;
-    };
-    let payload = if *kind == "f" && !payload.starts_with("sha256:") {
-        format!("sha256:{payload}")
-    } else {
-        (*payload).to_string()
-    };
-    Some((
-        (*path).to_string(),
-        [
-            (*kind).to_string(),
-            (*mode).to_string(),
-            format!("{uid}:{gid}"),
-            payload,
-        ],
-    ))
+/// The fields of one entry line that an explanation compares.
+#[derive(Debug, Clone, Copy)]
+struct Entry<'a> {
+    path: &'a str,
+    kind: &'a str,
+    mode: &'a str,
+    uid: &'a str,
+    gid: &'a str,
+    payload: &'a str,
 }
 
-fn file_changes(old: &[String], new: &[String]) -> Vec<String> {
-    let o: BTreeMap<String, [String; 4]> = old.iter().filter_map(|l| entry(l)).collect();
-    let n: BTreeMap<String, [String; 4]> = new.iter().filter_map(|l| entry(l)).collect();
+impl Entry<'_> {
+    /// The content as shown: a file's digest with its `sha256:` prefix.
+    fn content(&self) -> String {
+        if self.kind == "f" && !self.payload.starts_with("sha256:") {
+            format!("sha256:{}", self.payload)
+        } else {
+            self.payload.to_string()
+        }
+    }
+
+    fn owner(&self) -> String {
+        format!("{}:{}", self.uid, self.gid)
+    }
+
+    /// Whether the content is the same (a file's digest with or without its prefix).
+    fn same_content(&self, o: &Entry<'_>) -> bool {
+        let strip = |e: &Entry<'_>| {
+            if e.kind == "f" {
+                e.payload
+                    .strip_prefix("sha256:")
+                    .unwrap_or(e.payload)
+                    .to_string()
+            } else {
+                e.payload.to_string()
+            }
+        };
+        self.payload == o.payload || strip(self) == strip(o)
+    }
+}
+
+/// One entry line split into its fields.
+fn entry(line: &str) -> Option<Entry<'_>> {
+    let mut f = line.trim_end_matches('\n').splitn(8, '\0');
+    let _len = f.next()?;
+    let (path, kind, mode, uid, gid, _x, payload) = (
+        f.next()?,
+        f.next()?,
+        f.next()?,
+        f.next()?,
+        f.next()?,
+        f.next()?,
+        f.next()?,
+    );
+    Some(Entry {
+        path,
+        kind,
+        mode,
+        uid,
+        gid,
+        payload,
+    })
+}
+
+/// The path field of an entry line, `""` when it does not parse.
+fn path_of(line: &str) -> &str {
+    line.split('\0').nth(1).unwrap_or_default()
+}
+
+/// The lines of `l` that parse, by path (of two lines with one path, the later), as line
+/// numbers: four bytes a line, the lines themselves are neither copied nor kept parsed.
+fn by_path(l: &Listing) -> Vec<u32> {
+    let mut v: Vec<u32> = (0..l.len())
+        .filter(|&i| entry(l.get(i)).is_some())
+        .filter_map(|i| u32::try_from(i).ok())
+        .collect();
+    // Stable: equal paths stay in line order, and the last of each run is kept.
+    v.sort_by(|&a, &b| path_of(l.get(a as usize)).cmp(path_of(l.get(b as usize))));
+    let mut out: Vec<u32> = Vec::with_capacity(v.len());
+    for i in v {
+        match out.last_mut() {
+            Some(last) if path_of(l.get(*last as usize)) == path_of(l.get(i as usize)) => {
+                *last = i;
+            }
+            _ => out.push(i),
+        }
+    }
+    out
+}
+
+/// Line `i` of `l`, parsed.
+fn at(l: &Listing, i: u32) -> Option<Entry<'_>> {
+    entry(l.get(i as usize))
+}
+
+/// The first `limit` file changes between `old` and `new` (added and changed ones by path,
+/// then removed ones by path) and how many there are in all.
+fn file_changes(old: &Listing, new: &Listing, limit: usize) -> (Vec<String>, usize) {
+    let o = by_path(old);
+    let n = by_path(new);
+    let find = |p: &str| {
+        o.binary_search_by(|&i| path_of(old.get(i as usize)).cmp(p))
+            .ok()
+            .and_then(|k| at(old, o[k]))
+    };
     let mut out = Vec::new();
-    for (path, nv) in &n {
-        match o.get(path) {
-            None => out.push(format!("file {path} was added")),
-            Some(ov) if ov != nv => {
-                let mut what = Vec::new();
-                if ov[0] != nv[0] {
-                    what.push(format!("type {} -> {}", ov[0], nv[0]));
-                }
-                if ov[3] != nv[3] {
-                    what.push(format!("content {} -> {}", ov[3], nv[3]));
-                }
-                if ov[1] != nv[1] {
-                    what.push(format!("mode {} -> {}", ov[1], nv[1]));
-                }
-                if ov[2] != nv[2] {
-                    what.push(format!("owner {} -> {}", ov[2], nv[2]));
-                }
-                out.push(format!("file {path} changed: {}", what.join(", ")));
+    let mut total = 0;
+    let mut put = |s: &dyn Fn() -> String| {
+        if out.len() < limit {
+            out.push(s());
+        }
+        total += 1;
+    };
+    for nv in n.iter().filter_map(|&i| at(new, i)) {
+        let path = nv.path;
+        match find(path) {
+            None => put(&|| format!("file {path} was added")),
+            Some(ov)
+                if ov.kind != nv.kind
+                    || !ov.same_content(&nv)
+                    || ov.mode != nv.mode
+                    || ov.uid != nv.uid
+                    || ov.gid != nv.gid =>
+            {
+                put(&|| {
+                    let mut what = Vec::new();
+                    if ov.kind != nv.kind {
+                        what.push(format!("type {} -> {}", ov.kind, nv.kind));
+                    }
+                    if !ov.same_content(&nv) {
+                        what.push(format!("content {} -> {}", ov.content(), nv.content()));
+                    }
+                    if ov.mode != nv.mode {
+                        what.push(format!("mode {} -> {}", ov.mode, nv.mode));
+                    }
+                    if ov.owner() != nv.owner() {
+                        what.push(format!("owner {} -> {}", ov.owner(), nv.owner()));
+                    }
+                    format!("file {path} changed: {}", what.join(", "))
+                });
             }
             Some(_) => {}
         }
     }
-    for path in o.keys() {
-        if !n.contains_key(path) {
-            out.push(format!("file {path} was removed"));
+    for ov in o.iter().filter_map(|&i| at(old, i)) {
+        let path = ov.path;
+        if n.binary_search_by(|&i| path_of(new.get(i as usize)).cmp(path))
+            .is_err()
+        {
+            put(&|| format!("file {path} was removed"));
         }
     }
-    out
+    (out, total)
 }
 
 fn kv(item: &str) -> (&str, &str) {
@@ -216,19 +315,21 @@ pub(crate) fn explain(old: Option<&StepInputs>, new: &StepInputs, parent: &str) 
     if old.parent != new.parent {
         why.push(format!("the parent step missed the cache: {parent}"));
     }
-    let mut own = Vec::new();
-    if !old.files.is_empty() || !new.files.is_empty() {
-        own.extend(file_changes(&old.files, &new.files));
-    }
+    let (mut own, file_count) = if !old.files.is_empty() || !new.files.is_empty() {
+        file_changes(&old.files, &new.files, MAX_LISTED)
+    } else {
+        (Vec::new(), 0)
+    };
     let fields = field_changes(&old.fields, &new.fields);
     // The digest line only says more when the entries were not kept.
-    let files_told = !own.is_empty();
-    own.extend(
-        fields
-            .into_iter()
-            .filter(|f| !(files_told && f.starts_with("the sources' digest"))),
-    );
-    let more = own.len().saturating_sub(MAX_LISTED);
+    let files_told = file_count > 0;
+    let fields: Vec<String> = fields
+        .into_iter()
+        .filter(|f| !(files_told && f.starts_with("the sources' digest")))
+        .collect();
+    let all = file_count + fields.len();
+    own.extend(fields);
+    let more = all.saturating_sub(MAX_LISTED);
     own.truncate(MAX_LISTED);
     if more > 0 {
         own.push(format!("and {more} more"));

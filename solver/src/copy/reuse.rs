@@ -17,38 +17,52 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
+use std::hash::{Hash, Hasher};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::context::{EntryKind, SourceTree, WalkEntry};
+use crate::context::{EntryKind, Listing, SourceTree, WalkEntry};
 use crate::dockerignore::clean;
 use crate::error::{Result, io_err};
 use crate::fsutil;
 
 /// One selected entry: its context path and where the copy put it (relative to the root).
 #[derive(Debug, Clone)]
-struct Mapped {
+struct Mapped<'a> {
     /// The source path as selected (`m`, no leading `/`).
-    source: String,
+    source: &'a str,
     /// The path below it (empty for the source itself).
-    rel: String,
-    kind: String,
+    rel: &'a str,
+    kind: &'a str,
     dest: String,
 }
 
-/// What [`plan`] found: every entry's destination and which files changed.
+/// Where a selected source went.
 #[derive(Debug)]
-pub(crate) struct Plan {
-    entries: Vec<Mapped>,
+struct Top {
+    kind: String,
+    /// Its destination, no leading `/`.
+    dest: String,
+    /// Its line (for a source that is not a directory).
+    line: usize,
+}
+
+/// What [`plan`] found: every entry's destination (derived from its line when asked, nothing
+/// stored per entry) and which files changed.
+#[derive(Debug)]
+pub(crate) struct Plan<'a> {
+    lines: &'a Listing,
+    /// Each source by its path (`m`).
+    tops: HashMap<&'a str, Top>,
+    /// The lines of regular files below a directory source, by (path, label).
+    files: Vec<u32>,
     changed: HashSet<usize>,
     /// The destination ends with `/`: made before the copy, so a directory source's own
     /// metadata is never applied to it.
     dest_is_dir: bool,
-    /// Every path of the previous upper directory, parents first.
-    paths: Vec<String>,
 }
 
-/// `(label, path, kind, rest)` of an entry line of `context::digest_entries_listed`.
+/// `(label, path, kind, rest)` of an entry line of `context::digest_sources_listed`.
 fn split(line: &str) -> Option<(&str, &str, &str)> {
     let (len, rest) = line.split_once('\0')?;
     let len: usize = len.parse().ok()?;
@@ -78,19 +92,87 @@ fn regular_file_at(root: &Path, rel: &str) -> bool {
     false
 }
 
+impl<'a> Plan<'a> {
+    /// Entry `i` (a line that [`plan`] checked).
+    fn entry(&self, i: usize) -> Option<Mapped<'a>> {
+        let (label, path, kind) = split(self.lines.get(i))?;
+        let source = label.trim_start_matches('/');
+        let rel = path.trim_start_matches('/');
+        let top = self.tops.get(source)?;
+        let dest = if rel.is_empty() {
+            top.dest.clone()
+        } else if top.dest.is_empty() {
+            rel.to_string()
+        } else {
+            format!("{}/{rel}", top.dest)
+        };
+        Some(Mapped {
+            source,
+            rel,
+            kind,
+            dest,
+        })
+    }
+
+    /// The regular file entry the copy wrote to `dest` (relative to the root).
+    fn file_at(&self, dest: &str) -> Option<usize> {
+        for (source, top) in &self.tops {
+            if top.kind != "d" {
+                if top.kind == "f" && top.dest == dest {
+                    return Some(top.line);
+                }
+                continue;
+            }
+            let rest = if top.dest.is_empty() {
+                dest
+            } else {
+                match dest.strip_prefix(top.dest.as_str()) {
+                    Some(r) => match r.strip_prefix('/') {
+                        Some(r) if !r.is_empty() => r,
+                        _ => continue,
+                    },
+                    None => continue,
+                }
+            };
+            let label = format!("/{source}");
+            let path = format!("{label}/{rest}");
+            if let Ok(i) = self.files.binary_search_by(|&i| {
+                file_key(self.lines.get(i as usize)).cmp(&Some((path.as_str(), label.as_str())))
+            }) {
+                return Some(self.files[i] as usize);
+            }
+        }
+        None
+    }
+}
+
+/// (path, label) of a line, the order of [`Plan::files`].
+fn file_key(line: &str) -> Option<(&str, &str)> {
+    let (label, _, _) = split(line)?;
+    let (_, rest) = line.split_once('\0')?;
+    let (path, _) = rest.split_once('\0')?;
+    Some((path, label))
+}
+
 /// Compares the previous and the current entry lines of the step and maps every entry to its
 /// destination in `old_upper` (the previous result's upper directory). `None`: not eligible.
-pub(crate) fn plan(old: &[String], new: &[String], dest: &str, old_upper: &Path) -> Option<Plan> {
+pub(crate) fn plan<'a>(
+    old: &Listing,
+    new: &'a Listing,
+    dest: &str,
+    old_upper: &Path,
+) -> Option<Plan<'a>> {
     if old.len() != new.len() || old == new {
         return None;
     }
     let dest_clean = clean(&format!("/{dest}"));
     let dest_is_dir = dest.ends_with('/') || dest.ends_with("/.");
-    let mut entries = Vec::with_capacity(new.len());
     let mut changed = HashSet::new();
+    let mut files = Vec::new();
     // The top entry's kind of each source, and its destination.
-    let mut tops: HashMap<String, (String, String)> = HashMap::new();
-    for (i, (o, n)) in old.iter().zip(new).enumerate() {
+    let mut tops: HashMap<&'a str, Top> = HashMap::new();
+    let mut sources = 0;
+    for (i, (o, n)) in old.iter().zip(new.iter()).enumerate() {
         let (ol, op, ok) = split(o)?;
         let (label, path, kind) = split(n)?;
         if (ol, op, ok) != (label, path, kind) {
@@ -102,13 +184,14 @@ pub(crate) fn plan(old: &[String], new: &[String], dest: &str, old_upper: &Path)
             }
             changed.insert(i);
         }
-        let source = label.trim_start_matches('/').to_string();
-        let rel = path.trim_start_matches('/').to_string();
-        let dest = if rel.is_empty() {
+        let source = label.trim_start_matches('/');
+        let rel = path.trim_start_matches('/');
+        if rel.is_empty() {
+            sources += 1;
             let d = if kind == "d" {
                 dest_clean.clone()
             } else {
-                let base = source.rsplit('/').next().unwrap_or(&source);
+                let base = source.rsplit('/').next().unwrap_or(source);
                 let into = format!("{}/{base}", dest_clean.trim_end_matches('/'));
                 // A file goes into an existing directory under its name, else to the path.
                 match (
@@ -120,61 +203,75 @@ pub(crate) fn plan(old: &[String], new: &[String], dest: &str, old_upper: &Path)
                     _ => return None,
                 }
             };
-            tops.insert(source.clone(), (kind.to_string(), d.clone()));
-            d
+            tops.insert(
+                source,
+                Top {
+                    kind: kind.to_string(),
+                    dest: d.trim_matches('/').to_string(),
+                    line: i,
+                },
+            );
         } else {
-            let (top_kind, top_dest) = tops.get(&source)?;
-            if top_kind != "d" {
+            if tops.get(source)?.kind != "d" {
                 return None;
             }
-            format!("{}/{rel}", top_dest.trim_end_matches('/'))
-        };
-        entries.push(Mapped {
-            source,
-            rel,
-            kind: kind.to_string(),
-            dest: dest.trim_start_matches('/').to_string(),
-        });
-    }
-    // Two entries written to one place: the later one wins, which the mapping cannot tell.
-    let mut seen = HashSet::new();
-    for e in entries.iter().filter(|e| e.kind != "d") {
-        if !seen.insert(e.dest.as_str()) {
-            return None;
+            if kind == "f" {
+                files.push(u32::try_from(i).ok()?);
+            }
         }
     }
-    for &i in &changed {
-        if !regular_file_at(old_upper, &entries[i].dest) {
-            return None;
-        }
-    }
-    Some(Plan {
-        paths: tree_paths(old_upper)?,
-        entries,
+    files.sort_by(|&a, &b| file_key(new.get(a as usize)).cmp(&file_key(new.get(b as usize))));
+    let plan = Plan {
+        lines: new,
+        tops,
+        files,
         changed,
         dest_is_dir,
-    })
+    };
+    // Two entries written to one place: the later one wins, which the mapping cannot tell.
+    // One source maps its entries to distinct places; of several, the places are compared by
+    // hash (a collision only means a full copy).
+    if sources > 1 {
+        let mut seen = HashSet::new();
+        for i in 0..new.len() {
+            let e = plan.entry(i)?;
+            if e.kind == "d" {
+                continue;
+            }
+            let mut h = std::hash::DefaultHasher::new();
+            e.dest.hash(&mut h);
+            if !seen.insert(h.finish()) {
+                return None;
+            }
+        }
+    }
+    for &i in &plan.changed {
+        if !regular_file_at(old_upper, &plan.entry(i)?.dest) {
+            return None;
+        }
+    }
+    Some(plan)
 }
 
 /// The source entry of a mapped path in the context, as the copy's walk sees it. `tops`
 /// remembers each source's resolved path (resolving is a walk of its own).
 fn source_entry(
     tree: &SourceTree<'_>,
-    e: &Mapped,
+    e: &Mapped<'_>,
     tops: &mut HashMap<String, PathBuf>,
 ) -> Result<WalkEntry> {
-    let top = match tops.get(&e.source) {
+    let top = match tops.get(e.source) {
         Some(t) => t.clone(),
         None => {
-            let t = tree.resolve(&e.source, true)?;
-            tops.insert(e.source.clone(), t.clone());
+            let t = tree.resolve(e.source, true)?;
+            tops.insert(e.source.to_string(), t.clone());
             t
         }
     };
     let abs = if e.rel.is_empty() {
         top
     } else {
-        top.join(&e.rel)
+        top.join(e.rel)
     };
     let meta = if e.rel.is_empty() {
         fs::metadata(&abs).or_else(|_| fs::symlink_metadata(&abs))
@@ -182,30 +279,74 @@ fn source_entry(
         fs::symlink_metadata(&abs)
     }
     .map_err(io_err("stat", &abs))?;
-    let kind = match e.kind.as_str() {
+    let kind = match e.kind {
         "d" => EntryKind::Dir,
         "f" => EntryKind::File,
         "l" => EntryKind::Symlink,
         _ => EntryKind::Other,
     };
     Ok(WalkEntry {
-        rel: e.rel.clone(),
+        rel: e.rel.to_string(),
         abs,
         kind,
         meta,
     })
 }
 
-/// Every path below `root` (relative, parents before children), without following symlinks;
-/// `None` when a name is not UTF-8 or a directory cannot be read.
-fn tree_paths(root: &Path) -> Option<Vec<String>> {
-    let mut out = Vec::new();
-    let mut todo = vec![String::new()];
-    while let Some(dir) = todo.pop() {
-        let abs = root.join(&dir);
+/// Fills `new_upper` (an empty, unmounted upper directory) from `old_upper`: directories,
+/// symlinks and special files re-made with their metadata, regular files hard-linked except
+/// those to write again: the changed ones, and those whose size, mtime or mode no longer match
+/// the source. Returns the entries (with their source) the mounted copy must write. The old
+/// upper directory is walked depth first, one listing per level in memory; a name that is not
+/// UTF-8 is an error (the caller then copies in full).
+pub(crate) fn seed(
+    plan: &Plan<'_>,
+    tree: &SourceTree<'_>,
+    old_upper: &Path,
+    new_upper: &Path,
+) -> Result<Vec<(WalkEntry, String)>> {
+    let mut rewrite = Vec::new();
+    let mut tops = HashMap::new();
+    Seeder {
+        plan,
+        tree,
+        old_upper,
+        new_upper,
+    }
+    .dir("", &mut tops, &mut rewrite)?;
+    Ok(rewrite)
+}
+
+struct Seeder<'p, 't> {
+    plan: &'p Plan<'p>,
+    tree: &'p SourceTree<'t>,
+    old_upper: &'p Path,
+    new_upper: &'p Path,
+}
+
+impl Seeder<'_, '_> {
+    /// Re-makes the entries of directory `dir` (relative, `""` for the root), its
+    /// subdirectories' times set once their contents are in place.
+    fn dir(
+        &self,
+        dir: &str,
+        tops: &mut HashMap<String, PathBuf>,
+        rewrite: &mut Vec<(WalkEntry, String)>,
+    ) -> Result<()> {
+        let abs = if dir.is_empty() {
+            self.old_upper.to_path_buf()
+        } else {
+            self.old_upper.join(dir)
+        };
         let mut names = Vec::new();
-        for e in fs::read_dir(&abs).ok()? {
-            names.push(e.ok()?.file_name().into_string().ok()?);
+        for e in fs::read_dir(&abs).map_err(io_err("read directory", &abs))? {
+            let e = e.map_err(io_err("read directory", &abs))?;
+            names.push(e.file_name().into_string().map_err(|_| {
+                io_err("read directory", &abs)(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "a name is not UTF-8",
+                ))
+            })?);
         }
         names.sort();
         for n in names {
@@ -214,38 +355,20 @@ fn tree_paths(root: &Path) -> Option<Vec<String>> {
             } else {
                 format!("{dir}/{n}")
             };
-            if fs::symlink_metadata(root.join(&rel)).is_ok_and(|m| m.is_dir()) {
-                todo.push(rel.clone());
-            }
-            out.push(rel);
+            self.entry(&rel, tops, rewrite)?;
         }
+        Ok(())
     }
-    Some(out)
-}
 
-/// Fills `new_upper` (an empty, unmounted upper directory) from `old_upper`: directories,
-/// symlinks and special files re-made with their metadata, regular files hard-linked except
-/// those to write again: the changed ones, and those whose size, mtime or mode no longer match
-/// the source. Returns the entries (with their source) the mounted copy must write.
-pub(crate) fn seed(
-    plan: &Plan,
-    tree: &SourceTree<'_>,
-    old_upper: &Path,
-    new_upper: &Path,
-) -> Result<Vec<(WalkEntry, String)>> {
-    let by_dest: HashMap<&str, usize> = plan
-        .entries
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| e.kind == "f")
-        .map(|(i, e)| (e.dest.as_str(), i))
-        .collect();
-    let mut rewrite = Vec::new();
-    let mut dirs: Vec<(PathBuf, fs::Metadata)> = Vec::new();
-    let mut tops = HashMap::new();
-    for rel in &plan.paths {
-        let from = &old_upper.join(rel);
-        let to = new_upper.join(rel);
+    fn entry(
+        &self,
+        rel: &str,
+        tops: &mut HashMap<String, PathBuf>,
+        rewrite: &mut Vec<(WalkEntry, String)>,
+    ) -> Result<()> {
+        let plan = self.plan;
+        let from = &self.old_upper.join(rel);
+        let to = self.new_upper.join(rel);
         let m = fs::symlink_metadata(from).map_err(io_err("stat", from))?;
         let ft = m.file_type();
         if ft.is_dir() {
@@ -256,24 +379,29 @@ pub(crate) fn seed(
             for (k, v) in fsutil::list_xattrs(from)? {
                 fsutil::set_xattr(&to, &k, &v)?;
             }
-            dirs.push((to, m));
-            continue;
+            self.dir(rel, tops, rewrite)?;
+            return fsutil::set_times(
+                &to,
+                (m.atime(), m.atime_nsec()),
+                (m.mtime(), m.mtime_nsec()),
+            );
         }
         if ft.is_file() {
-            if let Some(&i) = by_dest.get(rel.as_str()) {
-                let src = source_entry(tree, &plan.entries[i], &mut tops)?;
+            if let Some(i) = plan.file_at(rel)
+                && let Some(e) = plan.entry(i)
+            {
+                let src = source_entry(self.tree, &e, tops)?;
                 let same = !plan.changed.contains(&i)
                     && src.meta.len() == m.len()
                     && src.meta.mtime() == m.mtime()
                     && src.meta.mtime_nsec() == m.mtime_nsec()
                     && src.meta.mode() & 0o7777 == m.mode() & 0o7777;
                 if !same {
-                    rewrite.push((src, rel.clone()));
-                    continue;
+                    rewrite.push((src, rel.to_string()));
+                    return Ok(());
                 }
             }
-            fs::hard_link(from, &to).map_err(io_err("hard link", &to))?;
-            continue;
+            return fs::hard_link(from, &to).map_err(io_err("hard link", &to));
         }
         if ft.is_symlink() {
             let target = fs::read_link(from).map_err(io_err("read link", from))?;
@@ -292,12 +420,8 @@ pub(crate) fn seed(
             &to,
             (m.atime(), m.atime_nsec()),
             (m.mtime(), m.mtime_nsec()),
-        )?;
+        )
     }
-    for (to, m) in dirs.iter().rev() {
-        fsutil::set_times(to, (m.atime(), m.atime_nsec()), (m.mtime(), m.mtime_nsec()))?;
-    }
-    Ok(rewrite)
 }
 
 /// Writes the entries [`seed`] left out through the mounted snapshot at `root`, as the full
@@ -306,7 +430,7 @@ pub(crate) fn seed(
 /// directory itself when the copy made it (no `/` at the end of the destination, and no
 /// `lowers` directory had it).
 pub(crate) fn finish(
-    plan: &Plan,
+    plan: &Plan<'_>,
     tree: &SourceTree<'_>,
     root: &Path,
     lowers: &[PathBuf],
@@ -317,7 +441,11 @@ pub(crate) fn finish(
         super::copy_entry(src, &root.join(dest), opts, true, true)?;
     }
     let mut tops = HashMap::new();
-    for e in plan.entries.iter().rev().filter(|e| e.kind == "d") {
+    for i in (0..plan.lines.len()).rev() {
+        let Some(e) = plan.entry(i) else { continue };
+        if e.kind != "d" {
+            continue;
+        }
         if e.rel.is_empty()
             && (plan.dest_is_dir
                 || lowers
@@ -326,7 +454,7 @@ pub(crate) fn finish(
         {
             continue;
         }
-        let src = source_entry(tree, e, &mut tops)?;
+        let src = source_entry(tree, &e, &mut tops)?;
         let m = &src.meta;
         fsutil::set_times(
             &root.join(&e.dest),

@@ -186,7 +186,7 @@ impl BuildCtx<'_> {
         id: StepId,
         start: &dyn Fn(Option<String>),
     ) -> Result<(FsState, bool)> {
-        let mut files: Vec<String> = Vec::new();
+        let mut files = crate::context::Listing::default();
         // What the key is computed from besides the plan: digests found by hashing the
         // context or a mounted source, downloading URLs, and the inputs' keys. Source views
         // stay mounted while the key is computed and the step runs.

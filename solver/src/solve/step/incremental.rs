@@ -14,7 +14,7 @@ impl BuildCtx<'_> {
         step: &StepPlan,
         parent: Option<&FsState>,
         key: &CacheKey,
-        files: &[String],
+        files: &crate::context::Listing,
         step_id: &str,
     ) -> Result<Option<(FsState, bool)>> {
         use crate::copy::reuse;
@@ -58,6 +58,9 @@ impl BuildCtx<'_> {
         let Some(plan) = reuse::plan(&old.files, files, &c.dest, &old_upper) else {
             return Ok(None);
         };
+        // The plan reads the current lines only: the previous ones are not kept for the copy
+        // and the commit.
+        drop(old);
         let active = unique_key("active");
         let mounts = sn
             .prepare(&active, parent_snap.as_deref())
