@@ -2,7 +2,7 @@
 //! BuildKit's image looks like for steps that change nothing (`buildkit_forms`), why a step
 //! missed (`explain`), `--cache-to`/`--cache-from` (`export`) with cache-mount content
 //! (`mounts`), work shared by two processes on one state dir (`shared`), and images that depend
-//! on their inputs only (`stable`).
+//! on their inputs only (`stable`); what a build holds per context file (`memory`).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -10,6 +10,7 @@ mod common;
 mod buildkit_forms;
 mod explain;
 mod export;
+mod memory;
 mod mounts;
 mod shared;
 mod stable;
