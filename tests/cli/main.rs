@@ -1,7 +1,7 @@
 //! The `kiln` command end to end through the binary, one test binary for link time: `kiln build`
 //! (`build`), `kiln check` and the build checks (`check`), `kiln debug` (`debug`), the live
-//! tty display (`tty`), the command's surface without a build (`usage`) and the unpack at
-//! `kiln pull` and `kiln load` (`pull`).
+//! tty display (`tty`), the command's surface without a build (`usage`), the unpack at
+//! `kiln pull` and `kiln load` (`pull`) and a RUN step's `volatile` overlay (`volatile`).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -12,3 +12,4 @@ mod debug;
 mod pull;
 mod tty;
 mod usage;
+mod volatile;

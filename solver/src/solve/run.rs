@@ -6,6 +6,36 @@ use super::*;
 use crate::context::EntryKind;
 use std::os::unix::fs::MetadataExt as _;
 
+/// A RUN step's writable overlay mounted `volatile` where the kernel has it (Linux 5.10):
+/// the step's fsyncs return at once (apt's dpkg syncs every file it unpacks). Nothing is lost
+/// that kiln keeps: snapshots are never made durable (a power cut loses recent ones, see
+/// kiln-snapshotter's crash model), and the active snapshot is mounted once, by this step,
+/// then committed, so the marker `volatile` leaves in its work dir blocks no later mount.
+fn with_volatile(fstype: &str, options: &[String]) -> Vec<String> {
+    let mut options = options.to_vec();
+    if fstype == "overlay"
+        && overlay_volatile()
+        && options.iter().any(|o| o.starts_with("upperdir="))
+    {
+        options.push("volatile".into());
+    }
+    options
+}
+
+/// Whether the running kernel's overlayfs knows `volatile` (5.10 and later).
+fn overlay_volatile() -> bool {
+    static KNOWN: OnceLock<bool> = OnceLock::new();
+    *KNOWN.get_or_init(|| {
+        let uname = rustix::system::uname();
+        let release = uname.release().to_string_lossy();
+        let mut parts = release
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|p| p.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        (major, minor) >= (5, 10)
+    })
+}
+
 impl BuildCtx<'_> {
     pub(super) fn run_exec(
         &self,
@@ -22,7 +52,7 @@ impl BuildCtx<'_> {
                 .map(|m| ex::RootMount {
                     fstype: m.fstype.clone(),
                     source: m.source.to_string_lossy().to_string(),
-                    options: m.options.clone(),
+                    options: with_volatile(&m.fstype, &m.options),
                 })
                 .collect(),
         );
