@@ -6,6 +6,10 @@
 //! `<state_dir>/context/`, lets a rebuild re-read only files whose metadata changed. The digest
 //! covers path, type, mode, uid, gid, xattrs and content (or link target) of each selected entry,
 //! never mtimes. The same walker hashes files taken from another stage's snapshot.
+//!
+//! Memory does not grow with entries beyond what must be kept (issue 15): the walk streams
+//! (one directory listing per level), files are hashed in parallel batches, the entry lines are
+//! one [`Listing`] and the metadata cache one compact table (about 100 bytes a file each).
 
 use std::fs::{self, Metadata};
 use std::io::{Read, Write};
@@ -870,6 +874,50 @@ pub(crate) fn digest_sources_listed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listing_serializes_as_a_list_of_strings() {
+        let lines = [
+            "4\0/app/a\0f\0644\00\00\0\0aa\n",
+            "4\0/app\0d\0755\00\00\0\0\n",
+        ];
+        let l: Listing = lines.iter().collect();
+        assert_eq!((l.len(), l.get(1)), (2, lines[1]));
+        let json = serde_json::to_string(&l).expect("encode");
+        assert_eq!(json, serde_json::to_string(&lines).expect("encode"));
+        let back: Listing = serde_json::from_reader(json.as_bytes()).expect("decode");
+        assert_eq!(back, l);
+    }
+
+    #[test]
+    fn content_cache_survives_a_save_and_knows_changed_files() {
+        let state = tempfile::tempdir().expect("tempdir");
+        let ctx = tempfile::tempdir().expect("tempdir");
+        for (f, data) in [("b.txt", "b"), ("a/x.txt", "x"), ("c", "c")] {
+            let p = ctx.path().join(f);
+            fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            fs::write(&p, data).expect("write");
+        }
+        let tree = SourceTree {
+            root: ctx.path(),
+            ignore: None,
+        };
+        let all = ["/".to_string()];
+        let cache = ContentCache::load(state.path(), ctx.path());
+        let (d1, l1) = digest_sources_listed(&tree, &all, &cache, 1).expect("digest");
+        cache.save().expect("save");
+        let cache = ContentCache::load(state.path(), ctx.path());
+        assert_eq!(cache.loaded.recs.len(), 3, "every file cached");
+        let x = ctx.path().join("a/x.txt");
+        let stamp = FileStamp::of(&fs::symlink_metadata(&x).expect("stat"));
+        let (digest, _) = cache.lookup(&x, &stamp).expect("a hit after reload");
+        assert_eq!(digest, file_sha256(&x).expect("hash"));
+        let (d2, l2) = digest_sources_listed(&tree, &all, &cache, 1).expect("digest");
+        assert_eq!((d2, l2), (d1.clone(), l1), "same digest from the cache");
+        fs::write(&x, "changed").expect("write");
+        let (d3, _) = digest_sources_listed(&tree, &all, &cache, 1).expect("digest");
+        assert_ne!(d3, d1, "a changed file is hashed again");
+    }
 
     #[test]
     fn glob_like_go() {

@@ -23,7 +23,7 @@ pub(crate) struct StepInputs {
     pub(crate) parent: Option<String>,
     /// The key's named fields, in order (list items one per entry).
     pub(crate) fields: Vec<(String, String)>,
-    /// The COPY sources' entries (see `context::digest_entries_listed`).
+    /// The COPY sources' entries (see `context::digest_sources_listed`).
     #[serde(default)]
     pub(crate) files: Listing,
 }
