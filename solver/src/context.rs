@@ -878,11 +878,11 @@ mod tests {
     #[test]
     fn listing_serializes_as_a_list_of_strings() {
         let lines = [
-            "4\0/app/a\0f\0644\00\00\0\0aa\n",
-            "4\0/app\0d\0755\00\00\0\0\n",
+            ["4", "/app/a", "f", "644", "0", "0", "", "aa\n"].join("\0"),
+            ["4", "/app", "d", "755", "0", "0", "", "\n"].join("\0"),
         ];
         let l: Listing = lines.iter().collect();
-        assert_eq!((l.len(), l.get(1)), (2, lines[1]));
+        assert_eq!((l.len(), l.get(1)), (2, lines[1].as_str()));
         let json = serde_json::to_string(&l).expect("encode");
         assert_eq!(json, serde_json::to_string(&lines).expect("encode"));
         let back: Listing = serde_json::from_reader(json.as_bytes()).expect("decode");
