@@ -580,6 +580,20 @@ fn write_rec(w: &mut dyn Write, t: &Table, r: &Cached) -> std::io::Result<()> {
     write_bytes(w, t.str_at(r.xattrs))
 }
 
+/// The longest path or xattr string a cache record may hold: a length above it is a damaged
+/// file, refused before anything is allocated for it.
+const MAX_FIELD: u32 = 1 << 20;
+
+fn field_len(len: u32) -> std::io::Result<usize> {
+    if len > MAX_FIELD {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("context cache field of {len} bytes (at most {MAX_FIELD})"),
+        ));
+    }
+    Ok(len as usize)
+}
+
 /// Reads a cache file written by [`ContentCache::save`]; any flaw is an error (the cache then
 /// starts empty).
 fn read_table(r: &mut impl Read) -> std::io::Result<Table> {
@@ -590,7 +604,7 @@ fn read_table(r: &mut impl Read) -> std::io::Result<Table> {
         Ok(b)
     }
     fn string(r: &mut impl Read, out: &mut Vec<u8>) -> std::io::Result<()> {
-        let len = u32::from_le_bytes(bytes(r)?) as usize;
+        let len = field_len(u32::from_le_bytes(bytes(r)?))?;
         let start = out.len();
         out.resize(start + len, 0);
         r.read_exact(&mut out[start..])
@@ -609,7 +623,7 @@ fn read_table(r: &mut impl Read) -> std::io::Result<Table> {
             0 => break,
             _ => r.read_exact(&mut len[1..])?,
         }
-        let len = u32::from_le_bytes(len) as usize;
+        let len = field_len(u32::from_le_bytes(len))?;
         path.resize(len, 0);
         r.read_exact(&mut path)?;
         let mut n = [0u64; 5];
@@ -917,6 +931,21 @@ mod tests {
         fs::write(&x, "changed").expect("write");
         let (d3, _) = digest_sources_listed(&tree, &all, &cache, 1).expect("digest");
         assert_ne!(d3, d1, "a changed file is hashed again");
+    }
+
+    /// A damaged cache file whose length field says 4 GiB is refused at that field, before a
+    /// buffer of that size is allocated and zeroed.
+    #[test]
+    fn a_damaged_cache_length_is_refused_before_allocating() {
+        let mut file = CACHE_MAGIC.to_vec();
+        file.extend_from_slice(&u32::MAX.to_le_bytes());
+        file.extend_from_slice(b"short");
+        let err = read_table(&mut file.as_slice()).expect_err("damaged");
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert_eq!(
+            err.to_string(),
+            "context cache field of 4294967295 bytes (at most 1048576)"
+        );
     }
 
     #[test]
