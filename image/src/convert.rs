@@ -121,10 +121,20 @@ pub fn compress_layer_stream(
 /// Copies in 1 MiB reads (`io::copy` reads 8 KiB at a time: 32,768 reads and writes for a
 /// 256 MiB layer, on the thread that feeds the compressors).
 pub(crate) fn copy_large(r: &mut dyn Read, w: &mut dyn Write) -> io::Result<u64> {
-    let mut buf = vec![0u8; 1 << 20];
+    copy_with_buffer(r, w, &mut vec![0u8; 1 << 20])
+}
+
+/// Copies `r` to `w` to the end through `buf` (one read and one write per `buf.len()` bytes,
+/// where `io::copy` works in 8 KiB), retrying interrupted reads; returns the bytes copied. A
+/// caller copying many files passes one buffer for all of them.
+pub fn copy_with_buffer(
+    r: &mut (impl Read + ?Sized),
+    w: &mut (impl Write + ?Sized),
+    buf: &mut [u8],
+) -> io::Result<u64> {
     let mut total = 0u64;
     loop {
-        let n = match r.read(&mut buf) {
+        let n = match r.read(buf) {
             Ok(0) => return Ok(total),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

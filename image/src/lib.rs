@@ -39,7 +39,7 @@ mod store;
 pub use compression::{
     Compressed, Compression, CompressionOptions, Compressor, decompress, default_threads,
 };
-pub use convert::{compress_layer_stream, convert_image, convert_layer};
+pub use convert::{compress_layer_stream, convert_image, convert_layer, copy_with_buffer};
 pub use dangling::{DanglingImage, RemovedImage};
 pub use digest::{Digest, HashingReader, HashingWriter};
 pub use error::{Error, Result};

@@ -550,7 +550,8 @@ impl Applier {
                 if self.buf.is_empty() {
                     self.buf = vec![0u8; 1 << 20];
                 }
-                copy_large(data, &mut file, &mut self.buf).ctx("write", &dest)?;
+                // 1 MiB reads: fewer, larger reads through the decompressor and hasher.
+                kiln_image::copy_with_buffer(data, &mut file, &mut self.buf).ctx("write", &dest)?;
                 drop(file);
                 Self::set_meta(&dest, f, true)?;
             }
@@ -671,22 +672,6 @@ impl Applier {
             fsutil::set_xattr(&dir, self.opaque_xattr, b"y")?;
         }
         Ok(())
-    }
-}
-
-/// `io::copy` with a 1 MiB buffer: fewer, larger reads through the decompressor and hasher.
-fn copy_large(from: &mut impl Read, to: &mut fs::File, buf: &mut [u8]) -> io::Result<u64> {
-    use std::io::Write;
-    let mut total = 0;
-    loop {
-        let n = match from.read(buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        to.write_all(&buf[..n])?;
-        total += n as u64;
     }
 }
 
