@@ -182,24 +182,11 @@ impl<W: Write> TarWriter<W> {
     fn copy_data(&mut self, mut from: impl Read) -> io::Result<u64> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.resize(256 * 1024, 0);
-        let r = self.copy_through(&mut from, &mut buf);
+        let r = kiln_image::copy_with_buffer(&mut from, &mut self.out, &mut buf);
         self.buf = buf;
-        r
-    }
-
-    fn copy_through(&mut self, from: &mut impl Read, buf: &mut [u8]) -> io::Result<u64> {
-        let mut total = 0u64;
-        loop {
-            let n = match from.read(buf) {
-                Ok(0) => return Ok(total),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            self.out.write_all(&buf[..n])?;
-            self.written += n as u64;
-            total += n as u64;
-        }
+        let n = r?;
+        self.written += n;
+        Ok(n)
     }
 
     /// Writes an empty regular file entry (used for `.wh.` whiteouts), mtime 0, mode 0.
