@@ -339,6 +339,142 @@ impl SourceTree<'_> {
     }
 }
 
+/// One walked entry, borrowed: what [`entry_line_into`] reads.
+struct EntryRef<'e> {
+    /// Slash-separated path relative to the source root (empty for the source itself).
+    rel: &'e str,
+    abs: &'e Path,
+    kind: EntryKind,
+    meta: &'e Metadata,
+}
+
+impl<'e> From<&'e WalkEntry> for EntryRef<'e> {
+    fn from(e: &'e WalkEntry) -> Self {
+        Self {
+            rel: &e.rel,
+            abs: &e.abs,
+            kind: e.kind,
+            meta: &e.meta,
+        }
+    }
+}
+
+/// Appends the line of one walked entry (see [`entry_line_into`]); callable from any thread.
+type LineFn<'f> = dyn Fn(&EntryRef<'_>, &mut String) -> Result<()> + Sync + 'f;
+
+/// What a part of a directory's walk holds: its lines and reusable path buffers.
+#[derive(Default)]
+struct Fold {
+    chunks: Vec<Chunk>,
+    ctx: String,
+    rel: String,
+    abs: PathBuf,
+}
+
+/// Appends a line written by `write` to the last chunk (a new one past [`MERGE`] bytes).
+fn push_line(
+    chunks: &mut Vec<Chunk>,
+    dir: &Path,
+    write: impl FnOnce(&mut String) -> Result<()>,
+) -> Result<()> {
+    if chunks.last().is_none_or(|c| c.text.len() >= MERGE) {
+        chunks.push(Chunk::default());
+    }
+    let Some(c) = chunks.last_mut() else {
+        return Ok(());
+    };
+    write(&mut c.text)?;
+    let end = u32::try_from(c.text.len()).map_err(|_| {
+        io_err("list", dir)(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "an entry line over 4 GiB",
+        ))
+    })?;
+    c.ends.push(end);
+    Ok(())
+}
+
+/// Sets `buf` to `base/name` (or `name` when `base` is empty).
+fn set_joined(buf: &mut String, base: &str, name: &str) {
+    buf.clear();
+    if !base.is_empty() {
+        buf.push_str(base);
+        buf.push('/');
+    }
+    buf.push_str(name);
+}
+
+impl SourceTree<'_> {
+    /// The lines of everything below `abs`, in [`SourceTree::walk`]'s order, as chunks: the
+    /// entries of a directory are stat'ed and given to `line` in parallel (contiguous runs
+    /// of the sorted names, one per thread), each subdirectory is walked where it is met (so
+    /// in parallel with its siblings), and the runs are joined in name order. An excluded
+    /// directory walked for kept descendants has its line just before theirs, or none when
+    /// nothing below it is kept (as `walk_children`'s pending list). Only the directory
+    /// listings being walked and the lines are held, never the walk entries.
+    fn lines_below(
+        &self,
+        abs: &Path,
+        ctx_rel: &str,
+        rel: &str,
+        line: &LineFn<'_>,
+    ) -> Result<Vec<Chunk>> {
+        let rd = fs::read_dir(abs).map_err(io_err("read directory", abs))?;
+        let mut dents: Vec<(std::ffi::OsString, fs::DirEntry)> = Vec::new();
+        for e in rd {
+            let e = e.map_err(io_err("read directory", abs))?;
+            dents.push((e.file_name(), e));
+        }
+        dents.sort_by(|a, b| a.0.cmp(&b.0));
+        let runs = dents
+            .into_par_iter()
+            .try_fold(Fold::default, |mut acc, (name, dent)| -> Result<Fold> {
+                let n = name.to_string_lossy();
+                set_joined(&mut acc.ctx, ctx_rel, &n);
+                set_joined(&mut acc.rel, rel, &n);
+                acc.abs.clear();
+                acc.abs.push(abs);
+                acc.abs.push(&name);
+                // Relative to the open directory: no full path lookup per file.
+                let meta = dent.metadata().map_err(io_err("stat", &acc.abs))?;
+                drop(dent);
+                let kind = kind_of(&meta);
+                let excluded = self.excluded(&acc.ctx);
+                if excluded
+                    && !(kind == EntryKind::Dir
+                        && self.ignore.is_some_and(|m| m.may_include_below(&acc.ctx)))
+                {
+                    return Ok(acc);
+                }
+                let below = if kind == EntryKind::Dir {
+                    let below = self.lines_below(&acc.abs, &acc.ctx, &acc.rel, line)?;
+                    if excluded && below.is_empty() {
+                        return Ok(acc);
+                    }
+                    below
+                } else {
+                    Vec::new()
+                };
+                let e = EntryRef {
+                    rel: &acc.rel,
+                    abs: &acc.abs,
+                    kind,
+                    meta: &meta,
+                };
+                push_line(&mut acc.chunks, abs, |out| line(&e, out))?;
+                append_chunks(&mut acc.chunks, below);
+                Ok(acc)
+            })
+            .map(|r| r.map(|f| f.chunks))
+            .collect::<Result<Vec<Vec<Chunk>>>>()?;
+        let mut out: Vec<Chunk> = Vec::new();
+        for r in runs {
+            append_chunks(&mut out, r);
+        }
+        Ok(out)
+    }
+}
+
 /// A source path as ignore rules match it: root-relative, no leading `/`.
 fn ctx_rel_of(src_rel: &str) -> String {
     clean(&format!("/{src_rel}"))
@@ -487,6 +623,7 @@ impl ContentCache {
         }
     }
 
+    #[cfg(test)]
     fn lookup(&self, abs: &Path, stamp: &FileStamp) -> Option<(String, String)> {
         let r = self.loaded.find(self.key(abs))?;
         (r.stamp == *stamp).then(|| {
@@ -495,6 +632,24 @@ impl ContentCache {
                 String::from_utf8_lossy(self.loaded.str_at(r.xattrs)).into_owned(),
             )
         })
+    }
+
+    /// Appends `xattrs\0digest` of a cached file to `out`; `false` (nothing appended) on a miss.
+    fn lookup_into(&self, abs: &Path, stamp: &FileStamp, out: &mut String) -> bool {
+        let Some(r) = self
+            .loaded
+            .find(self.key(abs))
+            .filter(|r| r.stamp == *stamp)
+        else {
+            return false;
+        };
+        out.push_str(&String::from_utf8_lossy(self.loaded.str_at(r.xattrs)));
+        out.push('\0');
+        let mut hex = [0u8; 64];
+        if hex::encode_to_slice(r.digest, &mut hex).is_ok() {
+            out.push_str(std::str::from_utf8(&hex).unwrap_or_default());
+        }
+        true
     }
 
     fn store(&self, abs: &Path, stamp: FileStamp, digest: &str, xattrs: &str) {
@@ -681,41 +836,139 @@ fn xattr_string(path: &Path) -> String {
     x
 }
 
-/// The entry lines of a selection (see [`digest_sources_listed`]), in one string: two
-/// allocations for any number of entries. Serialized as a list of strings.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Listing {
+/// A run of consecutive entry lines in one string, each line's end in `ends`.
+#[derive(Debug, Clone, Default)]
+struct Chunk {
     text: String,
     /// Where each line ends in `text`.
-    ends: Vec<usize>,
+    ends: Vec<u32>,
 }
+
+impl Chunk {
+    /// A chunk holding `line`.
+    fn of(line: &str) -> Self {
+        let mut c = Chunk::default();
+        c.push(line);
+        c
+    }
+
+    /// Appends a line; `false` (nothing appended) when the text would outgrow 4 GiB.
+    fn push(&mut self, line: &str) -> bool {
+        let Some(end) = u32::try_from(self.text.len() + line.len()).ok() else {
+            return false;
+        };
+        self.text.push_str(line);
+        self.ends.push(end);
+        true
+    }
+
+    fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
+    }
+}
+
+/// Chunks up to this size are merged with their neighbour when a walk joins its parts: the
+/// listing is a few chunks per thousand lines whatever the number of directories.
+const MERGE: usize = 64 * 1024;
+
+/// Appends `parts` to `out`, in order, merging small neighbours (a copy of at most [`MERGE`]
+/// bytes; larger chunks are moved).
+fn append_chunks(out: &mut Vec<Chunk>, parts: Vec<Chunk>) {
+    for c in parts {
+        if c.ends.is_empty() {
+            continue;
+        }
+        if let Some(last) = out.last_mut()
+            && last.text.len() + c.text.len() <= MERGE
+        {
+            let base = last.text.len() as u32;
+            last.text.push_str(&c.text);
+            last.ends.extend(c.ends.iter().map(|e| base + e));
+            continue;
+        }
+        out.push(c);
+    }
+}
+
+/// The entry lines of a selection (see [`digest_sources_listed`]), in a few large strings
+/// (chunks, built in parallel by the walk and kept as they are): a few allocations for any
+/// number of entries. Serialized as a list of strings.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Listing {
+    chunks: Vec<Chunk>,
+    /// The index of the first line of each chunk.
+    firsts: Vec<usize>,
+    len: usize,
+}
+
+impl PartialEq for Listing {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Listing {}
 
 impl Listing {
     /// The number of lines.
     pub(crate) fn len(&self) -> usize {
-        self.ends.len()
+        self.len
     }
 
     /// Whether there are no lines.
     pub(crate) fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.len == 0
     }
 
     /// Line `i`.
     pub(crate) fn get(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.text[start..self.ends[i]]
+        assert!(i < self.len, "line {i} of a listing of {}", self.len);
+        let c = self.firsts.partition_point(|&f| f <= i) - 1;
+        self.chunks[c].get(i - self.firsts[c])
     }
 
     /// The lines in order.
     pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
-        (0..self.len()).map(|i| self.get(i))
+        let mut it = self
+            .chunks
+            .iter()
+            .flat_map(|c| (0..c.ends.len()).map(move |i| c.get(i)));
+        (0..self.len).map(move |_| it.next().unwrap_or_default())
     }
 
     /// Appends a line.
     pub(crate) fn push(&mut self, line: &str) {
-        self.text.push_str(line);
-        self.ends.push(self.text.len());
+        if !self.chunks.last_mut().is_some_and(|c| c.push(line)) {
+            self.firsts.push(self.len);
+            self.chunks.push(Chunk::of(line));
+        }
+        self.len += 1;
+    }
+
+    /// Appends the lines of `chunks`, in order, moving them.
+    fn append(&mut self, chunks: Vec<Chunk>) {
+        for c in chunks {
+            if !c.ends.is_empty() {
+                self.firsts.push(self.len);
+                self.len += c.ends.len();
+                self.chunks.push(c);
+            }
+        }
+    }
+
+    /// The text of all lines, in order, a chunk at a time.
+    fn texts(&self) -> impl Iterator<Item = &str> + '_ {
+        self.chunks.iter().map(|c| c.text.as_str())
+    }
+
+    fn shrink_to_fit(&mut self) {
+        for c in &mut self.chunks {
+            c.text.shrink_to_fit();
+            c.ends.shrink_to_fit();
+        }
+        self.chunks.shrink_to_fit();
+        self.firsts.shrink_to_fit();
     }
 }
 
@@ -752,8 +1005,7 @@ impl<'de> Deserialize<'de> for Listing {
             ) -> std::result::Result<Listing, A::Error> {
                 let mut l = Listing::default();
                 while seq.next_element_seed(Line(&mut l))?.is_some() {}
-                l.text.shrink_to_fit();
-                l.ends.shrink_to_fit();
+                l.shrink_to_fit();
                 Ok(l)
             }
         }
@@ -780,47 +1032,69 @@ impl<'de> Deserialize<'de> for Listing {
     }
 }
 
-/// Entries hashed in one parallel batch: what a walk holds at once, whatever its size.
-const BATCH: usize = 1024;
-
-/// The line of one entry (`len(label)\0path\0kind\0mode\0uid\0gid\0xattrs\0content\n`), its
-/// file content hashed unless the cache knows it.
+/// The line of one entry (see [`entry_line_into`]).
+#[cfg(test)]
 fn entry_line(label: &str, e: &WalkEntry, cache: &ContentCache) -> Result<String> {
-    let m = &e.meta;
-    let (kind, payload, x) = match e.kind {
-        EntryKind::File => {
-            let stamp = FileStamp::of(m);
-            let (d, x) = match cache.lookup(&e.abs, &stamp) {
-                Some(hit) => hit,
-                None => {
-                    let d = file_sha256(&e.abs)?;
-                    let x = xattr_string(&e.abs);
-                    cache.store(&e.abs, stamp, &d, &x);
-                    (d, x)
-                }
-            };
-            ("f", d, x)
-        }
-        EntryKind::Dir => ("d", String::new(), xattr_string(&e.abs)),
-        EntryKind::Symlink => (
-            "l",
-            fs::read_link(&e.abs)
-                .map_err(io_err("read link", &e.abs))?
-                .to_string_lossy()
-                .to_string(),
-            xattr_string(&e.abs),
-        ),
-        EntryKind::Other => ("o", format!("{:x}", m.rdev()), xattr_string(&e.abs)),
-    };
+    let mut out = String::new();
+    entry_line_into(label, &e.into(), cache, &mut out)?;
+    Ok(out)
+}
+
+/// Appends the line of one entry (`len(label)\0path\0kind\0mode\0uid\0gid\0xattrs\0content\n`)
+/// to `out`, its file content hashed unless the cache knows it.
+fn entry_line_into(
+    label: &str,
+    e: &EntryRef<'_>,
+    cache: &ContentCache,
+    out: &mut String,
+) -> Result<()> {
+    use std::fmt::Write as _;
+    let m = e.meta;
     let sep = if e.rel.is_empty() { "" } else { "/" };
-    Ok(format!(
-        "{}\0{label}{sep}{}\0{kind}\0{:o}\0{}\0{}\0{x}\0{payload}\n",
-        label.len(),
-        e.rel,
-        m.mode() & 0o7777,
-        m.uid(),
-        m.gid()
-    ))
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{}\0{label}{sep}{}\0", label.len(), e.rel);
+    let head = |out: &mut String, kind: &str| {
+        let _ = write!(
+            out,
+            "{kind}\0{:o}\0{}\0{}\0",
+            m.mode() & 0o7777,
+            m.uid(),
+            m.gid()
+        );
+    };
+    match e.kind {
+        EntryKind::File => {
+            head(out, "f");
+            let stamp = FileStamp::of(m);
+            if !cache.lookup_into(e.abs, &stamp, out) {
+                let d = file_sha256(e.abs)?;
+                let x = xattr_string(e.abs);
+                cache.store(e.abs, stamp, &d, &x);
+                out.push_str(&x);
+                out.push('\0');
+                out.push_str(&d);
+            }
+        }
+        EntryKind::Dir => {
+            head(out, "d");
+            out.push_str(&xattr_string(e.abs));
+            out.push('\0');
+        }
+        EntryKind::Symlink => {
+            let target = fs::read_link(e.abs).map_err(io_err("read link", e.abs))?;
+            head(out, "l");
+            out.push_str(&xattr_string(e.abs));
+            out.push('\0');
+            out.push_str(&target.to_string_lossy());
+        }
+        EntryKind::Other => {
+            head(out, "o");
+            out.push_str(&xattr_string(e.abs));
+            let _ = write!(out, "\0{:x}", m.rdev());
+        }
+    }
+    out.push('\n');
+    Ok(())
 }
 
 /// Expands and walks `sources` in `tree`, returning the digest of the selection. A source that
@@ -837,29 +1111,16 @@ pub(crate) fn digest_sources(
 /// [`digest_sources`], also returning each entry's line. The digest covers exactly the selected
 /// entries: for each (in order) its path, type, mode, uid, gid, xattrs and content digest or
 /// link target, as the line `len(label)\0label/path\0kind\0mode\0uid\0gid\0xattrs\0content\n`
-/// (`label` is the matched source, `/m`) which also explains a later change. Entries are walked
-/// and hashed in batches: memory holds the lines, not the entries.
+/// (`label` is the matched source, `/m`) which also explains a later change. The walk and the
+/// hashing use every core ([`SourceTree::lines_below`]): memory holds the lines, not the
+/// entries.
 pub(crate) fn digest_sources_listed(
     tree: &SourceTree<'_>,
     sources: &[String],
     cache: &ContentCache,
     line: usize,
 ) -> Result<(String, Listing)> {
-    let mut h = Sha256::new();
     let mut listing = Listing::default();
-    let mut batch: Vec<WalkEntry> = Vec::with_capacity(BATCH);
-    let mut flush = |label: &str, batch: &mut Vec<WalkEntry>| -> Result<()> {
-        let lines = batch
-            .par_iter()
-            .map(|e| entry_line(label, e, cache))
-            .collect::<Result<Vec<_>>>()?;
-        batch.clear();
-        for l in &lines {
-            h.update(l.as_bytes());
-            listing.push(l);
-        }
-        Ok(())
-    };
     for s in sources {
         let matches = tree.expand(s)?;
         if matches.is_empty() && !has_wildcards(s) {
@@ -870,18 +1131,21 @@ pub(crate) fn digest_sources_listed(
         }
         for m in matches {
             let label = format!("/{m}");
-            tree.walk_each(&m, &mut |e| {
-                batch.push(e);
-                if batch.len() == BATCH {
-                    flush(&label, &mut batch)?;
-                }
-                Ok(())
-            })?;
-            flush(&label, &mut batch)?;
+            let entry = |e: &EntryRef<'_>, out: &mut String| entry_line_into(&label, e, cache, out);
+            let top = tree.top(&m)?;
+            let mut l = String::new();
+            entry(&(&top).into(), &mut l)?;
+            listing.push(&l);
+            if top.kind == EntryKind::Dir {
+                listing.append(tree.lines_below(&top.abs, &ctx_rel_of(&m), "", &entry)?);
+            }
         }
     }
-    listing.text.shrink_to_fit();
-    listing.ends.shrink_to_fit();
+    listing.shrink_to_fit();
+    let mut h = Sha256::new();
+    for t in listing.texts() {
+        h.update(t.as_bytes());
+    }
     Ok((format!("sha256:{}", hex::encode(h.finalize())), listing))
 }
 
@@ -946,6 +1210,134 @@ mod tests {
             err.to_string(),
             "context cache field of 4294967295 bytes (at most 1048576)"
         );
+    }
+
+    /// The listing and digest as the serial walk gives them: [`SourceTree::walk_each`] in order,
+    /// one [`entry_line`] each, hashed line by line.
+    fn serial_reference(
+        tree: &SourceTree<'_>,
+        sources: &[&str],
+        cache: &ContentCache,
+    ) -> (String, Vec<String>) {
+        let mut lines = Vec::new();
+        let mut h = Sha256::new();
+        for s in sources {
+            for m in tree.expand(s).expect("expand") {
+                let label = format!("/{m}");
+                tree.walk_each(&m, &mut |e| {
+                    let l = entry_line(&label, &e, cache)?;
+                    h.update(l.as_bytes());
+                    lines.push(l);
+                    Ok(())
+                })
+                .expect("walk");
+            }
+        }
+        (format!("sha256:{}", hex::encode(h.finalize())), lines)
+    }
+
+    /// The parallel walk gives the serial walk's lines in the same order, over a tree with
+    /// many subdirectories, excluded directories with and without re-included descendants,
+    /// nested excluded directories, symlinks, empty directories and a listing large enough to
+    /// span several chunks.
+    #[test]
+    fn parallel_walk_lists_as_the_serial_walk() {
+        use std::os::unix::fs::symlink;
+        let ctx = tempfile::tempdir().expect("tempdir");
+        let root = ctx.path();
+        let mut files = Vec::new();
+        for d in 0..24 {
+            for e in 0..(d % 5) {
+                for f in 0..(3 + d % 4) {
+                    files.push(format!("tree/d{d:02}/e{e}/f{f}.txt"));
+                }
+            }
+            files.push(format!("tree/d{d:02}/top.txt"));
+        }
+        // Names that sort differently as bytes than by length or case.
+        files.extend(
+            [
+                "tree/B",
+                "tree/a",
+                "tree/a.b/x",
+                "tree/a-b/y",
+                "tree/ab/z",
+                "tree/a0",
+            ]
+            .map(String::from),
+        );
+        // 3,000 entries with long names in one directory: more than one chunk.
+        let long = "n".repeat(40);
+        files.extend((0..3000).map(|i| format!("tree/flat/{long}{i:04}")));
+        // `ex` excluded, `ex/keep` and `ex/in/deep/keep.txt` re-included; `ex2` excluded
+        // and walked for a `keep.txt` it does not hold; `ex3` excluded outright.
+        files.extend(
+            [
+                "tree/ex/drop.txt",
+                "tree/ex/keep",
+                "tree/ex/in/deep/keep.txt",
+                "tree/ex/in/deep/drop.txt",
+                "tree/ex/in/other/drop.txt",
+                "tree/ex2/sub/drop.txt",
+                "tree/ex3/keep.txt",
+                "tree/z.log",
+            ]
+            .map(String::from),
+        );
+        for (i, f) in files.iter().enumerate() {
+            let p = root.join(f);
+            fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            fs::write(&p, format!("{i}")).expect("write");
+        }
+        fs::create_dir_all(root.join("tree/empty/inner")).expect("mkdir");
+        symlink("d00/top.txt", root.join("tree/link")).expect("symlink");
+        symlink("d01", root.join("tree/d03/dirlink")).expect("symlink");
+        symlink("missing", root.join("tree/ex/in/dangling")).expect("symlink");
+        let ig = IgnoreMatcher::new(&[
+            "tree/ex",
+            "!tree/ex/keep",
+            "!tree/ex/in/deep/keep.txt",
+            "tree/ex2",
+            "!tree/ex2/*/keep.txt",
+            "tree/ex3",
+            "*/*.log",
+        ])
+        .expect("patterns");
+        let state = tempfile::tempdir().expect("tempdir");
+        for ignore in [None, Some(&ig)] {
+            let tree = SourceTree { root, ignore };
+            let sources = ["tree", "tree/d0*", "tree/link"];
+            let cache = ContentCache::load(state.path(), root);
+            let (want_digest, want) = serial_reference(&tree, &sources, &cache);
+            let owned: Vec<String> = sources.iter().map(|s| s.to_string()).collect();
+            let (digest, listing) =
+                digest_sources_listed(&tree, &owned, &cache, 1).expect("digest");
+            let got: Vec<&str> = listing.iter().collect();
+            assert_eq!(
+                got.len(),
+                want.len(),
+                "line count (ignore: {})",
+                ignore.is_some()
+            );
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g, w, "line {i} (ignore: {})", ignore.is_some());
+                assert_eq!(listing.get(i), w.as_str(), "get({i})");
+            }
+            assert_eq!(digest, want_digest);
+            assert!(listing.chunks.len() > 1, "several chunks");
+            let paths: Vec<&str> = got
+                .iter()
+                .map(|l| l.split('\0').nth(1).expect("path"))
+                .collect();
+            if ignore.is_some() {
+                for kept in ["/tree/ex", "/tree/ex/keep", "/tree/ex/in/deep/keep.txt"] {
+                    assert!(paths.contains(&kept), "{kept} listed");
+                }
+                for dropped in ["/tree/ex2", "/tree/ex3", "/tree/ex/in/other", "/tree/z.log"] {
+                    assert!(!paths.contains(&dropped), "{dropped} not listed");
+                }
+            }
+        }
     }
 
     #[test]
