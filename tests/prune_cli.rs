@@ -112,8 +112,12 @@ fn df_row(state: &tempfile::TempDir, kind: &str) -> Vec<String> {
         .collect()
 }
 
+/// Stored blobs and deferred ones (layers a build recorded but never wrote).
 fn blob_count(state: &tempfile::TempDir) -> usize {
-    std::fs::read_dir(state.path().join("content/blobs/sha256")).map_or(0, Iterator::count)
+    ["content/blobs/sha256", "content/deferred"]
+        .iter()
+        .map(|d| std::fs::read_dir(state.path().join(d)).map_or(0, Iterator::count))
+        .sum()
 }
 
 #[test]

@@ -212,6 +212,13 @@ fn blob(state: &Path, digest: &str) -> PathBuf {
         .join(digest.trim_start_matches("sha256:"))
 }
 
+/// The record of a deferred blob (a layer a build kept as a snapshot, written when first read).
+fn deferred(state: &Path, digest: &str) -> PathBuf {
+    state
+        .join("content/deferred")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
 #[test]
 fn a_rebuild_leaves_a_dangling_image_that_image_prune_removes_with_its_blobs() {
     let Some(state) = state_with_busybox() else {
@@ -257,10 +264,19 @@ fn a_rebuild_leaves_a_dangling_image_that_image_prune_removes_with_its_blobs() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .find(|n| n.starts_with(old_id.trim()))
         .expect("the old config blob");
-    assert!(blob(state.path(), &old_layer).exists());
-    // The build cache still names the old layer: drop it, then prune the images.
+    assert!(deferred(state.path(), &old_layer).exists());
+    assert!(
+        !blob(state.path(), &old_layer).exists(),
+        "written at build time"
+    );
+    // The build cache still names the old layer: drop it (the dangling image still needs the
+    // layer, so it is written before its snapshot goes), then prune the images.
     let (code, _, err) = run_kiln(&state, &["prune", "--all"]);
     assert_eq!(code, Some(0), "{err}");
+    assert!(
+        blob(state.path(), &old_layer).is_file(),
+        "the dangling image's layer was not written before its snapshot went"
+    );
     let (code, out, err) = run_kiln(&state, &["image", "prune", "-f"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("Deleted Images:"), "{out}");
@@ -271,7 +287,7 @@ fn a_rebuild_leaves_a_dangling_image_that_image_prune_removes_with_its_blobs() {
         "old config blob left"
     );
     assert!(
-        !blob(state.path(), &old_layer).exists(),
+        !blob(state.path(), &old_layer).exists() && !deferred(state.path(), &old_layer).exists(),
         "old layer blob left"
     );
     let (_, dangling, _) = run_kiln(&state, &["images", "--filter", "dangling=true", "-q"]);

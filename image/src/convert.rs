@@ -66,6 +66,14 @@ pub fn convert_layer(
             store.blob_size(diff_id)?,
         ));
     }
+    // A layer a build deferred is compressed straight from its source: the uncompressed
+    // blob is never written.
+    if Compression::from_layer_media_type(&layer.media_type) == Some(Compression::Uncompressed)
+        && &layer.digest == diff_id
+        && let Some(rec) = store.deferred_blob(&layer.digest)
+    {
+        return compress_layer_stream(store, diff_id, target, |w| store.stream_deferred(&rec, w));
+    }
     let record = record_path(store, &layer.digest, target);
     if let Some(done) = recorded(store, &record, target)? {
         return Ok(done);

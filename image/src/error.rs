@@ -66,6 +66,14 @@ pub enum Error {
         /// The missing digest.
         digest: Digest,
     },
+    /// A deferred blob (a layer kept as a snapshot) could not be made again.
+    #[error("layer {digest} cannot be written: {reason}")]
+    DeferredBlob {
+        /// The deferred blob's digest.
+        digest: Digest,
+        /// Why.
+        reason: String,
+    },
     /// No image of that name is in the local store.
     #[error("image `{reference}` is not in the local store")]
     ImageNotFound {

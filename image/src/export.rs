@@ -123,6 +123,7 @@ fn write_oci_dir(
         if to.is_file() {
             continue;
         }
+        store.materialize(&d)?;
         let from = store.blob_path(&d);
         if !from.is_file() {
             return Err(Error::BlobNotFound { digest: d });

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::time::Duration;
 
-use crate::error::{IoContext, Result};
+use crate::error::Result;
 use crate::image::{media_type_of, parse_json};
 use crate::spec::{self, Index, Manifest};
 use crate::{ContentStore, Digest};
@@ -28,36 +28,25 @@ impl ContentStore {
     /// blobs modified less than `grace` ago.
     pub fn collect_garbage(&self, extra_roots: &[Digest], grace: Duration) -> Result<GcReport> {
         let _lock = self.lock(true)?;
-        let mut reachable = BTreeSet::new();
-        let mut stack: Vec<Digest> = self
-            .load_tags()?
-            .into_values()
-            .chain(extra_roots.iter().cloned())
-            .collect();
-        while let Some(d) = stack.pop() {
-            if !reachable.insert(d.clone()) {
-                continue;
-            }
-            stack.extend(self.children(&d));
-        }
+        let reachable = self.mark(extra_roots)?;
         let mut report = GcReport::default();
         for d in self.list_blobs()? {
             if reachable.contains(&d) {
                 continue;
             }
-            let path = self.blob_path(&d);
-            let meta = fs::metadata(&path).at(&path)?;
-            let young = meta
-                .modified()
+            let young = self
+                .blob_modified(&d)?
+                .elapsed()
                 .ok()
-                .and_then(|t| t.elapsed().ok())
                 .is_none_or(|age| age < grace);
             if young {
                 continue;
             }
+            // A deferred blob frees no space: only its record goes.
+            let stored = fs::metadata(self.blob_path(&d)).map_or(0, |m| m.len());
             self.remove_blob(&d)?;
             let _ = fs::remove_file(self.state_dir().join("content/sources").join(d.hex()));
-            report.freed_bytes += meta.len();
+            report.freed_bytes += stored;
             report.removed.push(d);
         }
         // Conversion records whose source or result is gone are stale.
@@ -82,9 +71,42 @@ impl ContentStore {
         Ok(report)
     }
 
+    /// Every blob an image in the store reaches (tagged or dangling: indexes, manifests,
+    /// configs and layers), at this moment.
+    pub fn reachable_from_images(&self) -> Result<BTreeSet<Digest>> {
+        let dangling: Vec<Digest> = self
+            .list_dangling()?
+            .into_iter()
+            .map(|d| d.digest)
+            .collect();
+        let _lock = self.lock(false)?;
+        self.mark(&dangling)
+    }
+
+    /// The blobs reachable from the tags and `extra_roots` (the caller holds the tag lock).
+    fn mark(&self, extra_roots: &[Digest]) -> Result<BTreeSet<Digest>> {
+        let mut reachable = BTreeSet::new();
+        let mut stack: Vec<Digest> = self
+            .load_tags()?
+            .into_values()
+            .chain(extra_roots.iter().cloned())
+            .collect();
+        while let Some(d) = stack.pop() {
+            if !reachable.insert(d.clone()) {
+                continue;
+            }
+            stack.extend(self.children(&d));
+        }
+        Ok(reachable)
+    }
+
     /// The blobs a manifest or index names; nothing for other blobs (layers, configs).
     pub(crate) fn children(&self, d: &Digest) -> Vec<Digest> {
-        // Only small JSON documents can be manifests; do not read layers.
+        // Only small JSON documents can be manifests; do not read layers (nor make deferred
+        // ones: those are layers).
+        if !self.blob_path(d).is_file() {
+            return Vec::new();
+        }
         let small = self.blob_size(d).is_ok_and(|s| s <= 4 * 1024 * 1024);
         if !small {
             return Vec::new();

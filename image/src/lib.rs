@@ -62,4 +62,4 @@ pub use spec::{
     ContainerConfig, Descriptor, HealthConfig, History, ImageConfig, Index, Manifest, Platform,
     RootFs, media_type,
 };
-pub use store::{BlobWriter, ContentStore, Layer, LayerWriter};
+pub use store::{BlobSource, BlobWriter, ContentStore, DeferredBlob, Layer, LayerWriter};

@@ -31,6 +31,7 @@
 pub mod cache;
 mod context;
 mod copy;
+mod deferred;
 pub mod dockerignore;
 mod error;
 mod explain;
@@ -48,6 +49,7 @@ mod untar;
 mod users;
 
 pub use cache::{PruneOptions, PruneReport};
+pub use deferred::open_content_store;
 pub use error::{Error, Result};
 pub use progress::{LogStream, NoProgress, Progress, ProgressEvent, StepId};
 pub use request::{

@@ -1,6 +1,8 @@
 //! `kiln prune`: removing cache records and the snapshots nothing needs any more, children
 //! before parents, without touching what remaining records (or running builds) use.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use crate::error::Result;
 use crate::solve::{Solver, snap_err};
 use kiln_snapshotter as snap;
@@ -12,7 +14,6 @@ impl Solver {
     /// killed builds left (active and view snapshots, mounts, temp and run directories) goes
     /// when the state is opened; removing never needs disk space, so this works on a full disk.
     pub fn prune(&self, opts: &crate::cache::PruneOptions) -> Result<crate::cache::PruneReport> {
-        use std::collections::{BTreeMap, BTreeSet};
         let sn = self.snapshotter.as_ref();
         let mut report = crate::cache::PruneReport::default();
         // Opening the executor reaps the run directories of killed builds; prune must not
@@ -67,6 +68,23 @@ impl Solver {
                 cur = by_name.get(&c).and_then(|i| i.parent.clone());
             }
         }
+        // A layer deferred to a snapshot about to go is written first when an image or a
+        // remaining record needs it; a snapshot whose layer cannot be written (a full disk)
+        // stays, with its ancestors, which make it.
+        let going: BTreeSet<String> = by_name
+            .values()
+            .filter(|i| !keep.contains(&i.name) && i.kind == snap::Kind::Committed)
+            .map(|i| i.name.clone())
+            .collect();
+        for stay in self.settle_deferred_layers(&going, &records) {
+            let mut cur = Some(stay);
+            while let Some(c) = cur {
+                if !keep.insert(c.clone()) {
+                    break;
+                }
+                cur = by_name.get(&c).and_then(|i| i.parent.clone());
+            }
+        }
         // Active and view snapshots belong to running builds: those of killed ones were removed
         // when the snapshotter was opened (their owner is gone), however young.
         let removable: BTreeSet<String> = by_name
@@ -103,5 +121,49 @@ impl Solver {
             }
         }
         Ok(report)
+    }
+
+    /// For each layer deferred to one of the `going` snapshots: written into the store when an
+    /// image (tagged or dangling) or one of the remaining `records` names it, else its record
+    /// dropped.
+    /// Returns the snapshots that must stay because their layer could not be written.
+    fn settle_deferred_layers(
+        &self,
+        going: &BTreeSet<String>,
+        records: &[(crate::key::CacheKey, crate::cache::CacheRecord)],
+    ) -> Vec<String> {
+        let deferred: Vec<(kiln_image::DeferredBlob, String)> = self
+            .content_store()
+            .deferred_blobs()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|b| {
+                let (name, _) = crate::deferred::parse_source(&b.source)?;
+                let name = name.to_owned();
+                going.contains(&name).then_some((b, name))
+            })
+            .collect();
+        if deferred.is_empty() {
+            return Vec::new();
+        }
+        let Ok(mut needed) = self.content_store().reachable_from_images() else {
+            // Unknown which are needed: keep them all.
+            return deferred.into_iter().map(|(_, n)| n).collect();
+        };
+        needed.extend(
+            records
+                .iter()
+                .filter_map(|(_, r)| r.layer.as_ref())
+                .filter_map(|l| kiln_image::Digest::parse(&l.digest).ok()),
+        );
+        let mut stay = Vec::new();
+        for (b, name) in deferred {
+            if !needed.contains(&b.digest) {
+                let _ = self.content_store().remove_blob(&b.digest);
+            } else if self.content_store().materialize(&b.digest).is_err() {
+                stay.push(name);
+            }
+        }
+        stay
     }
 }

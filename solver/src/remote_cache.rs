@@ -522,6 +522,9 @@ pub(crate) fn export(
                 if dest.is_file() {
                     continue;
                 }
+                store
+                    .materialize(&d.digest)
+                    .map_err(crate::solve::img_err(format!("cache layer {}", d.digest)))?;
                 let src = store.blob_path(&d.digest);
                 let tmp = dest.with_extension("tmp");
                 std::fs::copy(&src, &tmp).map_err(io_err("copy cache blob", &src))?;

@@ -76,7 +76,7 @@ pub(crate) fn img_err(what: impl Into<String>) -> impl FnOnce(kiln_image::Error)
 pub struct Solver {
     config: SolverConfig,
     store: ContentStore,
-    pub(crate) snapshotter: Box<dyn Snapshotter>,
+    pub(crate) snapshotter: Arc<dyn Snapshotter>,
     pub(crate) cache: CacheStore,
     executor: OnceLock<std::result::Result<ex::Executor, Arc<ex::Error>>>,
     registry: RegistryClient,
@@ -177,12 +177,19 @@ impl Solver {
         std::fs::create_dir_all(&config.state_dir)
             .map_err(io_err("create directory", &config.state_dir))?;
         snap::remove_orphans(&config.state_dir.join("tmp"), "");
+        // (ContentStore::open removes the ingest files of killed builds, see `write_layer`.)
+        let snapshotter: Arc<dyn Snapshotter> =
+            snap::open(&config.state_dir, config.snapshot_driver)
+                .map_err(snap_err(config.state_dir.display().to_string()))?
+                .into();
+        // Step layers are deferred: written from their snapshots when first read.
         let store = ContentStore::open(&config.state_dir)
             .map_err(img_err("content store"))?
-            .with_compress_threads(config.compress_threads);
-        // (ContentStore::open removed the ingest files of killed builds, see `write_layer`.)
-        let snapshotter = snap::open(&config.state_dir, config.snapshot_driver)
-            .map_err(snap_err(config.state_dir.display().to_string()))?;
+            .with_compress_threads(config.compress_threads)
+            .with_blob_source(Arc::new(crate::deferred::SnapshotLayers::over(
+                &config.state_dir,
+                snapshotter.clone(),
+            )));
         let cache = CacheStore::open(&config.state_dir)?;
         let registry = RegistryClient::new(config.registry_options(None));
         Ok(Self {

@@ -383,9 +383,13 @@ fn incremental_copy_makes_the_layer_of_a_full_copy() {
         vec![1, 1],
         "new mtime: written anew"
     );
-    // The layer blob (stored uncompressed: named by its diff_id) holds no hard-link entry.
-    let hex = second[0].trim_start_matches("sha256:");
-    let blob = fs::File::open(f.state.path().join("content/blobs/sha256").join(hex)).expect("blob");
+    // The layer blob (uncompressed: named by its diff_id, written from the snapshot when
+    // first read) holds no hard-link entry.
+    let digest = kiln_image::Digest::parse(&second[0]).expect("digest");
+    let blob = kiln_solver::open_content_store(f.state.path())
+        .expect("store")
+        .open_blob(&digest)
+        .expect("blob");
     let mut files = 0;
     for e in tar::Archive::new(blob).entries().expect("tar") {
         let e = e.expect("entry");

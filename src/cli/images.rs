@@ -222,7 +222,7 @@ pub(crate) fn compress_threads() -> usize {
 /// Runs one image command against the store under `root` (or the default state dir).
 pub(crate) fn run(root: Option<PathBuf>, cmd: ImageCommand) -> anyhow::Result<ExitCode> {
     let root = root.unwrap_or_else(super::default_state_dir);
-    let store = ContentStore::open(&root)
+    let store = kiln_solver::open_content_store(&root)
         .with_context(|| format!("opening the image store in {}", root.display()))?
         .with_compress_threads(compress_threads());
     let platform = Platform::host();

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use kiln_image::{ContentStore, Digest, Image, Platform, Reference};
+use kiln_image::{Digest, Image, Platform, Reference};
 
 /// How long to wait for a daemon to answer a ping, or to answer once the archive is sent.
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -318,7 +318,7 @@ pub(crate) fn load_image(
     manifest: &str,
     names: &[String],
 ) -> anyhow::Result<()> {
-    let store = ContentStore::open(state_dir)
+    let store = kiln_solver::open_content_store(state_dir)
         .with_context(|| format!("opening the image store in {}", state_dir.display()))?;
     let digest = Digest::parse(manifest)?;
     let image = Image::load(&store, &digest, &Platform::host())?;

@@ -21,7 +21,7 @@ pub(crate) struct PruneArgs {
 pub(crate) fn run(root: Option<PathBuf>, args: &PruneArgs) -> anyhow::Result<ExitCode> {
     let state_dir = root.unwrap_or_else(super::default_state_dir);
     // Layer blobs only the removed records used go too.
-    let store = kiln_image::ContentStore::open(&state_dir)?;
+    let store = kiln_solver::open_content_store(&state_dir)?;
     let candidates = super::system::used_layers(&store, &state_dir);
     let report = kiln::Builder::new(&state_dir).prune(&kiln::PruneOptions {
         all: args.all,

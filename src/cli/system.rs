@@ -162,7 +162,8 @@ pub(crate) fn remove_orphan_layers(
     let mut freed = 0;
     for d in candidates.difference(&still) {
         if store.has_blob(d) {
-            freed += store.blob_size(d).unwrap_or(0);
+            // A deferred layer (never written) frees nothing.
+            freed += std::fs::metadata(store.blob_path(d)).map_or(0, |m| m.len());
             store.remove_blob(d)?;
         }
     }
@@ -416,7 +417,7 @@ fn confirm(warning: &str) -> anyhow::Result<bool> {
 /// Runs `kiln system ...`.
 pub(crate) fn run(root: Option<PathBuf>, cmd: SystemCommand) -> anyhow::Result<ExitCode> {
     let state_dir = root.unwrap_or_else(super::default_state_dir);
-    let store = ContentStore::open(&state_dir)
+    let store = kiln_solver::open_content_store(&state_dir)
         .with_context(|| format!("opening the image store in {}", state_dir.display()))?;
     match cmd {
         SystemCommand::Df(args) => df(&state_dir, &store, &args)?,

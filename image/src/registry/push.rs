@@ -238,6 +238,7 @@ impl RegistryClient {
             _ => return Err(self.status_error(reference, "push", &what, resp)),
         }
         let mut location = location_of(&resp, &base, reference)?;
+        store.materialize(&desc.digest)?;
         let path = store.blob_path(&desc.digest);
         let size = desc.size;
         let chunk = self.opts.chunk_size.filter(|c| *c > 0 && *c < size);

@@ -14,8 +14,10 @@
 //!   writers in flight;
 //! - `content/converted/<hex>.<compression>.<level>`: "this layer recompressed is that blob";
 //! - `content/sources/<hex>`: `registry/repository` lines a blob was pulled from (for mounts);
+//! - `content/deferred/<hex>`: blobs not written yet, made when first read (see `deferred.rs`);
 //! - `refs/tags.json` + `refs/tags.lock`: the tag table (see `tags.rs`).
 
+mod deferred;
 mod ingest;
 mod tags;
 
@@ -23,6 +25,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+pub use deferred::{BlobSource, DeferredBlob};
 pub use ingest::{BlobWriter, Layer, LayerWriter};
 
 use crate::Digest;
@@ -36,6 +39,10 @@ pub struct ContentStore {
     blobs: PathBuf,
     ingest: PathBuf,
     refs: PathBuf,
+    /// `content/deferred/`: records of blobs made when first read.
+    deferred: PathBuf,
+    /// What makes deferred blobs.
+    source: deferred::SourceSlot,
     /// Threads of the layer compressors (0: one per core).
     compress_threads: usize,
 }
@@ -48,7 +55,8 @@ impl ContentStore {
         let blobs = state_dir.join("content/blobs/sha256");
         let ingest = state_dir.join("content/ingest");
         let refs = state_dir.join("refs");
-        for d in [&blobs, &ingest, &refs] {
+        let deferred = state_dir.join("content/deferred");
+        for d in [&blobs, &ingest, &refs, &deferred] {
             fs::create_dir_all(d).at(d)?;
         }
         ingest::clean(&ingest, &blobs);
@@ -57,6 +65,8 @@ impl ContentStore {
             blobs,
             ingest,
             refs,
+            deferred,
+            source: deferred::SourceSlot::default(),
             compress_threads: 0,
         })
     }
@@ -89,36 +99,38 @@ impl ContentStore {
         self.blobs.join(digest.hex())
     }
 
-    /// Whether the blob is present.
+    /// Whether the blob is present: stored, or deferred (made when first read).
     pub fn has_blob(&self, digest: &Digest) -> bool {
-        self.blob_path(digest).is_file()
+        self.blob_path(digest).is_file() || self.deferred_path(digest).is_file()
     }
 
-    /// The size of a stored blob.
+    /// The size of a stored (or deferred) blob.
     pub fn blob_size(&self, digest: &Digest) -> Result<u64> {
         let p = self.blob_path(digest);
         match fs::metadata(&p) {
             Ok(m) => Ok(m.len()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::BlobNotFound {
-                digest: digest.clone(),
-            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self
+                .deferred_blob(digest)
+                .map(|d| d.size)
+                .ok_or_else(|| Error::BlobNotFound {
+                    digest: digest.clone(),
+                }),
             Err(e) => Err(Error::Io { path: p, source: e }),
         }
     }
 
-    /// Opens a blob for streaming. The bytes are not verified; use [`read_blob`](Self::read_blob)
-    /// for small documents or hash while reading.
+    /// Opens a blob for streaming, writing it first if it is deferred. The bytes are not
+    /// verified; use [`read_blob`](Self::read_blob) for small documents or hash while reading.
     pub fn open_blob(&self, digest: &Digest) -> Result<File> {
         let p = self.blob_path(digest);
-        File::open(&p).map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                Error::BlobNotFound {
-                    digest: digest.clone(),
-                }
-            } else {
-                Error::Io { path: p, source: e }
+        match File::open(&p) {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.materialize(digest)?;
+                File::open(&p).at(p)
             }
-        })
+            Err(e) => Err(Error::Io { path: p, source: e }),
+        }
     }
 
     /// Reads a whole blob and verifies it against its digest.
@@ -201,16 +213,33 @@ impl ContentStore {
         }
     }
 
-    /// Removes a blob (no error if it is absent).
+    /// Removes a blob, stored or deferred (no error if it is absent).
     pub fn remove_blob(&self, digest: &Digest) -> Result<()> {
-        let p = self.blob_path(digest);
-        match fs::remove_file(&p) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::Io { path: p, source: e }),
-            _ => Ok(()),
+        for p in [self.deferred_path(digest), self.blob_path(digest)] {
+            match fs::remove_file(&p) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(Error::Io { path: p, source: e });
+                }
+                _ => {}
+            }
         }
+        Ok(())
     }
 
-    /// Every stored blob's digest.
+    /// When a blob (or a deferred blob's record) was last written.
+    pub(crate) fn blob_modified(&self, digest: &Digest) -> Result<std::time::SystemTime> {
+        let p = self.blob_path(digest);
+        let meta = match fs::metadata(&p) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let d = self.deferred_path(digest);
+                fs::metadata(&d).at(d)?
+            }
+            r => r.at(p)?,
+        };
+        meta.modified().at(self.blob_path(digest))
+    }
+
+    /// Every stored or deferred blob's digest.
     pub fn list_blobs(&self) -> Result<Vec<Digest>> {
         let mut out = Vec::new();
         for entry in fs::read_dir(&self.blobs).at(&self.blobs)? {
@@ -221,7 +250,9 @@ impl ContentStore {
                 out.push(d);
             }
         }
+        out.extend(self.deferred_digests()?);
         out.sort();
+        out.dedup();
         Ok(out)
     }
 }

@@ -98,35 +98,32 @@ impl BuildCtx<'_> {
     }
 
     pub(super) fn write_layer(&self, name: &str) -> Result<Option<LayerRecord>> {
-        // The layer streams into a content-store ingest: hashed and counted as it is written,
-        // checked against the differ's digest, fsynced and renamed into place by the store. A
-        // killed build's ingest file is removed by the next open; an empty layer's is dropped.
-        let what = format!("layer of {name}");
-        let mut w = self
-            .solver
-            .store
-            .blob_writer()
-            .map_err(img_err(what.clone()))?
-            .named(what.clone());
+        // No blob at build time: the layer tar is streamed from the snapshot only to be hashed
+        // and counted, and the store records that the blob of that digest is made from the
+        // snapshot (the same walk, checked against this digest) when something first reads
+        // it: an export, a push, a cache export. Uncompressed, its digest is its diff_id;
+        // exports that want gzip convert (once, remembered by the content store).
+        let epoch = self.req.layer_epoch();
         let opts = snap::LayerOptions {
-            // Stored uncompressed: a local build pays no compression; exports that want gzip
-            // convert (once, remembered by the content store).
             compression: snap::CompressionOptions {
                 compression: snap::Compression::Uncompressed,
                 level: None,
             },
-            source_date_epoch: self.req.layer_epoch(),
+            source_date_epoch: epoch,
         };
-        let info = snap::write_layer(self.snapshotter(), name, &opts, &mut w)
+        let info = snap::write_layer(self.snapshotter(), name, &opts, std::io::sink())
             .map_err(snap_err(format!("write layer of {name}")))?;
         // A step that changed nothing still has its (empty) layer, as in BuildKit, whose
         // layer chain holds every exec and file op's ref.
-        let expected = Digest::parse(&info.digest).map_err(img_err("layer digest"))?;
-        let (digest, size) = w.commit(Some(&expected)).map_err(img_err(what))?;
+        let digest = Digest::parse(&info.digest).map_err(img_err("layer digest"))?;
+        self.solver
+            .store
+            .defer_blob(&digest, info.size, &crate::deferred::source_of(name, epoch))
+            .map_err(img_err(format!("layer of {name}")))?;
         Ok(Some(LayerRecord {
             digest: digest.to_string(),
             diff_id: info.diff_id,
-            size,
+            size: info.size,
             media_type: info.media_type.to_string(),
         }))
     }

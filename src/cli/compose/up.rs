@@ -293,7 +293,7 @@ pub(super) fn up(
     let state_dir = root
         .cloned()
         .unwrap_or_else(super::super::default_state_dir);
-    let store = kiln_image::ContentStore::open(&state_dir)
+    let store = kiln_solver::open_content_store(&state_dir)
         .with_context(|| format!("opening the image store in {}", state_dir.display()))?;
     let platform = kiln_image::Platform::host();
     let find = |svc: &Service| super::super::images::find_image(&store, &svc.image, &platform);

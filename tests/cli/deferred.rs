@@ -1,0 +1,258 @@
+//! Issue 15, "no blob at build time": a build writes no layer blob. Each step's layer is hashed
+//! as it streams from the step's snapshot, and the content store records that the blob is made
+//! from that snapshot when something first reads it. These tests check four things:
+//! - a tagged build stores no layer blob;
+//! - exports and `kiln save` write the layers, with digests equal to the recorded diff_ids;
+//! - a snapshot changed behind kiln's back fails the export instead of giving a blob that lies;
+//! - `kiln prune --all` writes the layers of images it would otherwise strand.
+
+use std::path::{Path, PathBuf};
+
+use crate::common;
+
+use common::{kiln, oci, tempdir, text};
+use sha2::{Digest as _, Sha256};
+
+fn ok(state: &tempfile::TempDir, args: &[&str]) -> String {
+    let out = kiln(state).args(args).output().expect("run kiln");
+    let (o, e) = text(&out);
+    assert!(out.status.success(), "kiln {args:?} failed:\n{e}");
+    o
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    Sha256::digest(bytes)
+        .iter()
+        .fold("sha256:".to_owned(), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// The diff_ids of `reference`'s config.
+fn diff_ids(state: &tempfile::TempDir, reference: &str) -> Vec<String> {
+    let config: serde_json::Value =
+        serde_json::from_str(&ok(state, &["inspect", reference])).expect("config JSON");
+    config["rootfs"]["diff_ids"]
+        .as_array()
+        .expect("diff_ids")
+        .iter()
+        .map(|d| d.as_str().expect("diff_id").to_owned())
+        .collect()
+}
+
+fn stored(state: &Path, digest: &str) -> PathBuf {
+    state
+        .join("content/blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+fn deferred(state: &Path, digest: &str) -> PathBuf {
+    state
+        .join("content/deferred")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+/// A context of two COPY steps (FROM scratch: no registry needed), with `b.txt` holding `b`.
+fn context(b: &str) -> tempfile::TempDir {
+    let ctx = tempdir();
+    common::write_files(
+        ctx.path(),
+        &[
+            ("Dockerfile", "FROM scratch\nCOPY a.txt /a.txt\nCOPY d /d\n"),
+            ("a.txt", "first layer\n"),
+            ("d/b.txt", b),
+            ("d/sub/c.txt", "third file\n"),
+        ],
+    );
+    ctx
+}
+
+/// Every file below `dir` named `name`.
+fn find_named(dir: &Path, name: &str, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let Ok(t) = e.file_type() else { continue };
+        if t.is_dir() {
+            find_named(&p, name, out);
+        } else if t.is_file() && e.file_name() == name {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn a_build_stores_no_layer_blob_and_exports_write_layers_matching_the_diff_ids() {
+    if common::not_root() {
+        return;
+    }
+    let state = tempdir();
+    let ctx = context("second layer, deferred\n");
+    let path = ctx.path().to_str().expect("utf-8");
+    ok(&state, &["build", "-q", "-t", "app", path]);
+    let ids = diff_ids(&state, "app");
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    for d in &ids {
+        assert!(
+            !stored(state.path(), d).exists(),
+            "{d} written at build time"
+        );
+        assert!(deferred(state.path(), d).is_file(), "{d} not recorded");
+    }
+
+    // An OCI export (gzip) compresses straight from the snapshots: the uncompressed blobs stay
+    // unwritten, and each exported layer decompresses to its diff_id.
+    let out = tempdir();
+    let dest = out.path().join("app.tar");
+    let output = format!("type=oci,dest={}", dest.display());
+    ok(&state, &["build", "-q", "--output", &output, path]);
+    let files = oci::layout_files(&dest);
+    let index: serde_json::Value = serde_json::from_slice(&files["index.json"]).expect("index");
+    let blob = |d: &str| &files[&format!("blobs/{}", d.replacen(':', "/", 1))];
+    let manifest: serde_json::Value = serde_json::from_slice(blob(
+        index["manifests"][0]["digest"].as_str().expect("digest"),
+    ))
+    .expect("manifest");
+    let layers = manifest["layers"].as_array().expect("layers");
+    assert_eq!(layers.len(), 2);
+    for (layer, diff_id) in layers.iter().zip(&ids) {
+        let gz = blob(layer["digest"].as_str().expect("digest"));
+        assert_eq!(sha256(gz), layer["digest"].as_str().expect("digest"));
+        let mut tar = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut tar)
+            .expect("gunzip");
+        assert_eq!(
+            &sha256(&tar),
+            diff_id,
+            "exported layer is not the recorded diff"
+        );
+        assert!(
+            !stored(state.path(), diff_id).exists(),
+            "uncompressed blob written"
+        );
+    }
+    let (_, merged) = oci::oci_image(&dest);
+    assert_eq!(merged["d/b.txt"], b"second layer, deferred\n");
+    assert_eq!(merged["a.txt"], b"first layer\n");
+
+    // `kiln save` (a docker archive of uncompressed layers) writes the blobs into the store.
+    let saved = out.path().join("save.tar");
+    ok(
+        &state,
+        &["save", "-o", saved.to_str().expect("utf-8"), "app"],
+    );
+    let archive = oci::tar_entries(&std::fs::read(&saved).expect("read save"));
+    for d in &ids {
+        assert!(stored(state.path(), d).is_file(), "{d} not written by save");
+        assert!(
+            !deferred(state.path(), d).exists(),
+            "{d} still recorded as deferred"
+        );
+        let hex = d.trim_start_matches("sha256:");
+        let layer = archive
+            .iter()
+            .find(|(name, _)| name.contains(hex))
+            .map(|(_, data)| data)
+            .unwrap_or_else(|| panic!("{d} not in the archive: {:?}", archive.keys()));
+        assert_eq!(&sha256(layer), d);
+    }
+}
+
+#[test]
+fn a_snapshot_changed_behind_kilns_back_fails_the_export_and_stores_nothing() {
+    if common::not_root() {
+        return;
+    }
+    let state = tempdir();
+    let ctx = context("original bytes\n");
+    let path = ctx.path().to_str().expect("utf-8");
+    ok(&state, &["build", "-q", "-t", "app", path]);
+    let ids = diff_ids(&state, "app");
+    let mut copies = Vec::new();
+    find_named(&state.path().join("snapshots"), "b.txt", &mut copies);
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    // Same size, other bytes: only the digest can tell.
+    std::fs::write(&copies[0], "tampered bytes\n").expect("tamper");
+    let out = tempdir();
+    let saved = out.path().join("save.tar");
+    let run = kiln(&state)
+        .args(["save", "-o", saved.to_str().expect("utf-8"), "app"])
+        .output()
+        .expect("run kiln");
+    let (_, err) = text(&run);
+    assert!(!run.status.success(), "save of a tampered layer succeeded");
+    assert!(
+        err.contains(&ids[1]) && err.contains("digest"),
+        "error names neither the layer nor the digest: {err}"
+    );
+    assert!(
+        !stored(state.path(), &ids[1]).exists(),
+        "a lying blob was stored"
+    );
+    assert!(deferred(state.path(), &ids[1]).is_file());
+}
+
+#[test]
+fn prune_all_writes_the_layers_of_images_before_their_snapshots_go() {
+    if common::not_root() {
+        return;
+    }
+    let state = tempdir();
+    let ctx = context("kept by the image\n");
+    let path = ctx.path().to_str().expect("utf-8");
+    ok(&state, &["build", "-q", "-t", "app", path]);
+    let ids = diff_ids(&state, "app");
+    // A second image whose tag is then removed: nothing needs its last layer after the prune.
+    let other = context("only in the removed image\n");
+    ok(
+        &state,
+        &[
+            "build",
+            "-q",
+            "-t",
+            "gone",
+            other.path().to_str().expect("utf-8"),
+        ],
+    );
+    let gone = diff_ids(&state, "gone");
+    assert_ne!(gone[1], ids[1]);
+    ok(&state, &["rmi", "gone"]);
+    ok(&state, &["prune", "--all"]);
+    assert!(
+        common::snapshot_keys(state.path())
+            .iter()
+            .all(|k| !k.starts_with("step-")),
+        "step snapshots left: {:?}",
+        common::snapshot_keys(state.path())
+    );
+    for d in &ids {
+        assert!(
+            stored(state.path(), d).is_file(),
+            "{d} of a tagged image lost"
+        );
+    }
+    assert!(
+        !deferred(state.path(), &gone[1]).exists(),
+        "record of a removed image kept"
+    );
+    assert!(!stored(state.path(), &gone[1]).exists());
+    // The image still exports, its snapshots gone.
+    let out = tempdir();
+    let saved = out.path().join("save.tar");
+    ok(
+        &state,
+        &["save", "-o", saved.to_str().expect("utf-8"), "app"],
+    );
+    let archive = oci::tar_entries(&std::fs::read(&saved).expect("read save"));
+    let hex = ids[1].trim_start_matches("sha256:");
+    let layer = archive
+        .iter()
+        .find(|(name, _)| name.contains(hex))
+        .map(|(_, data)| data)
+        .expect("layer in the archive");
+    assert_eq!(oci::tar_entries(layer)["d/b.txt"], b"kept by the image\n");
+}
