@@ -264,7 +264,18 @@ fn a_rebuild_leaves_a_dangling_image_that_image_prune_removes_with_its_blobs() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .find(|n| n.starts_with(old_id.trim()))
         .expect("the old config blob");
-    assert!(deferred(state.path(), &old_layer).exists());
+    assert!(
+        deferred(state.path(), &old_layer).exists(),
+        "{old_layer} not deferred: {:?} {:?}",
+        std::fs::read_dir(state.path().join("content/deferred")).map(|d| d
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect::<Vec<_>>()),
+        std::fs::read_dir(state.path().join("content/blobs/sha256")).map(|d| d
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect::<Vec<_>>())
+    );
     assert!(
         !blob(state.path(), &old_layer).exists(),
         "written at build time"

@@ -86,11 +86,15 @@ impl LayerSizes {
         if let Some(s) = self.known.get(&d.to_string()) {
             return *s;
         }
-        let size = store
-            .open_blob(d)
-            .ok()
-            .and_then(|f| kiln_image::decompress(f).ok())
-            .and_then(|r| tar_content_size(r).ok());
+        // A deferred layer (kept as a snapshot) is read as it is made, not written.
+        let size = match store.read_deferred_unstored(d) {
+            Some(r) => tar_content_size(r).ok(),
+            None => store
+                .open_blob(d)
+                .ok()
+                .and_then(|f| kiln_image::decompress(f).ok())
+                .and_then(|r| tar_content_size(r).ok()),
+        };
         let Some(size) = size else { return 0 };
         self.known.insert(d.to_string(), size);
         self.changed = true;

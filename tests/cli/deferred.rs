@@ -103,6 +103,19 @@ fn a_build_stores_no_layer_blob_and_exports_write_layers_matching_the_diff_ids()
         );
         assert!(deferred(state.path(), d).is_file(), "{d} not recorded");
     }
+    // `kiln images` reads the layers for their content size (12 + 23 + 11 bytes of files),
+    // without writing them.
+    let listing = ok(&state, &["images", "app"]);
+    assert!(
+        listing.contains(" 46B"),
+        "content size of the layers: {listing}"
+    );
+    for d in &ids {
+        assert!(
+            !stored(state.path(), d).exists(),
+            "{d} written by kiln images"
+        );
+    }
 
     // An OCI export (gzip) compresses straight from the snapshots: the uncompressed blobs stay
     // unwritten, and each exported layer decompresses to its diff_id.
@@ -156,8 +169,10 @@ fn a_build_stores_no_layer_blob_and_exports_write_layers_matching_the_diff_ids()
         let layer = archive
             .iter()
             .find(|(name, _)| name.contains(hex))
-            .map(|(_, data)| data)
-            .unwrap_or_else(|| panic!("{d} not in the archive: {:?}", archive.keys()));
+            .map_or_else(
+                || panic!("{d} not in the archive: {:?}", archive.keys()),
+                |(_, data)| data,
+            );
         assert_eq!(&sha256(layer), d);
     }
 }

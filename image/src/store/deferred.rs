@@ -159,6 +159,19 @@ impl ContentStore {
         }
     }
 
+    /// The bytes of a deferred blob as its source makes them, neither stored nor verified
+    /// (made on a thread of their own into a pipe): for figures such as a layer's content
+    /// size, which should not write the blob. `None` when `digest` is not deferred. Exports
+    /// read through [`open_blob`](Self::open_blob), which checks the bytes.
+    pub fn read_deferred_unstored(&self, digest: &Digest) -> Option<io::PipeReader> {
+        let rec = self.deferred_blob(digest)?;
+        let (reader, mut writer) = io::pipe().ok()?;
+        let store = self.clone();
+        // A reader that stops early makes the write fail (EPIPE), which ends the thread.
+        std::thread::spawn(move || store.stream_deferred(&rec, &mut writer));
+        Some(reader)
+    }
+
     /// Writes the blob `digest` if it is deferred (a no-op when it is stored): the source's
     /// bytes through the ingest, checked against the recorded digest and size. Callers that
     /// use [`blob_path`](Self::blob_path) call this first; [`open_blob`](Self::open_blob) does.
@@ -248,11 +261,30 @@ mod tests {
         assert_eq!(store.blob_size(&d).unwrap(), 11);
         assert_eq!(store.list_blobs().unwrap(), vec![d.clone()]);
         assert_eq!(store.deferred_blobs().unwrap()[0].source, "step-a");
+        let mut unstored = Vec::new();
+        io::Read::read_to_end(
+            &mut store.read_deferred_unstored(&d).unwrap(),
+            &mut unstored,
+        )
+        .unwrap();
+        assert_eq!(unstored, b"layer bytes");
+        assert!(
+            !store.blob_path(&d).exists(),
+            "an unstored read stores nothing"
+        );
         assert_eq!(store.read_blob(&d).unwrap(), b"layer bytes");
         assert!(store.blob_path(&d).is_file());
         assert!(store.deferred_blobs().unwrap().is_empty(), "record gone");
         assert_eq!(store.read_blob(&d).unwrap(), b"layer bytes");
-        assert_eq!(*src.calls.lock().unwrap(), 1, "made once");
+        assert_eq!(
+            *src.calls.lock().unwrap(),
+            2,
+            "streamed once, then stored once"
+        );
+        assert!(
+            store.read_deferred_unstored(&d).is_none(),
+            "stored: not deferred"
+        );
     }
 
     #[test]
