@@ -131,8 +131,9 @@ pub(crate) struct SourceTree<'a> {
 
 impl SourceTree<'_> {
     fn excluded(&self, rel: &str) -> bool {
+        // No patterns exclude nothing: skip the per-path cleaning and splitting.
         self.ignore
-            .is_some_and(|m| !rel.is_empty() && m.is_excluded(rel))
+            .is_some_and(|m| !rel.is_empty() && !m.is_empty() && m.is_excluded(rel))
     }
 
     /// The host path of `rel` inside the root, symlinks in parent components and (when
@@ -371,14 +372,19 @@ struct Fold {
     abs: PathBuf,
 }
 
-/// Appends a line written by `write` to the last chunk (a new one past [`MERGE`] bytes).
+/// Appends a line written by `write` to the last chunk (a new one past [`MERGE`] bytes, with
+/// room for `hint` bytes).
 fn push_line(
     chunks: &mut Vec<Chunk>,
     dir: &Path,
+    hint: usize,
     write: impl FnOnce(&mut String) -> Result<()>,
 ) -> Result<()> {
     if chunks.last().is_none_or(|c| c.text.len() >= MERGE) {
-        chunks.push(Chunk::default());
+        chunks.push(Chunk {
+            text: String::with_capacity(hint),
+            ends: Vec::new(),
+        });
     }
     let Some(c) = chunks.last_mut() else {
         return Ok(());
@@ -426,6 +432,8 @@ impl SourceTree<'_> {
             dents.push((e.file_name(), e));
         }
         dents.sort_by(|a, b| a.0.cmp(&b.0));
+        // Room for this directory's lines (about a hundred bytes each) in one allocation.
+        let hint = (dents.len() * 128).min(MERGE);
         let runs = dents
             .into_par_iter()
             .try_fold(Fold::default, |mut acc, (name, dent)| -> Result<Fold> {
@@ -461,7 +469,7 @@ impl SourceTree<'_> {
                     kind,
                     meta: &meta,
                 };
-                push_line(&mut acc.chunks, abs, |out| line(&e, out))?;
+                push_line(&mut acc.chunks, abs, hint, |out| line(&e, out))?;
                 append_chunks(&mut acc.chunks, below);
                 Ok(acc)
             })
