@@ -53,8 +53,37 @@ pub fn write_layer(
     options: &LayerOptions,
     out: impl Write,
 ) -> Result<LayerInfo> {
+    write_layer_hashed(snapshotter, key, options, out, true)
+}
+
+/// [`write_layer`], uncompressed and without computing the digest: the same tar bytes into
+/// `out`, for a consumer that hashes them itself (a deferred blob written again, which the
+/// content store checks against the digest recorded at build time). Returns the bytes written.
+pub fn write_layer_tar(
+    snapshotter: &dyn Snapshotter,
+    key: &str,
+    source_date_epoch: Option<i64>,
+    out: impl Write,
+) -> Result<u64> {
+    let options = LayerOptions {
+        compression: CompressionOptions {
+            compression: Compression::Uncompressed,
+            level: None,
+        },
+        source_date_epoch,
+    };
+    write_layer_hashed(snapshotter, key, &options, out, false).map(|i| i.uncompressed_size)
+}
+
+fn write_layer_hashed(
+    snapshotter: &dyn Snapshotter,
+    key: &str,
+    options: &LayerOptions,
+    out: impl Write,
+    hash: bool,
+) -> Result<LayerInfo> {
     let layout = snapshotter.layout(key)?;
-    stream_layer(options, out, |tar| match &layout {
+    stream_layer(options, out, hash, |tar| match &layout {
         Layout::Overlay {
             upper,
             lowers,
@@ -72,25 +101,34 @@ pub fn write_layer(
 /// Writes the whole tree under `dir` as one layer (every file an addition), e.g. for
 /// `COPY --link`-style layers, scratch images and rootfs exports. `dir` itself is not an entry.
 pub fn write_tree_layer(dir: &Path, options: &LayerOptions, out: impl Write) -> Result<LayerInfo> {
-    stream_layer(options, out, |tar| native_changes(tar, dir, None, &[]))
+    stream_layer(options, out, true, |tar| {
+        native_changes(tar, dir, None, &[])
+    })
 }
 
 type Tar<'a, W> = TarWriter<HashingWriter<Compressor<HashingWriter<W>>>>;
 
+/// `hash`: false when the caller hashes the bytes itself (the digests are then empty).
 fn stream_layer<W: Write>(
     options: &LayerOptions,
     out: W,
+    hash: bool,
     body: impl FnOnce(&mut Tar<'_, W>) -> Result<()>,
 ) -> Result<LayerInfo> {
     // Uncompressed, the blob is the tar: its digest is the diff_id, hashed once.
     let plain = options.compression.compression == Compression::Uncompressed;
-    let blob = if plain {
+    let blob = if plain || !hash {
         HashingWriter::counting(out)
     } else {
         HashingWriter::new(out)
     };
     let comp = Compressor::new(blob, options.compression).map_err(stream("start compressor"))?;
-    let mut tar = TarWriter::new(HashingWriter::new(comp), options.source_date_epoch);
+    let raw = if hash {
+        HashingWriter::new(comp)
+    } else {
+        HashingWriter::counting(comp)
+    };
+    let mut tar = TarWriter::new(raw, options.source_date_epoch);
     body(&mut tar)?;
     let raw = tar.finish()?;
     let (comp, diff_id, uncompressed_size) = raw.finish();

@@ -55,7 +55,7 @@ mod tarwriter;
 pub use apply::{AppliedLayer, apply_layer, apply_layer_to_snapshot};
 pub use error::{Error, Result};
 pub use kiln_image::{Compression, CompressionOptions};
-pub use layer::{LayerInfo, LayerOptions, write_layer, write_tree_layer};
+pub use layer::{LayerInfo, LayerOptions, write_layer, write_layer_tar, write_tree_layer};
 pub use mount::{Mount, MountedSnapshot, mount_all, unmount_all};
 pub use owner::{Owner, remove_orphans, unmount_orphans};
 pub use snapshot::{Driver, DriverChoice, Info, Kind, Layout, Snapshotter, Usage, open};

@@ -17,6 +17,7 @@ use common::{assert_same_tree, list_layer, need_root};
 use kiln_snapshotter::{
     Compression, CompressionOptions, Driver, DriverChoice, Error, Kind, LayerOptions,
     MountedSnapshot, Snapshotter, apply_layer, apply_layer_to_snapshot, open, write_layer,
+    write_layer_tar,
 };
 
 type Step = Box<dyn Fn(&Path)>;
@@ -82,6 +83,16 @@ fn build(driver: DriverChoice, steps: &[Step]) -> Built {
         let info2 = write_layer(store.as_ref(), &name, &opts, &mut again).unwrap();
         assert_eq!(info, info2, "layer {i} not reproducible");
         assert_eq!(info.size, blob.len() as u64);
+        // The unhashed tar (what a deferred layer blob is written from) is this layer's
+        // uncompressed tar: it hashes to the diff_id.
+        let mut tar = Vec::new();
+        let n = write_layer_tar(store.as_ref(), &name, None, &mut tar).unwrap();
+        assert_eq!(n, tar.len() as u64);
+        assert_eq!(
+            kiln_image::Digest::of_bytes(&tar).to_string(),
+            info.diff_id,
+            "layer {i}: the unhashed tar is another stream"
+        );
         diff_ids.push(info.diff_id);
         layers.push(blob);
         parent = Some(name);

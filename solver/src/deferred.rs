@@ -67,14 +67,8 @@ impl BlobSource for SnapshotLayers {
     fn write_blob(&self, source: &str, out: &mut dyn Write) -> io::Result<()> {
         let (name, epoch) = parse_source(source)
             .ok_or_else(|| io::Error::other(format!("not a layer source: `{source}`")))?;
-        let opts = snap::LayerOptions {
-            compression: snap::CompressionOptions {
-                compression: snap::Compression::Uncompressed,
-                level: None,
-            },
-            source_date_epoch: epoch,
-        };
-        snap::write_layer(self.snapshotter()?.as_ref(), name, &opts, out)
+        // Not hashed here: the store checks the bytes against the recorded digest.
+        snap::write_layer_tar(self.snapshotter()?.as_ref(), name, epoch, out)
             .map_err(|e| io::Error::other(format!("layer of snapshot {name}: {e}")))?;
         Ok(())
     }
