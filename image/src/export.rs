@@ -397,9 +397,22 @@ impl<'a> TarOut<'a> {
     /// bytes go in 1 MiB writes (not the tar crate's 8 KiB copy), hashed on a thread of their
     /// own.
     fn blob(&mut self, store: &ContentStore, digest: &Digest) -> Result<()> {
-        let path = store.blob_path(digest);
         let size = store.blob_size(digest)?;
-        let mut file = io::Read::take(store.open_blob(digest)?, size);
+        // A deferred layer is made as it is archived (not stored first), checked below as a
+        // stored blob is.
+        let (source, what): (Box<dyn io::Read>, String) = match store.read_deferred_unstored(digest)
+        {
+            Some(r) => (
+                Box::new(r),
+                format!("layer {digest} made from its snapshot"),
+            ),
+            None => (
+                Box::new(store.open_blob(digest)?),
+                format!("stored blob {}", store.blob_path(digest).display()),
+            ),
+        };
+        let path = PathBuf::from(&what);
+        let mut file = io::Read::take(source, size);
         let mut h = Self::header(tar::EntryType::Regular, size, 0o644);
         let name = format!("blobs/sha256/{}", digest.hex());
         h.set_path(&name).at(&name)?;
@@ -432,14 +445,14 @@ impl<'a> TarOut<'a> {
         let (actual, copied) = hash.finish().at(&path)?;
         if &actual != digest {
             return Err(Error::DigestMismatch {
-                what: format!("stored blob {}", path.display()),
+                what,
                 expected: digest.clone(),
                 actual,
             });
         }
         if copied != size {
             return Err(Error::SizeMismatch {
-                what: format!("stored blob {}", path.display()),
+                what,
                 expected: size,
                 actual: copied,
             });

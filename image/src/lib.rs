@@ -62,4 +62,6 @@ pub use spec::{
     ContainerConfig, Descriptor, HealthConfig, History, ImageConfig, Index, Manifest, Platform,
     RootFs, media_type,
 };
-pub use store::{BlobSource, BlobWriter, ContentStore, DeferredBlob, Layer, LayerWriter};
+pub use store::{
+    BlobSource, BlobWriter, ContentStore, DeferredBlob, DeferredReader, Layer, LayerWriter,
+};

@@ -54,6 +54,68 @@ pub struct DeferredBlob {
     pub source: String,
 }
 
+/// Bytes handed from the source's thread to the reader at a time.
+const CHUNK: usize = 1 << 20;
+
+/// The reading end of [`ContentStore::read_deferred_unstored`].
+pub struct DeferredReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl io::Read for DeferredReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                // The source's thread ended after its last chunk.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.chunk.len() - self.pos);
+        out[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// The source's end: bytes gathered into [`CHUNK`]s and sent.
+struct ChunkSender {
+    tx: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkSender {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .send(Ok(full))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the reader is gone"))
+    }
+}
+
+impl Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Largest record read: a size and a snapshot name are a few hundred bytes.
 const MAX_RECORD: u64 = 64 * 1024;
 
@@ -159,17 +221,30 @@ impl ContentStore {
         }
     }
 
-    /// The bytes of a deferred blob as its source makes them, neither stored nor verified
-    /// (made on a thread of their own into a pipe): for figures such as a layer's content
-    /// size, which should not write the blob. `None` when `digest` is not deferred. Exports
-    /// read through [`open_blob`](Self::open_blob), which checks the bytes.
-    pub fn read_deferred_unstored(&self, digest: &Digest) -> Option<io::PipeReader> {
+    /// The bytes of a deferred blob as its source makes them (on a thread of their own),
+    /// neither stored nor verified: for a reader that checks them itself (an archive export
+    /// hashes what it copies) or only needs figures (a layer's content size). `None` when
+    /// `digest` is not deferred. A source's failure is the reader's error.
+    pub fn read_deferred_unstored(&self, digest: &Digest) -> Option<DeferredReader> {
         let rec = self.deferred_blob(digest)?;
-        let (reader, mut writer) = io::pipe().ok()?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
         let store = self.clone();
-        // A reader that stops early makes the write fail (EPIPE), which ends the thread.
-        std::thread::spawn(move || store.stream_deferred(&rec, &mut writer));
-        Some(reader)
+        std::thread::spawn(move || {
+            let mut w = ChunkSender {
+                tx,
+                buf: Vec::with_capacity(CHUNK),
+            };
+            let r = store.stream_deferred(&rec, &mut w).and_then(|()| w.send());
+            if let Err(e) = r {
+                // The reader may be gone already: nobody to tell.
+                let _ = w.tx.send(Err(e));
+            }
+        });
+        Some(DeferredReader {
+            rx,
+            chunk: Vec::new(),
+            pos: 0,
+        })
     }
 
     /// Writes the blob `digest` if it is deferred (a no-op when it is stored): the source's

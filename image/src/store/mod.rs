@@ -25,7 +25,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-pub use deferred::{BlobSource, DeferredBlob};
+pub use deferred::{BlobSource, DeferredBlob, DeferredReader};
 pub use ingest::{BlobWriter, Layer, LayerWriter};
 
 use crate::Digest;
