@@ -79,9 +79,17 @@ pub(crate) fn unpack_image(
                 .map_err(snap_err(format!("prepare {active}")))?;
             let r = (|| -> Result<()> {
                 let digest = &img.layers[k].digest;
-                let blob = store
-                    .open_blob(digest)
-                    .map_err(crate::solve::img_err(digest.to_string()))?;
+                // A layer a build deferred is made from its snapshot as it is applied (not
+                // stored first), checked against the diff_id below as any layer is.
+                let blob: Box<dyn std::io::Read + Send> = match store.read_deferred_unstored(digest)
+                {
+                    Some(r) => Box::new(r),
+                    None => Box::new(
+                        store
+                            .open_blob(digest)
+                            .map_err(crate::solve::img_err(digest.to_string()))?,
+                    ),
+                };
                 let applied =
                     snap::apply_layer_to_snapshot(sn, &active, std::io::BufReader::new(blob))
                         .map_err(snap_err(format!("apply layer {digest}")))?;

@@ -179,6 +179,70 @@ fn a_build_stores_no_layer_blob_and_exports_write_layers_matching_the_diff_ids()
 }
 
 #[test]
+fn a_build_from_a_built_image_unpacks_its_deferred_layers_without_storing_them() {
+    if common::not_root() {
+        return;
+    }
+    let state = tempdir();
+    let ctx = context("base layer\n");
+    ok(
+        &state,
+        &[
+            "build",
+            "-q",
+            "-t",
+            "base",
+            ctx.path().to_str().expect("utf-8"),
+        ],
+    );
+    let base = diff_ids(&state, "base");
+    let next = tempdir();
+    common::write_files(
+        next.path(),
+        &[
+            ("Dockerfile", "FROM base\nCOPY e.txt /e.txt\n"),
+            ("e.txt", "on top\n"),
+        ],
+    );
+    ok(
+        &state,
+        &[
+            "build",
+            "-q",
+            "-t",
+            "next",
+            next.path().to_str().expect("utf-8"),
+        ],
+    );
+    let ids = diff_ids(&state, "next");
+    assert_eq!(ids[..2], base[..], "the base's layers");
+    for d in &ids {
+        assert!(!stored(state.path(), d).exists(), "{d} stored");
+    }
+    let keys = common::snapshot_keys(state.path());
+    assert!(
+        keys.iter().filter(|k| k.starts_with("layer-")).count() == 2,
+        "the base's layers unpacked: {keys:?}"
+    );
+    let out = tempdir();
+    let dest = out.path().join("next");
+    let output = format!("type=oci,dest={},tar=false", dest.display());
+    ok(
+        &state,
+        &[
+            "build",
+            "-q",
+            "--output",
+            &output,
+            next.path().to_str().expect("utf-8"),
+        ],
+    );
+    let (_, merged) = oci::oci_image(&dest);
+    assert_eq!(merged["d/b.txt"], b"base layer\n");
+    assert_eq!(merged["e.txt"], b"on top\n");
+}
+
+#[test]
 fn a_snapshot_changed_behind_kilns_back_fails_the_export_and_stores_nothing() {
     if common::not_root() {
         return;
