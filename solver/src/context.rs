@@ -372,6 +372,10 @@ struct Fold {
     abs: PathBuf,
 }
 
+/// How many levels of directories [`SourceTree::lines_below`] walks in parallel; below them
+/// a subtree is walked serially (there is parallelism enough above, and the stack stays small).
+const PARALLEL_DEPTH: usize = 24;
+
 /// Appends a line written by `write` to the last chunk (a new one past [`MERGE`] bytes, with
 /// room for `hint` bytes).
 fn push_line(
@@ -418,13 +422,26 @@ impl SourceTree<'_> {
     /// directory walked for kept descendants has its line just before theirs, or none when
     /// nothing below it is kept (as `walk_children`'s pending list). Only the directory
     /// listings being walked and the lines are held, never the walk entries.
+    ///
+    /// `depth` is the number of directories above `abs` walked this way: past
+    /// [`PARALLEL_DEPTH`] the rest of the subtree is walked on the current thread (a parallel
+    /// level takes several times the stack of a serial one, and a deep chain of directories
+    /// would overflow a worker's stack where the serial walk does not).
     fn lines_below(
         &self,
         abs: &Path,
         ctx_rel: &str,
         rel: &str,
+        depth: usize,
         line: &LineFn<'_>,
     ) -> Result<Vec<Chunk>> {
+        if depth >= PARALLEL_DEPTH {
+            let mut chunks = Vec::new();
+            self.walk_children(abs, ctx_rel, rel, &mut Vec::new(), &mut |e| {
+                push_line(&mut chunks, abs, 0, |out| line(&(&e).into(), out))
+            })?;
+            return Ok(chunks);
+        }
         let rd = fs::read_dir(abs).map_err(io_err("read directory", abs))?;
         let mut dents: Vec<(std::ffi::OsString, fs::DirEntry)> = Vec::new();
         for e in rd {
@@ -455,7 +472,7 @@ impl SourceTree<'_> {
                     return Ok(acc);
                 }
                 let below = if kind == EntryKind::Dir {
-                    let below = self.lines_below(&acc.abs, &acc.ctx, &acc.rel, line)?;
+                    let below = self.lines_below(&acc.abs, &acc.ctx, &acc.rel, depth + 1, line)?;
                     if excluded && below.is_empty() {
                         return Ok(acc);
                     }
@@ -1145,7 +1162,7 @@ pub(crate) fn digest_sources_listed(
             entry(&(&top).into(), &mut l)?;
             listing.push(&l);
             if top.kind == EntryKind::Dir {
-                listing.append(tree.lines_below(&top.abs, &ctx_rel_of(&m), "", &entry)?);
+                listing.append(tree.lines_below(&top.abs, &ctx_rel_of(&m), "", 0, &entry)?);
             }
         }
     }
@@ -1292,6 +1309,18 @@ mod tests {
             ]
             .map(String::from),
         );
+        // A chain deeper than PARALLEL_DEPTH, with an excluded directory and a re-included
+        // file in its serially walked part.
+        let deep = format!("tree/deep/{}", vec!["c"; PARALLEL_DEPTH + 6].join("/"));
+        files.extend(
+            [
+                format!("{deep}/f.txt"),
+                format!("{deep}/dx/drop.txt"),
+                format!("{deep}/dx/keep.txt"),
+                format!("{deep}/dy/drop.txt"),
+            ]
+            .map(String::from),
+        );
         for (i, f) in files.iter().enumerate() {
             let p = root.join(f);
             fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
@@ -1302,13 +1331,16 @@ mod tests {
         symlink("d01", root.join("tree/d03/dirlink")).expect("symlink");
         symlink("missing", root.join("tree/ex/in/dangling")).expect("symlink");
         let ig = IgnoreMatcher::new(&[
-            "tree/ex",
-            "!tree/ex/keep",
-            "!tree/ex/in/deep/keep.txt",
-            "tree/ex2",
-            "!tree/ex2/*/keep.txt",
-            "tree/ex3",
-            "*/*.log",
+            "tree/ex".to_string(),
+            "!tree/ex/keep".into(),
+            "!tree/ex/in/deep/keep.txt".into(),
+            "tree/ex2".into(),
+            "!tree/ex2/*/keep.txt".into(),
+            "tree/ex3".into(),
+            "*/*.log".into(),
+            format!("{deep}/dx"),
+            format!("{deep}/dy"),
+            format!("!{deep}/dx/keep.txt"),
         ])
         .expect("patterns");
         let state = tempfile::tempdir().expect("tempdir");
@@ -1338,15 +1370,47 @@ mod tests {
                 .map(|l| l.split('\0').nth(1).expect("path"))
                 .collect();
             if ignore.is_some() {
-                for kept in ["/tree/ex", "/tree/ex/keep", "/tree/ex/in/deep/keep.txt"] {
+                let (dx, keep) = (format!("/{deep}/dx"), format!("/{deep}/dx/keep.txt"));
+                for kept in [
+                    "/tree/ex",
+                    "/tree/ex/keep",
+                    "/tree/ex/in/deep/keep.txt",
+                    &dx,
+                    &keep,
+                ] {
                     assert!(paths.contains(&kept), "{kept} listed");
                 }
+                let dy = format!("/{deep}/dy");
+                assert!(!paths.contains(&dy.as_str()), "{dy} not listed");
                 for dropped in ["/tree/ex2", "/tree/ex3", "/tree/ex/in/other", "/tree/z.log"] {
                     assert!(!paths.contains(&dropped), "{dropped} not listed");
                 }
             }
         }
     }
+
+    /// A chain of [`DEEP`] directories is walked, as the serial walk walks it, without
+    /// overflowing a worker thread's stack (a parallel level takes several times a serial one's).
+    #[test]
+    fn a_deep_tree_does_not_overflow_the_stack() {
+        let ctx = tempfile::tempdir().expect("tempdir");
+        let chain = vec!["d"; DEEP].join("/");
+        fs::create_dir_all(ctx.path().join(&chain)).expect("mkdir");
+        fs::write(ctx.path().join(&chain).join("f"), "x").expect("write");
+        let tree = SourceTree {
+            root: ctx.path(),
+            ignore: None,
+        };
+        let cache = ContentCache::ephemeral();
+        let (_, listing) =
+            digest_sources_listed(&tree, &["d".to_string()], &cache, 1).expect("digest");
+        assert_eq!(listing.len(), DEEP + 1, "d, the directories below it and f");
+        let f = format!("/d/{}/f\0f\0", vec!["d"; DEEP - 1].join("/"));
+        assert!(listing.get(DEEP).contains(&f), "{}", listing.get(DEEP));
+    }
+
+    /// Directories in [`a_deep_tree_does_not_overflow_the_stack`].
+    const DEEP: usize = 150;
 
     #[test]
     fn glob_like_go() {
