@@ -7,9 +7,11 @@
 //! covers path, type, mode, uid, gid, xattrs and content (or link target) of each selected entry,
 //! never mtimes. The same walker hashes files taken from another stage's snapshot.
 //!
-//! Memory does not grow with entries beyond what must be kept (issue 15): the walk streams
-//! (one directory listing per level), files are hashed in parallel batches, the entry lines are
-//! one [`Listing`] and the metadata cache one compact table (about 100 bytes a file each).
+//! Memory does not grow with entries beyond what must be kept (issue 15): the walk holds the
+//! directory listings being walked, never the entries; the digest's walk runs on every core
+//! (sibling directories and runs of a directory's entries in parallel, joined in name order);
+//! the entry lines are one [`Listing`] of large chunks and the metadata cache one compact
+//! table (about 100 bytes a file each).
 
 use std::fs::{self, Metadata};
 use std::io::{Read, Write};
