@@ -8,7 +8,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{busybox_context, kiln, not_root, snapshot_keys, tempdir, text};
+use common::{
+    busybox_context, deferred_blob as deferred, kiln, not_root, snapshot_keys, stored_blob as blob,
+    tempdir, text,
+};
 
 /// Mount points at or below `dir`.
 fn mounts_below(dir: &Path) -> Vec<String> {
@@ -203,20 +206,6 @@ fn images_are_found_by_id_and_unique_id_prefix() {
     let (code, _, err) = run_kiln(&state, &["run", "--pull", "never", "hello-uncle"]);
     assert_eq!(code, Some(125), "{err}");
     assert!(err.contains("hello-uncle"), "{err}");
-}
-
-/// The blob files of the store.
-fn blob(state: &Path, digest: &str) -> PathBuf {
-    state
-        .join("content/blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"))
-}
-
-/// The record of a deferred blob (a layer a build kept as a snapshot, written when first read).
-fn deferred(state: &Path, digest: &str) -> PathBuf {
-    state
-        .join("content/deferred")
-        .join(digest.trim_start_matches("sha256:"))
 }
 
 #[test]

@@ -285,13 +285,7 @@ impl SourceTree<'_> {
         pending: &mut Vec<WalkEntry>,
         f: &mut dyn FnMut(WalkEntry) -> Result<()>,
     ) -> Result<()> {
-        let rd = fs::read_dir(abs).map_err(io_err("read directory", abs))?;
-        let mut dents: Vec<(std::ffi::OsString, fs::DirEntry)> = Vec::new();
-        for e in rd {
-            let e = e.map_err(io_err("read directory", abs))?;
-            dents.push((e.file_name(), e));
-        }
-        dents.sort_by(|a, b| a.0.cmp(&b.0));
+        let dents = sorted_entries(abs)?;
         for (name, dent) in dents {
             let n = name.to_string_lossy();
             let child_ctx = if ctx_rel.is_empty() {
@@ -444,13 +438,7 @@ impl SourceTree<'_> {
             })?;
             return Ok(chunks);
         }
-        let rd = fs::read_dir(abs).map_err(io_err("read directory", abs))?;
-        let mut dents: Vec<(std::ffi::OsString, fs::DirEntry)> = Vec::new();
-        for e in rd {
-            let e = e.map_err(io_err("read directory", abs))?;
-            dents.push((e.file_name(), e));
-        }
-        dents.sort_by(|a, b| a.0.cmp(&b.0));
+        let dents = sorted_entries(abs)?;
         // Room for this directory's lines (about a hundred bytes each) in one allocation.
         let hint = (dents.len() * 128).min(MERGE);
         let runs = dents
@@ -500,6 +488,17 @@ impl SourceTree<'_> {
         }
         Ok(out)
     }
+}
+
+/// The entries of the directory `abs` with their names, sorted by name.
+fn sorted_entries(abs: &Path) -> Result<Vec<(std::ffi::OsString, fs::DirEntry)>> {
+    let mut dents: Vec<(std::ffi::OsString, fs::DirEntry)> = Vec::new();
+    for e in fs::read_dir(abs).map_err(io_err("read directory", abs))? {
+        let e = e.map_err(io_err("read directory", abs))?;
+        dents.push((e.file_name(), e));
+    }
+    dents.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(dents)
 }
 
 /// A source path as ignore rules match it: root-relative, no leading `/`.

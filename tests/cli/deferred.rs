@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::common;
 
-use common::{kiln, oci, tempdir, text};
+use common::{deferred_blob as deferred, kiln, oci, stored_blob as stored, tempdir, text};
 use sha2::{Digest as _, Sha256};
 
 fn ok(state: &tempfile::TempDir, args: &[&str]) -> String {
@@ -40,18 +40,6 @@ fn diff_ids(state: &tempfile::TempDir, reference: &str) -> Vec<String> {
         .iter()
         .map(|d| d.as_str().expect("diff_id").to_owned())
         .collect()
-}
-
-fn stored(state: &Path, digest: &str) -> PathBuf {
-    state
-        .join("content/blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"))
-}
-
-fn deferred(state: &Path, digest: &str) -> PathBuf {
-    state
-        .join("content/deferred")
-        .join(digest.trim_start_matches("sha256:"))
 }
 
 /// A context of two COPY steps (FROM scratch: no registry needed), with `b.txt` holding `b`.

@@ -107,6 +107,21 @@ pub fn snapshot_keys(state: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Where the content store under `state` keeps the blob `digest` (`sha256:<hex>`).
+pub fn stored_blob(state: &Path, digest: &str) -> PathBuf {
+    state
+        .join("content/blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+/// The record of a deferred blob `digest` (a layer a build kept as a snapshot, written when
+/// first read) under `state`.
+pub fn deferred_blob(state: &Path, digest: &str) -> PathBuf {
+    state
+        .join("content/deferred")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
 /// A pseudo-terminal of `cols` x `rows`: (master, slave).
 pub fn openpty(cols: u16, rows: u16) -> (OwnedFd, OwnedFd) {
     let (mut master, mut slave) = (-1, -1);
