@@ -143,13 +143,15 @@ impl ContentStore {
         let mut tmp = tempfile::NamedTempFile::with_prefix_in(".record-", &self.deferred)
             .at(&self.deferred)?;
         write!(tmp, "{size}\n{source}").at(tmp.path().to_path_buf())?;
-        // Not fsynced: a record lost in a crash makes the cache record naming it miss (its
-        // step runs again); a torn one does not parse and is treated as absent.
+        // Durable before anything names the digest (a cache record, an image manifest): a
+        // tagged image must not lose a layer to a crash. Two small fsyncs, where writing the
+        // blob cost the blob's bytes and the same two.
+        tmp.as_file().sync_all().at(tmp.path().to_path_buf())?;
         tmp.persist(&dest).map_err(|e| Error::Io {
             path: dest,
             source: e.error,
         })?;
-        Ok(())
+        super::sync_dir(&self.deferred)
     }
 
     /// The record of a deferred blob that is not stored (yet).
