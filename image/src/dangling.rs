@@ -129,7 +129,8 @@ impl ContentStore {
         let mine = self.reach(std::iter::once(manifest.clone()));
         let mut report = RemovedImage::default();
         for d in mine.difference(&used) {
-            let size = self.blob_size(d).unwrap_or(0);
+            // A deferred layer (never written) frees nothing.
+            let size = fs::metadata(self.blob_path(d)).map_or(0, |m| m.len());
             if self.has_blob(d) {
                 self.remove_blob(d)?;
                 let _ = fs::remove_file(self.state_dir().join("content/sources").join(d.hex()));

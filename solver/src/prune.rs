@@ -68,23 +68,10 @@ impl Solver {
                 cur = by_name.get(&c).and_then(|i| i.parent.clone());
             }
         }
-        // A layer deferred to a snapshot about to go is written first when an image or a
-        // remaining record needs it; a snapshot whose layer cannot be written (a full disk)
-        // stays, with its ancestors, which make it.
-        let going: BTreeSet<String> = by_name
-            .values()
-            .filter(|i| !keep.contains(&i.name) && i.kind == snap::Kind::Committed)
-            .map(|i| i.name.clone())
-            .collect();
-        for stay in self.settle_deferred_layers(&going, &records) {
-            let mut cur = Some(stay);
-            while let Some(c) = cur {
-                if !keep.insert(c.clone()) {
-                    break;
-                }
-                cur = by_name.get(&c).and_then(|i| i.parent.clone());
-            }
-        }
+        // Layers deferred to snapshots that may go: written first when an image or a remaining
+        // record needs them (a snapshot whose layer cannot be written stays, and so do its
+        // ancestors), their records dropped once the snapshot is really gone.
+        let deferred = DeferredLayers::of(self, &records);
         // Active and view snapshots belong to running builds: those of killed ones were removed
         // when the snapshotter was opened (their owner is gone), however young.
         let removable: BTreeSet<String> = by_name
@@ -111,59 +98,90 @@ impl Solver {
                 break;
             }
             for n in leaves {
+                left.remove(&n);
+                if !deferred.write_needed(self, &n) {
+                    continue;
+                }
                 let size = usage(&n);
                 if sn.remove(&n).is_ok() {
                     report.snapshots_removed += 1;
                     report.bytes_freed += size;
+                    deferred.drop_unneeded(self, &n);
                 }
-                left.remove(&n);
                 removed.insert(n);
             }
         }
         Ok(report)
     }
+}
 
-    /// For each layer deferred to one of the `going` snapshots: written into the store when an
-    /// image (tagged or dangling) or one of the remaining `records` names it, else its record
-    /// dropped.
-    /// Returns the snapshots that must stay because their layer could not be written.
-    fn settle_deferred_layers(
-        &self,
-        going: &BTreeSet<String>,
-        records: &[(crate::key::CacheKey, crate::cache::CacheRecord)],
-    ) -> Vec<String> {
-        let deferred: Vec<(kiln_image::DeferredBlob, String)> = self
-            .content_store()
-            .deferred_blobs()
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|b| {
-                let (name, _) = crate::deferred::parse_source(&b.source)?;
-                let name = name.to_owned();
-                going.contains(&name).then_some((b, name))
-            })
-            .collect();
-        if deferred.is_empty() {
-            return Vec::new();
+/// The layers deferred to each snapshot, and the digests still needed by an image (tagged or
+/// dangling) or a remaining cache record. `None`s when they could not be read: then no
+/// snapshot that makes a layer is removed.
+struct DeferredLayers {
+    by_snapshot: Option<BTreeMap<String, Vec<kiln_image::DeferredBlob>>>,
+    needed: Option<BTreeSet<kiln_image::Digest>>,
+}
+
+impl DeferredLayers {
+    fn of(solver: &Solver, records: &[(crate::key::CacheKey, crate::cache::CacheRecord)]) -> Self {
+        let store = solver.content_store();
+        let by_snapshot = store.deferred_blobs().ok().map(|all| {
+            let mut map: BTreeMap<String, Vec<kiln_image::DeferredBlob>> = BTreeMap::new();
+            for b in all {
+                if let Some((name, _)) = crate::deferred::parse_source(&b.source) {
+                    map.entry(name.to_owned()).or_default().push(b);
+                }
+            }
+            map
+        });
+        let needed = store.reachable_from_images().ok().map(|mut n| {
+            n.extend(
+                records
+                    .iter()
+                    .filter_map(|(_, r)| r.layer.as_ref())
+                    .filter_map(|l| kiln_image::Digest::parse(&l.digest).ok()),
+            );
+            n
+        });
+        Self {
+            by_snapshot,
+            needed,
         }
-        let Ok(mut needed) = self.content_store().reachable_from_images() else {
-            // Unknown which are needed: keep them all.
-            return deferred.into_iter().map(|(_, n)| n).collect();
+    }
+
+    /// Writes the needed layers `snapshot` makes into the store; `false` when the snapshot
+    /// must stay (a layer could not be written, or what is deferred or needed is unknown).
+    fn write_needed(&self, solver: &Solver, snapshot: &str) -> bool {
+        let Some(by_snapshot) = &self.by_snapshot else {
+            return false;
         };
-        needed.extend(
-            records
-                .iter()
-                .filter_map(|(_, r)| r.layer.as_ref())
-                .filter_map(|l| kiln_image::Digest::parse(&l.digest).ok()),
-        );
-        let mut stay = Vec::new();
-        for (b, name) in deferred {
-            if !needed.contains(&b.digest) {
-                let _ = self.content_store().remove_blob(&b.digest);
-            } else if self.content_store().materialize(&b.digest).is_err() {
-                stay.push(name);
+        let Some(layers) = by_snapshot.get(snapshot) else {
+            return true;
+        };
+        let Some(needed) = &self.needed else {
+            return false;
+        };
+        layers
+            .iter()
+            .filter(|b| needed.contains(&b.digest))
+            .all(|b| solver.content_store().materialize(&b.digest).is_ok())
+    }
+
+    /// Drops the records of the unneeded layers the removed `snapshot` made, unless another
+    /// build has since deferred the same digest to a snapshot of its own.
+    fn drop_unneeded(&self, solver: &Solver, snapshot: &str) {
+        let store = solver.content_store();
+        let Some(layers) = self.by_snapshot.as_ref().and_then(|m| m.get(snapshot)) else {
+            return;
+        };
+        for b in layers {
+            let still_ours = store.deferred_blob(&b.digest).is_some_and(|now| {
+                crate::deferred::parse_source(&now.source).is_some_and(|(n, _)| n == snapshot)
+            });
+            if still_ours {
+                let _ = store.remove_blob(&b.digest);
             }
         }
-        stay
     }
 }

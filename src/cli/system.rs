@@ -165,6 +165,11 @@ pub(crate) fn remove_orphan_layers(
     still.extend(image_layers(store));
     let mut freed = 0;
     for d in candidates.difference(&still) {
+        // A deferred layer's record goes with its snapshot (`Builder::prune` drops it then);
+        // one left has a snapshot a running build may be using.
+        if store.deferred_blob(d).is_some() {
+            continue;
+        }
         if store.has_blob(d) {
             // A deferred layer (never written) frees nothing.
             freed += std::fs::metadata(store.blob_path(d)).map_or(0, |m| m.len());
@@ -435,12 +440,15 @@ pub(crate) fn run(root: Option<PathBuf>, cmd: SystemCommand) -> anyhow::Result<E
                 return Ok(ExitCode::SUCCESS);
             }
             let candidates = used_layers(&store, &state_dir);
-            // The cache first: the layers of its records are kept by image removal.
+            // Images first: the cache prune writes the deferred layers of images that remain
+            // before their snapshots go, so it must not see the images about to be removed.
+            // The layers the removed images share with cache records are kept by the image
+            // removal and go with those records below (they are among the candidates).
+            let (lines, image_bytes) = remove_images(&store, &state_dir, args.all, None)?;
             let report = kiln::Builder::new(&state_dir).prune(&kiln::PruneOptions {
                 all: args.all,
                 keep_storage: None,
             })?;
-            let (lines, image_bytes) = remove_images(&store, &state_dir, args.all, None)?;
             let orphans = remove_orphan_layers(&store, &state_dir, &candidates)?;
             let mut out = std::io::stdout().lock();
             if !lines.is_empty() {

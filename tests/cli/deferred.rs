@@ -324,3 +324,63 @@ fn prune_all_writes_the_layers_of_images_before_their_snapshots_go() {
         .expect("layer in the archive");
     assert_eq!(oci::tar_entries(layer)["d/b.txt"], b"kept by the image\n");
 }
+
+#[test]
+fn prune_during_a_build_keeps_the_layers_of_the_snapshots_the_build_still_uses() {
+    if common::not_root() {
+        return;
+    }
+    let Some(ctx) = common::busybox_context(
+        "FROM scratch\nCOPY busybox /busybox\nARG T\n\
+         RUN [\"/busybox\", \"sh\", \"-c\", \"echo $T > /t && /busybox sleep 3\"]\n",
+    ) else {
+        return;
+    };
+    let path = ctx.path().to_str().expect("utf-8");
+    let state = tempdir();
+    ok(
+        &state,
+        &["build", "-q", "--build-arg", "T=0", "-t", "warm", path],
+    );
+    // No image needs the COPY layer now; only the running build below does.
+    ok(&state, &["rmi", "warm"]);
+    let build = kiln(&state)
+        .args(["build", "-q", "--build-arg", "T=1", "-t", "app", path])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the build");
+    // Prune while its RUN runs on top of the cached COPY snapshot.
+    let started = std::time::Instant::now();
+    while !common::snapshot_keys(state.path())
+        .iter()
+        .any(|k| k.starts_with("active"))
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the RUN never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    ok(&state, &["prune", "--all"]);
+    let out = build.wait_with_output().expect("wait for the build");
+    let (_, err) = text(&out);
+    assert!(
+        out.status.success(),
+        "the build failed after the prune:\n{err}"
+    );
+    let ids = diff_ids(&state, "app");
+    let saved = tempdir();
+    let dest = saved.path().join("app.tar");
+    ok(
+        &state,
+        &["save", "-o", dest.to_str().expect("utf-8"), "app"],
+    );
+    let archive = oci::tar_entries(&std::fs::read(&dest).expect("read save"));
+    let copy = ids[0].trim_start_matches("sha256:");
+    assert!(
+        archive.keys().any(|name| name.contains(copy)),
+        "the COPY layer is not in the archive: {:?}",
+        archive.keys()
+    );
+}
