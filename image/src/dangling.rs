@@ -130,7 +130,7 @@ impl ContentStore {
         let mut report = RemovedImage::default();
         for d in mine.difference(&used) {
             // A deferred layer (never written) frees nothing.
-            let size = fs::metadata(self.blob_path(d)).map_or(0, |m| m.len());
+            let size = self.stored_size(d);
             if self.has_blob(d) {
                 self.remove_blob(d)?;
                 let _ = fs::remove_file(self.state_dir().join("content/sources").join(d.hex()));

@@ -400,19 +400,13 @@ impl<'a> TarOut<'a> {
         let size = store.blob_size(digest)?;
         // A deferred layer is made as it is archived (not stored first), checked below as a
         // stored blob is.
-        let (source, what): (Box<dyn io::Read>, String) = match store.read_deferred_unstored(digest)
-        {
-            Some(r) => (
-                Box::new(r),
-                format!("layer {digest} made from its snapshot"),
-            ),
-            None => (
-                Box::new(store.open_blob(digest)?),
-                format!("stored blob {}", store.blob_path(digest).display()),
-            ),
+        let what = if store.deferred_blob(digest).is_some() {
+            format!("layer {digest} made from its snapshot")
+        } else {
+            format!("stored blob {}", store.blob_path(digest).display())
         };
         let path = PathBuf::from(&what);
-        let mut file = io::Read::take(source, size);
+        let mut file = io::Read::take(store.open_blob_unstored(digest)?, size);
         let mut h = Self::header(tar::EntryType::Regular, size, 0o644);
         let name = format!("blobs/sha256/{}", digest.hex());
         h.set_path(&name).at(&name)?;

@@ -43,7 +43,7 @@ impl ContentStore {
                 continue;
             }
             // A deferred blob frees no space: only its record goes.
-            let stored = fs::metadata(self.blob_path(&d)).map_or(0, |m| m.len());
+            let stored = self.stored_size(&d);
             self.remove_blob(&d)?;
             let _ = fs::remove_file(self.state_dir().join("content/sources").join(d.hex()));
             report.freed_bytes += stored;

@@ -81,15 +81,9 @@ pub(crate) fn unpack_image(
                 let digest = &img.layers[k].digest;
                 // A layer a build deferred is made from its snapshot as it is applied (not
                 // stored first), checked against the diff_id below as any layer is.
-                let blob: Box<dyn std::io::Read + Send> = match store.read_deferred_unstored(digest)
-                {
-                    Some(r) => Box::new(r),
-                    None => Box::new(
-                        store
-                            .open_blob(digest)
-                            .map_err(crate::solve::img_err(digest.to_string()))?,
-                    ),
-                };
+                let blob = store
+                    .open_blob_unstored(digest)
+                    .map_err(crate::solve::img_err(digest.to_string()))?;
                 let applied =
                     snap::apply_layer_to_snapshot(sn, &active, std::io::BufReader::new(blob))
                         .map_err(snap_err(format!("apply layer {digest}")))?;

@@ -87,14 +87,11 @@ impl LayerSizes {
             return *s;
         }
         // A deferred layer (kept as a snapshot) is read as it is made, not written.
-        let size = match store.read_deferred_unstored(d) {
-            Some(r) => tar_content_size(r).ok(),
-            None => store
-                .open_blob(d)
-                .ok()
-                .and_then(|f| kiln_image::decompress(f).ok())
-                .and_then(|r| tar_content_size(r).ok()),
-        };
+        let size = store
+            .open_blob_unstored(d)
+            .ok()
+            .and_then(|f| kiln_image::decompress(f).ok())
+            .and_then(|r| tar_content_size(r).ok());
         let Some(size) = size else { return 0 };
         self.known.insert(d.to_string(), size);
         self.changed = true;
@@ -171,8 +168,7 @@ pub(crate) fn remove_orphan_layers(
             continue;
         }
         if store.has_blob(d) {
-            // A deferred layer (never written) frees nothing.
-            freed += std::fs::metadata(store.blob_path(d)).map_or(0, |m| m.len());
+            freed += store.stored_size(d);
             store.remove_blob(d)?;
         }
     }

@@ -249,6 +249,22 @@ impl ContentStore {
         })
     }
 
+    /// Reads a blob without storing anything: a stored blob's file, or a deferred blob's bytes
+    /// as they are made ([`read_deferred_unstored`](Self::read_deferred_unstored)). Neither is
+    /// verified here: for readers that hash what they read (an archive export, a layer applied
+    /// against its diff_id) or only need figures.
+    pub fn open_blob_unstored(&self, digest: &Digest) -> Result<Box<dyn io::Read + Send>> {
+        match self.read_deferred_unstored(digest) {
+            Some(r) => Ok(Box::new(r)),
+            None => Ok(Box::new(self.open_blob(digest)?)),
+        }
+    }
+
+    /// The bytes a blob takes on disk: its file's size, 0 for a deferred (unwritten) one.
+    pub fn stored_size(&self, digest: &Digest) -> u64 {
+        fs::metadata(self.blob_path(digest)).map_or(0, |m| m.len())
+    }
+
     /// Writes the blob `digest` if it is deferred (a no-op when it is stored): the source's
     /// bytes through the ingest, checked against the recorded digest and size. Callers that
     /// use [`blob_path`](Self::blob_path) call this first; [`open_blob`](Self::open_blob) does.
