@@ -1,6 +1,7 @@
 //! An image's filesystem outside a build, for `kiln run`: the image's layers unpacked into the
 //! same committed snapshot chain a `FROM` uses (`layer-<chain id>`, shared with builds, so a
-//! base already unpacked costs nothing), a throwaway writable snapshot on top, and a process run
+//! base already unpacked costs nothing; an image this state directory built is its steps'
+//! snapshots, not unpacked at all), a throwaway writable snapshot on top, and a process run
 //! over it through the same executor (and so the same isolation) as `RUN` steps.
 //!
 //! ```no_run
@@ -48,6 +49,11 @@ fn unique_key(prefix: &str) -> String {
 /// next; layers already unpacked, by a build or an earlier run, are reused) and returns the
 /// top one (`None` for an image without layers) and whether any layer had to be unpacked.
 /// Each layer's diff_id is checked against the config. `what` names the image in errors.
+///
+/// A layer a build deferred to its step's snapshot is not unpacked at all when that snapshot
+/// sits on the chain reached so far: the snapshot is that layer applied there (the layer is
+/// its diff, written without clamped mtimes), so `FROM` an image this state directory built
+/// costs no copy.
 pub(crate) fn unpack_image(
     sn: &dyn Snapshotter,
     store: &ContentStore,
@@ -71,6 +77,12 @@ pub(crate) fn unpack_image(
     let mut parent: Option<String> = None;
     let mut unpacked = false;
     for (k, chain) in chains.iter().enumerate() {
+        if let Some(step) =
+            step_snapshot_of(sn, store, &img.layers[k], &diff_ids[k], parent.as_deref())
+        {
+            parent = Some(step);
+            continue;
+        }
         let name = format!("layer-{}", chain.trim_start_matches("sha256:"));
         if sn.stat(&name).is_err() {
             unpacked = true;
@@ -113,6 +125,29 @@ pub(crate) fn unpack_image(
         parent = Some(name);
     }
     Ok((parent, unpacked))
+}
+
+/// The committed step snapshot a build deferred `layer` to, when its layer is the snapshot's
+/// diff as is (no clamped mtimes) and its parent is `parent`: then that snapshot is the
+/// filesystem of the image's layers up to this one.
+fn step_snapshot_of(
+    sn: &dyn Snapshotter,
+    store: &ContentStore,
+    layer: &kiln_image::Descriptor,
+    diff_id: &str,
+    parent: Option<&str>,
+) -> Option<String> {
+    // Deferred layers are uncompressed: their digest is their diff_id.
+    if layer.digest.as_str() != diff_id {
+        return None;
+    }
+    let record = store.deferred_blob(&layer.digest)?;
+    let (name, None) = crate::deferred::parse_source(&record.source)? else {
+        return None;
+    };
+    let info = sn.stat(name).ok()?;
+    (info.kind == snap::Kind::Committed && info.parent.as_deref() == parent)
+        .then(|| name.to_owned())
 }
 
 /// A writable snapshot (`active-run-…`) over an image's filesystem, for one container. It is

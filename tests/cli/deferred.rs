@@ -167,7 +167,7 @@ fn a_build_stores_no_layer_blob_and_exports_write_layers_matching_the_diff_ids()
 }
 
 #[test]
-fn a_build_from_a_built_image_unpacks_its_deferred_layers_without_storing_them() {
+fn a_build_from_a_built_image_mounts_its_step_snapshots_and_stores_no_layer() {
     if common::not_root() {
         return;
     }
@@ -207,10 +207,11 @@ fn a_build_from_a_built_image_unpacks_its_deferred_layers_without_storing_them()
     for d in &ids {
         assert!(!stored(state.path(), d).exists(), "{d} stored");
     }
+    // The base's layers are the snapshots its build left: nothing is unpacked again.
     let keys = common::snapshot_keys(state.path());
     assert!(
-        keys.iter().filter(|k| k.starts_with("layer-")).count() == 2,
-        "the base's layers unpacked: {keys:?}"
+        !keys.iter().any(|k| k.starts_with("layer-")),
+        "the base's layers unpacked again: {keys:?}"
     );
     let out = tempdir();
     let dest = out.path().join("next");
@@ -228,6 +229,64 @@ fn a_build_from_a_built_image_unpacks_its_deferred_layers_without_storing_them()
     let (_, merged) = oci::oci_image(&dest);
     assert_eq!(merged["d/b.txt"], b"base layer\n");
     assert_eq!(merged["e.txt"], b"on top\n");
+}
+
+#[test]
+fn a_base_built_with_clamped_mtimes_is_unpacked_not_mounted() {
+    if common::not_root() {
+        return;
+    }
+    // SOURCE_DATE_EPOCH with rewrite-timestamp clamps the layers' mtimes: the step snapshot
+    // is not that layer.
+    let state = tempdir();
+    let ctx = context("base layer\n");
+    let oci = tempdir();
+    let out = kiln(&state)
+        .env("SOURCE_DATE_EPOCH", "0")
+        .args(["build", "-q", "-t", "base", "--output"])
+        .arg(format!(
+            "type=oci,dest={},tar=false,rewrite-timestamp=true",
+            oci.path().join("base").display()
+        ))
+        .arg(ctx.path())
+        .output()
+        .expect("run kiln");
+    assert!(out.status.success(), "{}", text(&out).1);
+    let next = tempdir();
+    common::write_files(
+        next.path(),
+        &[
+            ("Dockerfile", "FROM base\nCOPY e.txt /e.txt\n"),
+            ("e.txt", "on top\n"),
+        ],
+    );
+    let dest = tempdir();
+    let output = format!("type=local,dest={}", dest.path().display());
+    ok(
+        &state,
+        &[
+            "build",
+            "-q",
+            "--output",
+            &output,
+            next.path().to_str().expect("utf-8"),
+        ],
+    );
+    let keys = common::snapshot_keys(state.path());
+    assert_eq!(
+        keys.iter().filter(|k| k.starts_with("layer-")).count(),
+        2,
+        "the base's two layers unpacked: {keys:?}"
+    );
+    let mtime = std::fs::metadata(dest.path().join("d/b.txt"))
+        .expect("b.txt exported")
+        .modified()
+        .expect("mtime");
+    assert_eq!(mtime, std::time::UNIX_EPOCH, "the layer's clamped mtime");
+    assert_eq!(
+        std::fs::read(dest.path().join("d/b.txt")).unwrap(),
+        b"base layer\n"
+    );
 }
 
 #[test]

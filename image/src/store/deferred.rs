@@ -273,6 +273,10 @@ impl ContentStore {
             return Ok(());
         }
         let Some(rec) = self.deferred_blob(digest) else {
+            // Another process may have written it (and dropped the record) since the check.
+            if self.blob_path(digest).is_file() {
+                return Ok(());
+            }
             return Err(Error::BlobNotFound {
                 digest: digest.clone(),
             });

@@ -123,7 +123,12 @@ impl ContentStore {
     fn update_tags(&self, f: impl FnOnce(&mut BTreeMap<String, Digest>)) -> Result<()> {
         let _lock = self.lock(true)?;
         let mut tags = self.load_tags()?;
+        let before = tags.clone();
         f(&mut tags);
+        // Unchanged (a rebuild tagging the same image): no rewrite, no fsyncs.
+        if tags == before {
+            return Ok(());
+        }
         let data = crate::json::to_canonical_json(&tags)?;
         let p = self.tags_file();
         let mut tmp = NamedTempFile::with_prefix_in(".tags-", &self.refs).at(&self.refs)?;
@@ -150,6 +155,25 @@ fn tag_key(reference: &Reference) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn setting_a_tag_to_what_it_is_writes_nothing() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let r = Reference::parse("app").unwrap();
+        let d = Digest::of_bytes(b"m");
+        store.set_tag(&r, &d).unwrap();
+        let inode = || fs::metadata(store.tags_file()).unwrap().ino();
+        let first = inode();
+        store.set_tag(&r, &d).unwrap();
+        assert_eq!(inode(), first, "the tags file was rewritten");
+        assert_eq!(store.resolve_tag(&r).unwrap(), Some(d));
+        let other = Digest::of_bytes(b"n");
+        store.set_tag(&r, &other).unwrap();
+        assert_ne!(inode(), first, "a changed tag is written");
+        assert_eq!(store.resolve_tag(&r).unwrap(), Some(other));
+    }
 
     #[test]
     fn tags_set_resolve_list_remove_concurrently() {

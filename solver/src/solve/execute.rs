@@ -27,6 +27,7 @@ impl BuildCtx<'_> {
             .prepare(&active, parent_snap.as_deref())
             .map_err(snap_err(format!("prepare {active}")))?;
         let r = (|| -> Result<()> {
+            let _span = tracing::debug_span!("execute").entered();
             match &step.op {
                 Op::Mkdir { path, user } => {
                     let m = snap::MountedSnapshot::new_in(&mounts, sn.mount_root())
@@ -64,7 +65,10 @@ impl BuildCtx<'_> {
         no_cache: bool,
         parent: Option<&FsState>,
     ) -> Result<(FsState, bool)> {
-        let (name, adopted) = self.commit_step(key, active, no_cache)?;
+        let (name, adopted) = {
+            let _span = tracing::debug_span!("commit").entered();
+            self.commit_step(key, active, no_cache)?
+        };
         // Another process committed this step first: its record, once written, names the
         // same snapshot and layer; until then make the layer from that snapshot ourselves.
         let (layer, created) = match adopted.then(|| self.lookup(key)).flatten() {
@@ -111,6 +115,7 @@ impl BuildCtx<'_> {
             },
             source_date_epoch: epoch,
         };
+        let _span = tracing::debug_span!("layer").entered();
         let info = snap::write_layer(self.snapshotter(), name, &opts, std::io::sink())
             .map_err(snap_err(format!("write layer of {name}")))?;
         // A step that changed nothing still has its (empty) layer, as in BuildKit, whose
