@@ -402,3 +402,89 @@ fn incremental_copy_makes_the_layer_of_a_full_copy() {
     }
     assert_eq!(files, 2000);
 }
+
+/// The nlink of `rel` (below `/src`) in each snapshot of `state` that has it, sorted.
+fn src_links(state: &Path, rel: &str) -> Vec<u64> {
+    let mut v: Vec<u64> = fs::read_dir(state.join("snapshots"))
+        .expect("snapshots")
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::symlink_metadata(e.path().join("fs/src").join(rel)).ok())
+        .map(|m| std::os::unix::fs::MetadataExt::nlink(&m))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// Issue 15: files and directories added to or removed from a COPY'd directory still take the
+/// unchanged files from the previous result, and the layer is the full copy's; an entry whose
+/// kind changed is copied in full, with the same layer as a full copy.
+#[test]
+fn incremental_copy_with_added_and_removed_entries_makes_the_layer_of_a_full_copy() {
+    if !root_or_skip() {
+        return;
+    }
+    let f = Fixture::new("FROM scratch\nCOPY src /src\n");
+    for i in 0..300 {
+        f.write(
+            &format!("src/d{:02}/f{i:04}.txt", i % 10),
+            &format!("file {i}\n"),
+        );
+    }
+    f.write("src/gone/x.txt", "x\n");
+    f.write("src/gone/sub/y.txt", "y\n");
+    let (first, ran) = build_layers(&f, f.state.path());
+    assert_eq!(ran.len(), 1);
+
+    // Added: a file in a directory that was there, a new directory with a nested one, a
+    // symlink. Removed: a file, and a directory with its contents.
+    f.write("src/d00/new.txt", "new\n");
+    f.write("src/fresh/deep/z.txt", "z\n");
+    std::os::unix::fs::symlink("d00/new.txt", f.path("src/link")).expect("symlink");
+    fs::remove_file(f.path("src/d01/f0001.txt")).expect("rm");
+    fs::remove_dir_all(f.path("src/gone")).expect("rm -r");
+    let (second, ran) = build_layers(&f, f.state.path());
+    assert_eq!(ran, vec!["COPY src /src".to_string()]);
+    assert_ne!(second, first);
+    let fresh = tempfile::tempdir().expect("state");
+    assert_eq!(
+        build_layers(&f, fresh.path()).0,
+        second,
+        "the incremental layer is the full copy's"
+    );
+    let state = f.state.path();
+    assert_eq!(
+        src_links(state, "d03/f0003.txt"),
+        vec![2, 2],
+        "unchanged: linked"
+    );
+    assert_eq!(
+        src_links(state, "d00/new.txt"),
+        vec![1],
+        "added: only the new result"
+    );
+    assert_eq!(src_links(state, "fresh/deep/z.txt"), vec![1]);
+    assert_eq!(
+        src_links(state, "d01/f0001.txt"),
+        vec![1],
+        "removed: only the old result"
+    );
+    assert_eq!(src_links(state, "gone/sub/y.txt"), vec![1]);
+
+    // A file that became a directory: not incremental (nothing linked from the second
+    // result), and still the full copy's layer.
+    fs::remove_file(f.path("src/d02/f0002.txt")).expect("rm");
+    f.write("src/d02/f0002.txt/inner.txt", "inner\n");
+    let (third, ran) = build_layers(&f, f.state.path());
+    assert_eq!(ran.len(), 1);
+    let fresh = tempfile::tempdir().expect("state");
+    assert_eq!(
+        build_layers(&f, fresh.path()).0,
+        third,
+        "the full copy's layer"
+    );
+    assert_eq!(
+        src_links(state, "d04/f0004.txt"),
+        vec![1, 2, 2],
+        "the third result copied in full"
+    );
+}

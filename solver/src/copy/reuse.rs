@@ -2,18 +2,21 @@
 //! files changed, the new result is made from the previous result of the same step (same
 //! parent snapshot, same instruction) instead of copying every file again.
 //!
-//! Only when the selection has the same entries (paths and kinds) as last time and only regular
-//! files changed: then the copy maps every entry to the same destination as before, and the
-//! previous upper directory differs from a full copy's only at the changed files. The new
-//! active snapshot's upper directory (not mounted yet) gets the previous one's directories,
-//! symlinks and whiteouts re-made and its unchanged files *hard-linked* (one `link` per file, no
-//! data written); then, mounted, the changed files (and those whose mtime, size or mode no
-//! longer match the source) are copied as a full copy would. Each inode appears once in the new
-//! upper directory, so the layer holds plain entries, byte for byte what a full copy gives;
-//! nothing writes to a hard-linked inode (a changed file is unlinked and written anew, and a
-//! later step's overlay copies up). Anything else (added or removed files, a changed directory
-//! or symlink, `--parents`, `--exclude`, ADD, a destination the simple mapping does not find in
-//! the previous result) falls back to a full copy.
+//! Only when the selection has the same sources as last time and its entries differ only in
+//! regular files' contents or metadata, or in entries added or removed below a source
+//! directory: then the copy maps every entry to the same destination as before, and the
+//! previous upper directory differs from a full copy's only at those entries. The new active
+//! snapshot's upper directory (not mounted yet) gets the previous one's directories, symlinks
+//! and whiteouts re-made and its unchanged files *hard-linked* (one `link` per file, no data
+//! written), leaving out what was removed; then, mounted, the changed files (and those whose
+//! mtime, size or mode no longer match the source) and the added entries are copied as a full
+//! copy would, and every copied directory gets its source's times again. Each inode appears
+//! once in the new upper directory, so the layer holds plain entries, byte for byte what a full
+//! copy gives; nothing writes to a hard-linked inode (a changed file is unlinked and written
+//! anew, and a later step's overlay copies up). Anything else (a source added or removed, an
+//! entry whose kind changed, a changed directory or symlink, `--parents`, `--exclude`, ADD, a
+//! destination the simple mapping does not find in the previous result, an added entry whose
+//! place is taken or whose parent is not a real directory) falls back to a full copy.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -57,6 +60,10 @@ pub(crate) struct Plan<'a> {
     /// The lines of regular files below a directory source, by (path, label).
     files: Vec<u32>,
     changed: HashSet<usize>,
+    /// Entries new since the previous result, in listing order (parents first).
+    added: Vec<usize>,
+    /// Where the previous result holds entries the selection no longer has (not re-made).
+    removed: HashSet<String>,
     /// The destination ends with `/`: made before the copy, so a directory source's own
     /// metadata is never applied to it.
     dest_is_dir: bool,
@@ -98,19 +105,11 @@ impl<'a> Plan<'a> {
         let (label, path, kind) = split(self.lines.get(i))?;
         let source = label.trim_start_matches('/');
         let rel = path.trim_start_matches('/');
-        let top = self.tops.get(source)?;
-        let dest = if rel.is_empty() {
-            top.dest.clone()
-        } else if top.dest.is_empty() {
-            rel.to_string()
-        } else {
-            format!("{}/{rel}", top.dest)
-        };
         Some(Mapped {
             source,
             rel,
             kind,
-            dest,
+            dest: dest_of(&self.tops, source, rel)?,
         })
     }
 
@@ -146,6 +145,32 @@ impl<'a> Plan<'a> {
     }
 }
 
+/// Where the copy puts `rel` below the source `source` (relative to the root).
+fn dest_of(tops: &HashMap<&str, Top>, source: &str, rel: &str) -> Option<String> {
+    let top = tops.get(source)?;
+    Some(if rel.is_empty() {
+        top.dest.clone()
+    } else if top.dest.is_empty() {
+        rel.to_string()
+    } else {
+        format!("{}/{rel}", top.dest)
+    })
+}
+
+/// Whether `rel` (below `root`, `""` for the root itself) is a directory reached through real
+/// directories only.
+fn real_dir_at(root: &Path, rel: &str) -> bool {
+    let mut p = root.to_path_buf();
+    for part in rel.split('/').filter(|s| !s.is_empty()) {
+        p.push(part);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_dir() => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// (path, label) of a line, the order of [`Plan::files`].
 fn file_key(line: &str) -> Option<(&str, &str)> {
     let (label, _, _) = split(line)?;
@@ -162,27 +187,46 @@ pub(crate) fn plan<'a>(
     dest: &str,
     old_upper: &Path,
 ) -> Option<Plan<'a>> {
-    if old.len() != new.len() || old == new {
+    if old == new {
         return None;
     }
     let dest_clean = clean(&format!("/{dest}"));
     let dest_is_dir = dest.ends_with('/') || dest.ends_with("/.");
+    // The previous lines by (label, path); each one found again is marked.
+    let mut old_at: HashMap<(&str, &str), usize> = HashMap::with_capacity(old.len());
+    for (j, o) in old.iter().enumerate() {
+        let (label, path, _) = split(o)?;
+        old_at.insert((label, path), j);
+    }
+    let mut found = vec![false; old.len()];
     let mut changed = HashSet::new();
+    let mut added = Vec::new();
     let mut files = Vec::new();
     // The top entry's kind of each source, and its destination.
     let mut tops: HashMap<&'a str, Top> = HashMap::new();
     let mut sources = 0;
-    for (i, (o, n)) in old.iter().zip(new.iter()).enumerate() {
-        let (ol, op, ok) = split(o)?;
+    for (i, n) in new.iter().enumerate() {
         let (label, path, kind) = split(n)?;
-        if (ol, op, ok) != (label, path, kind) {
-            return None;
-        }
-        if o != n {
-            if kind != "f" {
-                return None;
+        match old_at.get(&(label, path)) {
+            Some(&j) => {
+                found[j] = true;
+                let o = old.get(j);
+                if split(o)?.2 != kind {
+                    return None;
+                }
+                if o != n {
+                    if kind != "f" {
+                        return None;
+                    }
+                    changed.insert(i);
+                }
             }
-            changed.insert(i);
+            None => {
+                if path.trim_start_matches('/').is_empty() || !matches!(kind, "f" | "d" | "l") {
+                    return None;
+                }
+                added.push(i);
+            }
         }
         let source = label.trim_start_matches('/');
         let rel = path.trim_start_matches('/');
@@ -211,21 +255,48 @@ pub(crate) fn plan<'a>(
                     line: i,
                 },
             );
-        } else {
-            if tops.get(source)?.kind != "d" {
-                return None;
-            }
-            if kind == "f" {
-                files.push(u32::try_from(i).ok()?);
-            }
+        } else if kind == "f" {
+            files.push(u32::try_from(i).ok()?);
         }
     }
+    // Entries below a source need that source to be a directory.
+    for n in new.iter() {
+        let (label, path, _) = split(n)?;
+        if !path.trim_start_matches('/').is_empty()
+            && tops.get(label.trim_start_matches('/'))?.kind != "d"
+        {
+            return None;
+        }
+    }
+    // What the previous result holds that the selection no longer has: below a source (a
+    // source itself gone is a changed instruction's work). With several sources one place may
+    // have been written by two of them: not told apart, so copied in full.
+    let mut removed = HashSet::new();
+    for (j, o) in old.iter().enumerate() {
+        if found[j] {
+            continue;
+        }
+        let (label, path, _) = split(o)?;
+        let rel = path.trim_start_matches('/');
+        if rel.is_empty() || sources > 1 {
+            return None;
+        }
+        let source = label.trim_start_matches('/');
+        if tops.get(source)?.kind != "d" {
+            return None;
+        }
+        removed.insert(dest_of(&tops, source, rel)?);
+    }
+    drop(old_at);
+    drop(found);
     files.sort_by(|&a, &b| file_key(new.get(a as usize)).cmp(&file_key(new.get(b as usize))));
     let plan = Plan {
         lines: new,
         tops,
         files,
         changed,
+        added,
+        removed,
         dest_is_dir,
     };
     // Two entries written to one place: the later one wins, which the mapping cannot tell.
@@ -248,6 +319,22 @@ pub(crate) fn plan<'a>(
     for &i in &plan.changed {
         if !regular_file_at(old_upper, &plan.entry(i)?.dest) {
             return None;
+        }
+    }
+    // An added entry goes where the previous result has nothing, into a real directory: one
+    // the previous result has, or an added one (listed before its children).
+    let mut added_dirs: HashSet<String> = HashSet::new();
+    for &i in &plan.added {
+        let e = plan.entry(i)?;
+        if fs::symlink_metadata(old_upper.join(&e.dest)).is_ok() {
+            return None;
+        }
+        let parent = e.dest.rsplit_once('/').map_or("", |(p, _)| p);
+        if !added_dirs.contains(parent) && !real_dir_at(old_upper, parent) {
+            return None;
+        }
+        if e.kind == "d" {
+            added_dirs.insert(e.dest);
         }
     }
     Some(plan)
@@ -367,6 +454,9 @@ impl Seeder<'_, '_> {
         rewrite: &mut Vec<(WalkEntry, String)>,
     ) -> Result<()> {
         let plan = self.plan;
+        if plan.removed.contains(rel) {
+            return Ok(());
+        }
         let from = &self.old_upper.join(rel);
         let to = self.new_upper.join(rel);
         let m = fs::symlink_metadata(from).map_err(io_err("stat", from))?;
@@ -424,8 +514,8 @@ impl Seeder<'_, '_> {
     }
 }
 
-/// Writes the entries [`seed`] left out through the mounted snapshot at `root`, as the full
-/// copy does, then gives the directories the copy gave their source's metadata their source's
+/// Writes the entries [`seed`] left out and the added ones through the mounted snapshot at
+/// `root`, as the full copy does, then gives the directories the copy gave their source's metadata their source's
 /// times again (writing changed their parents'): every directory below a source, and a source
 /// directory itself when the copy made it (no `/` at the end of the destination, and no
 /// `lowers` directory had it).
@@ -441,6 +531,11 @@ pub(crate) fn finish(
         super::copy_entry(src, &root.join(dest), opts, true, true)?;
     }
     let mut tops = HashMap::new();
+    for &i in &plan.added {
+        let Some(e) = plan.entry(i) else { continue };
+        let src = source_entry(tree, &e, &mut tops)?;
+        super::copy_entry(&src, &root.join(&e.dest), opts, true, true)?;
+    }
     for i in (0..plan.lines.len()).rev() {
         let Some(e) = plan.entry(i) else { continue };
         if e.kind != "d" {
