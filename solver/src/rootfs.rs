@@ -83,6 +83,13 @@ pub(crate) fn unpack_image(
             parent = Some(step);
             continue;
         }
+        // An empty layer a build deferred changes nothing: the chain stays where it is (its
+        // record may name another build's empty step by now, every empty layer being one).
+        if diff_ids[k] == crate::solve::EMPTY_TAR_DIFF_ID
+            && store.deferred_blob(&img.layers[k].digest).is_some()
+        {
+            continue;
+        }
         let name = format!("layer-{}", chain.trim_start_matches("sha256:"));
         if sn.stat(&name).is_err() {
             unpacked = true;
@@ -128,8 +135,13 @@ pub(crate) fn unpack_image(
 }
 
 /// The committed step snapshot a build deferred `layer` to, when its layer is the snapshot's
-/// diff as is (no clamped mtimes) and its parent is `parent`: then that snapshot is the
-/// filesystem of the image's layers up to this one.
+/// diff as is (no clamped mtimes) and it sits on `parent` (directly, or over snapshots that
+/// changed nothing): then that snapshot is the filesystem of the image's layers up to this
+/// one, as the build that made it saw it. Overlay only: a native snapshot is a full copy of
+/// its parent, whose hard links to earlier layers' files its layer writes as plain files.
+///
+/// The snapshot is trusted as a cache hit is, not hashed against the diff_id again; what
+/// the layer cannot hold (sub-second mtimes, sockets) is as the build left it.
 fn step_snapshot_of(
     sn: &dyn Snapshotter,
     store: &ContentStore,
@@ -145,10 +157,33 @@ fn step_snapshot_of(
     let (name, None) = crate::deferred::parse_source(&record.source)? else {
         return None;
     };
+    if sn.driver() != snap::Driver::Overlay {
+        return None;
+    }
     let info = sn.stat(name).ok()?;
-    (info.kind == snap::Kind::Committed && info.parent.as_deref() == parent)
-        .then(|| name.to_owned())
+    if info.kind != snap::Kind::Committed {
+        return None;
+    }
+    // Up from the snapshot's parent through snapshots with nothing in their upper directory.
+    let mut at = info.parent;
+    for _ in 0..MAX_EMPTY_STEPS {
+        if at.as_deref() == parent {
+            return Some(name.to_owned());
+        }
+        let below = at?;
+        let Ok(snap::Layout::Overlay { upper, .. }) = sn.layout(&below) else {
+            return None;
+        };
+        if std::fs::read_dir(&upper).ok()?.next().is_some() {
+            return None;
+        }
+        at = sn.stat(&below).ok()?.parent;
+    }
+    None
 }
+
+/// How many snapshots that changed nothing [`step_snapshot_of`] looks through.
+const MAX_EMPTY_STEPS: usize = 64;
 
 /// A writable snapshot (`active-run-…`) over an image's filesystem, for one container. It is
 /// removed when dropped, with everything the container wrote; nothing of it is mounted in the

@@ -55,8 +55,7 @@ pub(crate) use view::owned_temp_dir;
 use view::{View, unique_key};
 
 /// sha256 of an empty tar stream (two zero blocks): the diff_id of a step that changed nothing.
-#[cfg(test)]
-const EMPTY_TAR_DIFF_ID: &str =
+pub(crate) const EMPTY_TAR_DIFF_ID: &str =
     "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
 
 /// Wraps a snapshotter error with what was being done.

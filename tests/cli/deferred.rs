@@ -232,6 +232,92 @@ fn a_build_from_a_built_image_mounts_its_step_snapshots_and_stores_no_layer() {
 }
 
 #[test]
+fn a_base_with_an_empty_layer_is_mounted_after_another_build_made_the_same_empty_layer() {
+    if common::not_root() {
+        return;
+    }
+    // Every step that changes nothing has the one empty layer, whose record names the last
+    // such step's snapshot: the base's chain still holds.
+    let state = tempdir();
+    let ctx = tempdir();
+    common::write_files(
+        ctx.path(),
+        &[
+            (
+                "Dockerfile",
+                "FROM scratch\nCOPY a.txt /a.txt\nCOPY empty/ /\nCOPY d /d\n",
+            ),
+            ("a.txt", "first layer\n"),
+            ("d/b.txt", "base layer\n"),
+            (
+                "other/Dockerfile",
+                "FROM scratch\nCOPY empty/ /\nCOPY a.txt /x.txt\n",
+            ),
+        ],
+    );
+    std::fs::create_dir(ctx.path().join("empty")).expect("mkdir");
+    let path = ctx.path().to_str().expect("utf-8");
+    ok(&state, &["build", "-q", "-t", "base", path]);
+    assert_eq!(
+        diff_ids(&state, "base")[1],
+        "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef",
+        "the empty layer"
+    );
+    let other = ctx.path().join("other/Dockerfile");
+    ok(
+        &state,
+        &[
+            "build",
+            "-q",
+            "-t",
+            "other",
+            "-f",
+            other.to_str().expect("utf-8"),
+            path,
+        ],
+    );
+    let next = tempdir();
+    common::write_files(
+        next.path(),
+        &[
+            ("Dockerfile", "FROM base\nCOPY e.txt /e.txt\n"),
+            ("e.txt", "on top\n"),
+        ],
+    );
+    let dest = tempdir();
+    let output = format!("type=local,dest={}", dest.path().display());
+    ok(
+        &state,
+        &[
+            "build",
+            "-q",
+            "--output",
+            &output,
+            next.path().to_str().expect("utf-8"),
+        ],
+    );
+    let keys = common::snapshot_keys(state.path());
+    assert!(
+        !keys.iter().any(|k| k.starts_with("layer-")),
+        "the base's layers unpacked again: {keys:?}"
+    );
+    for (file, content) in [
+        ("a.txt", "first layer\n"),
+        ("d/b.txt", "base layer\n"),
+        ("e.txt", "on top\n"),
+    ] {
+        assert_eq!(
+            std::fs::read_to_string(dest.path().join(file)).expect(file),
+            content
+        );
+    }
+    assert!(
+        !dest.path().join("x.txt").exists(),
+        "the other image's file"
+    );
+}
+
+#[test]
 fn a_base_built_with_clamped_mtimes_is_unpacked_not_mounted() {
     if common::not_root() {
         return;
