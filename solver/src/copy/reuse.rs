@@ -192,11 +192,23 @@ pub(crate) fn plan<'a>(
     }
     let dest_clean = clean(&format!("/{dest}"));
     let dest_is_dir = dest.ends_with('/') || dest.ends_with("/.");
-    // The previous lines by (label, path); each one found again is marked.
-    let mut old_at: HashMap<(&str, &str), usize> = HashMap::with_capacity(old.len());
+    // The previous lines by the hash of (label, path), 12 bytes an entry (what a line names
+    // is compared when found); each one found again is marked. Two lines of one hash: copied
+    // in full.
+    let key = |label: &str, path: &str| {
+        let mut h = std::hash::DefaultHasher::new();
+        (label, path).hash(&mut h);
+        h.finish()
+    };
+    let mut old_at: HashMap<u64, u32> = HashMap::with_capacity(old.len());
     for (j, o) in old.iter().enumerate() {
         let (label, path, _) = split(o)?;
-        old_at.insert((label, path), j);
+        if old_at
+            .insert(key(label, path), u32::try_from(j).ok()?)
+            .is_some()
+        {
+            return None;
+        }
     }
     let mut found = vec![false; old.len()];
     let mut changed = HashSet::new();
@@ -207,11 +219,16 @@ pub(crate) fn plan<'a>(
     let mut sources = 0;
     for (i, n) in new.iter().enumerate() {
         let (label, path, kind) = split(n)?;
-        match old_at.get(&(label, path)) {
+        match old_at.get(&key(label, path)) {
             Some(&j) => {
-                found[j] = true;
+                let j = j as usize;
                 let o = old.get(j);
-                if split(o)?.2 != kind {
+                let (ol, op, ok) = split(o)?;
+                if (ol, op) != (label, path) || found[j] {
+                    return None;
+                }
+                found[j] = true;
+                if ok != kind {
                     return None;
                 }
                 if o != n {
