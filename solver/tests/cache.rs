@@ -488,3 +488,115 @@ fn incremental_copy_with_added_and_removed_entries_makes_the_layer_of_a_full_cop
         "the third result copied in full"
     );
 }
+
+/// Builds `f` again in `f.state` and in a fresh state directory: the incremental result (which
+/// must have run `ran`) and the full copy's must be the same layers.
+fn assert_incremental_is_full_copy(f: &Fixture, ran: &str) {
+    let (incremental, executed) = build_layers(f, f.state.path());
+    assert_eq!(executed, vec![ran.to_string()]);
+    let fresh = tempfile::tempdir().expect("state");
+    assert_eq!(
+        build_layers(f, fresh.path()).0,
+        incremental,
+        "the full copy's layers"
+    );
+}
+
+/// A COPY into a destination that a lower layer has as a symlink went where the symlink points:
+/// the previous result is not where the destination says, so a removed file is not found there
+/// (it would stay in the image).
+#[test]
+fn incremental_copy_through_a_symlinked_destination_copies_in_full() {
+    if !root_or_skip() {
+        return;
+    }
+    let f = Fixture::new("FROM scratch\nCOPY base /\nCOPY src /app/\n");
+    f.write("base/srv/keep", "k\n");
+    std::os::unix::fs::symlink("srv", f.path("base/app")).expect("symlink");
+    f.write("src/a.txt", "a\n");
+    f.write("src/gone.txt", "gone\n");
+    build_layers(&f, f.state.path());
+    fs::remove_file(f.path("src/gone.txt")).expect("rm");
+    assert_incremental_is_full_copy(&f, "COPY src /app/");
+}
+
+/// The same with an absolute symlink to a directory of the host: nothing of the host is
+/// touched (the copy resolves the destination inside the snapshot; the reuse must not walk
+/// the host's path).
+#[test]
+fn incremental_copy_never_touches_what_an_absolute_symlink_names_on_the_host() {
+    if !root_or_skip() {
+        return;
+    }
+    let host = tempfile::tempdir().expect("host dir");
+    fs::create_dir(host.path().join("sub")).expect("mkdir");
+    set_mtime(&host.path().join("sub"), 1000);
+    let f = Fixture::new("FROM scratch\nCOPY base /\nCOPY src /app/\n");
+    fs::create_dir_all(f.path("base")).expect("mkdir");
+    std::os::unix::fs::symlink(host.path(), f.path("base/app")).expect("symlink");
+    f.write("src/sub/a.txt", "a\n");
+    f.write("src/gone.txt", "gone\n");
+    set_mtime(&f.path("src/sub"), 12345);
+    build_layers(&f, f.state.path());
+    fs::remove_file(f.path("src/gone.txt")).expect("rm");
+    // (The copy makes the symlink's target directories inside the snapshot, with the time
+    // they are made: two full copies differ there, so only the host is checked.)
+    let (_, ran) = build_layers(&f, f.state.path());
+    assert_eq!(ran, vec!["COPY src /app/".to_string()]);
+    let m = fs::metadata(host.path().join("sub")).expect("host sub");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::mtime(&m),
+        1000,
+        "a host directory got the copy's times"
+    );
+    assert_eq!(
+        fs::read_dir(host.path()).expect("host dir").count(),
+        1,
+        "something was written into the host directory"
+    );
+}
+
+/// Two sources with the same subdirectory: the full copy leaves it with the later source's
+/// times, and so must the incremental one.
+#[test]
+fn incremental_copy_of_two_sources_sharing_a_directory_keeps_the_later_ones_times() {
+    if !root_or_skip() {
+        return;
+    }
+    let f = Fixture::new("FROM scratch\nCOPY a b /\n");
+    f.write("a/sub/fa.txt", "fa\n");
+    f.write("b/sub/fb.txt", "fb\n");
+    set_mtime(&f.path("a/sub"), 1000);
+    set_mtime(&f.path("b/sub"), 2000);
+    build_layers(&f, f.state.path());
+    f.write("a/sub/fa.txt", "fa edited\n");
+    set_mtime(&f.path("a/sub"), 1000);
+    assert_incremental_is_full_copy(&f, "COPY a b /");
+}
+
+/// A later source's symlink where an earlier source has a directory: the reuse must not set
+/// times (or write) through that symlink, which names a host directory.
+#[test]
+fn incremental_copy_never_follows_a_later_sources_symlink_over_a_directory() {
+    if !root_or_skip() {
+        return;
+    }
+    let host = tempfile::tempdir().expect("host dir");
+    fs::create_dir(host.path().join("w")).expect("mkdir");
+    set_mtime(&host.path().join("w"), 1000);
+    let f = Fixture::new("FROM scratch\nCOPY a b /\n");
+    f.write("a/f.txt", "f\n");
+    f.write("a/z/w/inner.txt", "inner\n");
+    set_mtime(&f.path("a/z/w"), 12345);
+    fs::create_dir_all(f.path("b")).expect("mkdir");
+    std::os::unix::fs::symlink(host.path(), f.path("b/z")).expect("symlink");
+    build_layers(&f, f.state.path());
+    f.write("a/f.txt", "f edited\n");
+    assert_incremental_is_full_copy(&f, "COPY a b /");
+    let m = fs::metadata(host.path().join("w")).expect("host w");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::mtime(&m),
+        1000,
+        "a host directory got the copy's times"
+    );
+}

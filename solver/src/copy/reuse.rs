@@ -171,6 +171,14 @@ fn real_dir_at(root: &Path, rel: &str) -> bool {
     true
 }
 
+/// Whether `rel` exists below `root` through real directories (no symlink followed).
+fn entry_at(root: &Path, rel: &str) -> bool {
+    match rel.rsplit_once('/') {
+        Some((parent, _)) if !real_dir_at(root, parent) => false,
+        _ => fs::symlink_metadata(root.join(rel)).is_ok(),
+    }
+}
+
 /// (path, label) of a line, the order of [`Plan::files`].
 fn file_key(line: &str) -> Option<(&str, &str)> {
     let (label, _, _) = split(line)?;
@@ -319,19 +327,36 @@ pub(crate) fn plan<'a>(
     // Two entries written to one place: the later one wins, which the mapping cannot tell.
     // One source maps its entries to distinct places; of several, the places are compared by
     // hash (a collision only means a full copy).
+    // A directory two sources have is one directory (the later source's times, see
+    // `finish`), but a place that is a directory in one and not in another (a symlink the
+    // mapping would walk through) is not followed.
     if sources > 1 {
-        let mut seen = HashSet::new();
+        let mut dirs = HashSet::new();
+        let mut others = HashSet::new();
         for i in 0..new.len() {
             let e = plan.entry(i)?;
-            if e.kind == "d" {
-                continue;
-            }
             let mut h = std::hash::DefaultHasher::new();
             e.dest.hash(&mut h);
-            if !seen.insert(h.finish()) {
+            let h = h.finish();
+            let clash = if e.kind == "d" {
+                dirs.insert(h);
+                others.contains(&h)
+            } else {
+                dirs.contains(&h) || !others.insert(h)
+            };
+            if clash {
                 return None;
             }
         }
+    }
+    // A directory source's destination is where the copy put it: a real directory of the
+    // previous result (a symlink there, in a lower layer, sent it elsewhere).
+    if plan
+        .tops
+        .values()
+        .any(|t| t.kind == "d" && !real_dir_at(old_upper, &t.dest))
+    {
+        return None;
     }
     for &i in &plan.changed {
         if !regular_file_at(old_upper, &plan.entry(i)?.dest) {
@@ -532,7 +557,9 @@ impl Seeder<'_, '_> {
 }
 
 /// Writes the entries [`seed`] left out and the added ones through the mounted snapshot at
-/// `root`, as the full copy does, then gives the directories the copy gave their source's metadata their source's
+/// `root`, as the full copy does (`false`, having written part of it, when a place is not
+/// reached through real directories: the caller then discards the snapshot and copies in
+/// full), then gives the directories the copy gave their source's metadata their source's
 /// times again (writing changed their parents'): every directory below a source, and a source
 /// directory itself when the copy made it (no `/` at the end of the destination, and no
 /// `lowers` directory had it).
@@ -543,28 +570,44 @@ pub(crate) fn finish(
     lowers: &[PathBuf],
     rewrite: &[(WalkEntry, String)],
     opts: &super::CopyOptions<'_>,
-) -> Result<()> {
+) -> Result<bool> {
+    // Every place written is reached through real directories of the snapshot (what `plan`
+    // checked in the previous result): never through a symlink, which could name the host.
+    let inside = |dest: &str| real_dir_at(root, dest.rsplit_once('/').map_or("", |(p, _)| p));
     for (src, dest) in rewrite {
+        if !inside(dest) {
+            return Ok(false);
+        }
         super::copy_entry(src, &root.join(dest), opts, true, true)?;
     }
     let mut tops = HashMap::new();
     for &i in &plan.added {
         let Some(e) = plan.entry(i) else { continue };
+        if !inside(&e.dest) {
+            return Ok(false);
+        }
         let src = source_entry(tree, &e, &mut tops)?;
         super::copy_entry(&src, &root.join(&e.dest), opts, true, true)?;
     }
-    for i in (0..plan.lines.len()).rev() {
+    // In listing order, which is the sources' order: a directory two sources have keeps the
+    // later one's times, as the full copy leaves it (setting a directory's times changes no
+    // other's, so the order within a source does not matter).
+    let mut top_seen = false;
+    for i in 0..plan.lines.len() {
         let Some(e) = plan.entry(i) else { continue };
         if e.kind != "d" {
             continue;
         }
+        // Only the source that made the destination gave it its metadata.
         if e.rel.is_empty()
-            && (plan.dest_is_dir
-                || lowers
-                    .iter()
-                    .any(|l| fs::symlink_metadata(l.join(&e.dest)).is_ok()))
+            && (std::mem::replace(&mut top_seen, true)
+                || plan.dest_is_dir
+                || lowers.iter().any(|l| entry_at(l, &e.dest)))
         {
             continue;
+        }
+        if !inside(&e.dest) {
+            return Ok(false);
         }
         let src = source_entry(tree, &e, &mut tops)?;
         let m = &src.meta;
@@ -574,5 +617,5 @@ pub(crate) fn finish(
             (m.mtime(), m.mtime_nsec()),
         )?;
     }
-    Ok(())
+    Ok(true)
 }

@@ -102,9 +102,9 @@ impl BuildCtx<'_> {
                 unpack_archives: false,
                 line: step.line,
             };
-            reuse::finish(&plan, &tree, m.path(), &lowers, &rewrite, &opts)?;
+            let done = reuse::finish(&plan, &tree, m.path(), &lowers, &rewrite, &opts)?;
             m.unmount().map_err(snap_err(format!("unmount {active}")))?;
-            Ok(true)
+            Ok(done)
         })();
         match r {
             Ok(true) => {}
