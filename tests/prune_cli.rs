@@ -209,7 +209,7 @@ fn image_prune_removes_the_snapshots_only_the_pruned_images_used() {
     if not_root() {
         return;
     }
-    let Some(state) = state_with_busybox() else {
+    let Some(built) = state_with_busybox() else {
         return;
     };
     let ctx = tempdir();
@@ -219,7 +219,7 @@ fn image_prune_removes_the_snapshots_only_the_pruned_images_used() {
             format!("FROM busybox\nRUN echo {n} > /n\n"),
         )
         .expect("write Dockerfile");
-        let out = kiln(&state)
+        let out = kiln(&built)
             .args(["build", "-q", "-t", "app:latest"])
             .arg(ctx.path())
             .output()
@@ -227,24 +227,48 @@ fn image_prune_removes_the_snapshots_only_the_pruned_images_used() {
         assert!(out.status.success(), "{}", text(&out).1);
         text(&out).0.trim().to_owned()
     };
+    let archives = tempdir();
+    let save = |name: &str, refs: &[&str]| {
+        let path = archives.path().join(name);
+        let mut args = vec!["save", "-o", path.to_str().expect("utf-8")];
+        args.extend_from_slice(refs);
+        let (code, _, err) = run_kiln(&built, &args);
+        assert_eq!(code, Some(0), "{err}");
+        path
+    };
     let old = build(1);
-    // Running the image unpacks its layers into snapshots.
-    let (code, out, err) = run_kiln(&state, &["run", "--network", "none", &old, "cat", "/n"]);
+    // Running an image built here mounts the build's own snapshots: nothing is unpacked.
+    let (code, out, err) = run_kiln(&built, &["run", "--network", "none", &old, "cat", "/n"]);
     assert_eq!((code, out.as_str()), (Some(0), "1\n"), "{err}");
+    assert_eq!(layer_snapshots(&built), Vec::<String>::new());
+    let first = save("first.tar", &["busybox:latest", "app:latest"]);
+    build(2);
+    let second = save("second.tar", &["app:latest"]);
+
+    // Loaded images are unpacked into `layer-` snapshots; loading app:latest again moves the
+    // tag and leaves the first app image dangling.
+    let state = tempdir();
+    let (code, _, err) = run_kiln(&state, &["load", "-i", first.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(0), "{err}");
     let unpacked = layer_snapshots(&state);
     // busybox's two layers (COPY, RUN) and app's RUN.
     assert_eq!(unpacked.len(), 3, "{unpacked:?}");
-    build(2);
+    let (code, _, err) = run_kiln(&state, &["load", "-i", second.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(layer_snapshots(&state).len(), 4);
     let (code, out, err) = run_kiln(&state, &["image", "prune", "-f"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("Deleted Images:"), "{out}");
-    // The old image's own layer is gone; busybox's stay (busybox:latest uses them).
+    // The old image's own layer is gone; busybox's stay (busybox:latest and app use them).
     let left = layer_snapshots(&state);
-    assert_eq!(left.len(), 2, "{left:?}");
-    assert!(left.iter().all(|l| unpacked.contains(l)), "{left:?}");
+    assert_eq!(left.len(), 3, "{left:?}");
+    let shared = left.iter().filter(|l| unpacked.contains(l)).count();
+    assert_eq!(shared, 2, "busybox's layers: {left:?}");
     let (code, out, err) = run_kiln(
         &state,
         &["run", "--network", "none", "busybox", "echo", "ok"],
     );
     assert_eq!((code, out.as_str()), (Some(0), "ok\n"), "{err}");
+    let (code, out, err) = run_kiln(&state, &["run", "--network", "none", "app", "cat", "/n"]);
+    assert_eq!((code, out.as_str()), (Some(0), "2\n"), "{err}");
 }
