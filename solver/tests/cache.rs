@@ -600,3 +600,58 @@ fn incremental_copy_never_follows_a_later_sources_symlink_over_a_directory() {
         "a host directory got the copy's times"
     );
 }
+
+/// A plain file in a lower layer where a directory source goes: the copy replaces it with a
+/// directory given the source's times, as the full copy does.
+#[test]
+fn incremental_copy_over_a_lower_file_at_the_destination_gives_the_sources_times() {
+    if !root_or_skip() {
+        return;
+    }
+    let f = Fixture::new("FROM scratch\nCOPY base /\nCOPY src /app\n");
+    f.write("base/app", "a plain file\n");
+    f.write("src/a.txt", "a\n");
+    set_mtime(&f.path("src"), 1_600_000_000);
+    build_layers(&f, f.state.path());
+    f.write("src/a.txt", "b\n");
+    set_mtime(&f.path("src"), 1_600_000_000);
+    assert_incremental_is_full_copy(&f, "COPY src /app");
+}
+
+/// `--chown=NAME` is resolved in the parent's filesystem, not in the previous result of the
+/// same COPY (which may have brought its own /etc/passwd).
+#[test]
+fn incremental_copy_resolves_chown_in_the_parent() {
+    if !root_or_skip() {
+        return;
+    }
+    let f = Fixture::new("FROM scratch\nCOPY base /\nCOPY --chown=app src /\n");
+    f.write("base/etc/passwd", "app:x:1000:1000::/:/bin/sh\n");
+    f.write("src/etc/passwd", "app:x:2000:2000::/:/bin/sh\n");
+    f.write("src/a.txt", "a\n");
+    set_mtime(&f.path("src/etc"), 1_600_000_000);
+    build_layers(&f, f.state.path());
+    f.write("src/a.txt", "b\n");
+    assert_incremental_is_full_copy(&f, "COPY --chown=app src /");
+}
+
+/// A lower layer's symlink to an ancestor of the destination sends the copy elsewhere, even
+/// when the copy then makes a real directory of the destination's name: copied in full.
+#[test]
+fn incremental_copy_with_a_symlink_on_the_destinations_path_copies_in_full() {
+    if !root_or_skip() {
+        return;
+    }
+    let f = Fixture::new("FROM scratch\nCOPY base /\nCOPY src /app/\n");
+    fs::create_dir_all(f.path("base")).expect("mkdir");
+    std::os::unix::fs::symlink("/", f.path("base/app")).expect("symlink");
+    fs::create_dir_all(f.path("src/app")).expect("mkdir");
+    std::os::unix::fs::symlink("x", f.path("src/app/app")).expect("symlink");
+    f.write("src/a.txt", "a\n");
+    f.write("src/gone.txt", "gone\n");
+    set_mtime(&f.path("src/app"), 1_600_000_000);
+    build_layers(&f, f.state.path());
+    f.write("src/new.txt", "new\n");
+    fs::remove_file(f.path("src/gone.txt")).expect("rm");
+    assert_incremental_is_full_copy(&f, "COPY src /app/");
+}

@@ -171,12 +171,28 @@ fn real_dir_at(root: &Path, rel: &str) -> bool {
     true
 }
 
-/// Whether `rel` exists below `root` through real directories (no symlink followed).
-fn entry_at(root: &Path, rel: &str) -> bool {
-    match rel.rsplit_once('/') {
-        Some((parent, _)) if !real_dir_at(root, parent) => false,
-        _ => fs::symlink_metadata(root.join(rel)).is_ok(),
+/// What the parent's filesystem (mounted at `root`: the new snapshot before anything is
+/// written, as the full copy sees it) holds at the destination `dest`: `None` when a symlink
+/// or a non-directory is on its way (the copy may then go elsewhere than the previous result
+/// shows), else whether a directory is there already (the copy then gives it no source's
+/// metadata; a missing one, or a file it replaces, gets the first directory source's).
+pub(crate) fn destination_in_parent(root: &Path, dest: &str) -> Option<bool> {
+    let dest = clean(&format!("/{dest}"));
+    let parts: Vec<&str> = dest.split('/').filter(|s| !s.is_empty()).collect();
+    let mut p = root.to_path_buf();
+    for (i, part) in parts.iter().enumerate() {
+        p.push(part);
+        let last = i + 1 == parts.len();
+        match fs::symlink_metadata(&p) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(false),
+            Err(_) => return None,
+            Ok(m) if m.file_type().is_dir() => {}
+            Ok(m) if m.file_type().is_symlink() => return None,
+            Ok(_) if last => return Some(false),
+            Ok(_) => return None,
+        }
     }
+    Some(true)
 }
 
 /// (path, label) of a line, the order of [`Plan::files`].
@@ -562,12 +578,12 @@ impl Seeder<'_, '_> {
 /// full), then gives the directories the copy gave their source's metadata their source's
 /// times again (writing changed their parents'): every directory below a source, and a source
 /// directory itself when the copy made it (no `/` at the end of the destination, and no
-/// `lowers` directory had it).
+/// parent's filesystem had it: `dest_existed`, from [`destination_in_parent`]).
 pub(crate) fn finish(
     plan: &Plan<'_>,
     tree: &SourceTree<'_>,
     root: &Path,
-    lowers: &[PathBuf],
+    dest_existed: bool,
     rewrite: &[(WalkEntry, String)],
     opts: &super::CopyOptions<'_>,
 ) -> Result<bool> {
@@ -600,9 +616,7 @@ pub(crate) fn finish(
         }
         // Only the source that made the destination gave it its metadata.
         if e.rel.is_empty()
-            && (std::mem::replace(&mut top_seen, true)
-                || plan.dest_is_dir
-                || lowers.iter().any(|l| entry_at(l, &e.dest)))
+            && (std::mem::replace(&mut top_seen, true) || plan.dest_is_dir || dest_existed)
         {
             continue;
         }

@@ -69,12 +69,29 @@ impl BuildCtx<'_> {
             let layout = sn
                 .layout(&active)
                 .map_err(snap_err(format!("layout of {active}")))?;
-            let snap::Layout::Overlay { upper, lowers, .. } = layout else {
+            let snap::Layout::Overlay { upper, .. } = layout else {
                 return Err(Error::Cancelled);
             };
             let tree = SourceTree {
                 root: &self.context_root,
                 ignore: Some(&self.ignore),
+            };
+            // The parent's filesystem as the full copy sees it, before anything is written
+            // (the upper directory is seeded unmounted): the owner `--chown` names, and what
+            // is at the destination.
+            let probe = snap::MountedSnapshot::new_in(&mounts, sn.mount_root())
+                .map_err(snap_err(format!("mount {active}")))?;
+            let chown = match &c.chown {
+                Some(spec) => Some(users::resolve_chown(Some(probe.path()), spec, step.line)),
+                None => None,
+            };
+            let dest_existed = reuse::destination_in_parent(probe.path(), &c.dest);
+            probe
+                .unmount()
+                .map_err(snap_err(format!("unmount {active}")))?;
+            let chown = chown.transpose()?;
+            let Some(dest_existed) = dest_existed else {
+                return Ok(false);
             };
             // The previous result may have been pruned meanwhile: then copy in full.
             let Ok(rewrite) = reuse::seed(&plan, &tree, &old_upper, &upper) else {
@@ -82,10 +99,6 @@ impl BuildCtx<'_> {
             };
             let m = snap::MountedSnapshot::new_in(&mounts, sn.mount_root())
                 .map_err(snap_err(format!("mount {active}")))?;
-            let chown = match &c.chown {
-                Some(spec) => Some(users::resolve_chown(Some(m.path()), spec, step.line)?),
-                None => None,
-            };
             let chmod = match &c.chmod {
                 Some(v) => Some(Chmod::parse(v).ok_or_else(|| Error::Plan {
                     line: step.line,
@@ -102,7 +115,7 @@ impl BuildCtx<'_> {
                 unpack_archives: false,
                 line: step.line,
             };
-            let done = reuse::finish(&plan, &tree, m.path(), &lowers, &rewrite, &opts)?;
+            let done = reuse::finish(&plan, &tree, m.path(), dest_existed, &rewrite, &opts)?;
             m.unmount().map_err(snap_err(format!("unmount {active}")))?;
             Ok(done)
         })();
