@@ -81,10 +81,10 @@ impl BuildCtx<'_> {
             // is at the destination.
             let probe = snap::MountedSnapshot::new_in(&mounts, sn.mount_root())
                 .map_err(snap_err(format!("mount {active}")))?;
-            let chown = match &c.chown {
-                Some(spec) => Some(users::resolve_chown(Some(probe.path()), spec, step.line)),
-                None => None,
-            };
+            let chown = c
+                .chown
+                .as_ref()
+                .map(|spec| users::resolve_chown(Some(probe.path()), spec, step.line));
             let dest_existed = reuse::destination_in_parent(probe.path(), &c.dest);
             probe
                 .unmount()
