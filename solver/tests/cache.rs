@@ -655,3 +655,64 @@ fn incremental_copy_with_a_symlink_on_the_destinations_path_copies_in_full() {
     fs::remove_file(f.path("src/gone.txt")).expect("rm");
     assert_incremental_is_full_copy(&f, "COPY src /app/");
 }
+
+/// [`build_layers`] with build args.
+fn build_layers_with(f: &Fixture, state: &Path, args: &[(&str, &str)]) -> Vec<String> {
+    let solver = Solver::new(SolverConfig::new(state)).expect("solver");
+    let mut req = BuildRequest::new(f.ctx.path());
+    for (k, v) in args {
+        req.build_args.insert((*k).into(), (*v).into());
+    }
+    let out = solver.build(&req, &Recorder::default()).expect("build");
+    out.config
+        .rootfs
+        .diff_ids
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// A build arg in `--chown`, `--chmod` or the destination changes the COPY as expanded while
+/// its text stays: the previous result (other owners, modes or places) is not reused.
+#[test]
+fn incremental_copy_is_not_used_when_a_build_arg_changes_the_copy() {
+    if !root_or_skip() {
+        return;
+    }
+    for (dockerfile, arg, before, after) in [
+        (
+            "FROM scratch\nARG U=1000\nCOPY --chown=$U src /app\n",
+            "U",
+            "1000",
+            "2000",
+        ),
+        (
+            "FROM scratch\nARG M=644\nCOPY --chmod=$M src /app\n",
+            "M",
+            "644",
+            "600",
+        ),
+        (
+            "FROM scratch\nARG D=/a/b/\nCOPY src $D\n",
+            "D",
+            "/a/b/",
+            "/a/",
+        ),
+    ] {
+        let f = Fixture::new(dockerfile);
+        f.write("src/a.txt", "a\n");
+        f.write("src/b.txt", "b\n");
+        set_mtime(&f.path("src"), 1_600_000_000);
+        build_layers_with(&f, f.state.path(), &[(arg, before)]);
+        f.write("src/a.txt", "a2\n");
+        f.write("src/new.txt", "new\n");
+        set_mtime(&f.path("src"), 1_600_000_000);
+        let incremental = build_layers_with(&f, f.state.path(), &[(arg, after)]);
+        let fresh = tempfile::tempdir().expect("state");
+        assert_eq!(
+            incremental,
+            build_layers_with(&f, fresh.path(), &[(arg, after)]),
+            "{dockerfile} with {arg}={after}: not the full copy's layers"
+        );
+    }
+}

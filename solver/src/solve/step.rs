@@ -339,7 +339,7 @@ impl BuildCtx<'_> {
             }
             if !no_cache
                 && let Some((f, hit)) =
-                    self.copy_from_previous(step, parent, &key, &new_inputs.files, &step_id)?
+                    self.copy_from_previous(step, parent, &key, &new_inputs, &step_id)?
             {
                 if hit {
                     self.cached.fetch_add(1, Ordering::SeqCst);

@@ -14,9 +14,10 @@ impl BuildCtx<'_> {
         step: &StepPlan,
         parent: Option<&FsState>,
         key: &CacheKey,
-        files: &crate::context::Listing,
+        inputs: &crate::explain::StepInputs,
         step_id: &str,
     ) -> Result<Option<(FsState, bool)>> {
+        let files = &inputs.files;
         use crate::copy::reuse;
         let Op::Copy(c) = &step.op else {
             return Ok(None);
@@ -40,6 +41,19 @@ impl BuildCtx<'_> {
             return Ok(None);
         };
         if old.parent != parent.map(|p| p.key.0.clone()) || old.key == key.0 {
+            return Ok(None);
+        }
+        // The same COPY as expanded (a build arg or ENV in `--chown`, `--chmod` or the
+        // destination leaves the step's identity as written): only the sources' contents
+        // may differ.
+        let as_expanded = |fields: &[(String, String)]| -> Vec<(String, String)> {
+            fields
+                .iter()
+                .filter(|(name, _)| name != "source-digest")
+                .cloned()
+                .collect()
+        };
+        if as_expanded(&old.fields) != as_expanded(&inputs.fields) {
             return Ok(None);
         }
         let Some(rec) = self.lookup(&CacheKey(old.key.clone())) else {
