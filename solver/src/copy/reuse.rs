@@ -449,6 +449,7 @@ pub(crate) fn seed(
     tree: &SourceTree<'_>,
     old_upper: &Path,
     new_upper: &Path,
+    chmod: Option<&super::Chmod>,
 ) -> Result<Vec<(WalkEntry, String)>> {
     let mut rewrite = Vec::new();
     let mut tops = HashMap::new();
@@ -457,6 +458,7 @@ pub(crate) fn seed(
         tree,
         old_upper,
         new_upper,
+        chmod,
     }
     .dir("", &mut tops, &mut rewrite)?;
     Ok(rewrite)
@@ -467,6 +469,8 @@ struct Seeder<'p, 't> {
     tree: &'p SourceTree<'t>,
     old_upper: &'p Path,
     new_upper: &'p Path,
+    /// The COPY's `--chmod`: a file's mode in the previous result is the source's with it.
+    chmod: Option<&'p super::Chmod>,
 }
 
 impl Seeder<'_, '_> {
@@ -543,7 +547,9 @@ impl Seeder<'_, '_> {
                     && src.meta.len() == m.len()
                     && src.meta.mtime() == m.mtime()
                     && src.meta.mtime_nsec() == m.mtime_nsec()
-                    && src.meta.mode() & 0o7777 == m.mode() & 0o7777;
+                    && self.chmod.map_or(src.meta.mode() & 0o7777, |c| {
+                        c.apply(src.meta.mode(), false)
+                    }) == m.mode() & 0o7777;
                 if !same {
                     rewrite.push((src, rel.to_string()));
                     return Ok(());
@@ -604,6 +610,24 @@ pub(crate) fn finish(
         }
         let src = source_entry(tree, &e, &mut tops)?;
         super::copy_entry(&src, &root.join(&e.dest), opts, true, true)?;
+    }
+    // Symlinks and special files were re-made with the previous result's times; the copy
+    // gives them their source's (their lines hold no time).
+    for i in 0..plan.lines.len() {
+        let Some(e) = plan.entry(i) else { continue };
+        if e.kind == "d" || e.kind == "f" {
+            continue;
+        }
+        if !inside(&e.dest) {
+            return Ok(false);
+        }
+        let src = source_entry(tree, &e, &mut tops)?;
+        let m = &src.meta;
+        fsutil::set_times(
+            &root.join(&e.dest),
+            (m.atime(), m.atime_nsec()),
+            (m.mtime(), m.mtime_nsec()),
+        )?;
     }
     // In listing order, which is the sources' order: a directory two sources have keeps the
     // later one's times, as the full copy leaves it (setting a directory's times changes no

@@ -107,12 +107,6 @@ impl BuildCtx<'_> {
             let Some(dest_existed) = dest_existed else {
                 return Ok(false);
             };
-            // The previous result may have been pruned meanwhile: then copy in full.
-            let Ok(rewrite) = reuse::seed(&plan, &tree, &old_upper, &upper) else {
-                return Ok(false);
-            };
-            let m = snap::MountedSnapshot::new_in(&mounts, sn.mount_root())
-                .map_err(snap_err(format!("mount {active}")))?;
             let chmod = match &c.chmod {
                 Some(v) => Some(Chmod::parse(v).ok_or_else(|| Error::Plan {
                     line: step.line,
@@ -120,6 +114,12 @@ impl BuildCtx<'_> {
                 })?),
                 None => None,
             };
+            // The previous result may have been pruned meanwhile: then copy in full.
+            let Ok(rewrite) = reuse::seed(&plan, &tree, &old_upper, &upper, chmod.as_ref()) else {
+                return Ok(false);
+            };
+            let m = snap::MountedSnapshot::new_in(&mounts, sn.mount_root())
+                .map_err(snap_err(format!("mount {active}")))?;
             let opts = CopyOptions {
                 dest: c.dest.clone(),
                 chown,
