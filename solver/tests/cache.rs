@@ -804,3 +804,32 @@ fn incremental_copy_with_chmod_links_unchanged_files() {
     assert_incremental_is_full_copy(&f, "COPY --chmod=600 src /src");
     assert_eq!(src_links(f.state.path(), "a.txt"), vec![2, 2], "linked");
 }
+
+/// A previous result holding one inode under two names (an imported cache layer with tar hard
+/// links; a copy never makes them) is not linked from: the layer would hold a hard link the
+/// full copy's has not.
+#[test]
+fn incremental_copy_from_a_result_with_hard_links_copies_in_full() {
+    if !root_or_skip() {
+        return;
+    }
+    let f = Fixture::new("FROM scratch\nCOPY src /src\n");
+    f.write("src/a.txt", "same\n");
+    f.write("src/b.txt", "same\n");
+    f.write("src/c.txt", "c\n");
+    set_mtime(&f.path("src/a.txt"), 1_600_000_000);
+    set_mtime(&f.path("src/b.txt"), 1_600_000_000);
+    set_mtime(&f.path("src"), 1_600_100_000);
+    build_layers(&f, f.state.path());
+    let upper = fs::read_dir(f.state.path().join("snapshots"))
+        .expect("snapshots")
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("fs/src"))
+        .find(|p| p.join("b.txt").exists())
+        .expect("the result");
+    fs::remove_file(upper.join("b.txt")).expect("rm");
+    fs::hard_link(upper.join("a.txt"), upper.join("b.txt")).expect("link");
+    f.write("src/c.txt", "c2\n");
+    set_mtime(&f.path("src"), 1_600_100_000);
+    assert_incremental_is_full_copy(&f, "COPY src /src");
+}

@@ -459,6 +459,7 @@ pub(crate) fn seed(
         old_upper,
         new_upper,
         chmod,
+        linked: std::cell::RefCell::default(),
     }
     .dir("", &mut tops, &mut rewrite)?;
     Ok(rewrite)
@@ -471,6 +472,8 @@ struct Seeder<'p, 't> {
     new_upper: &'p Path,
     /// The COPY's `--chmod`: a file's mode in the previous result is the source's with it.
     chmod: Option<&'p super::Chmod>,
+    /// Inodes of more than one name linked so far.
+    linked: std::cell::RefCell<HashSet<u64>>,
 }
 
 impl Seeder<'_, '_> {
@@ -554,6 +557,13 @@ impl Seeder<'_, '_> {
                     rewrite.push((src, rel.to_string()));
                     return Ok(());
                 }
+            }
+            // One inode at two places of the previous result (a cache import may hold tar
+            // hard links; a copy never makes them) would be one here too: copy in full.
+            if m.nlink() > 1 && !self.linked.borrow_mut().insert(m.ino()) {
+                return Err(io_err("hard link", from)(std::io::Error::other(
+                    "two names of one inode in the previous result",
+                )));
             }
             return fs::hard_link(from, &to).map_err(io_err("hard link", &to));
         }
