@@ -1,10 +1,10 @@
 //! Issue 15, incremental COPY and FROM of a built image. A 3,000-file context (about 12 MB;
 //! `KILN_BENCH_INCREMENTAL_FILES` changes the count) is copied by `COPY tree /tree`, then built
-//! again after one file is added (`add`), removed (`remove`) or changed (`edit`): the copy takes
-//! the other files from its previous result. `full` is the same COPY in a fresh state directory
-//! (what every such rebuild cost before). `from_built` builds `FROM` an image built in the same
-//! state directory (its step snapshots are mounted, nothing unpacked). Needs root (overlayfs);
-//! prints a note and measures nothing otherwise.
+//! again after one file is added (`add`), removed (`remove`, another each round) or changed
+//! (`edit`): the copy takes the other files from its previous result. `full` is the same COPY
+//! in a fresh state directory (what every such rebuild cost before). `from_built` builds `FROM`
+//! an image built in the same state directory (its step snapshots are mounted, nothing
+//! unpacked). Needs root (overlayfs); prints a note and measures nothing otherwise.
 #![allow(missing_docs)]
 
 use std::fs;
@@ -67,12 +67,14 @@ fn bench(c: &mut Criterion) {
             fs::remove_file(&added).unwrap();
         });
     });
+    // Each round removes another file (the context keeps shrinking: never a cache hit).
+    let mut removed = 0usize;
     g.bench_function("remove", |b| {
         b.iter(|| {
-            n += 1;
-            fs::write(&added, format!("added {n}\n")).unwrap();
-            build(state.path(), ctx.path(), None);
-            fs::remove_file(&added).unwrap();
+            removed += 1;
+            let i = files() - removed;
+            let gone = ctx.path().join(format!("tree/d{:02}/f{i:05}.txt", i % 30));
+            fs::remove_file(gone).unwrap();
             build(state.path(), ctx.path(), None);
         });
     });
