@@ -107,6 +107,15 @@ impl Fixture {
 }
 
 fn set_mtime(p: &Path, secs: i64) {
+    set_times_at(p, secs, 0);
+}
+
+/// `set_mtime` of a symlink itself.
+fn set_link_mtime(p: &Path, secs: i64) {
+    set_times_at(p, secs, libc::AT_SYMLINK_NOFOLLOW);
+}
+
+fn set_times_at(p: &Path, secs: i64, flags: libc::c_int) {
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("path");
     let ts = [
         libc::timespec {
@@ -119,7 +128,7 @@ fn set_mtime(p: &Path, secs: i64) {
         },
     ];
     // SAFETY: valid path and two timespecs.
-    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), 0) };
+    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), flags) };
     assert_eq!(r, 0, "utimensat");
 }
 
@@ -735,31 +744,6 @@ fn incremental_copy_is_not_used_when_a_build_arg_changes_the_copy() {
             "{dockerfile} with {arg}={after}: not the full copy's layers"
         );
     }
-}
-
-/// `set_mtime` of a symlink itself.
-fn set_link_mtime(p: &Path, secs: i64) {
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("path");
-    let ts = [
-        libc::timespec {
-            tv_sec: secs,
-            tv_nsec: 0,
-        },
-        libc::timespec {
-            tv_sec: secs,
-            tv_nsec: 0,
-        },
-    ];
-    // SAFETY: valid path and two timespecs.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            ts.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    assert_eq!(r, 0, "utimensat");
 }
 
 /// A symlink made again with the same target (a checkout does that) has a new mtime, which

@@ -621,23 +621,27 @@ pub(crate) fn finish(
         let src = source_entry(tree, &e, &mut tops)?;
         super::copy_entry(&src, &root.join(&e.dest), opts, true, true)?;
     }
-    // Symlinks and special files were re-made with the previous result's times; the copy
-    // gives them their source's (their lines hold no time).
-    for i in 0..plan.lines.len() {
-        let Some(e) = plan.entry(i) else { continue };
-        if e.kind == "d" || e.kind == "f" {
-            continue;
-        }
+    // The source's times on `e`'s destination; `false` when it is not reached through real
+    // directories.
+    let mut source_times = |e: &Mapped<'_>| -> Result<bool> {
         if !inside(&e.dest) {
             return Ok(false);
         }
-        let src = source_entry(tree, &e, &mut tops)?;
-        let m = &src.meta;
+        let m = &source_entry(tree, e, &mut tops)?.meta;
         fsutil::set_times(
             &root.join(&e.dest),
             (m.atime(), m.atime_nsec()),
             (m.mtime(), m.mtime_nsec()),
         )?;
+        Ok(true)
+    };
+    // Symlinks and special files were re-made with the previous result's times; the copy
+    // gives them their source's (their lines hold no time).
+    for i in 0..plan.lines.len() {
+        let Some(e) = plan.entry(i) else { continue };
+        if e.kind != "d" && e.kind != "f" && !source_times(&e)? {
+            return Ok(false);
+        }
     }
     // In listing order, which is the sources' order: a directory two sources have keeps the
     // later one's times, as the full copy leaves it (setting a directory's times changes no
@@ -654,16 +658,9 @@ pub(crate) fn finish(
         {
             continue;
         }
-        if !inside(&e.dest) {
+        if !source_times(&e)? {
             return Ok(false);
         }
-        let src = source_entry(tree, &e, &mut tops)?;
-        let m = &src.meta;
-        fsutil::set_times(
-            &root.join(&e.dest),
-            (m.atime(), m.atime_nsec()),
-            (m.mtime(), m.mtime_nsec()),
-        )?;
     }
     Ok(true)
 }
