@@ -232,6 +232,75 @@ fn a_build_from_a_built_image_mounts_its_step_snapshots_and_stores_no_layer() {
 }
 
 #[test]
+fn a_mounted_base_keeps_its_deletions_and_replacements() {
+    if common::not_root() {
+        return;
+    }
+    // The base's RUN steps delete a file, empty a directory and replace a directory by a
+    // file: whiteouts and opaque directories in the step snapshots, seen through the mount.
+    let Some(ctx) = common::busybox_context(concat!(
+        "FROM scratch\nCOPY busybox /bin/busybox\n",
+        "RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox mkdir -p /d/sub /r && ",
+        "echo gone > /gone && echo old > /d/sub/old && echo r > /r/inner\"]\n",
+        "RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox rm -rf /gone /d/sub /r && ",
+        "/bin/busybox mkdir /d/sub && echo new > /d/sub/new && echo file > /r\"]\n",
+    )) else {
+        return;
+    };
+    let state = tempdir();
+    ok(
+        &state,
+        &[
+            "build",
+            "-q",
+            "-t",
+            "base",
+            ctx.path().to_str().expect("utf-8"),
+        ],
+    );
+    let next = tempdir();
+    common::write_files(
+        next.path(),
+        &[
+            ("Dockerfile", "FROM base\nCOPY e.txt /e.txt\n"),
+            ("e.txt", "on top\n"),
+        ],
+    );
+    let dest = tempdir();
+    let output = format!("type=local,dest={}", dest.path().display());
+    ok(
+        &state,
+        &[
+            "build",
+            "-q",
+            "--output",
+            &output,
+            next.path().to_str().expect("utf-8"),
+        ],
+    );
+    let keys = common::snapshot_keys(state.path());
+    assert!(
+        !keys.iter().any(|k| k.starts_with("layer-")),
+        "the base was unpacked: {keys:?}"
+    );
+    let d = dest.path();
+    assert!(!d.join("gone").exists(), "a deleted file came back");
+    assert!(
+        !d.join("d/sub/old").exists(),
+        "an emptied directory's file came back"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("d/sub/new")).unwrap(),
+        "new\n"
+    );
+    assert_eq!(std::fs::read_to_string(d.join("r")).unwrap(), "file\n");
+    assert_eq!(
+        std::fs::read_to_string(d.join("e.txt")).unwrap(),
+        "on top\n"
+    );
+}
+
+#[test]
 fn a_base_with_an_empty_layer_is_mounted_after_another_build_made_the_same_empty_layer() {
     if common::not_root() {
         return;
