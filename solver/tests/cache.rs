@@ -511,6 +511,25 @@ fn assert_incremental_is_full_copy(f: &Fixture, ran: &str) {
     );
 }
 
+/// A directory outside any snapshot holding the directory `sub` with mtime 1000: what a
+/// hostile symlink names.
+fn host_dir(sub: &str) -> tempfile::TempDir {
+    let host = tempfile::tempdir().expect("host dir");
+    fs::create_dir(host.path().join(sub)).expect("mkdir");
+    set_mtime(&host.path().join(sub), 1000);
+    host
+}
+
+/// [`host_dir`]'s `sub` still has its time.
+fn assert_host_dir_untouched(host: &tempfile::TempDir, sub: &str) {
+    let m = fs::metadata(host.path().join(sub)).expect("host dir");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::mtime(&m),
+        1000,
+        "a host directory got the copy's times"
+    );
+}
+
 /// A COPY into a destination that a lower layer has as a symlink went where the symlink points:
 /// the previous result is not where the destination says, so a removed file is not found there
 /// (it would stay in the image).
@@ -557,9 +576,7 @@ fn incremental_copy_never_touches_what_an_absolute_symlink_names_on_the_host() {
     if !root_or_skip() {
         return;
     }
-    let host = tempfile::tempdir().expect("host dir");
-    fs::create_dir(host.path().join("sub")).expect("mkdir");
-    set_mtime(&host.path().join("sub"), 1000);
+    let host = host_dir("sub");
     let f = Fixture::new("FROM scratch\nCOPY base /\nCOPY src /app/\n");
     fs::create_dir_all(f.path("base")).expect("mkdir");
     std::os::unix::fs::symlink(host.path(), f.path("base/app")).expect("symlink");
@@ -572,12 +589,7 @@ fn incremental_copy_never_touches_what_an_absolute_symlink_names_on_the_host() {
     // they are made: two full copies differ there, so only the host is checked.)
     let (_, ran) = build_layers(&f, f.state.path());
     assert_eq!(ran, vec!["COPY src /app/".to_string()]);
-    let m = fs::metadata(host.path().join("sub")).expect("host sub");
-    assert_eq!(
-        std::os::unix::fs::MetadataExt::mtime(&m),
-        1000,
-        "a host directory got the copy's times"
-    );
+    assert_host_dir_untouched(&host, "sub");
     assert_eq!(
         fs::read_dir(host.path()).expect("host dir").count(),
         1,
@@ -610,9 +622,7 @@ fn incremental_copy_never_follows_a_later_sources_symlink_over_a_directory() {
     if !root_or_skip() {
         return;
     }
-    let host = tempfile::tempdir().expect("host dir");
-    fs::create_dir(host.path().join("w")).expect("mkdir");
-    set_mtime(&host.path().join("w"), 1000);
+    let host = host_dir("w");
     let f = Fixture::new("FROM scratch\nCOPY a b /\n");
     f.write("a/f.txt", "f\n");
     f.write("a/z/w/inner.txt", "inner\n");
@@ -622,12 +632,7 @@ fn incremental_copy_never_follows_a_later_sources_symlink_over_a_directory() {
     build_layers(&f, f.state.path());
     f.write("a/f.txt", "f edited\n");
     assert_incremental_is_full_copy(&f, "COPY a b /");
-    let m = fs::metadata(host.path().join("w")).expect("host w");
-    assert_eq!(
-        std::os::unix::fs::MetadataExt::mtime(&m),
-        1000,
-        "a host directory got the copy's times"
-    );
+    assert_host_dir_untouched(&host, "w");
 }
 
 /// A plain file in a lower layer where a directory source goes: the copy replaces it with a

@@ -42,6 +42,32 @@ fn diff_ids(state: &tempfile::TempDir, reference: &str) -> Vec<String> {
         .collect()
 }
 
+/// Builds `FROM base` plus `COPY e.txt /e.txt` (`on top`) in `state`, exported as a local
+/// directory, which is returned.
+fn build_on_base(state: &tempfile::TempDir) -> tempfile::TempDir {
+    let next = tempdir();
+    common::write_files(
+        next.path(),
+        &[
+            ("Dockerfile", "FROM base\nCOPY e.txt /e.txt\n"),
+            ("e.txt", "on top\n"),
+        ],
+    );
+    let dest = tempdir();
+    let output = format!("type=local,dest={}", dest.path().display());
+    ok(
+        state,
+        &[
+            "build",
+            "-q",
+            "--output",
+            &output,
+            next.path().to_str().expect("utf-8"),
+        ],
+    );
+    dest
+}
+
 /// A context of two COPY steps (FROM scratch: no registry needed), with `b.txt` holding `b`.
 fn context(b: &str) -> tempfile::TempDir {
     let ctx = tempdir();
@@ -258,26 +284,7 @@ fn a_mounted_base_keeps_its_deletions_and_replacements() {
             ctx.path().to_str().expect("utf-8"),
         ],
     );
-    let next = tempdir();
-    common::write_files(
-        next.path(),
-        &[
-            ("Dockerfile", "FROM base\nCOPY e.txt /e.txt\n"),
-            ("e.txt", "on top\n"),
-        ],
-    );
-    let dest = tempdir();
-    let output = format!("type=local,dest={}", dest.path().display());
-    ok(
-        &state,
-        &[
-            "build",
-            "-q",
-            "--output",
-            &output,
-            next.path().to_str().expect("utf-8"),
-        ],
-    );
+    let dest = build_on_base(&state);
     let keys = common::snapshot_keys(state.path());
     assert!(
         !keys.iter().any(|k| k.starts_with("layer-")),
@@ -345,26 +352,7 @@ fn a_base_with_an_empty_layer_is_mounted_after_another_build_made_the_same_empty
             path,
         ],
     );
-    let next = tempdir();
-    common::write_files(
-        next.path(),
-        &[
-            ("Dockerfile", "FROM base\nCOPY e.txt /e.txt\n"),
-            ("e.txt", "on top\n"),
-        ],
-    );
-    let dest = tempdir();
-    let output = format!("type=local,dest={}", dest.path().display());
-    ok(
-        &state,
-        &[
-            "build",
-            "-q",
-            "--output",
-            &output,
-            next.path().to_str().expect("utf-8"),
-        ],
-    );
+    let dest = build_on_base(&state);
     let keys = common::snapshot_keys(state.path());
     assert!(
         !keys.iter().any(|k| k.starts_with("layer-")),
@@ -407,26 +395,7 @@ fn a_base_built_with_clamped_mtimes_is_unpacked_not_mounted() {
         .output()
         .expect("run kiln");
     assert!(out.status.success(), "{}", text(&out).1);
-    let next = tempdir();
-    common::write_files(
-        next.path(),
-        &[
-            ("Dockerfile", "FROM base\nCOPY e.txt /e.txt\n"),
-            ("e.txt", "on top\n"),
-        ],
-    );
-    let dest = tempdir();
-    let output = format!("type=local,dest={}", dest.path().display());
-    ok(
-        &state,
-        &[
-            "build",
-            "-q",
-            "--output",
-            &output,
-            next.path().to_str().expect("utf-8"),
-        ],
-    );
+    let dest = build_on_base(&state);
     let keys = common::snapshot_keys(state.path());
     assert_eq!(
         keys.iter().filter(|k| k.starts_with("layer-")).count(),
