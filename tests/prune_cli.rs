@@ -190,20 +190,6 @@ fn system_df_and_prune_account_for_and_remove_images_and_cache() {
     assert_eq!(run_kiln(&state, &["images", "-q"]).1, "");
 }
 
-/// Snapshot keys starting with `layer-` (images unpacked by FROM or `kiln run`).
-fn layer_snapshots(state: &tempfile::TempDir) -> Vec<String> {
-    // One record file per committed snapshot, named by its key.
-    std::fs::read_dir(state.path().join("snapshots/committed")).map_or_else(
-        |_| Vec::new(),
-        |rd| {
-            rd.filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|k| k.starts_with("layer-"))
-                .collect()
-        },
-    )
-}
-
 #[test]
 fn image_prune_removes_the_snapshots_only_the_pruned_images_used() {
     if not_root() {
@@ -240,7 +226,10 @@ fn image_prune_removes_the_snapshots_only_the_pruned_images_used() {
     // Running an image built here mounts the build's own snapshots: nothing is unpacked.
     let (code, out, err) = run_kiln(&built, &["run", "--network", "none", &old, "cat", "/n"]);
     assert_eq!((code, out.as_str()), (Some(0), "1\n"), "{err}");
-    assert_eq!(layer_snapshots(&built), Vec::<String>::new());
+    assert_eq!(
+        common::unpacked_layer_snapshots(built.path()),
+        Vec::<String>::new()
+    );
     let first = save("first.tar", &["busybox:latest", "app:latest"]);
     build(2);
     let second = save("second.tar", &["app:latest"]);
@@ -250,17 +239,17 @@ fn image_prune_removes_the_snapshots_only_the_pruned_images_used() {
     let state = tempdir();
     let (code, _, err) = run_kiln(&state, &["load", "-i", first.to_str().expect("utf-8")]);
     assert_eq!(code, Some(0), "{err}");
-    let unpacked = layer_snapshots(&state);
+    let unpacked = common::unpacked_layer_snapshots(state.path());
     // busybox's two layers (COPY, RUN) and app's RUN.
     assert_eq!(unpacked.len(), 3, "{unpacked:?}");
     let (code, _, err) = run_kiln(&state, &["load", "-i", second.to_str().expect("utf-8")]);
     assert_eq!(code, Some(0), "{err}");
-    assert_eq!(layer_snapshots(&state).len(), 4);
+    assert_eq!(common::unpacked_layer_snapshots(state.path()).len(), 4);
     let (code, out, err) = run_kiln(&state, &["image", "prune", "-f"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("Deleted Images:"), "{out}");
     // The old image's own layer is gone; busybox's stay (busybox:latest and app use them).
-    let left = layer_snapshots(&state);
+    let left = common::unpacked_layer_snapshots(state.path());
     assert_eq!(left.len(), 3, "{left:?}");
     let shared = left.iter().filter(|l| unpacked.contains(l)).count();
     assert_eq!(shared, 2, "busybox's layers: {left:?}");

@@ -150,16 +150,13 @@ fn step_snapshot_of(
     parent: Option<&str>,
 ) -> Option<String> {
     // Deferred layers are uncompressed: their digest is their diff_id.
-    if layer.digest.as_str() != diff_id {
+    if sn.driver() != snap::Driver::Overlay || layer.digest.as_str() != diff_id {
         return None;
     }
     let record = store.deferred_blob(&layer.digest)?;
     let (name, None) = crate::deferred::parse_source(&record.source)? else {
         return None;
     };
-    if sn.driver() != snap::Driver::Overlay {
-        return None;
-    }
     let info = sn.stat(name).ok()?;
     if info.kind != snap::Kind::Committed {
         return None;

@@ -14,7 +14,7 @@ use std::path::Path;
 use common::{busybox_context, kiln, not_root, tempdir, text, write_files};
 
 /// sha256 of the empty tar (two zero blocks).
-const EMPTY: &str = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
+use common::EMPTY_LAYER as EMPTY;
 
 /// One tar entry: type, mode, uid, gid.
 type Entry = (char, u32, u64, u64);

@@ -107,6 +107,19 @@ pub fn snapshot_keys(state: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The snapshot keys under `state` that hold an image's unpacked layers (`layer-<chain id>`,
+/// made by a `FROM`, `kiln run`, pull or load).
+pub fn unpacked_layer_snapshots(state: &Path) -> Vec<String> {
+    snapshot_keys(state)
+        .into_iter()
+        .filter(|k| k.starts_with("layer-"))
+        .collect()
+}
+
+/// The diff_id of an empty layer (an empty tar stream: two zero blocks).
+pub const EMPTY_LAYER: &str =
+    "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
+
 /// Where the content store under `state` keeps the blob `digest` (`sha256:<hex>`).
 pub fn stored_blob(state: &Path, digest: &str) -> PathBuf {
     state

@@ -81,22 +81,11 @@ fn split(line: &str) -> Option<(&str, &str, &str)> {
 
 /// Whether `rel` (below `root`) is a regular file reached through real directories only.
 fn regular_file_at(root: &Path, rel: &str) -> bool {
-    let mut p = root.to_path_buf();
-    let parts: Vec<&str> = rel.split('/').filter(|s| !s.is_empty()).collect();
-    for (i, part) in parts.iter().enumerate() {
-        p.push(part);
-        let Ok(m) = fs::symlink_metadata(&p) else {
-            return false;
-        };
-        let last = i + 1 == parts.len();
-        if last {
-            return m.file_type().is_file();
-        }
-        if !m.file_type().is_dir() {
-            return false;
-        }
-    }
-    false
+    let rel = rel.trim_matches('/');
+    let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+    !name.is_empty()
+        && real_dir_at(root, parent)
+        && fs::symlink_metadata(root.join(rel)).is_ok_and(|m| m.file_type().is_file())
 }
 
 impl<'a> Plan<'a> {
@@ -155,6 +144,13 @@ fn dest_of(tops: &HashMap<&str, Top>, source: &str, rel: &str) -> Option<String>
     } else {
         format!("{}/{rel}", top.dest)
     })
+}
+
+/// A 64-bit hash of `v` (a collision only ever means a full copy).
+fn hash_of(v: &impl Hash) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
 }
 
 /// Whether `rel` (below `root`, `""` for the root itself) is a directory reached through real
@@ -219,11 +215,7 @@ pub(crate) fn plan<'a>(
     // The previous lines by the hash of (label, path), 12 bytes an entry (what a line names
     // is compared when found); each one found again is marked. Two lines of one hash: copied
     // in full.
-    let key = |label: &str, path: &str| {
-        let mut h = std::hash::DefaultHasher::new();
-        (label, path).hash(&mut h);
-        h.finish()
-    };
+    let key = |label: &str, path: &str| hash_of(&(label, path));
     let mut old_at: HashMap<u64, u32> = HashMap::with_capacity(old.len());
     for (j, o) in old.iter().enumerate() {
         let (label, path, _) = split(o)?;
@@ -296,17 +288,15 @@ pub(crate) fn plan<'a>(
                     line: i,
                 },
             );
-        } else if kind == "f" {
-            files.push(u32::try_from(i).ok()?);
-        }
-    }
-    // Entries below a source need that source to be a directory.
-    for n in new.iter() {
-        let (label, path, _) = split(n)?;
-        if !path.trim_start_matches('/').is_empty()
-            && tops.get(label.trim_start_matches('/'))?.kind != "d"
-        {
-            return None;
+        } else {
+            // A source's line comes before the entries below it, which need it to be a
+            // directory.
+            if tops.get(source)?.kind != "d" {
+                return None;
+            }
+            if kind == "f" {
+                files.push(u32::try_from(i).ok()?);
+            }
         }
     }
     // What the previous result holds that the selection no longer has: below a source (a
@@ -340,20 +330,17 @@ pub(crate) fn plan<'a>(
         removed,
         dest_is_dir,
     };
-    // Two entries written to one place: the later one wins, which the mapping cannot tell.
-    // One source maps its entries to distinct places; of several, the places are compared by
-    // hash (a collision only means a full copy).
-    // A directory two sources have is one directory (the later source's times, see
-    // `finish`), but a place that is a directory in one and not in another (a symlink the
-    // mapping would walk through) is not followed.
+    // One source maps its entries to distinct places. Of several, two entries written to one
+    // place (the later wins, which the mapping cannot tell) copy in full, and so does a place
+    // that is a directory in one and not in another (a symlink the mapping would walk
+    // through); a directory two sources have is one directory (the later source's times, see
+    // `finish`). Places are compared by hash.
     if sources > 1 {
         let mut dirs = HashSet::new();
         let mut others = HashSet::new();
         for i in 0..new.len() {
             let e = plan.entry(i)?;
-            let mut h = std::hash::DefaultHasher::new();
-            e.dest.hash(&mut h);
-            let h = h.finish();
+            let h = hash_of(&e.dest);
             let clash = if e.kind == "d" {
                 dirs.insert(h);
                 others.contains(&h)
@@ -635,25 +622,20 @@ pub(crate) fn finish(
         )?;
         Ok(true)
     };
-    // Symlinks and special files were re-made with the previous result's times; the copy
-    // gives them their source's (their lines hold no time).
-    for i in 0..plan.lines.len() {
-        let Some(e) = plan.entry(i) else { continue };
-        if e.kind != "d" && e.kind != "f" && !source_times(&e)? {
-            return Ok(false);
-        }
-    }
-    // In listing order, which is the sources' order: a directory two sources have keeps the
-    // later one's times, as the full copy leaves it (setting a directory's times changes no
-    // other's, so the order within a source does not matter).
+    // Directories, symlinks and special files were re-made with the previous result's times
+    // (and writing changed directories'); the copy leaves them with their source's. In listing
+    // order, which is the sources' order: a directory two sources have keeps the later one's
+    // times, as the full copy leaves it (setting times changes no other entry's, so the order
+    // within a source does not matter).
     let mut top_seen = false;
     for i in 0..plan.lines.len() {
         let Some(e) = plan.entry(i) else { continue };
-        if e.kind != "d" {
+        if e.kind == "f" {
             continue;
         }
         // Only the source that made the destination gave it its metadata.
-        if e.rel.is_empty()
+        if e.kind == "d"
+            && e.rel.is_empty()
             && (std::mem::replace(&mut top_seen, true) || plan.dest_is_dir || dest_existed)
         {
             continue;

@@ -17,8 +17,8 @@ impl BuildCtx<'_> {
         inputs: &crate::explain::StepInputs,
         step_id: &str,
     ) -> Result<Option<(FsState, bool)>> {
-        let files = &inputs.files;
         use crate::copy::reuse;
+        let files = &inputs.files;
         let Op::Copy(c) = &step.op else {
             return Ok(None);
         };
